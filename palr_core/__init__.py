@@ -1,0 +1,49 @@
+"""palr: LLM-ranked sequential recommendation (PALR) as a plugin framework.
+
+This module is the public API a plugin uses; nothing here knows a concrete model.
+"""
+
+from .components import (
+    KINDS,
+    Dataset,
+    ProfileGenerator,
+    Ranker,
+    RankRequest,
+    Retriever,
+    RunContext,
+    TrainingData,
+)
+from .data import (
+    DataError,
+    DatasetStats,
+    InteractionLog,
+    ItemCatalog,
+    RawDataset,
+    SequenceData,
+    Split,
+    iterative_k_core,
+    leave_one_out_split,
+    preprocess,
+)
+from .hookspecs import hookimpl
+from .metrics import DEFAULT_KS, mask_history, metrics_from_ranks, rank_from_lists, rank_from_scores
+from .plugins import (
+    ComponentConfigError,
+    DuplicateComponentError,
+    PluginError,
+    Registry,
+    UnknownComponentError,
+    load_registry,
+)
+from .training import TrainerConfig, make_trainer
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "KINDS", "Dataset", "ProfileGenerator", "Ranker", "RankRequest", "Retriever", "RunContext",
+    "TrainingData", "DataError", "DatasetStats", "InteractionLog", "ItemCatalog", "RawDataset",
+    "SequenceData", "Split", "iterative_k_core", "leave_one_out_split", "preprocess", "hookimpl",
+    "DEFAULT_KS", "mask_history", "metrics_from_ranks", "rank_from_lists", "rank_from_scores",
+    "ComponentConfigError", "DuplicateComponentError", "PluginError", "Registry",
+    "UnknownComponentError", "load_registry", "TrainerConfig", "make_trainer", "__version__",
+]

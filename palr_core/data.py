@@ -1,0 +1,281 @@
+"""Interaction logs, item catalogues, preprocessing (dedup, chronology, k-core) and the split.
+
+Everything here is plain numpy: a Dataset plugin hands over an :class:`InteractionLog` (raw ids,
+file order) and an :class:`ItemCatalog` (text per raw item id); :func:`preprocess` turns them into
+per-user chronological sequences over contiguous item ids ``0..num_items-1``, and
+:func:`leave_one_out_split` holds out the last two items of each sequence.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+__all__ = [
+    "InteractionLog",
+    "ItemCatalog",
+    "RawDataset",
+    "SequenceData",
+    "DatasetStats",
+    "Split",
+    "DataError",
+    "preprocess",
+    "leave_one_out_split",
+    "iterative_k_core",
+]
+
+
+class DataError(ValueError):
+    """Input data that cannot be used, with a message that says where and what was expected."""
+
+
+@dataclass(frozen=True)
+class InteractionLog:
+    """Raw implicit-feedback events in file order.
+
+    ``users`` and ``items`` hold raw ids (any hashable, usually int or str); ``timestamps`` is
+    ``None`` when the source has no time, in which case file order is the time order.
+    """
+
+    users: np.ndarray
+    items: np.ndarray
+    timestamps: np.ndarray | None = None
+
+    def __post_init__(self) -> None:
+        n = len(self.users)
+        if len(self.items) != n or (self.timestamps is not None and len(self.timestamps) != n):
+            raise DataError(
+                f"InteractionLog columns differ in length: users={n}, items={len(self.items)}, "
+                f"timestamps={None if self.timestamps is None else len(self.timestamps)}"
+            )
+
+    def __len__(self) -> int:
+        return len(self.users)
+
+
+@dataclass(frozen=True)
+class ItemCatalog:
+    """Text for every item: what prompts show and what negatives are drawn by.
+
+    :param ids: raw item ids, position = catalogue index.
+    :param titles: a display title per item (never empty: loaders fill a fallback).
+    :param attributes: named lists of labels per item, e.g. ``{"genres": [["Comedy"], ...]}``.
+    :param domain: ``"movies"`` or ``"products"``; selects prompt templates.
+    :param show_id: render items as ``"<raw id> (<title>)"`` (Amazon style) instead of the title.
+    """
+
+    ids: list
+    titles: list[str]
+    attributes: dict[str, list[list[str]]] = field(default_factory=dict)
+    domain: str = "movies"
+    show_id: bool = False
+
+    def __post_init__(self) -> None:
+        if len(self.ids) != len(self.titles):
+            raise DataError(f"ItemCatalog: {len(self.ids)} ids but {len(self.titles)} titles")
+        for name, values in self.attributes.items():
+            if len(values) != len(self.ids):
+                raise DataError(
+                    f"ItemCatalog attribute {name!r} has {len(values)} rows, expected {len(self.ids)}"
+                )
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def render(self, index: int) -> str:
+        """The item as prompts show it: its title, or ``"ASIN (title)"`` when ``show_id``."""
+        title = self.titles[index]
+        return f"{self.ids[index]} ({title})" if self.show_id else title
+
+    def labels(self, index: int) -> list[str]:
+        """All attribute labels of an item (genres, categories, brand...), in attribute order."""
+        return [label for values in self.attributes.values() for label in values[index]]
+
+    def subset(self, indices: Sequence[int]) -> "ItemCatalog":
+        """A catalogue of the given items, renumbered ``0..len(indices)-1`` in that order."""
+        return ItemCatalog(
+            ids=[self.ids[i] for i in indices],
+            titles=[self.titles[i] for i in indices],
+            attributes={k: [v[i] for i in indices] for k, v in self.attributes.items()},
+            domain=self.domain,
+            show_id=self.show_id,
+        )
+
+
+@dataclass(frozen=True)
+class RawDataset:
+    """What a Dataset plugin returns: the log and the text of (at least) every logged item."""
+
+    log: InteractionLog
+    catalog: ItemCatalog
+    name: str = "dataset"
+
+
+@dataclass(frozen=True)
+class DatasetStats:
+    users: int
+    items: int
+    interactions: int
+
+    @property
+    def density(self) -> float:
+        return self.interactions / max(1, self.users * self.items)
+
+    def as_dict(self) -> dict:
+        return {**asdict(self), "density": self.density}
+
+    def table(self, title: str = "") -> str:
+        """A one-row markdown table, for the console and the run directory."""
+        head = f"{title}\n" if title else ""
+        return (
+            f"{head}| users | items | interactions | density |\n|---:|---:|---:|---:|\n"
+            f"| {self.users:,} | {self.items:,} | {self.interactions:,} | {self.density:.4%} |"
+        )
+
+
+@dataclass(frozen=True)
+class SequenceData:
+    """Per-user chronological sequences over catalogue indices ``0..num_items-1``."""
+
+    sequences: list[np.ndarray]
+    user_ids: list
+    catalog: ItemCatalog
+    name: str = "dataset"
+
+    @property
+    def num_items(self) -> int:
+        return len(self.catalog)
+
+    @property
+    def stats(self) -> DatasetStats:
+        return DatasetStats(
+            users=len(self.sequences),
+            items=self.num_items,
+            interactions=int(sum(len(s) for s in self.sequences)),
+        )
+
+
+@dataclass(frozen=True)
+class Split:
+    """Leave-one-out split: per user the training prefix, the validation and the test item."""
+
+    train: list[np.ndarray]
+    valid: np.ndarray
+    test: np.ndarray
+    num_items: int
+
+    def histories(self, stage: str) -> list[np.ndarray]:
+        """What a model may see when predicting ``stage`` (``"valid"``: train; ``"test"``: train+valid)."""
+        if stage == "valid":
+            return self.train
+        if stage == "test":
+            return [np.append(t, v) for t, v in zip(self.train, self.valid)]
+        raise ValueError(f"stage must be 'valid' or 'test', got {stage!r}")
+
+    def targets(self, stage: str) -> np.ndarray:
+        return {"valid": self.valid, "test": self.test}[stage]
+
+
+def iterative_k_core(user_codes: np.ndarray, item_codes: np.ndarray, k: int) -> np.ndarray:
+    """Boolean mask of events kept after repeatedly dropping users and items with < k events."""
+    keep = np.ones(len(user_codes), dtype=bool)
+    if k <= 1:
+        return keep
+    while True:
+        u, i = user_codes[keep], item_codes[keep]
+        user_ok = np.bincount(u, minlength=user_codes.max() + 1) >= k
+        item_ok = np.bincount(i, minlength=item_codes.max() + 1) >= k
+        ok = user_ok[u] & item_ok[i]
+        if ok.all():
+            return keep
+        keep[np.flatnonzero(keep)[~ok]] = False
+        if not keep.any():
+            return keep
+
+
+def preprocess(raw: RawDataset, k_core: int = 5) -> SequenceData:
+    """The paper's preprocessing: implicit feedback, per-user dedup, chronological, iterative k-core.
+
+    Every logged event counts as an interaction. A user's repeated item keeps its first
+    occurrence in time; time ties keep file order (a stable sort). Items and users are then
+    numbered in order of first appearance in the filtered log, so the result is deterministic.
+    """
+    log = raw.log
+    if len(log) == 0:
+        raise DataError(f"dataset {raw.name!r} has no interactions")
+    user_raw, user_codes = np.unique(log.users, return_inverse=True)
+    item_raw, item_codes = np.unique(log.items, return_inverse=True)
+    # chronological per user, ties in file order
+    if log.timestamps is None:
+        order = np.argsort(user_codes, kind="stable")
+    else:
+        order = np.lexsort((np.asarray(log.timestamps), user_codes))  # lexsort is stable
+    u, i = user_codes[order].astype(np.int64), item_codes[order].astype(np.int64)
+    # per-user dedup, keeping the earliest event
+    pair = u * (len(item_raw) + 1) + i
+    _, first = np.unique(pair, return_index=True)
+    dedup = np.zeros(len(pair), dtype=bool)
+    dedup[first] = True
+    u, i = u[dedup], i[dedup]
+    keep = iterative_k_core(u, i, k_core)
+    u, i = u[keep], i[keep]
+    if len(u) == 0:
+        raise DataError(f"dataset {raw.name!r}: nothing left after {k_core}-core filtering")
+
+    catalog_index = _catalog_positions(raw.catalog, item_raw, raw.name)
+    kept_items = _first_appearance(i)
+    item_new = np.full(len(item_raw), -1, dtype=np.int64)
+    item_new[kept_items] = np.arange(len(kept_items))
+    kept_users = _first_appearance(u)
+    boundaries = np.flatnonzero(np.diff(u)) + 1
+    per_user = np.split(item_new[i], boundaries)
+    by_user = dict(zip(u[np.r_[0, boundaries]].tolist(), per_user))
+    return SequenceData(
+        sequences=[by_user[x] for x in kept_users.tolist()],
+        user_ids=user_raw[kept_users].tolist(),
+        catalog=raw.catalog.subset(catalog_index[kept_items].tolist()),
+        name=raw.name,
+    )
+
+
+def _first_appearance(codes: np.ndarray) -> np.ndarray:
+    uniq, first = np.unique(codes, return_index=True)
+    return uniq[np.argsort(first, kind="stable")]
+
+
+def _catalog_positions(catalog: ItemCatalog, item_raw: np.ndarray, name: str) -> np.ndarray:
+    position = {key: idx for idx, key in enumerate(catalog.ids)}
+    missing = [x for x in item_raw.tolist() if x not in position]
+    if missing:
+        raise DataError(
+            f"dataset {name!r}: {len(missing)} logged item ids have no catalogue entry "
+            f"(e.g. {missing[:5]}); a Dataset must give every logged item a title"
+        )
+    return np.array([position[x] for x in item_raw.tolist()], dtype=np.int64)
+
+
+def leave_one_out_split(data: SequenceData) -> Split:
+    """Last item test, second-to-last validation, the rest training (users need >= 3 items)."""
+    short = [uid for uid, s in zip(data.user_ids, data.sequences) if len(s) < 3]
+    if short:
+        raise DataError(
+            f"dataset {data.name!r}: {len(short)} users have fewer than 3 interactions "
+            f"(e.g. user {short[0]!r}); leave-one-out needs 3 — raise k_core to at least 3"
+        )
+    return Split(
+        train=[s[:-2] for s in data.sequences],
+        valid=np.array([s[-2] for s in data.sequences], dtype=np.int64),
+        test=np.array([s[-1] for s in data.sequences], dtype=np.int64),
+        num_items=data.num_items,
+    )
+
+
+def save_stats(stats: DatasetStats, path: Path, title: str) -> None:
+    """Write the statistics as JSON and markdown next to each other."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.with_suffix(".json").write_text(json.dumps(stats.as_dict(), indent=2))
+    path.with_suffix(".md").write_text(stats.table(title) + "\n")

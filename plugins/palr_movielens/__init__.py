@@ -1,0 +1,1 @@
+"""Built-in plugin palr_movielens (work in progress: registers nothing yet)."""

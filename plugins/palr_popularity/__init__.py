@@ -1,0 +1,10 @@
+"""Built-in plugin: the ``popularity`` retriever, the simplest Retriever there is."""
+
+from palr_core import hookimpl
+
+from .retriever import PopularityConfig, PopularityRetriever
+
+
+@hookimpl
+def register_retrievers(register):
+    register("popularity", PopularityRetriever, config=PopularityConfig)

@@ -1,0 +1,1 @@
+"""Built-in plugin palr_sasrec (work in progress: registers nothing yet)."""

@@ -1,0 +1,10 @@
+"""Built-in plugin: the embedded ``synthetic`` dataset (palr-run's default)."""
+
+from palr_core import hookimpl
+
+from .dataset import SyntheticConfig, SyntheticMovies
+
+
+@hookimpl
+def register_datasets(register):
+    register("synthetic", SyntheticMovies, config=SyntheticConfig)

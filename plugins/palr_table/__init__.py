@@ -1,0 +1,1 @@
+"""Built-in plugin palr_table (work in progress: registers nothing yet)."""
