@@ -82,6 +82,13 @@ def _default(f: dataclasses.Field):
     return "???"
 
 
+def prepare_hydra(registry: Registry) -> None:
+    """Make Hydra see the plugins' config dirs, palr's schema and YAML-less component options."""
+    _install_search_path(registry.config_dirs)
+    store_schema()
+    _store_dataclass_options(registry)
+
+
 def settings_from_config(cfg: DictConfig, work_dir: Path) -> PipelineSettings:
     """Turn the composed Hydra config into typed pipeline settings."""
     container = OmegaConf.to_container(cfg, resolve=True)
@@ -111,9 +118,7 @@ def run(argv: list[str] | None = None) -> None:
         registry = load_registry()
     except PluginError as exc:
         sys.exit(f"palr: {exc}")
-    _install_search_path(registry.config_dirs)
-    store_schema()
-    _store_dataclass_options(registry)
+    prepare_hydra(registry)
 
     def task(cfg: DictConfig) -> float:
         work_dir = Path(HydraConfig.get().runtime.output_dir)

@@ -7,9 +7,10 @@ never see Hydra or OmegaConf objects.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol, Sequence, runtime_checkable
+from typing import Protocol, runtime_checkable
 
 import numpy as np
 
@@ -44,9 +45,9 @@ class RunContext:
     seed: int
     work_dir: Path
     cache_dir: Path
-    trainer: "TrainerConfig"
+    trainer: TrainerConfig
     catalog: ItemCatalog
-    profiles: "ProfileGenerator | None" = None
+    profiles: ProfileGenerator | None = None
 
     @property
     def num_items(self) -> int:

@@ -7,7 +7,7 @@ checked against its own plugin's config dataclass when the component is built.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Optional
+from typing import Any
 
 from omegaconf import MISSING
 
@@ -23,7 +23,7 @@ class PreprocessConfig:
 class EvalConfig:
     ks: list = field(default_factory=lambda: [5, 10, 20])  #: cut-offs for HR@K / NDCG@K
     candidates: int = 50  #: retriever top-K handed to the ranker
-    max_users: Optional[int] = None  #: evaluate a seeded sample of test users (None: all)
+    max_users: int | None = None  #: evaluate a seeded sample of test users (None: all)
 
 
 @dataclass

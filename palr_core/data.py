@@ -9,9 +9,9 @@ per-user chronological sequences over contiguous item ids ``0..num_items-1``, an
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 
@@ -95,7 +95,7 @@ class ItemCatalog:
         """All attribute labels of an item (genres, categories, brand...), in attribute order."""
         return [label for values in self.attributes.values() for label in values[index]]
 
-    def subset(self, indices: Sequence[int]) -> "ItemCatalog":
+    def subset(self, indices: Sequence[int]) -> ItemCatalog:
         """A catalogue of the given items, renumbered ``0..len(indices)-1`` in that order."""
         return ItemCatalog(
             ids=[self.ids[i] for i in indices],

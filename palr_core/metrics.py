@@ -8,7 +8,7 @@ list of item ids (a target absent from the list has rank ``inf``).
 
 from __future__ import annotations
 
-from typing import Iterable, Sequence
+from collections.abc import Iterable, Sequence
 
 import numpy as np
 import torch

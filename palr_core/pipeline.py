@@ -10,9 +10,10 @@ from __future__ import annotations
 import json
 import logging
 import time
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -35,7 +36,7 @@ class ComponentSpec:
     params: dict = field(default_factory=dict)
 
     @classmethod
-    def from_node(cls, node: Mapping[str, Any]) -> "ComponentSpec":
+    def from_node(cls, node: Mapping[str, Any]) -> ComponentSpec:
         params = dict(node)
         return cls(name=params.pop("name"), params=params)
 

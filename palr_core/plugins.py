@@ -13,9 +13,10 @@ import importlib.metadata as md
 import os
 import sys
 import warnings
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from types import ModuleType
-from typing import Any, Iterable, Mapping
+from typing import Any
 
 import pluggy
 from omegaconf import OmegaConf
@@ -199,7 +200,7 @@ def validate_params(reg: Registration, params: Mapping[str, Any]) -> dict[str, A
     except OmegaConfBaseException as exc:
         allowed = ", ".join(f.name for f in dataclasses.fields(reg.config))
         raise ComponentConfigError(
-            f"{reg.kind} {reg.name!r}: {exc.msg if hasattr(exc, 'msg') else exc} "
+            f"{reg.kind} {reg.name!r}: {str(exc).splitlines()[0]} "
             f"(options of {reg.config.__name__}: {allowed})"
         ) from None
     return {f.name: getattr(obj, f.name) for f in dataclasses.fields(obj)}
@@ -245,5 +246,20 @@ def load_registry(
     for name, plugin in extra_plugins:
         origins.setdefault(name, (name, "local"))
         pm.register(plugin, name=name)
-    pm.check_pending()
+    broken += _drop_invalid_hookimpls(pm, origins)
     return Registry(pm, origins, broken)
+
+
+def _drop_invalid_hookimpls(pm: pluggy.PluginManager, origins) -> list[BrokenPlugin]:
+    """Unregister plugins with a misspelt ``@hookimpl`` (pluggy's ``check_pending``), reporting each."""
+    dropped = []
+    while True:
+        try:
+            pm.check_pending()
+            return dropped
+        except pluggy.PluginValidationError as exc:
+            name = pm.get_name(exc.plugin) or str(exc.plugin)
+            pm.unregister(exc.plugin)
+            dist = origins.get(name, (name, ""))[0]
+            dropped.append(BrokenPlugin(name, dist, f"invalid hook implementation: {exc}"))
+            warnings.warn(f"palr plugin {name!r} ({dist}) is skipped: {exc}", stacklevel=3)

@@ -1,7 +1,7 @@
 """Built-in plugin: the ``identity`` ranker, which keeps the retriever's order."""
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 from palr_core import RankRequest, RunContext, TrainingData, hookimpl
 

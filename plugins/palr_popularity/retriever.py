@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 import torch
@@ -39,7 +39,7 @@ class PopularityRetriever:
         np.save(Path(path) / "popularity.npy", self.scores)
 
     @classmethod
-    def load(cls, path: Path) -> "PopularityRetriever":
+    def load(cls, path: Path) -> PopularityRetriever:
         obj = cls()
         obj.scores = np.load(Path(path) / "popularity.npy")
         return obj

@@ -1,7 +1,7 @@
 """Built-in plugin: profile generators (``none`` here; see the ranker issue for the others)."""
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import numpy as np
 

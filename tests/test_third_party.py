@@ -1,0 +1,56 @@
+"""A real distribution outside palr, found only through its entry point, with its own config group."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.test_cli import palr_run
+
+EXAMPLE = Path(__file__).parent / "fixtures" / "palr-example-plugin"
+
+
+@pytest.fixture(scope="module")
+def installed_example(tmp_path_factory) -> dict:
+    """pip-install the example plugin into its own directory; return the env that sees it."""
+    site = tmp_path_factory.mktemp("site")
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation",
+                    "--target", str(site), str(EXAMPLE)], check=True, capture_output=True)
+    return {"PYTHONPATH": os.pathsep.join([str(site), os.environ.get("PYTHONPATH", "")])}
+
+
+@pytest.mark.slow
+def test_installed_plugin_is_listed_with_its_distribution(installed_example):
+    out = subprocess.run([sys.executable, "-c", "from palr_core.cli import main; main(['plugins'])"],
+                         env={**os.environ, **installed_example}, capture_output=True, text=True, check=True)
+    assert ["retriever", "markov", "palr-example-plugin", "0.3.0", "palr_example"] in [
+        line.split() for line in out.stdout.splitlines()]
+    assert "pkg://palr_example.conf" in out.stdout
+
+
+@pytest.mark.slow
+def test_palr_run_uses_the_plugin_and_its_yaml(installed_example, tmp_path):
+    palr_run("retriever=markov", "retriever.smoothing=0.1", f"hydra.run.dir={tmp_path}/run",
+             tmp_path=tmp_path, env=installed_example)
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert metrics["rows"][0]["model"].startswith("retriever: markov")
+    assert "smoothing: 0.1" in (tmp_path / "run" / "config_resolved.yaml").read_text()
+
+
+@pytest.mark.slow
+def test_sweep_over_builtin_and_third_party_retrievers(installed_example, tmp_path):
+    palr_run("-m", "retriever=popularity,markov", f"hydra.sweep.dir={tmp_path}/sweep",
+             tmp_path=tmp_path, env=installed_example)
+    rows = {json.loads(p.read_text())["rows"][0]["model"].split()[1]: json.loads(p.read_text())["rows"][0]
+            for p in (tmp_path / "sweep").glob("*/metrics.json")}
+    assert set(rows) == {"popularity", "markov"}
+    # the synthetic data's sequel habit is exactly what a transition model captures
+    assert rows["markov"]["NDCG@10"] > rows["popularity"]["NDCG@10"]
+
+
+def test_without_the_plugin_its_option_does_not_exist(tmp_path):
+    proc = palr_run("retriever=markov", tmp_path=tmp_path, check=False)
+    assert proc.returncode != 0 and "Could not find 'retriever/markov'" in proc.stderr
