@@ -1,6 +1,7 @@
 """The plugin contract: hooks, entry-point discovery, registry errors, parameter validation."""
 
 import inspect
+import sys
 import types
 import warnings
 from dataclasses import dataclass
@@ -47,7 +48,7 @@ HOOKS = [name for name, _ in inspect.getmembers(hookspecs, inspect.isfunction) i
 
 
 def test_every_hook_is_documented_and_tested():
-    tested = {name for name, _ in inspect.getmembers(__import__(__name__), inspect.isfunction)}
+    tested = {name for name, _ in inspect.getmembers(sys.modules[__name__], inspect.isfunction)}
     for name in HOOKS:
         assert (getattr(hookspecs, name).__doc__ or "").strip(), f"hook {name} has no docstring"
         assert f"test_hook_{name}" in tested, f"hook {name} has no test_hook_{name}"
