@@ -101,3 +101,10 @@ def test_palr_plugins_lists_components_with_their_distribution():
     lines = [line.split() for line in out.splitlines()]
     assert ["retriever", "popularity", "palr", "0.1.0", "palr_popularity"] in lines
     assert ["dataset", "synthetic", "palr", "0.1.0", "palr_synthetic"] in lines
+
+
+@pytest.mark.slow
+def test_parallel_sweep_with_the_joblib_launcher(tmp_path):
+    palr_run("-m", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", "seed=1,2",
+             f"hydra.sweep.dir={tmp_path}/sweep", tmp_path=tmp_path)
+    assert len(list((tmp_path / "sweep").glob("*/metrics.json"))) == 2
