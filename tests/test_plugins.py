@@ -151,3 +151,13 @@ def test_registry_instances_do_not_share_state():
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         no_entry_points()
+
+
+def test_palr_core_imports_no_plugin():
+    import re
+    from pathlib import Path
+
+    core = Path(__file__).resolve().parents[1] / "palr_core"
+    for path in core.glob("*.py"):
+        imports = re.findall(r"^\s*(?:from|import)\s+(palr_\w+)", path.read_text(), re.MULTILINE)
+        assert set(imports) <= {"palr_core"}, f"{path.name} imports a plugin: {imports}"
