@@ -1,1 +1,10 @@
-"""Built-in plugin palr_table (work in progress: registers nothing yet)."""
+"""Built-in plugin: the ``table`` dataset, a user's own CSV/TSV/Parquet log and item file."""
+
+from palr_core import hookimpl
+
+from .dataset import TableConfig, TableDataset
+
+
+@hookimpl
+def register_datasets(register):
+    register("table", TableDataset, config=TableConfig)

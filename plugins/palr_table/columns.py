@@ -1,0 +1,212 @@
+"""Turning blocks of a table column into numpy arrays: ids, timestamps and ratings, with clear errors.
+
+Each builder is fed one block at a time (``add``) and keeps only compact numpy arrays, so a file
+far larger than memory costs about 8 bytes per kept row per column. Any value that cannot be
+read is reported with the file, the column, the option that named it, the row and the value.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from palr_core import DataError
+
+from .reader import TableSource
+
+INTEGER = r"^-?(0|[1-9][0-9]{0,17})$"  # no leading zeros: "007" stays the string id "007"
+NUMBER = r"^\s*[-+]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][-+]?[0-9]+)?\s*$"
+ZONE = r"(Z|[+-][0-9]{2}:?[0-9]{2})$"  # an explicit UTC offset at the end of an ISO time
+TIME_HELP = ("expected integers (seconds or milliseconds since 1970) or ISO 8601 dates/times "
+             "such as 2021-03-04 or 2021-03-04T05:06:07Z")
+
+
+class Column:
+    """Where a column comes from, for error messages."""
+
+    def __init__(self, source: TableSource, column: str, option: str) -> None:
+        self.source, self.column, self.option = source, column, option
+
+    def where(self, row: int) -> str:
+        """``data row N`` (1-based, header not counted), plus the line number for text files."""
+        line = f" (line {row + 2})" if self.source.format == "csv" else ""
+        return f"data row {row + 1}{line}"
+
+    def fail(self, row: int, value, expected: str) -> DataError:
+        return DataError(
+            f"{self.source.path}: column {self.column!r} (dataset.{self.option}), {self.where(row)}: "
+            f"cannot read {value!r}; {expected}"
+        )
+
+    def check_present(self, first_row: int, array: pa.Array) -> None:
+        """Empty cells are errors: an event without a user, item or time cannot be placed."""
+        missing = array.is_null()
+        if pa.types.is_string(array.type) or pa.types.is_large_string(array.type):
+            missing = pc.or_(missing, pc.equal(pc.binary_length(array), 0))
+        if pc.any(missing).as_py():
+            index = int(np.flatnonzero(missing.to_numpy(zero_copy_only=False))[0])
+            raise DataError(f"{self.source.path}: column {self.column!r} (dataset.{self.option}) "
+                            f"is empty in {self.where(first_row + index)}")
+
+
+class IdColumn(Column):
+    """Raw user or item ids: int64 while every value is a plain integer, otherwise strings."""
+
+    def __init__(self, source: TableSource, column: str, option: str) -> None:
+        super().__init__(source, column, option)
+        self.blocks: list[np.ndarray] = []
+        self.vocab: dict[str, int] | None = None  # set once a non-integer id appears
+
+    def add(self, first_row: int, array: pa.Array, keep: np.ndarray | None = None) -> None:
+        self.check_present(first_row, array)
+        if self.vocab is None:
+            integers = _as_integers(array)
+            if integers is not None:
+                self.blocks.append(integers if keep is None else integers[keep])
+                return
+            self._switch_to_strings()
+        codes = self._encode(pc.cast(array, pa.string()))
+        self.blocks.append(codes if keep is None else codes[keep])
+
+    def finish(self) -> np.ndarray:
+        """All kept ids: int64, or an object array of str (one str object per distinct id)."""
+        codes = np.concatenate(self.blocks) if self.blocks else np.zeros(0, dtype=np.int64)
+        self.blocks = []
+        if self.vocab is None:
+            return codes
+        values = np.empty(len(self.vocab), dtype=object)
+        values[:] = list(self.vocab)
+        return values[codes]
+
+    def _encode(self, array: pa.Array) -> np.ndarray:
+        assert self.vocab is not None
+        encoded = pc.dictionary_encode(array)
+        vocab = self.vocab
+        lookup = np.fromiter((vocab.setdefault(v, len(vocab)) for v in encoded.dictionary.to_pylist()),
+                             dtype=np.int32, count=len(encoded.dictionary))
+        return lookup[encoded.indices.to_numpy(zero_copy_only=False)]
+
+    def _switch_to_strings(self) -> None:
+        self.vocab = {}
+        blocks, self.blocks = self.blocks, []
+        for block in blocks:
+            uniq, inverse = np.unique(block, return_inverse=True)
+            lookup = self._encode(pa.array(uniq.astype(str)))
+            self.blocks.append(lookup[inverse].astype(np.int32))
+
+
+class NumberColumn(Column):
+    """A numeric column (ratings): float64 per row."""
+
+    def read(self, first_row: int, array: pa.Array) -> np.ndarray:
+        self.check_present(first_row, array)
+        if pa.types.is_integer(array.type) or pa.types.is_floating(array.type):
+            return array.cast(pa.float64()).to_numpy(zero_copy_only=False)
+        convert = lambda a: pc.cast(pc.utf8_trim_whitespace(pc.cast(a, pa.string())), pa.float64())  # noqa: E731
+        return _convert(self, first_row, array, convert, "expected a number").to_numpy(zero_copy_only=False)
+
+
+class TimeColumn(Column):
+    """Timestamps: integers as given, floats as given, ISO 8601 strings as epoch milliseconds.
+
+    The kind is decided on the first block and every later block must match it, so one file
+    never mixes units.
+    """
+
+    def __init__(self, source: TableSource, column: str, option: str) -> None:
+        super().__init__(source, column, option)
+        self.kind: str | None = None
+        self.blocks: list[np.ndarray] = []
+
+    def add(self, first_row: int, array: pa.Array, keep: np.ndarray | None = None) -> None:
+        self.check_present(first_row, array)
+        self.kind = self.kind or _time_kind(array)
+        converters = {"int": _to_int64, "float": _to_float64, "iso": _iso_to_ms}
+        expected = {"int": "the first rows hold integer timestamps, so every row must",
+                    "float": "the first rows hold numeric timestamps, so every row must",
+                    "iso": TIME_HELP}[self.kind]
+        values = _convert(self, first_row, array, converters[self.kind], expected)
+        values = values.to_numpy(zero_copy_only=False)
+        self.blocks.append(values if keep is None else values[keep])
+
+    def finish(self) -> np.ndarray:
+        values = np.concatenate(self.blocks) if self.blocks else np.zeros(0, dtype=np.int64)
+        self.blocks = []
+        return values
+
+
+def _as_integers(array: pa.Array) -> np.ndarray | None:
+    if pa.types.is_integer(array.type):
+        return array.cast(pa.int64()).to_numpy(zero_copy_only=False)
+    if not pa.types.is_string(array.type) or not pc.all(pc.match_substring_regex(array, INTEGER)).as_py():
+        return None
+    return pc.cast(array, pa.int64()).to_numpy(zero_copy_only=False)
+
+
+def _time_kind(array: pa.Array) -> str:
+    if pa.types.is_integer(array.type):
+        return "int"
+    if pa.types.is_floating(array.type):
+        return "float"
+    if pa.types.is_temporal(array.type):
+        return "iso"
+    stripped = pc.utf8_trim_whitespace(array)
+    if pc.all(pc.match_substring_regex(stripped, INTEGER)).as_py():
+        return "int"
+    if pc.all(pc.match_substring_regex(stripped, NUMBER)).as_py():
+        return "float"
+    return "iso"
+
+
+def _to_int64(array: pa.Array) -> pa.Array:
+    if pa.types.is_integer(array.type):
+        return array.cast(pa.int64())
+    return pc.cast(pc.utf8_trim_whitespace(array), pa.int64())
+
+
+def _to_float64(array: pa.Array) -> pa.Array:
+    if pa.types.is_integer(array.type) or pa.types.is_floating(array.type):
+        return array.cast(pa.float64())
+    return pc.cast(pc.utf8_trim_whitespace(array), pa.float64())
+
+
+def _iso_to_ms(array: pa.Array) -> pa.Array:
+    """ISO dates/times to epoch milliseconds; naive times are taken as UTC, offsets are honoured."""
+    if pa.types.is_temporal(array.type):
+        return pc.cast(array, pa.timestamp("ms", tz=getattr(array.type, "tz", None))).cast(pa.int64())
+    array = pc.utf8_trim_whitespace(array)
+    zoned = pc.match_substring_regex(array, ZONE)
+    if not pc.any(zoned).as_py():
+        return pc.cast(array, pa.timestamp("ms")).cast(pa.int64())
+    if pc.all(zoned).as_py():
+        return pc.cast(array, pa.timestamp("ms", tz="UTC")).cast(pa.int64())
+    out = np.empty(len(array), dtype=np.int64)  # a mix of zoned and naive times: convert each kind
+    mask = zoned.to_numpy(zero_copy_only=False)
+    out[mask] = _iso_to_ms(array.filter(zoned)).to_numpy()
+    out[~mask] = _iso_to_ms(array.filter(pc.invert(zoned))).to_numpy()
+    return pa.array(out)
+
+
+def _convert(column: Column, first_row: int, array: pa.Array,
+             convert: Callable[[pa.Array], pa.Array], expected: str) -> pa.Array:
+    try:
+        return convert(array)
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+        index = _first_failure(array, convert)
+        raise column.fail(first_row + index, array[index].as_py(), expected) from None
+
+
+def _first_failure(array: pa.Array, convert: Callable[[pa.Array], pa.Array]) -> int:
+    """Index of the first value ``convert`` rejects, by bisection (a few conversions, not one per row)."""
+    lo, hi = 0, len(array)
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        try:
+            convert(array.slice(lo, mid - lo))
+            lo = mid
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+            hi = mid
+    return lo

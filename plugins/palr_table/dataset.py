@@ -1,0 +1,246 @@
+"""Dataset plugin ``table``: a user's own interaction log (CSV, TSV or Parquet) and item file, as they are.
+
+``palr-run dataset=table dataset.interactions=log.csv dataset.items=items.csv`` with a column
+mapping in config. The log is streamed in blocks, so only the user, item, timestamp (and rating)
+columns are held, at about 8 bytes per row each. Items in the log without a row in the items
+file get their id as title; item rows never interacted with stay in the catalogue (preprocessing
+drops them). Both are counted and reported (printed, and on :attr:`TableDataset.report`).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from palr_core import DataError, InteractionLog, ItemCatalog, RawDataset
+
+from .columns import IdColumn, NumberColumn, TimeColumn
+from .reader import TableSource, inspect, read_chunks
+
+log = logging.getLogger("palr.table")
+
+
+@dataclass
+class TableConfig:
+    """Where the files are and which columns mean what.
+
+    :param interactions: the log: ``.csv``/``.tsv``/any text table (plain, ``.gz`` or one-file
+        ``.zip``) or Parquet, with a header row. Format and compression are detected from content.
+    :param items: optional item file (same formats) with one row per item; without it, titles are ids.
+    :param user: column of the log holding user ids.
+    :param item: column of the log holding item ids.
+    :param timestamp: column of the log holding times (integers, e.g. seconds or milliseconds, or
+        ISO 8601 strings); ``null`` means file order is time order.
+    :param rating: optional rating column; only rows with ``rating >= rating_threshold`` count.
+    :param rating_threshold: the smallest rating that counts as an interaction (needs ``rating``).
+    :param item_id: id column of the items file (default: the same name as ``item``).
+    :param title: title column of the items file (``null``: titles are item ids).
+    :param attributes: further items-file columns (e.g. ``[category, brand]``) that become item labels.
+    :param label_separator: splits an attribute cell into several labels (``"Comedy|Drama"``).
+    :param separator: field separator of text files (``null``: detected from the header line).
+    :param encoding: text encoding (``null``: UTF-8, checked; e.g. ``latin-1`` for older files).
+    :param domain: ``movies`` or ``products``: selects prompt wording.
+    :param show_id: render items as ``"<id> (<title>)"`` in prompts (useful when titles repeat).
+    """
+
+    interactions: str = "???"
+    items: str | None = None
+    user: str = "user_id"
+    item: str = "item_id"
+    timestamp: str | None = "timestamp"
+    rating: str | None = None
+    rating_threshold: float | None = None
+    item_id: str | None = None
+    title: str | None = "title"
+    attributes: list = field(default_factory=list)
+    label_separator: str | None = "|"
+    separator: str | None = None
+    encoding: str | None = None
+    domain: str = "products"
+    show_id: bool = False
+
+
+@dataclass
+class TableReport:
+    """What loading found: row counts and the gaps between the log and the items file."""
+
+    rows_read: int = 0
+    rows_kept: int = 0
+    users: int = 0
+    items_logged: int = 0
+    users_with_one_interaction: int = 0
+    item_rows: int = 0
+    items_without_row: int = 0
+    item_rows_never_interacted: int = 0
+    empty_titles: int = 0
+    examples: dict = field(default_factory=dict)
+
+    def summary(self, name: str) -> str:
+        """A few lines for the console."""
+        lines = [f"table {name}: {self.rows_read:,} rows read, {self.rows_kept:,} kept; "
+                 f"{self.users:,} users, {self.items_logged:,} items"]
+        for key, text in [("items_without_row", "logged items without a row in the items file (titled by id)"),
+                          ("item_rows_never_interacted", "item rows never interacted with (preprocessing drops them)"),
+                          ("empty_titles", "item rows with an empty title (titled by id)"),
+                          ("users_with_one_interaction",
+                           "users with a single interaction (preprocess.k_core >= 2 drops them)")]:
+            if getattr(self, key):
+                example = self.examples.get(key)
+                lines.append(f"  {getattr(self, key):,} {text}" + (f", e.g. {example}" if example else ""))
+        return "\n".join(lines)
+
+
+class TableDataset:
+    """Dataset plugin: ``palr-run dataset=table dataset.interactions=... [dataset.items=...]``."""
+
+    def __init__(self, **params) -> None:
+        self.config = TableConfig(**params)
+        self.report = TableReport()
+
+    def load(self) -> RawDataset:
+        cfg = self.config
+        if cfg.rating_threshold is not None and cfg.rating is None:
+            raise DataError("dataset.rating_threshold is set but dataset.rating names no column")
+        self.report = TableReport()
+        source = inspect(cfg.interactions, cfg.separator, cfg.encoding)
+        users, items, times = self._read_log(source)
+        self.report.rows_kept = len(users)
+        if cfg.items is not None:
+            items, catalog = self._catalog_from_file(items)
+        else:
+            catalog = self._catalog_from_ids(items)
+        self._count_users(users)
+        print(self.report.summary(source.path.name))
+        return RawDataset(log=InteractionLog(users, items, times), catalog=catalog, name=source.path.name)
+
+    def _read_log(self, source: TableSource):
+        cfg = self.config
+        wanted = {"user": cfg.user, "item": cfg.item}
+        if cfg.timestamp is not None:
+            wanted["timestamp"] = cfg.timestamp
+        if cfg.rating_threshold is not None:
+            wanted["rating"] = cfg.rating
+        source.require(wanted)
+        users, items = IdColumn(source, cfg.user, "user"), IdColumn(source, cfg.item, "item")
+        times = TimeColumn(source, cfg.timestamp, "timestamp") if cfg.timestamp is not None else None
+        ratings = NumberColumn(source, cfg.rating, "rating") if cfg.rating_threshold is not None else None
+        rows, best_rating = 0, -np.inf
+        with tqdm(desc=f"reading {source.path.name}", unit=" rows", unit_scale=True, disable=None) as bar:
+            for first, block in read_chunks(source, list(wanted.values())):
+                keep = None
+                if ratings is not None:
+                    values = ratings.read(first, block[cfg.rating])
+                    best_rating = max(best_rating, float(values.max()))
+                    keep = values >= cfg.rating_threshold
+                users.add(first, block[cfg.user], keep)
+                items.add(first, block[cfg.item], keep)
+                if times is not None:
+                    times.add(first, block[cfg.timestamp], keep)
+                rows += len(block[cfg.user])
+                bar.update(len(block[cfg.user]))
+        self.report.rows_read = rows
+        if rows == 0:
+            raise DataError(f"{source.path}: the file has a header ({source.columns}) but no data rows")
+        user_ids = users.finish()
+        if len(user_ids) == 0:
+            raise DataError(f"{source.path}: no row has column {cfg.rating!r} (dataset.rating) >= "
+                            f"{cfg.rating_threshold} (dataset.rating_threshold); the largest rating is {best_rating}")
+        return user_ids, items.finish(), times.finish() if times is not None else None
+
+    def _catalog_from_ids(self, logged: np.ndarray) -> ItemCatalog:
+        ids = _distinct(logged)
+        self.report.items_logged = len(ids)
+        self.report.items_without_row = len(ids)
+        return ItemCatalog(ids=ids.tolist(), titles=[str(x) for x in ids.tolist()],
+                           domain=self.config.domain, show_id=self.config.show_id)
+
+    def _catalog_from_file(self, logged: np.ndarray) -> tuple[np.ndarray, ItemCatalog]:
+        cfg = self.config
+        source = inspect(cfg.items, cfg.separator, cfg.encoding)
+        ids, titles, attributes = self._read_items(source)
+        if ids.dtype != logged.dtype:  # e.g. integer ids in the log, "B00X" ids in the items file
+            ids, logged = _as_strings(ids), _as_strings(logged)
+        _check_unique(ids, source, cfg.item_id or cfg.item)
+        logged_ids = _distinct(logged)
+        missing = logged_ids[~np.isin(logged_ids, ids)]
+        unused = ~np.isin(ids, logged_ids)
+        empty = [i for i, t in enumerate(titles) if not t]
+        self.report.item_rows, self.report.items_logged = len(ids), len(logged_ids)
+        self.report.items_without_row, self.report.item_rows_never_interacted = len(missing), int(unused.sum())
+        self.report.empty_titles = len(empty)
+        self.report.examples.update(items_without_row=missing[:3].tolist(),
+                                    item_rows_never_interacted=ids[unused][:3].tolist(),
+                                    empty_titles=ids[empty[:3]].tolist())
+        for i in empty:
+            titles[i] = str(ids[i])
+        all_ids = ids.tolist() + missing.tolist()
+        catalog = ItemCatalog(
+            ids=all_ids,
+            titles=titles + [str(x) for x in missing.tolist()],
+            attributes={name: labels + [[] for _ in range(len(missing))] for name, labels in attributes.items()},
+            domain=cfg.domain,
+            show_id=cfg.show_id,
+        )
+        return logged, catalog
+
+    def _read_items(self, source: TableSource):
+        cfg = self.config
+        id_column = cfg.item_id or cfg.item
+        wanted = {"item_id": id_column, **({"title": cfg.title} if cfg.title is not None else {}),
+                  **{f"attributes[{i}]": name for i, name in enumerate(cfg.attributes)}}
+        source.require(wanted)
+        ids = IdColumn(source, id_column, "item_id")
+        titles: list[str] = []
+        attributes: dict[str, list[list[str]]] = {name: [] for name in cfg.attributes}
+        rows = 0
+        for first, block in read_chunks(source, list(wanted.values())):
+            ids.add(first, block[id_column])
+            n = len(block[id_column])
+            rows += n
+            titles += [_text(v) for v in block[cfg.title].to_pylist()] if cfg.title is not None else [""] * n
+            for name in cfg.attributes:
+                attributes[name] += [_labels(v, cfg.label_separator) for v in block[name].to_pylist()]
+        if rows == 0:
+            raise DataError(f"{source.path}: the items file has a header ({source.columns}) but no rows")
+        return ids.finish(), titles, attributes
+
+    def _count_users(self, users: np.ndarray) -> None:
+        uniq, counts = np.unique(users, return_counts=True)
+        self.report.users = len(uniq)
+        single = counts == 1
+        self.report.users_with_one_interaction = int(single.sum())
+        self.report.examples["users_with_one_interaction"] = uniq[single][:3].tolist()
+
+
+def _distinct(values: np.ndarray) -> np.ndarray:
+    """Sorted distinct values (a sort: numpy's hash-based ``unique`` is several times slower here)."""
+    ordered = np.sort(values)
+    return ordered[np.r_[True, ordered[1:] != ordered[:-1]]] if len(ordered) else ordered
+
+
+def _check_unique(ids: np.ndarray, source: TableSource, column: str) -> None:
+    uniq, counts = np.unique(ids, return_counts=True)
+    repeated = uniq[counts > 1]
+    if len(repeated):
+        raise DataError(f"{source.path}: column {column!r} (dataset.item_id) repeats {len(repeated)} item ids, "
+                        f"e.g. {repeated[:10].tolist()}; each item needs exactly one row")
+
+
+def _as_strings(values: np.ndarray) -> np.ndarray:
+    uniq, inverse = np.unique(values, return_inverse=True)
+    strings = np.empty(len(uniq), dtype=object)
+    strings[:] = [str(x) for x in uniq.tolist()]
+    return strings[inverse]
+
+
+def _text(value) -> str:
+    return "" if value is None else " ".join(str(value).split())
+
+
+def _labels(value, separator: str | None) -> list[str]:
+    text = _text(value)
+    parts = text.split(separator) if separator else [text]
+    return [p.strip() for p in parts if p.strip()]
