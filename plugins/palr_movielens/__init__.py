@@ -1,1 +1,10 @@
-"""Built-in plugin palr_movielens (work in progress: registers nothing yet)."""
+"""Built-in plugin: MovieLens 100K/1M/20M/25M (``palr-run dataset=ml-1m dataset.root=<dir>``)."""
+
+from palr_core import hookimpl
+
+from .dataset import MovieLens, MovieLensConfig
+
+
+@hookimpl
+def register_datasets(register):
+    register("movielens", MovieLens, config=MovieLensConfig)
