@@ -42,6 +42,21 @@ def test_separator_is_detected_from_the_header(tmp_path, sep):
     assert raw.log.items.tolist() == [10, 11, 10, 12]
 
 
+def test_files_without_header_take_column_names_from_config(tmp_path):
+    log = write(tmp_path / "u.data", "1\t10\t5\t300\n1\t11\t3\t100\n")
+    items = write(tmp_path / "u.item", "10|Ten|1995|x\n11|Eleven|1996|y\n")
+    _, raw = load(log, log_columns=["user_id", "item_id", "rating", "timestamp"],
+                  items=str(items), item_columns=["item_id", "title"])
+    assert raw.log.timestamps.tolist() == [300, 100]
+    assert raw.catalog.titles == ["Ten", "Eleven"]
+
+
+def test_headerless_error_counts_lines_from_one(tmp_path):
+    log = write(tmp_path / "u.data", "1,10,300\n1,11,soon\n")
+    with pytest.raises(DataError, match=r"data row 2 \(line 2\): cannot read 'soon'"):
+        load(log, log_columns=["user_id", "item_id", "timestamp"])
+
+
 def test_quoted_fields_may_contain_the_separator(tmp_path):
     path = write(tmp_path / "items.csv", 'item_id,title\n10,"Alpha, Part 1"\n11,Beta\n12,"Say ""hi"""\n')
     _, raw = load(write(tmp_path / "log.csv", LOG), items=str(path))

@@ -32,7 +32,7 @@ class Column:
 
     def where(self, row: int) -> str:
         """``data row N`` (1-based, header not counted), plus the line number for text files."""
-        line = f" (line {row + 2})" if self.source.format == "csv" else ""
+        line = f" (line {row + 1 + self.source.header})" if self.source.format == "csv" else ""
         return f"data row {row + 1}{line}"
 
     def fail(self, row: int, value, expected: str) -> DataError:
@@ -65,16 +65,15 @@ class IdColumn(Column):
         if self.vocab is None:
             integers = _as_integers(array)
             if integers is not None:
-                self.blocks.append(integers if keep is None else integers[keep])
+                self.blocks.append(_own(integers, keep))
                 return
             self._switch_to_strings()
         codes = self._encode(pc.cast(array, pa.string()))
-        self.blocks.append(codes if keep is None else codes[keep])
+        self.blocks.append(_own(codes, keep))
 
     def finish(self) -> np.ndarray:
         """All kept ids: int64, or an object array of str (one str object per distinct id)."""
-        codes = np.concatenate(self.blocks) if self.blocks else np.zeros(0, dtype=np.int64)
-        self.blocks = []
+        codes = _stack(self.blocks, np.int64)
         if self.vocab is None:
             return codes
         values = np.empty(len(self.vocab), dtype=object)
@@ -112,8 +111,8 @@ class NumberColumn(Column):
 class TimeColumn(Column):
     """Timestamps: integers as given, floats as given, ISO 8601 strings as epoch milliseconds.
 
-    The kind is decided on the first block and every later block must match it, so one file
-    never mixes units.
+    The kind is decided by the first row and every later row must match it, so one file never
+    mixes units.
     """
 
     def __init__(self, source: TableSource, column: str, option: str) -> None:
@@ -125,17 +124,32 @@ class TimeColumn(Column):
         self.check_present(first_row, array)
         self.kind = self.kind or _time_kind(array)
         converters = {"int": _to_int64, "float": _to_float64, "iso": _iso_to_ms}
-        expected = {"int": "the first rows hold integer timestamps, so every row must",
-                    "float": "the first rows hold numeric timestamps, so every row must",
+        expected = {"int": "expected an integer timestamp, like the first row's",
+                    "float": "expected a numeric timestamp, like the first row's",
                     "iso": TIME_HELP}[self.kind]
         values = _convert(self, first_row, array, converters[self.kind], expected)
-        values = values.to_numpy(zero_copy_only=False)
-        self.blocks.append(values if keep is None else values[keep])
+        self.blocks.append(_own(values.to_numpy(zero_copy_only=False), keep))
 
     def finish(self) -> np.ndarray:
-        values = np.concatenate(self.blocks) if self.blocks else np.zeros(0, dtype=np.int64)
-        self.blocks = []
-        return values
+        return _stack(self.blocks, np.int64)
+
+
+def _own(values: np.ndarray, keep: np.ndarray | None) -> np.ndarray:
+    """A numpy-owned copy of the kept rows, so the block's Arrow buffers are freed right away."""
+    return values.copy() if keep is None else values[keep]
+
+
+def _stack(blocks: list[np.ndarray], dtype) -> np.ndarray:
+    """Concatenate and empty ``blocks``, freeing each block once copied (peak: result + one block)."""
+    if not blocks:
+        return np.zeros(0, dtype=dtype)
+    out = np.empty(sum(len(b) for b in blocks), dtype=blocks[0].dtype)
+    start = 0
+    while blocks:
+        block = blocks.pop(0)
+        out[start: start + len(block)] = block
+        start += len(block)
+    return out
 
 
 def _as_integers(array: pa.Array) -> np.ndarray | None:
@@ -153,10 +167,10 @@ def _time_kind(array: pa.Array) -> str:
         return "float"
     if pa.types.is_temporal(array.type):
         return "iso"
-    stripped = pc.utf8_trim_whitespace(array)
-    if pc.all(pc.match_substring_regex(stripped, INTEGER)).as_py():
+    first = pc.utf8_trim_whitespace(array.slice(0, 1))  # the first row sets the kind for the file
+    if pc.all(pc.match_substring_regex(first, INTEGER)).as_py():
         return "int"
-    if pc.all(pc.match_substring_regex(stripped, NUMBER)).as_py():
+    if pc.all(pc.match_substring_regex(first, NUMBER)).as_py():
         return "float"
     return "iso"
 

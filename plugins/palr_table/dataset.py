@@ -40,6 +40,9 @@ class TableConfig:
     :param title: title column of the items file (``null``: titles are item ids).
     :param attributes: further items-file columns (e.g. ``[category, brand]``) that become item labels.
     :param label_separator: splits an attribute cell into several labels (``"Comedy|Drama"``).
+    :param log_columns: names for the log's columns when it has no header row (in order; the
+        first line is then data). Unnamed trailing fields are called ``column_<n>``.
+    :param item_columns: the same for the items file.
     :param separator: field separator of text files (``null``: detected from the header line).
     :param encoding: text encoding (``null``: UTF-8, checked; e.g. ``latin-1`` for older files).
     :param domain: ``movies`` or ``products``: selects prompt wording.
@@ -57,6 +60,8 @@ class TableConfig:
     title: str | None = "title"
     attributes: list = field(default_factory=list)
     label_separator: str | None = "|"
+    log_columns: list = field(default_factory=list)
+    item_columns: list = field(default_factory=list)
     separator: str | None = None
     encoding: str | None = None
     domain: str = "products"
@@ -105,7 +110,7 @@ class TableDataset:
         if cfg.rating_threshold is not None and cfg.rating is None:
             raise DataError("dataset.rating_threshold is set but dataset.rating names no column")
         self.report = TableReport()
-        source = inspect(cfg.interactions, cfg.separator, cfg.encoding)
+        source = inspect(cfg.interactions, cfg.separator, cfg.encoding, cfg.log_columns)
         users, items, times = self._read_log(source)
         self.report.rows_kept = len(users)
         if cfg.items is not None:
@@ -159,7 +164,7 @@ class TableDataset:
 
     def _catalog_from_file(self, logged: np.ndarray) -> tuple[np.ndarray, ItemCatalog]:
         cfg = self.config
-        source = inspect(cfg.items, cfg.separator, cfg.encoding)
+        source = inspect(cfg.items, cfg.separator, cfg.encoding, cfg.item_columns)
         ids, titles, attributes = self._read_items(source)
         if ids.dtype != logged.dtype:  # e.g. integer ids in the log, "B00X" ids in the items file
             ids, logged = _as_strings(ids), _as_strings(logged)

@@ -37,6 +37,7 @@ class TableSource:
     separator: str
     encoding: str | None  # None: UTF-8, checked
     columns: list[str]
+    header: bool = True  # False: ``columns`` were given by the user and line 1 is data
 
     def require(self, wanted: dict[str, str]) -> None:
         """Fail naming the option and listing the columns found when a configured column is absent."""
@@ -48,8 +49,13 @@ class TableSource:
                 )
 
 
-def inspect(path: str | Path, separator: str | None = None, encoding: str | None = None) -> TableSource:
-    """Detect format, compression and separator and read the header of ``path``."""
+def inspect(path: str | Path, separator: str | None = None, encoding: str | None = None,
+            names: list[str] | None = None) -> TableSource:
+    """Detect format, compression and separator and read the header of ``path``.
+
+    ``names`` names the columns of a text file without a header row, in order; fields beyond
+    them are called ``column_<n>`` (1-based), so only the leading columns need names.
+    """
     path = Path(path).expanduser()
     if not path.is_file():
         raise DataError(f"{path}: file not found")
@@ -61,14 +67,24 @@ def inspect(path: str | Path, separator: str | None = None, encoding: str | None
     with _open_binary(path, compression) as fh:
         head = fh.read(64 << 10)
     if head[:4] == PARQUET_MAGIC:
-        return TableSource(path, "parquet", compression, "", None, _parquet_columns(path, compression))
+        columns = _parquet_columns(path, compression)
+        if names:
+            raise DataError(f"{path}: column names are given for a file without a header, but this is "
+                            f"Parquet, which names its columns: {columns}")
+        return TableSource(path, "parquet", compression, "", None, columns)
     text = _decode_head(path, head, encoding, compression)
     header_line = text.splitlines()[0] if text.strip() else ""
     if not header_line.strip():
         raise DataError(f"{path}: the file is empty (no header line)")
     sep = separator or _guess_separator(header_line, path)
-    columns = next(csv.reader([header_line], delimiter=sep))
-    return TableSource(path, "csv", compression, sep, encoding, [c.strip() for c in columns])
+    fields = [c.strip() for c in next(csv.reader([header_line], delimiter=sep))]
+    if not names:
+        return TableSource(path, "csv", compression, sep, encoding, fields)
+    if len(names) > len(fields):
+        raise DataError(f"{path}: {len(names)} column names given ({list(names)}) but the first line has "
+                        f"{len(fields)} {sep!r}-separated fields: {header_line[:200]!r}")
+    columns = list(names) + [f"column_{i + 1}" for i in range(len(names), len(fields))]
+    return TableSource(path, "csv", compression, sep, encoding, columns, header=False)
 
 
 def read_chunks(source: TableSource, columns: list[str],
@@ -91,7 +107,8 @@ def read_chunks(source: TableSource, columns: list[str],
 def _csv_batches(source: TableSource, columns: list[str], block_bytes: int) -> Iterator[pa.RecordBatch]:
     import pyarrow.csv as pacsv
 
-    read = pacsv.ReadOptions(block_size=block_bytes, encoding=source.encoding or "utf8")
+    read = pacsv.ReadOptions(block_size=block_bytes, encoding=source.encoding or "utf8",
+                                column_names=None if source.header else source.columns)
     parse = pacsv.ParseOptions(delimiter=source.separator, newlines_in_values=True)
     convert = pacsv.ConvertOptions(include_columns=columns, column_types={c: pa.string() for c in columns},
                                    strings_can_be_null=False, quoted_strings_can_be_null=False)
