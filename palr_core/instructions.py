@@ -1,0 +1,186 @@
+"""PALR's instruction data: Recommend ("v1") and Recommend_Retrieval ("v2") fine-tuning examples.
+
+Built from :class:`~palr_core.components.TrainingData` only (paper, section 2.2): for a seeded
+fraction of users (20% by default) a cut point inside the *training* prefix splits it into a
+history (at most 20 items) and the target items that follow it. Short target lists are topped
+up with the user's 3-hop affinity (user→item→user→item on the training interaction graph);
+with some probability an item is swapped between history and targets; Recommend_Retrieval adds
+negatives similar to the targets (sharing an attribute label, or co-interacted by many users).
+Validation items are never used, as targets, history, negatives or enrichment.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import scipy.sparse as sp
+
+from .components import TrainingData
+
+__all__ = ["InstructionConfig", "InstructionExample", "InteractionGraph", "build_instructions",
+           "select_users", "VERSIONS"]
+
+#: PALR version -> the instruction tasks it is fine-tuned on
+VERSIONS = {"v1": ("recommend",), "v2": ("recommend", "retrieval")}
+
+
+@dataclass
+class InstructionConfig:
+    """How examples are cut from training sequences (defaults: the paper's values where it gives one).
+
+    :param max_history: history items in an instruction (paper: 20).
+    :param max_targets: target items after the cut point (the paper asks for 10).
+    :param min_history: fewest history items before a cut point.
+    :param num_negatives: similar negatives added to a Recommend_Retrieval candidate list.
+    :param user_fraction: share of users fine-tuned on (paper: 20%), chosen with the run seed.
+    :param examples_per_user: cut points drawn per selected user.
+    :param enrich_below: target lists shorter than this are topped up from the 3-hop affinity.
+    :param swap_prob: chance that one history item and one target swap places.
+    """
+
+    max_history: int = 20
+    max_targets: int = 10
+    min_history: int = 3
+    num_negatives: int = 10
+    user_fraction: float = 0.2
+    examples_per_user: int = 1
+    enrich_below: int = 3
+    swap_prob: float = 0.1
+
+    def __post_init__(self) -> None:
+        if not 0.0 < self.user_fraction <= 1.0:
+            raise ValueError(f"user_fraction must be in (0, 1], got {self.user_fraction}")
+        if not 0.0 <= self.swap_prob <= 1.0:
+            raise ValueError(f"swap_prob must be in [0, 1], got {self.swap_prob}")
+        if self.min_history < 1 or self.max_history < self.min_history or self.max_targets < 1:
+            raise ValueError("need 1 <= min_history <= max_history and max_targets >= 1, got "
+                             f"{self.min_history}, {self.max_history}, {self.max_targets}")
+
+
+@dataclass(frozen=True)
+class InstructionExample:
+    """One fine-tuning example: the prompt's items and the label's items (catalogue indices)."""
+
+    user: int
+    task: str  #: "recommend" or "retrieval"
+    history: np.ndarray
+    targets: np.ndarray
+    candidates: np.ndarray | None = None  #: targets + negatives, shuffled (retrieval only)
+
+
+class InteractionGraph:
+    """The user×item graph of training prefixes, for co-interaction counts and 3-hop affinity."""
+
+    def __init__(self, train: Sequence[np.ndarray], num_items: int) -> None:
+        rows = np.repeat(np.arange(len(train)), [len(s) for s in train])
+        cols = np.concatenate([np.asarray(s, dtype=np.int64) for s in train]) if len(train) else []
+        self.matrix = sp.csr_matrix((np.ones(len(rows), dtype=np.float32), (rows, cols)),
+                                    shape=(len(train), num_items))
+        self.matrix.data[:] = 1.0  # duplicates count once
+        self._co: sp.csr_matrix | None = None
+
+    @property
+    def co_interactions(self) -> sp.csr_matrix:
+        """item×item counts of users who interacted with both (diagonal zeroed)."""
+        if self._co is None:
+            co = (self.matrix.T @ self.matrix).tocsr()
+            co.setdiag(0)
+            co.eliminate_zeros()
+            self._co = co
+        return self._co
+
+    def three_hop(self, user: int) -> np.ndarray:
+        """Affinity of ``user`` to every item along user→item→user→item paths."""
+        row = self.matrix[user]
+        return np.asarray(((row @ self.matrix.T) @ self.matrix).todense()).ravel()
+
+
+def select_users(num_users: int, fraction: float, rng: np.random.Generator) -> np.ndarray:
+    """A sorted, seeded sample of ``round(fraction * num_users)`` users (at least one)."""
+    size = max(1, int(round(fraction * num_users)))
+    return np.sort(rng.choice(num_users, size=min(size, num_users), replace=False))
+
+
+def build_instructions(
+    data: TrainingData, version: str = "v2", config: InstructionConfig | None = None, seed: int = 0
+) -> list[InstructionExample]:
+    """Fine-tuning examples for PALR ``version`` ("v1": Recommend; "v2": Recommend + Recommend_Retrieval)."""
+    if version not in VERSIONS:
+        raise ValueError(f"unknown PALR version {version!r}; expected one of {sorted(VERSIONS)}")
+    config = config or InstructionConfig()
+    rng = np.random.default_rng([seed, 5])
+    graph = InteractionGraph(data.train, data.num_items)
+    similar = _SimilarItems(data, graph)
+    examples = []
+    for user in select_users(len(data.train), config.user_fraction, rng).tolist():
+        sequence = np.asarray(data.train[user], dtype=np.int64)
+        if len(sequence) <= config.min_history:
+            continue
+        exclude = np.append(sequence, data.valid[user])
+        for _ in range(config.examples_per_user):
+            history, targets = _maybe_swap(*_cut(sequence, config, rng), config.swap_prob, rng)
+            if len(targets) < config.enrich_below:
+                targets = _enrich(targets, graph.three_hop(user), exclude, config.enrich_below)
+            for task in VERSIONS[version]:
+                candidates = None
+                if task == "retrieval":
+                    negatives = similar.negatives(targets, exclude, config.num_negatives, rng)
+                    candidates = rng.permutation(np.concatenate([targets, negatives]))
+                examples.append(InstructionExample(user, task, history, targets, candidates))
+    return examples
+
+
+def _cut(sequence: np.ndarray, config: InstructionConfig, rng) -> tuple[np.ndarray, np.ndarray]:
+    cut = int(rng.integers(config.min_history, len(sequence)))  # at least one target after it
+    history = sequence[max(0, cut - config.max_history):cut]
+    return history.copy(), sequence[cut:cut + config.max_targets].copy()
+
+
+def _enrich(targets: np.ndarray, affinity: np.ndarray, exclude: np.ndarray, size: int) -> np.ndarray:
+    affinity = affinity.astype(np.float64).copy()
+    affinity[np.concatenate([exclude, targets])] = -np.inf
+    ranked = np.argsort(-affinity, kind="stable")
+    extra = [i for i in ranked[: size - len(targets)] if np.isfinite(affinity[i]) and affinity[i] > 0]
+    return np.concatenate([targets, np.asarray(extra, dtype=np.int64)])
+
+
+def _maybe_swap(history: np.ndarray, targets: np.ndarray, prob: float, rng):
+    if len(history) and len(targets) and rng.random() < prob:
+        h, t = int(rng.integers(len(history))), int(rng.integers(len(targets)))
+        history[h], targets[t] = targets[t], history[h]
+    return history, targets
+
+
+class _SimilarItems:
+    """Negatives like the targets: sharing an attribute label, or co-interacted with one."""
+
+    def __init__(self, data: TrainingData, graph: InteractionGraph, top_co: int = 20) -> None:
+        self.num_items = data.num_items
+        self.graph = graph
+        self.top_co = top_co
+        self.by_label: dict[str, list[int]] = {}
+        for item in range(data.num_items):
+            for label in data.catalog.labels(item):
+                self.by_label.setdefault(label, []).append(item)
+        self.labels = [data.catalog.labels(i) for i in range(data.num_items)]
+
+    def pool(self, targets: np.ndarray) -> np.ndarray:
+        """Items sharing a label with a target, plus each target's most co-interacted items."""
+        found: set[int] = set()
+        for t in targets.tolist():
+            for label in self.labels[t]:
+                found.update(self.by_label[label])
+            row = self.graph.co_interactions[t]
+            found.update(row.indices[np.argsort(-row.data, kind="stable")[: self.top_co]].tolist())
+        return np.array(sorted(found), dtype=np.int64)
+
+    def negatives(self, targets: np.ndarray, exclude: np.ndarray, count: int, rng) -> np.ndarray:
+        banned = np.concatenate([exclude, targets])
+        pool = np.setdiff1d(self.pool(targets), banned)
+        if len(pool) >= count:
+            return rng.choice(pool, size=count, replace=False)
+        rest = np.setdiff1d(np.arange(self.num_items), np.concatenate([banned, pool]))
+        fill = rng.choice(rest, size=min(count - len(pool), len(rest)), replace=False)
+        return np.concatenate([pool, fill]).astype(np.int64)
