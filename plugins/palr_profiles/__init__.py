@@ -1,4 +1,4 @@
-"""Built-in plugin: profile generators (``none`` here; see the ranker issue for the others)."""
+"""Built-in plugin: profile generators ``none``, ``keywords`` and ``llm`` (paper, Figure 2)."""
 
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -6,6 +6,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from palr_core import RunContext, hookimpl
+
+from .generators import KeywordProfiles, KeywordsConfig, LlmProfileConfig, LlmProfiles
 
 
 @dataclass
@@ -23,3 +25,5 @@ class NoProfile:
 @hookimpl
 def register_profile_generators(register):
     register("none", NoProfile, config=NoProfileConfig)
+    register("keywords", KeywordProfiles, config=KeywordsConfig)
+    register("llm", LlmProfiles, config=LlmProfileConfig)
