@@ -3,26 +3,19 @@
 A public helper module for Dataset plugins (built-in or third-party); nothing here knows a
 concrete dataset.
 
-- :func:`download` fetches a URL (``https``, ``http`` or ``file``) with a tqdm progress bar,
-  verifies a ``"sha256:<hex>"`` / ``"md5:<hex>"`` checksum and moves the file into place only
-  when it is complete; :func:`extract` unpacks zip/tar archives without letting a member escape
-  the target directory.
-- :class:`FileHashes` remembers each file's sha256 together with its size and mtime, so a file
-  is re-hashed only when it changed.
-- :func:`cached` stores a parsed result (a pickle) keyed by the sha256 of the source files and
-  the parse settings; a payload whose checksum does not match is rebuilt, never used.
-- :func:`read_delimited` reads a separated text file into numpy columns, vectorised, and
-  reports a bad line by file, line number and what was expected (or skips and counts it,
-  :class:`BadLines`).
-- :class:`MissingDataError` is the one error for "the files are not there and could not be
-  downloaded": it names the expected files, the directory, and the URL.
+- getting files: :func:`fetch` / :func:`download` (tqdm bar, ``sha256:``/``md5:`` checksum, moved
+  into place only when complete), :func:`extract` (no member escapes the target), and
+  :class:`MissingDataError`, whose message names the expected files, the folder and the URL;
+- :func:`cached`: a parsed result keyed by the source files' sha256 (:class:`FileHashes`
+  re-hashes a file only when its size or mtime changed) and the settings; corrupt: rebuilt;
+- :func:`read_delimited`: separated text to numpy columns, vectorised, with bad lines reported
+  by file, line number and what was expected, or skipped and counted (:class:`BadLines`).
 """
 
 from __future__ import annotations
 
 import gzip
 import hashlib
-import io
 import json
 import logging
 import os
@@ -43,21 +36,9 @@ import numpy as np
 from .data import DataError
 
 __all__ = [
-    "MissingDataError",
-    "ChecksumError",
-    "BadLines",
-    "file_sha256",
-    "verify_checksum",
-    "FileHashes",
-    "download",
-    "extract",
-    "cached",
-    "open_bytes",
-    "read_delimited",
-    "read_text",
-    "Remote",
-    "fetch",
-    "missing_files_message",
+    "MissingDataError", "ChecksumError", "BadLines", "file_sha256", "verify_checksum", "FileHashes",
+    "download", "extract", "Remote", "fetch", "missing_files_message", "cached", "open_bytes",
+    "read_delimited", "read_text",
 ]
 
 log = logging.getLogger("palr")
@@ -465,6 +446,6 @@ def read_text(path: str | Path, encoding: str = "utf-8") -> str:
     with open_bytes(path) as f:
         data = f.read()
     try:
-        return io.TextIOWrapper(io.BytesIO(data), encoding=encoding, newline=None).read()
+        return data.decode(encoding).replace("\r\n", "\n")
     except UnicodeDecodeError as exc:
         raise DataError(f"{path}: cannot decode as {encoding} at byte {exc.start} ({exc.reason})") from None

@@ -94,6 +94,18 @@ def test_2018_json_metadata_and_item_first_ratings_csv(tmp_path):
     assert cat.attributes["categories"][cat.ids.index("B001")] == ["All Beauty"]
 
 
+def test_2018_five_core_reviews_json(tmp_path):
+    write_gz(tmp_path / "Luxury_Beauty_5.json.gz", [review("U1", "B002", 9), review("U1", "B001", 3)])
+    ds = make(tmp_path, release="2018", category="Luxury_Beauty")
+    assert sequences(ds) == {"U1": ["B001", "B002"]} and ds.report["format"] == "reviews"
+
+
+def test_empty_reviews_file_is_reported(tmp_path):
+    write_gz(tmp_path / "reviews_Beauty_5.json.gz", [""])
+    with pytest.raises(DataError, match=r"reviews_Beauty_5\.json\.gz is empty; expected one JSON review per line"):
+        make(tmp_path).load()
+
+
 def test_derived_tsv_keeps_file_order_for_same_day_ties(tmp_path):
     (tmp_path / "beauty_5core_interactions.tsv").write_text(
         "user_id\titem_id\ttimestamp\nU1\tB003\t86400\nU1\tB001\t86400\nU1\tB002\t0\n")
