@@ -173,6 +173,8 @@ class AmazonReviews:
         name = f"amazon-{cfg.release}-{cfg.category.lower()}"
         raw, report = cached(cfg.cache_dir, name, required + optional, settings, build)
         self.report = {**report, "from_cache": not built}
+        log.info("%s: %s layout in %s (%s events, %s products)", name, fmt, required[0].parent,
+                 f"{report['events']:,}", f"{report['catalog_items']:,}")
         if report["skipped_lines"]:
             log.warning("%s: skipped %s malformed lines (on_bad_lines=skip)", name, report["skipped_lines"])
         if report["items_without_title"]:

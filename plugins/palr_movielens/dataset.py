@@ -164,6 +164,8 @@ class MovieLens:
 
         raw, report = cached(self.config.cache_dir, f"movielens-{self.config.variant}", files, settings, build)
         self.report = {**report, "from_cache": not built}
+        log.info("MovieLens %s: %s layout in %s (%s events, %s catalogue items)", self.config.variant,
+                 fmt, directory, f"{report['events']:,}", f"{report['catalog_items']:,}")
         if report["skipped_lines"]:
             log.warning("MovieLens %s: skipped %s malformed lines (on_bad_lines=skip)",
                         self.config.variant, report["skipped_lines"])
