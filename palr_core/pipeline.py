@@ -164,7 +164,9 @@ def run_pipeline(settings: PipelineSettings, registry: Registry) -> RunResult:
     with timer("rank"):
         ranked = ranker.rank(requests, context)
     final = [complete_ranking(r, req.candidates) for r, req in zip(ranked, requests)]
-    rows.append(_row(f"ranker: {settings.ranker.name} over {settings.retriever.name} top-{n_cand}"
+    # a ranker may name its row (e.g. "PALR v2 (llama_lora tiny, score)"), as in the paper's Table 2
+    label = getattr(ranker, "label", settings.ranker.name)
+    rows.append(_row(f"ranker: {label} over {settings.retriever.name} top-{n_cand}"
                      + (f" + profile: {settings.profile.name}" if settings.profile.name != "none" else ""),
                      final, targets, settings.ks))
 
@@ -173,6 +175,7 @@ def run_pipeline(settings: PipelineSettings, registry: Registry) -> RunResult:
     (work_dir / "metrics.json").write_text(json.dumps(
         {"dataset": data.name, "stats": result.stats, "users_evaluated": len(users),
          "rows": rows, "timings_s": result.timings, "seed": settings.seed}, indent=2))
+    print(f"Evaluated {len(users)} of {len(split.test)} test users (eval.max_users={settings.max_users}).")
     print(result.table())
     return result
 
