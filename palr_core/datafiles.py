@@ -22,6 +22,7 @@ import os
 import pickle
 import tarfile
 import tempfile
+import time
 import urllib.error
 import urllib.request
 import warnings
@@ -37,13 +38,15 @@ from .data import DataError
 
 __all__ = [
     "MissingDataError", "ChecksumError", "BadLines", "file_sha256", "verify_checksum", "FileHashes",
-    "download", "extract", "Remote", "fetch", "missing_files_message", "cached", "open_bytes",
+    "download", "extract", "Remote", "fetch", "missing_files_message", "cached", "cache_key",
+    "open_bytes",
     "read_delimited", "read_text",
 ]
 
 log = logging.getLogger("palr")
 T = TypeVar("T")
 _CHUNK = 1 << 20
+_RACY_NS = 2_000_000_000
 #: bump when the pickled layout written by :func:`cached` changes
 CACHE_FORMAT = 1
 
@@ -91,7 +94,8 @@ class FileHashes:
     """sha256 of files, remembered in ``<cache_dir>/file_hashes.json`` by path, size and mtime.
 
     Hashing a 10 MB file takes tens of milliseconds; a warm start should not pay that for every
-    file, yet a file replaced in place (new size or mtime) must be hashed again.
+    file, yet a file replaced in place (new size or mtime) must be hashed again, and so is a file
+    that was hashed less than 2 s after its last modification.
     """
 
     def __init__(self, cache_dir: str | Path) -> None:
@@ -107,10 +111,14 @@ class FileHashes:
         st = file.stat()
         stamp = [st.st_size, st.st_mtime_ns]
         entry = self._memo.get(str(file))
-        if isinstance(entry, dict) and entry.get("stamp") == stamp and isinstance(entry.get("sha256"), str):
+        if (isinstance(entry, dict) and entry.get("stamp") == stamp and entry.get("settled")
+                and isinstance(entry.get("sha256"), str)):
             return entry["sha256"]
         digest = file_sha256(file)
-        self._memo[str(file)] = {"stamp": stamp, "sha256": digest}
+        # a file modified within the mtime granularity of its hashing could change again without
+        # a new mtime ("racy" in git's terms): such a digest is stored but never trusted later
+        settled = time.time_ns() - st.st_mtime_ns > _RACY_NS
+        self._memo[str(file)] = {"stamp": stamp, "sha256": digest, "settled": settled}
         _atomic_write(self.path, json.dumps(self._memo, indent=0).encode())
         return digest
 
@@ -158,7 +166,9 @@ def extract(archive: str | Path, dest_dir: str | Path) -> None:
     elif tarfile.is_tarfile(archive):
         with tarfile.open(archive) as tf:
             _check_members(archive, dest_dir, tf.getnames())
-            tf.extractall(dest_dir, filter="data")
+            # the "data" filter (Python >= 3.10.12 / 3.11.4) also refuses links and special files
+            kwargs = {"filter": "data"} if hasattr(tarfile, "data_filter") else {}
+            tf.extractall(dest_dir, **kwargs)
     else:
         raise DataError(f"{archive}: not a zip or tar archive")
 
@@ -229,10 +239,7 @@ def cached(cache_dir: str | Path, name: str, files: Sequence[str | Path], settin
     :param settings: JSON-serialisable parse settings that change the result.
     """
     cache_dir = Path(cache_dir).expanduser()
-    hashes = FileHashes(cache_dir)
-    key_doc = {"format": CACHE_FORMAT, "name": name, "settings": settings,
-               "files": {Path(f).name: hashes.sha256(f) for f in files}}
-    key = hashlib.sha256(json.dumps(key_doc, sort_keys=True, default=str).encode()).hexdigest()
+    key, key_doc = _key(cache_dir, name, files, settings)
     payload_path = cache_dir / "parsed" / f"{name}-{key[:20]}.pkl"
     meta_path = payload_path.with_suffix(".json")
     if payload_path.exists() and meta_path.exists():
@@ -246,6 +253,19 @@ def cached(cache_dir: str | Path, name: str, files: Sequence[str | Path], settin
     meta = {"key": key, "sha256": hashlib.sha256(payload).hexdigest(), **key_doc}
     _atomic_write(meta_path, json.dumps(meta, indent=2, default=str).encode())
     return value
+
+
+def cache_key(cache_dir: str | Path, name: str, files: Sequence[str | Path], settings: dict) -> str:
+    """The key :func:`cached` uses for these inputs: a fingerprint of the data a later stage can
+    fold into its own cache key (e.g. preprocessing settings on top of the parsed data)."""
+    return _key(Path(cache_dir).expanduser(), name, files, settings)[0]
+
+
+def _key(cache_dir: Path, name: str, files: Sequence[str | Path], settings: dict) -> tuple[str, dict]:
+    hashes = FileHashes(cache_dir)
+    key_doc = {"format": CACHE_FORMAT, "name": name, "settings": settings,
+               "files": {Path(f).name: hashes.sha256(f) for f in files}}
+    return hashlib.sha256(json.dumps(key_doc, sort_keys=True, default=str).encode()).hexdigest(), key_doc
 
 
 def _read_cached(payload_path: Path, meta_path: Path, key: str) -> tuple | None:

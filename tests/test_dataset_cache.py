@@ -17,6 +17,7 @@ from palr_core.datafiles import (
     FileHashes,
     MissingDataError,
     Remote,
+    cache_key,
     cached,
     download,
     extract,
@@ -163,3 +164,13 @@ def test_unreadable_memo_file_is_ignored(tmp_path):
     f.write_bytes(b"x")
     assert FileHashes(tmp_path / "c").sha256(f) == hashlib.sha256(b"x").hexdigest()
     assert os.path.getsize(tmp_path / "c" / "file_hashes.json") > 10
+
+
+def test_cache_key_changes_with_file_content_and_settings(tmp_path):
+    f = tmp_path / "in.txt"
+    f.write_text("a")
+    first = cache_key(tmp_path / "c", "demo", [f], {"s": 1})
+    assert cache_key(tmp_path / "c", "demo", [f], {"s": 1}) == first
+    assert cache_key(tmp_path / "c", "demo", [f], {"s": 2}) != first
+    f.write_text("b")  # same size, possibly the same mtime tick: must still be re-hashed
+    assert cache_key(tmp_path / "c", "demo", [f], {"s": 1}) != first

@@ -24,7 +24,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from palr_core import DataError, InteractionLog, ItemCatalog, RawDataset
-from palr_core.datafiles import BadLines, MissingDataError, Remote, cached, fetch, missing_files_message
+from palr_core.datafiles import (
+    BadLines,
+    MissingDataError,
+    Remote,
+    cache_key,
+    cached,
+    fetch,
+    missing_files_message,
+)
 
 from . import formats
 
@@ -172,7 +180,8 @@ class AmazonReviews:
 
         name = f"amazon-{cfg.release}-{cfg.category.lower()}"
         raw, report = cached(cfg.cache_dir, name, required + optional, settings, build)
-        self.report = {**report, "from_cache": not built}
+        self.report = {**report, "from_cache": not built,
+                       "cache_key": cache_key(cfg.cache_dir, name, required + optional, settings)}
         log.info("%s: %s layout in %s (%s events, %s products)", name, fmt, required[0].parent,
                  f"{report['events']:,}", f"{report['catalog_items']:,}")
         if report["skipped_lines"]:

@@ -28,6 +28,7 @@ from palr_core.datafiles import (
     BadLines,
     MissingDataError,
     Remote,
+    cache_key,
     cached,
     fetch,
     missing_files_message,
@@ -104,7 +105,8 @@ class MovieLens:
             raise DataError(f"MovieLens format {cfg.format!r} is unknown; choose one of {', '.join(FORMATS)}")
         BadLines(cfg.on_bad_lines)  # validates the option before any file is touched
         self.variant = VARIANTS[cfg.variant]
-        #: what the last load read: format, files, skipped lines, whether it came from the cache
+        #: what the last load read: format, files, skipped lines, from_cache, and cache_key (a
+    #: fingerprint of files + settings that a preprocessing cache can build on)
         self.report: dict = {}
 
     # -- files ----------------------------------------------------------------------------
@@ -162,8 +164,10 @@ class MovieLens:
             built.append(True)
             return self._parse(files, fmt)
 
-        raw, report = cached(self.config.cache_dir, f"movielens-{self.config.variant}", files, settings, build)
-        self.report = {**report, "from_cache": not built}
+        name = f"movielens-{self.config.variant}"
+        raw, report = cached(self.config.cache_dir, name, files, settings, build)
+        self.report = {**report, "from_cache": not built,
+                       "cache_key": cache_key(self.config.cache_dir, name, files, settings)}
         log.info("MovieLens %s: %s layout in %s (%s events, %s catalogue items)", self.config.variant,
                  fmt, directory, f"{report['events']:,}", f"{report['catalog_items']:,}")
         if report["skipped_lines"]:
