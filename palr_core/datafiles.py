@@ -220,8 +220,9 @@ def missing_files_message(dataset: str, directory: str | Path, layouts: dict[str
     :param layouts: accepted file sets by name, e.g. ``{"official": ["ratings.dat", "movies.dat"]}``.
     """
     accepted = "; or ".join(f"{name}: {', '.join(files)}" for name, files in layouts.items())
+    unpack = ", unpack it," if any(u.endswith((".zip", ".tar", ".tar.gz", ".tgz")) for u in urls) else ""
     return (f"{dataset}: the data files are not in {directory}. Expected ({accepted}). "
-            f"Download {' and '.join(urls)}, unpack it, and set {root_option}=<the folder that holds "
+            f"Download {' and '.join(urls)}{unpack} and set {root_option}=<the folder that holds "
             f"the files>; or leave {root_option} unset to download into the cache when online.")
 
 
