@@ -180,7 +180,7 @@ class AmazonReviews:
 
         name = f"amazon-{cfg.release}-{cfg.category.lower()}"
         raw, report = cached(cfg.cache_dir, name, required + optional, settings, build)
-        self.report = {**report, "from_cache": not built,
+        self.report = {**report, "files": [str(p) for p in required + optional], "from_cache": not built,
                        "cache_key": cache_key(cfg.cache_dir, name, required + optional, settings)}
         log.info("%s: %s layout in %s (%s events, %s products)", name, fmt, required[0].parent,
                  f"{report['events']:,}", f"{report['catalog_items']:,}")

@@ -106,7 +106,7 @@ class MovieLens:
         BadLines(cfg.on_bad_lines)  # validates the option before any file is touched
         self.variant = VARIANTS[cfg.variant]
         #: what the last load read: format, files, skipped lines, from_cache, and cache_key (a
-    #: fingerprint of files + settings that a preprocessing cache can build on)
+        #: fingerprint of files + settings that a preprocessing cache can build on)
         self.report: dict = {}
 
     # -- files ----------------------------------------------------------------------------
@@ -166,7 +166,7 @@ class MovieLens:
 
         name = f"movielens-{self.config.variant}"
         raw, report = cached(self.config.cache_dir, name, files, settings, build)
-        self.report = {**report, "from_cache": not built,
+        self.report = {**report, "files": [str(f) for f in files], "from_cache": not built,
                        "cache_key": cache_key(self.config.cache_dir, name, files, settings)}
         log.info("MovieLens %s: %s layout in %s (%s events, %s catalogue items)", self.config.variant,
                  fmt, directory, f"{report['events']:,}", f"{report['catalog_items']:,}")
