@@ -128,7 +128,7 @@ class TableDataset:
             wanted["timestamp"] = cfg.timestamp
         if cfg.rating_threshold is not None:
             wanted["rating"] = cfg.rating
-        source.require(wanted)
+        source.require(wanted, hints={"timestamp": "set dataset.timestamp=null to take file order as time order"})
         users, items = IdColumn(source, cfg.user, "user"), IdColumn(source, cfg.item, "item")
         times = TimeColumn(source, cfg.timestamp, "timestamp") if cfg.timestamp is not None else None
         ratings = NumberColumn(source, cfg.rating, "rating") if cfg.rating_threshold is not None else None
@@ -196,7 +196,7 @@ class TableDataset:
         id_column = cfg.item_id or cfg.item
         wanted = {"item_id": id_column, **({"title": cfg.title} if cfg.title is not None else {}),
                   **{f"attributes[{i}]": name for i, name in enumerate(cfg.attributes)}}
-        source.require(wanted)
+        source.require(wanted, hints={"title": "set dataset.title=null to title items by their ids"})
         ids = IdColumn(source, id_column, "item_id")
         titles: list[str] = []
         attributes: dict[str, list[list[str]]] = {name: [] for name in cfg.attributes}

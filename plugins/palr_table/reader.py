@@ -39,13 +39,14 @@ class TableSource:
     columns: list[str]
     header: bool = True  # False: ``columns`` were given by the user and line 1 is data
 
-    def require(self, wanted: dict[str, str]) -> None:
+    def require(self, wanted: dict[str, str], hints: dict[str, str] | None = None) -> None:
         """Fail naming the option and listing the columns found when a configured column is absent."""
         for option, column in wanted.items():
             if column not in self.columns:
+                hint = (hints or {}).get(option, "")
                 raise DataError(
                     f"{self.path}: column {column!r} (dataset.{option}) not found; "
-                    f"columns found: {self.columns}"
+                    f"columns found: {self.columns}" + (f"; {hint}" if hint else "")
                 )
 
 
