@@ -469,4 +469,6 @@ def read_text(path: str | Path, encoding: str = "utf-8") -> str:
     try:
         return data.decode(encoding).replace("\r\n", "\n")
     except UnicodeDecodeError as exc:
-        raise DataError(f"{path}: cannot decode as {encoding} at byte {exc.start} ({exc.reason})") from None
+        line = data[:exc.start].count(b"\n") + 1
+        raise DataError(f"{path}, line {line}: cannot decode as {encoding} at byte {exc.start} "
+                        f"({exc.reason}); is the file in another encoding?") from None

@@ -94,6 +94,15 @@ def test_25m_csv_format_with_quoted_titles(tmp_path):
     assert raw.catalog.attributes["genres"] == [["Comedy", "Drama"], []]
 
 
+def test_movies_csv_that_is_not_utf8_is_reported(tmp_path):
+    root = tmp_path / "d"
+    root.mkdir()
+    (root / "ratings.csv").write_text("userId,movieId,rating,timestamp\n1,1,4.0,1\n")
+    (root / "movies.csv").write_bytes("movieId,title,genres\n1,Amélie (2001),Comedy\n".encode("latin-1"))
+    with pytest.raises(DataError, match=r"movies\.csv, line 2: cannot decode as utf-8 at byte 25"):
+        make(root, variant="ml-20m").load()
+
+
 def test_csv_with_wrong_header_is_reported(tmp_path):
     root = tmp_path / "d"
     root.mkdir()
