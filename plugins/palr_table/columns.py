@@ -59,6 +59,7 @@ class IdColumn(Column):
         super().__init__(source, column, option)
         self.blocks: list[np.ndarray] = []
         self.vocab: dict[str, int] | None = None  # set once a non-integer id appears
+        self.values = self.distinct = self.counts = np.zeros(0, dtype=np.int64)
 
     def add(self, first_row: int, array: pa.Array, keep: np.ndarray | None = None) -> None:
         self.check_present(first_row, array)
@@ -72,13 +73,24 @@ class IdColumn(Column):
         self.blocks.append(_own(codes, keep))
 
     def finish(self) -> np.ndarray:
-        """All kept ids: int64, or an object array of str (one str object per distinct id)."""
+        """All kept ids: int64, or an object array of str (one str object per distinct id).
+
+        Also sets ``values`` (the same array), ``distinct`` (each kept id once) and ``counts``
+        (rows per distinct id); for string ids these come from the integer codes, which is far
+        cheaper than sorting Python strings.
+        """
         codes = _stack(self.blocks, np.int64)
         if self.vocab is None:
+            self.values = codes
+            self.distinct, self.counts = np.unique(codes, return_counts=True)
             return codes
-        values = np.empty(len(self.vocab), dtype=object)
-        values[:] = list(self.vocab)
-        return values[codes]
+        vocab = np.empty(len(self.vocab), dtype=object)
+        vocab[:] = list(self.vocab)
+        counts = np.bincount(codes, minlength=len(vocab))
+        seen = counts > 0  # ids seen only in rows the rating filter dropped are not kept
+        self.distinct, self.counts = vocab[seen], counts[seen]
+        self.values = vocab[codes]
+        return self.values
 
     def _encode(self, array: pa.Array) -> np.ndarray:
         assert self.vocab is not None

@@ -112,27 +112,26 @@ class TableDataset:
         self.report = TableReport()
         source = inspect(cfg.interactions, cfg.separator, cfg.encoding, cfg.log_columns)
         users, items, times = self._read_log(source)
-        self.report.rows_kept = len(users)
-        if cfg.items is not None:
-            items, catalog = self._catalog_from_file(items)
-        else:
-            catalog = self._catalog_from_ids(items)
         self._count_users(users)
+        if cfg.items is not None:
+            item_ids, catalog = self._catalog_from_file(items)
+        else:
+            item_ids, catalog = items.values, self._catalog_from_ids(items.distinct)
         print(self.report.summary(source.path.name))
-        return RawDataset(log=InteractionLog(users, items, times), catalog=catalog, name=source.path.name)
+        return RawDataset(log=InteractionLog(users.values, item_ids, times), catalog=catalog,
+                          name=source.path.name)
 
-    def _read_log(self, source: TableSource):
+    def _read_log(self, source: TableSource) -> tuple[IdColumn, IdColumn, np.ndarray | None]:
         cfg = self.config
-        wanted = {"user": cfg.user, "item": cfg.item}
-        if cfg.timestamp is not None:
-            wanted["timestamp"] = cfg.timestamp
-        if cfg.rating_threshold is not None:
-            wanted["rating"] = cfg.rating
+        wanted = {"user": cfg.user, "item": cfg.item, "timestamp": cfg.timestamp, "rating": cfg.rating}
+        if cfg.rating_threshold is None:
+            wanted["rating"] = None  # a rating column without a threshold filters nothing: skip it
+        wanted = {option: column for option, column in wanted.items() if column is not None}
         source.require(wanted, hints={"timestamp": "set dataset.timestamp=null to take file order as time order"})
         users, items = IdColumn(source, cfg.user, "user"), IdColumn(source, cfg.item, "item")
-        times = TimeColumn(source, cfg.timestamp, "timestamp") if cfg.timestamp is not None else None
-        ratings = NumberColumn(source, cfg.rating, "rating") if cfg.rating_threshold is not None else None
-        rows, best_rating = 0, -np.inf
+        times = TimeColumn(source, cfg.timestamp, "timestamp") if "timestamp" in wanted else None
+        ratings = NumberColumn(source, cfg.rating, "rating") if "rating" in wanted else None
+        best_rating = -np.inf
         with tqdm(desc=f"reading {source.path.name}", unit=" rows", unit_scale=True, disable=None) as bar:
             for first, block in read_chunks(source, list(wanted.values())):
                 keep = None
@@ -140,36 +139,36 @@ class TableDataset:
                     values = ratings.read(first, block[cfg.rating])
                     best_rating = max(best_rating, float(values.max()))
                     keep = values >= cfg.rating_threshold
-                users.add(first, block[cfg.user], keep)
-                items.add(first, block[cfg.item], keep)
-                if times is not None:
-                    times.add(first, block[cfg.timestamp], keep)
-                rows += len(block[cfg.user])
+                for column, builder in [(cfg.user, users), (cfg.item, items), (cfg.timestamp, times)]:
+                    if builder is not None:
+                        builder.add(first, block[column], keep)
+                self.report.rows_read += len(block[cfg.user])
                 bar.update(len(block[cfg.user]))
-        self.report.rows_read = rows
-        if rows == 0:
+        if self.report.rows_read == 0:
             raise DataError(f"{source.path}: the file has a header ({source.columns}) but no data rows")
-        user_ids = users.finish()
-        if len(user_ids) == 0:
+        users.finish()
+        if len(users.values) == 0:
             raise DataError(f"{source.path}: no row has column {cfg.rating!r} (dataset.rating) >= "
                             f"{cfg.rating_threshold} (dataset.rating_threshold); the largest rating is {best_rating}")
-        return user_ids, items.finish(), times.finish() if times is not None else None
+        self.report.rows_kept = len(users.values)
+        items.finish()
+        return users, items, times.finish() if times is not None else None
 
-    def _catalog_from_ids(self, logged: np.ndarray) -> ItemCatalog:
-        ids = _distinct(logged)
+    def _catalog_from_ids(self, ids: np.ndarray) -> ItemCatalog:
         self.report.items_logged = len(ids)
         self.report.items_without_row = len(ids)
         return ItemCatalog(ids=ids.tolist(), titles=[str(x) for x in ids.tolist()],
                            domain=self.config.domain, show_id=self.config.show_id)
 
-    def _catalog_from_file(self, logged: np.ndarray) -> tuple[np.ndarray, ItemCatalog]:
+    def _catalog_from_file(self, items: IdColumn) -> tuple[np.ndarray, ItemCatalog]:
+        """The log's item ids (as strings if the two files disagree on type) and the catalogue."""
         cfg = self.config
         source = inspect(cfg.items, cfg.separator, cfg.encoding, cfg.item_columns)
         ids, titles, attributes = self._read_items(source)
+        logged, logged_ids = items.values, items.distinct
         if ids.dtype != logged.dtype:  # e.g. integer ids in the log, "B00X" ids in the items file
-            ids, logged = _as_strings(ids), _as_strings(logged)
+            ids, logged, logged_ids = _as_strings(ids), _as_strings(logged), _as_strings(logged_ids)
         _check_unique(ids, source, cfg.item_id or cfg.item)
-        logged_ids = _distinct(logged)
         missing = logged_ids[~np.isin(logged_ids, ids)]
         unused = ~np.isin(ids, logged_ids)
         empty = [i for i, t in enumerate(titles) if not t]
@@ -212,18 +211,11 @@ class TableDataset:
             raise DataError(f"{source.path}: the items file has a header ({source.columns}) but no rows")
         return ids.finish(), titles, attributes
 
-    def _count_users(self, users: np.ndarray) -> None:
-        uniq, counts = np.unique(users, return_counts=True)
-        self.report.users = len(uniq)
-        single = counts == 1
+    def _count_users(self, users: IdColumn) -> None:
+        self.report.users = len(users.distinct)
+        single = users.counts == 1
         self.report.users_with_one_interaction = int(single.sum())
-        self.report.examples["users_with_one_interaction"] = uniq[single][:3].tolist()
-
-
-def _distinct(values: np.ndarray) -> np.ndarray:
-    """Sorted distinct values (a sort: numpy's hash-based ``unique`` is several times slower here)."""
-    ordered = np.sort(values)
-    return ordered[np.r_[True, ordered[1:] != ordered[:-1]]] if len(ordered) else ordered
+        self.report.examples["users_with_one_interaction"] = users.distinct[single][:3].tolist()
 
 
 def _check_unique(ids: np.ndarray, source: TableSource, column: str) -> None:
