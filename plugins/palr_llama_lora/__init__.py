@@ -1,1 +1,10 @@
-"""Built-in plugin palr_llama_lora (work in progress: registers nothing yet)."""
+"""Built-in plugin: the ``llama_lora`` ranker (PALR fine-tuning with LoRA, grounded ranking)."""
+
+from palr_core import hookimpl
+
+
+@hookimpl
+def register_rankers(register):
+    from .ranker import LlamaLoraConfig, LlamaLoraRanker
+
+    register("llama_lora", LlamaLoraRanker, config=LlamaLoraConfig)

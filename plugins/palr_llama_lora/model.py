@@ -1,0 +1,118 @@
+"""The causal LM behind the ranker: a local checkpoint, or a tiny LLaMA with a locally trained tokenizer.
+
+There is no model hub here, so ``model: tiny`` builds a randomly initialised
+``LlamaForCausalLM`` from a ``LlamaConfig`` and a byte-level BPE tokenizer trained (with the
+``tokenizers`` library) on the catalogue's text and the prompt templates. Any other value of
+``model`` is a local directory that ``AutoModelForCausalLM.from_pretrained`` can read.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+__all__ = ["TinyModelSettings", "LoraSettings", "train_tokenizer", "build_tiny_model",
+           "load_causal_lm", "wrap_lora", "resolve_dtype"]
+
+SPECIAL_TOKENS = ["<pad>", "<s>", "</s>", "<unk>"]
+
+
+@dataclass
+class TinyModelSettings:
+    """Shape of the ``model: tiny`` LLaMA (CPU runs and tests)."""
+
+    hidden_size: int = 64
+    layers: int = 2
+    heads: int = 4
+    intermediate_size: int = 256
+    vocab_size: int = 2048
+    max_positions: int = 2048
+
+
+@dataclass
+class LoraSettings:
+    """peft ``LoraConfig`` options (paper-style defaults: rank 8 on the attention projections)."""
+
+    r: int = 8
+    alpha: int = 16
+    dropout: float = 0.05
+    target_modules: list = field(default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj"])
+
+
+#: modules trained in full (saved inside the adapter) when ``train_base`` is on
+BASE_MODULES = ["embed_tokens", "lm_head", "mlp", "norm"]
+
+
+def train_tokenizer(texts: Iterable[str], vocab_size: int):
+    """A byte-level BPE tokenizer trained on ``texts``, wrapped for transformers."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.BPE(unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=SPECIAL_TOKENS,
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+                                  show_progress=False)
+    tok.train_from_iterator(list(texts), trainer=trainer)
+    return PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="<pad>", bos_token="<s>",
+                                   eos_token="</s>", unk_token="<unk>")
+
+
+def build_tiny_model(tokenizer, settings: TinyModelSettings, seed: int):
+    """A randomly initialised LLaMA-architecture model sized for a CPU (seeded)."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    config = LlamaConfig(
+        vocab_size=len(tokenizer), hidden_size=settings.hidden_size,
+        intermediate_size=settings.intermediate_size, num_hidden_layers=settings.layers,
+        num_attention_heads=settings.heads, num_key_value_heads=settings.heads,
+        max_position_embeddings=settings.max_positions, pad_token_id=tokenizer.pad_token_id,
+        bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+        tie_word_embeddings=False,
+    )
+    torch.manual_seed(seed)
+    return LlamaForCausalLM(config)
+
+
+def resolve_dtype(name: str) -> torch.dtype:
+    """``auto``: bf16 on a CUDA GPU that supports it, else float32; or a torch dtype name."""
+    if name == "auto":
+        cuda_bf16 = torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+        return torch.bfloat16 if cuda_bf16 else torch.float32
+    try:
+        return {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[name]
+    except KeyError:
+        raise ValueError(f"ranker.dtype must be auto, float32, bfloat16 or float16, got {name!r}") from None
+
+
+def load_causal_lm(path: str | Path, dtype: str = "auto"):
+    """``(model, tokenizer)`` from a local directory; a missing pad token becomes EOS."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    path = Path(path).expanduser()
+    if not (path / "config.json").is_file():
+        raise FileNotFoundError(
+            f"ranker.model={str(path)!r}: expected a local transformers model directory with "
+            "config.json (no model hub is reachable); use model=tiny for a CPU-sized LLaMA"
+        )
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    model = AutoModelForCausalLM.from_pretrained(path, dtype=resolve_dtype(dtype))
+    return model, tokenizer
+
+
+def wrap_lora(model, lora: LoraSettings, train_base: bool):
+    """The peft model: LoRA on ``lora.target_modules``; with ``train_base`` also full copies of
+    embeddings, MLPs, norms and the LM head (``modules_to_save``), so the adapter file alone
+    holds everything that was trained."""
+    from peft import LoraConfig, get_peft_model
+
+    config = LoraConfig(r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout,
+                        target_modules=list(lora.target_modules), task_type="CAUSAL_LM",
+                        modules_to_save=list(BASE_MODULES) if train_base else None)
+    return get_peft_model(model, config)

@@ -1,0 +1,243 @@
+"""The ``llama_lora`` Ranker: PALR instruction fine-tuning with LoRA, then grounded ranking.
+
+``fit`` builds PALR instruction examples (:mod:`palr_core.instructions`), renders them with the
+configured templates (and the run's user profiles), and fine-tunes a causal LM with peft LoRA in
+a Lightning Trainer from the ``trainer`` config group. ``rank`` orders each user's candidates
+with the ``generate`` decoder (trie-constrained generation, the paper's way) or the ``score``
+decoder (one batched forward pass). Output layout under ``<work_dir>/llama_lora/``: ``base/``
+(tiny model and tokenizer), ``adapter/`` (peft safetensors), ``checkpoints/last.ckpt``.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from palr_core import RankRequest, RunContext, TrainingData, make_trainer
+from palr_core.instructions import VERSIONS, InstructionConfig, build_instructions
+from palr_core.prompts import build_prompt, check_templates, default_templates
+
+from .decoding import ItemCoder, generate_rankings, score_rankings
+from .model import (
+    LoraSettings,
+    TinyModelSettings,
+    build_tiny_model,
+    load_causal_lm,
+    train_tokenizer,
+    wrap_lora,
+)
+from .training import AdapterOnlyCheckpoint, InstructionBatches, LoraFineTuner
+
+log = logging.getLogger("palr")
+
+DECODERS = ("score", "generate")
+
+
+@dataclass
+class LlamaLoraConfig:
+    """``ranker=llama_lora`` options (``conf/ranker/llama_lora.yaml`` documents each)."""
+
+    model: str = "tiny"
+    task: str = "v2"
+    decoder: str = "score"
+    num_generate: int = 10
+    epochs: int | None = 4
+    batch_size: int = 16
+    learning_rate: float = 3e-3
+    weight_decay: float = 0.0
+    warmup_steps: int = 20
+    max_length: int = 1024
+    train_base: bool | None = None
+    lora: LoraSettings = field(default_factory=LoraSettings)
+    tiny: TinyModelSettings = field(default_factory=TinyModelSettings)
+    instructions: InstructionConfig = field(default_factory=InstructionConfig)
+    templates: dict = field(default_factory=default_templates)
+    dtype: str = "auto"
+    gradient_checkpointing: bool = False
+    adapter: str | None = None
+    resume: bool = True
+    checkpoint_every_n_steps: int = 100
+    rank_batch_size: int = 16
+    num_beams: int = 1
+
+
+def _as(cls, value):
+    return value if isinstance(value, cls) else cls(**dict(value or {}))
+
+
+class LlamaLoraRanker:
+    """PALR's LLM ranker (v1: Recommend; v2: Recommend + Recommend_Retrieval)."""
+
+    def __init__(self, **params) -> None:
+        cfg = LlamaLoraConfig(**params)
+        cfg.lora, cfg.tiny = _as(LoraSettings, cfg.lora), _as(TinyModelSettings, cfg.tiny)
+        cfg.instructions = _as(InstructionConfig, cfg.instructions)
+        if cfg.task not in VERSIONS:
+            raise ValueError(f"ranker.task must be one of {sorted(VERSIONS)}, got {cfg.task!r}")
+        if cfg.decoder not in DECODERS:
+            raise ValueError(f"ranker.decoder must be one of {DECODERS}, got {cfg.decoder!r}")
+        check_templates(cfg.templates, "ranker.templates")
+        self.config = cfg
+        self.model = None
+        self.coder: ItemCoder | None = None
+        self.fit_state: dict = {}
+
+    @property
+    def label(self) -> str:
+        """The row name in results tables, e.g. ``PALR v2 (llama_lora tiny, score)``."""
+        name = "tiny" if self.config.model == "tiny" else Path(self.config.model).name
+        return f"PALR {self.config.task} (llama_lora {name}, {self.config.decoder})"
+
+    @property
+    def train_base(self) -> bool:
+        return self.config.model == "tiny" if self.config.train_base is None else self.config.train_base
+
+    # -- model ---------------------------------------------------------------------------
+    def _base(self, out: Path, context: RunContext):
+        """The base model and tokenizer: a local checkpoint, or the run's tiny model (built once)."""
+        if self.config.model != "tiny":
+            return load_causal_lm(self.config.model, self.config.dtype)
+        base_dir = out / "base"
+        if (base_dir / "config.json").is_file():  # resuming: the same random init and tokenizer
+            return load_causal_lm(base_dir, "float32")
+        tokenizer = train_tokenizer(self._corpus(context), self.config.tiny.vocab_size)
+        model = build_tiny_model(tokenizer, self.config.tiny, context.seed)
+        model.save_pretrained(base_dir)
+        tokenizer.save_pretrained(base_dir)
+        return model, tokenizer
+
+    def _corpus(self, context: RunContext) -> list[str]:
+        catalog = context.catalog
+        texts = [f'"{catalog.render(i)}", ' + " ".join(catalog.labels(i)) for i in range(len(catalog))]
+        texts += [t for tasks in self.config.templates.values() for t in tasks.values()]
+        return texts * 2 + [" ".join(str(n) for n in range(100))]
+
+    def setup(self, context: RunContext) -> Path:
+        """Load or build the base model and add fresh LoRA adapters (no training); returns the
+        output directory ``<work_dir>/llama_lora``."""
+        out = Path(context.work_dir) / "llama_lora"
+        model, tokenizer = self._base(out, context)
+        self._prepare(model, tokenizer, context)
+        return out
+
+    def _prepare(self, model, tokenizer, context: RunContext) -> None:
+        if self.config.gradient_checkpointing:
+            model.gradient_checkpointing_enable()
+            model.enable_input_require_grads()
+        self.model = wrap_lora(model, self.config.lora, self.train_base)
+        self.coder = ItemCoder(tokenizer, context.catalog)
+
+    # -- training ------------------------------------------------------------------------
+    def fit(self, data: TrainingData, context: RunContext) -> None:
+        """Fine-tune on PALR instructions, or load ``adapter`` (a previous run's ``llama_lora`` dir)."""
+        if self.config.adapter:
+            self.load(self.config.adapter, context)
+            return
+        out = self.setup(context)
+        batches = self._instruction_batches(data, context)
+        self._train(batches, out, context)
+
+    def _instruction_batches(self, data: TrainingData, context: RunContext) -> InstructionBatches:
+        examples = build_instructions(data, self.config.task, self.config.instructions, context.seed)
+        profiles = self._profiles([e.user for e in examples], [e.history for e in examples], context)
+        pairs = []
+        for example, profile in zip(examples, profiles):
+            text = build_prompt(self.config.templates, example.task, context.catalog, example.history,
+                                example.candidates, profile, n=len(example.targets))
+            label = self.coder.label(example.targets)
+            pairs.append((self.coder.prompt(text, self.config.max_length - len(label)), label))
+        log.info("llama_lora: %d instruction examples from %d users", len(pairs),
+                 len({e.user for e in examples}))
+        return InstructionBatches(pairs, self.coder.tokenizer.pad_token_id)
+
+    def _profiles(self, users: Sequence[int], histories: Sequence[np.ndarray], context: RunContext) -> list[str]:
+        if context.profiles is None or not users:
+            return [""] * len(users)
+        return context.profiles.generate(list(users), list(histories), context)
+
+    def _train(self, batches: InstructionBatches, out: Path, context: RunContext) -> None:
+        from lightning.pytorch import seed_everything
+        from lightning.pytorch.callbacks import ModelCheckpoint
+
+        seed_everything(context.seed, workers=True, verbose=False)
+        module = LoraFineTuner(self.model, self.config.learning_rate, self.config.weight_decay,
+                               self.config.warmup_steps)
+        checkpoints = ModelCheckpoint(dirpath=out / "checkpoints", save_last=True, save_top_k=0,
+                                      every_n_train_steps=self.config.checkpoint_every_n_steps)
+        overrides = {"enable_checkpointing": True}
+        if self.config.epochs is not None:
+            overrides["max_epochs"] = self.config.epochs
+        trainer = make_trainer(context.trainer, out, validate=False, **overrides,
+                               callbacks=[checkpoints, AdapterOnlyCheckpoint(out / "adapter")])
+        last = out / "checkpoints" / "last.ckpt"
+        resume_from = str(last) if self.config.resume and last.is_file() else None
+        loader = batches.loader(self.config.batch_size, context.seed, context.trainer.num_workers)
+        self.model.train()  # from_pretrained returns eval mode: dropout must be on while training
+        trainer.fit(module, train_dataloaders=loader, ckpt_path=resume_from)
+        self.model.save_pretrained(out / "adapter", safe_serialization=True)
+        self.model.eval()
+        self.fit_state = {"examples": len(batches.pairs), "tokens": batches.tokens,
+                          "global_step": trainer.global_step, "resumed_from": resume_from,
+                          "epochs": trainer.current_epoch}
+
+    def load(self, directory: str | Path, context: RunContext) -> None:
+        """Base + adapter from a ``llama_lora`` output directory (``base/`` if tiny, ``adapter/``)."""
+        from peft import PeftModel
+
+        directory = Path(directory).expanduser()
+        if not (directory / "adapter" / "adapter_config.json").is_file():
+            raise FileNotFoundError(f"ranker.adapter={str(directory)!r}: no adapter/adapter_config.json there")
+        base_path = directory / "base" if (directory / "base" / "config.json").is_file() else self.config.model
+        model, tokenizer = load_causal_lm(base_path, self.config.dtype if base_path == self.config.model else "float32")
+        self.model = PeftModel.from_pretrained(model, directory / "adapter").eval()
+        self.coder = ItemCoder(tokenizer, context.catalog)
+
+    # -- ranking -------------------------------------------------------------------------
+    def rank(self, requests: Sequence[RankRequest], context: RunContext) -> list[list[int]]:
+        """Each request's candidates, best first (v1 generates over the catalogue: see docs)."""
+        if self.model is None:
+            raise RuntimeError("llama_lora: call fit() (or set ranker.adapter) before rank()")
+        from tqdm.auto import tqdm
+
+        self.model.eval()
+        torch.manual_seed(context.seed)
+        ranked: list[list[int]] = []
+        size = self.config.rank_batch_size
+        for start in tqdm(range(0, len(requests), size), desc=f"ranking ({self.config.decoder})",
+                          disable=not context.trainer.enable_progress_bar):
+            ranked += self._rank_batch(requests[start:start + size], context)
+        return ranked
+
+    def _rank_batch(self, requests: Sequence[RankRequest], context: RunContext) -> list[list[int]]:
+        task = "retrieval" if self.config.task == "v2" else "recommend"
+        pools = [self._pool(r, context) for r in requests]
+        n = min(self.config.num_generate, min(len(p) for p in pools))
+        prompts = [self.coder.prompt(build_prompt(
+            self.config.templates, task, context.catalog, r.history[-self.config.instructions.max_history:],
+            r.candidates if task == "retrieval" else None, r.profile, n=n), self.config.max_length)
+            for r in requests]
+        if self.config.decoder == "score":
+            orders = [score_rankings(self.model, self.coder, p, pool) for p, pool in zip(prompts, pools)]
+        else:
+            orders = generate_rankings(self.model, self.coder, prompts, pools, n, self.config.num_beams)
+        return [_full_order(order, r.candidates) for order, r in zip(orders, requests)]
+
+    def _pool(self, request: RankRequest, context: RunContext) -> list[int]:
+        """What the model chooses from: the candidates, or for v1 generation the catalogue minus
+        history (scores are per item, so v1 scoring of the catalogue orders candidates the same)."""
+        if self.config.task == "v2" or self.config.decoder == "score":
+            return [int(c) for c in request.candidates]
+        seen = set(int(i) for i in request.history)
+        return [i for i in range(len(context.catalog)) if i not in seen]
+
+
+def _full_order(order: Sequence[int], candidates: Sequence[int]) -> list[int]:
+    """The model's picks that are candidates, then the remaining candidates in retriever order."""
+    allowed = [int(c) for c in candidates]
+    chosen = [i for i in dict.fromkeys(int(o) for o in order) if i in set(allowed)]
+    return chosen + [c for c in allowed if c not in set(chosen)]

@@ -1,0 +1,84 @@
+"""Instruction fine-tuning in Lightning: token batches, the LightningModule, adapter-only checkpoints."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import lightning as L
+import torch
+from torch.utils.data import DataLoader
+
+__all__ = ["InstructionBatches", "LoraFineTuner", "AdapterOnlyCheckpoint"]
+
+IGNORE = -100
+
+
+class InstructionBatches:
+    """Tokenized ``(prompt, label)`` pairs collated into right-padded causal-LM batches."""
+
+    def __init__(self, pairs: list[tuple[list[int], list[int]]], pad_id: int) -> None:
+        self.pairs = pairs
+        self.pad_id = pad_id
+
+    @property
+    def tokens(self) -> int:
+        return sum(len(p) + len(lab) for p, lab in self.pairs)
+
+    def collate(self, batch: list[tuple[list[int], list[int]]]) -> dict[str, torch.Tensor]:
+        width = max(len(p) + len(lab) for p, lab in batch)
+        ids = torch.full((len(batch), width), self.pad_id, dtype=torch.long)
+        labels = torch.full((len(batch), width), IGNORE, dtype=torch.long)
+        mask = torch.zeros((len(batch), width), dtype=torch.long)
+        for k, (prompt, label) in enumerate(batch):
+            n = len(prompt) + len(label)
+            ids[k, :n] = torch.tensor(prompt + label)
+            labels[k, len(prompt):n] = torch.tensor(label)  # loss on the answer only
+            mask[k, :n] = 1
+        return {"input_ids": ids, "attention_mask": mask, "labels": labels}
+
+    def loader(self, batch_size: int, seed: int, num_workers: int = 0) -> DataLoader:
+        generator = torch.Generator().manual_seed(seed)
+        return DataLoader(self.pairs, batch_size=batch_size, shuffle=True, generator=generator,
+                          collate_fn=self.collate, num_workers=num_workers)
+
+
+class LoraFineTuner(L.LightningModule):
+    """Causal-LM loss on instruction answers; optimises only the parameters left trainable."""
+
+    def __init__(self, model, learning_rate: float, weight_decay: float = 0.0,
+                 warmup_steps: int = 0) -> None:
+        super().__init__()
+        self.model = model
+        self.learning_rate = learning_rate
+        self.weight_decay = weight_decay
+        self.warmup_steps = warmup_steps
+        # checkpoints hold trainable weights only; the frozen base comes from its own files
+        self.strict_loading = False
+
+    def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        loss = self.model(**batch).loss
+        self.log("train/loss", loss, prog_bar=True, on_step=True, on_epoch=True,
+                 batch_size=batch["input_ids"].shape[0])
+        return loss
+
+    def configure_optimizers(self):
+        params = [p for p in self.model.parameters() if p.requires_grad]
+        optimizer = torch.optim.AdamW(params, lr=self.learning_rate, weight_decay=self.weight_decay)
+        warmup = max(1, self.warmup_steps)
+        schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: min(1.0, (step + 1) / warmup))
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        trainable = {f"model.{n}" for n, p in self.model.named_parameters() if p.requires_grad}
+        checkpoint["state_dict"] = {k: v for k, v in checkpoint["state_dict"].items() if k in trainable}
+
+
+class AdapterOnlyCheckpoint(L.Callback):
+    """Writes the peft adapter (safetensors) at the end of every epoch and of training."""
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = Path(directory)
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: LoraFineTuner) -> None:
+        if trainer.is_global_zero:
+            pl_module.model.save_pretrained(self.directory, safe_serialization=True)
