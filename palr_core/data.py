@@ -8,7 +8,9 @@ per-user chronological sequences over contiguous item ids ``0..num_items-1``, an
 
 from __future__ import annotations
 
+import hashlib
 import json
+import pickle
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -26,6 +28,7 @@ __all__ = [
     "preprocess",
     "leave_one_out_split",
     "iterative_k_core",
+    "fingerprint",
 ]
 
 
@@ -272,6 +275,20 @@ def leave_one_out_split(data: SequenceData) -> Split:
         test=np.array([s[-1] for s in data.sequences], dtype=np.int64),
         num_items=data.num_items,
     )
+
+
+def fingerprint(raw: RawDataset) -> str:
+    """sha256 of a raw dataset's log and catalogue: equal fingerprints mean equal preprocessing input."""
+    h = hashlib.sha256(raw.name.encode())
+    for column in (raw.log.users, raw.log.items, raw.log.timestamps):
+        if column is None:
+            h.update(b"<none>")
+        elif column.dtype.kind in "biuf":
+            h.update(column.dtype.str.encode() + np.ascontiguousarray(column).tobytes())
+        else:
+            h.update("\x1f".join(map(str, column.tolist())).encode())
+    h.update(pickle.dumps(raw.catalog, protocol=pickle.HIGHEST_PROTOCOL))
+    return h.hexdigest()
 
 
 def save_stats(stats: DatasetStats, path: Path, title: str) -> None:

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from .components import RankRequest, RunContext, TrainingData
-from .data import leave_one_out_split, preprocess, save_stats
+from .data import fingerprint, leave_one_out_split, preprocess, save_stats
 from .metrics import DEFAULT_KS, metrics_from_ranks, rank_from_lists
 from .plugins import Registry
 from .training import TrainerConfig
@@ -129,7 +129,7 @@ def run_pipeline(settings: PipelineSettings, registry: Registry) -> RunResult:
     with timer("load"):
         raw = dataset.load()
     with timer("preprocess"):
-        data = preprocess(raw, k_core=settings.k_core)
+        data = cached_preprocess(raw, settings.k_core, settings.cache_dir)
         split = leave_one_out_split(data)
     stats = data.stats
     print(stats.table(f"Dataset {data.name!r} after {settings.k_core}-core:"))
@@ -178,6 +178,15 @@ def run_pipeline(settings: PipelineSettings, registry: Registry) -> RunResult:
     print(f"Evaluated {len(users)} of {len(split.test)} test users (eval.max_users={settings.max_users}).")
     print(result.table())
     return result
+
+
+def cached_preprocess(raw, k_core: int, cache_dir: Path):
+    """:func:`~palr_core.data.preprocess`, reused from ``<cache_dir>/parsed`` when the raw data is unchanged."""
+    from .datafiles import cached
+
+    settings = {"stage": "preprocess", "k_core": k_core, "raw": fingerprint(raw)}
+    return cached(Path(cache_dir).expanduser(), f"{raw.name}-{k_core}core", [], settings,
+                  lambda: preprocess(raw, k_core=k_core))
 
 
 def _evaluation_users(n_users: int, max_users: int | None, context: RunContext) -> np.ndarray:
