@@ -107,13 +107,13 @@ def test_preprocessed_data_is_cached_by_content_and_settings(tmp_path):
     from palr_core.pipeline import cached_preprocess
 
     first = raw(["u"] * 5 + ["v"] * 5, list("abcde") * 2, list(range(10)))
-    a = cached_preprocess(first, 5, tmp_path)
+    a = cached_preprocess(first, 1, tmp_path)
     cached_files = sorted((tmp_path / "parsed").glob("*.pkl"))
-    b = cached_preprocess(first, 5, tmp_path)
+    b = cached_preprocess(first, 1, tmp_path)
     assert [s.tolist() for s in a.sequences] == [s.tolist() for s in b.sequences]
     assert sorted((tmp_path / "parsed").glob("*.pkl")) == cached_files  # reused, not rewritten
     changed = raw(["u"] * 5 + ["v"] * 5, list("abcde") + list("edcba"), list(range(10)))
-    c = cached_preprocess(changed, 5, tmp_path)
+    c = cached_preprocess(changed, 1, tmp_path)
     assert c.sequences[1].tolist() == [4, 3, 2, 1, 0]
     cached_preprocess(first, 2, tmp_path)
     assert len(list((tmp_path / "parsed").glob("*.pkl"))) == 3
