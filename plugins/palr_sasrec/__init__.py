@@ -1,1 +1,10 @@
-"""Built-in plugin palr_sasrec (work in progress: registers nothing yet)."""
+"""Built-in plugin: the ``sasrec`` retriever (causal self-attention, Kang & McAuley 2018)."""
+
+from palr_core import hookimpl
+
+from .model import SASRecConfig, SASRecRetriever
+
+
+@hookimpl
+def register_retrievers(register):
+    register("sasrec", SASRecRetriever, config=SASRecConfig)

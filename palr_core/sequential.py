@@ -1,0 +1,323 @@
+"""Shared machinery for trained retrievers: batching, Lightning training, scoring, top-K, save/load.
+
+A retriever plugin subclasses :class:`TrainedRetriever` (the palr side: ``fit``/``retrieve``/
+``save``/``load``) and :class:`RetrieverModule` (the Lightning side: a loss in ``training_step`` and
+``score(queries) -> [B, num_items]``). Everything else is shared: left-padded batches
+(:func:`left_pad`), early stopping on validation NDCG@10 over the full catalogue with the history
+masked, best-checkpoint restore, resuming an interrupted run from ``last.ckpt``, CPU/GPU/DDP via
+the ``trainer`` config group (:func:`palr_core.make_trainer`), and batched :meth:`retrieve`.
+
+Item ids are ``0..num_items-1`` everywhere in palr; inside a padded tensor they are shifted by
+``+1`` so that ``0`` is padding.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar
+
+import lightning as L
+import numpy as np
+import torch
+
+from .components import RunContext, TrainingData
+from .metrics import mask_history, rank_from_scores
+from .training import make_trainer
+
+log = logging.getLogger("palr")
+
+__all__ = [
+    "PAD",
+    "left_pad",
+    "trim_padding",
+    "RetrieverConfig",
+    "RetrieverModule",
+    "TrainedRetriever",
+    "top_k_unseen",
+    "TransformerEncoder",
+]
+
+#: the padding id inside padded batches (real items are shifted by +1)
+PAD = 0
+
+
+def left_pad(histories: Sequence[Sequence[int]], maxlen: int) -> torch.Tensor:
+    """The last ``maxlen`` items of each history, shifted by +1, right-aligned, ``0``-padded on the left.
+
+    The most recent item is always in the last column, so position ``maxlen - 1`` means "now".
+    """
+    out = np.zeros((len(histories), maxlen), dtype=np.int64)
+    for row, history in enumerate(histories):
+        tail = np.asarray(history, dtype=np.int64)[-maxlen:] if maxlen > 0 else ()
+        if len(tail):
+            out[row, maxlen - len(tail):] = tail + 1
+    return torch.from_numpy(out)
+
+
+def trim_padding(*seqs: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """Drop the leading columns that are padding in every row of the first tensor (from all tensors).
+
+    Short histories then cost short attention: the most recent item stays in the last column.
+    """
+    used = (seqs[0] != PAD).any(0).nonzero()
+    start = int(used[0]) if len(used) else seqs[0].shape[1] - 1
+    return tuple(s[:, start:] for s in seqs)
+
+
+def top_k_unseen(scores: torch.Tensor, histories: Sequence[Sequence[int]], k: int
+                 ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Top-``k`` (indices, scores) per row after masking each row's history (``k`` capped at the catalogue)."""
+    scores = mask_history(scores.float(), histories)
+    top = scores.topk(min(k, scores.shape[1]), dim=1)
+    return top.indices, top.values
+
+
+class TransformerEncoder(torch.nn.Module):
+    """Pre-norm transformer blocks on ``F.scaled_dot_product_attention``, for sequence retrievers.
+
+    Unlike ``torch.nn.TransformerEncoderLayer`` it applies no dropout to the attention weights:
+    on CPU that dropout (a Bernoulli draw per ``B x heads x L x L`` weight) cost more than the rest of
+    the block at SASRec sizes; dropout stays on the residual branches.
+    """
+
+    def __init__(self, hidden: int, heads: int, blocks: int, dropout: float) -> None:
+        super().__init__()
+        nn = torch.nn
+        self.heads = heads
+        self.blocks = nn.ModuleList(
+            nn.ModuleDict({
+                "norm1": nn.LayerNorm(hidden), "qkv": nn.Linear(hidden, 3 * hidden),
+                "out": nn.Linear(hidden, hidden), "norm2": nn.LayerNorm(hidden),
+                "ffn": nn.Sequential(nn.Linear(hidden, 4 * hidden), nn.GELU(), nn.Dropout(dropout),
+                                     nn.Linear(4 * hidden, hidden)),
+            }) for _ in range(blocks))
+        self.dropout = nn.Dropout(dropout)
+        self.norm = nn.LayerNorm(hidden)
+
+    def forward(self, x: torch.Tensor, allowed: torch.Tensor) -> torch.Tensor:
+        """``x``: ``[B, L, hidden]``; ``allowed``: bool ``[B, 1, L, L]`` (query may attend to key)."""
+        batch, length, hidden = x.shape
+        for block in self.blocks:
+            qkv = block["qkv"](block["norm1"](x)).view(batch, length, 3, self.heads, -1)
+            q, k, v = qkv.permute(2, 0, 3, 1, 4)
+            attended = torch.nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=allowed)
+            x = x + self.dropout(block["out"](attended.transpose(1, 2).reshape(batch, length, hidden)))
+            x = x + self.dropout(block["ffn"](block["norm2"](x)))
+        return self.norm(x)
+
+
+@dataclass
+class RetrieverConfig:
+    """Settings every trained retriever shares (a model's config dataclass extends this one).
+
+    :param maxlen: most recent items a sequence model reads.
+    :param hidden: embedding size.
+    :param dropout: dropout rate.
+    :param lr: Adam learning rate.
+    :param weight_decay: Adam weight decay.
+    :param batch_size: training batch size.
+    :param eval_batch_size: users scored per batch in validation and :meth:`retrieve`.
+    :param max_epochs: epochs for this retriever (``null``: ``trainer.max_epochs``). Retrievers need
+        far more (cheap) epochs than an LLM ranker, so their YAML sets it.
+    :param patience: early-stopping patience in validation checks (``null``: ``trainer.patience``).
+    :param load_from: directory of a retriever saved by an earlier run (``<run>/retriever``): load it
+        instead of training.
+    :param save: write the fitted retriever to ``<work_dir>/retriever`` so later runs can reuse it.
+    """
+
+    maxlen: int = 50
+    hidden: int = 64
+    dropout: float = 0.2
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    batch_size: int = 128
+    eval_batch_size: int = 512
+    max_epochs: int | None = None
+    patience: int | None = None
+    load_from: str | None = None
+    save: bool = True
+
+
+class RetrieverModule(L.LightningModule):
+    """Base LightningModule: Adam, and validation NDCG@10/HR@10 over the full catalogue.
+
+    Subclasses define ``training_step`` (returning the loss) and :meth:`score`. A validation batch
+    is ``(queries, targets, users)``; ``self.val_histories[user]`` is masked before ranking.
+    """
+
+    def __init__(self, num_items: int, lr: float, weight_decay: float) -> None:
+        super().__init__()
+        self.num_items = num_items
+        self.lr = lr
+        self.weight_decay = weight_decay
+        self.val_histories: list[np.ndarray] = []
+
+    def score(self, queries: torch.Tensor) -> torch.Tensor:
+        """Scores ``[B, num_items]`` for a batch of queries (by default left-padded histories)."""
+        raise NotImplementedError
+
+    def validation_step(self, batch, batch_idx: int) -> None:
+        queries, targets, users = batch
+        scores = self.score(queries).float()
+        mask_history(scores, [self.val_histories[u] for u in users.tolist()])
+        ranks = rank_from_scores(scores, targets)
+        hit = ranks < 10
+        ndcg = torch.where(hit, 1.0 / torch.log2(ranks + 2.0), torch.zeros_like(ranks))
+        size = len(targets)
+        self.log("val/NDCG@10", ndcg.mean(), sync_dist=True, batch_size=size, prog_bar=True)
+        self.log("val/HR@10", hit.float().mean(), sync_dist=True, batch_size=size)
+
+    def configure_optimizers(self):
+        return torch.optim.Adam(self.parameters(), lr=self.lr, weight_decay=self.weight_decay)
+
+
+class TrainedRetriever:
+    """Base Retriever: Lightning training with early stopping, batched top-K, save/load.
+
+    A subclass sets ``config_class`` and implements :meth:`build_module` and
+    :meth:`training_dataset`; it may override :meth:`queries` (default: left-padded histories)
+    and :meth:`extra_state`/:meth:`restore_extra_state` for non-parameter state it needs.
+    """
+
+    config_class: ClassVar[type[RetrieverConfig]] = RetrieverConfig
+
+    def __init__(self, **params: Any) -> None:
+        self.config = self.config_class(**params)
+        self.module: RetrieverModule | None = None
+        self.num_items: int | None = None
+        self.fit_summary: dict[str, Any] = {}
+
+    # -- what a model provides -------------------------------------------------------------
+    def build_module(self, num_items: int) -> RetrieverModule:
+        raise NotImplementedError
+
+    def training_dataset(self, data: TrainingData, context: RunContext) -> torch.utils.data.Dataset:
+        raise NotImplementedError
+
+    def queries(self, histories: Sequence[np.ndarray]) -> torch.Tensor:
+        """What :meth:`RetrieverModule.score` reads for these histories."""
+        return left_pad(histories, self.config.maxlen)
+
+    def prepare(self, data: TrainingData) -> None:
+        """Hook run before the module is built (e.g. a graph from the training data)."""
+
+    def extra_state(self) -> dict[str, Any]:
+        return {}
+
+    def restore_extra_state(self, state: dict[str, Any]) -> None:
+        pass
+
+    # -- the Retriever protocol ------------------------------------------------------------
+    def fit(self, data: TrainingData, context: RunContext, *, callbacks: Sequence = ()) -> None:
+        """Train with early stopping on validation NDCG@10, resuming ``last.ckpt`` if a previous
+        fit in the same ``work_dir`` was interrupted, then restore the best checkpoint."""
+        if self.config.load_from:
+            self._load_into(Path(self.config.load_from))
+            log.info("retriever loaded from %s (no training)", self.config.load_from)
+            return
+        L.seed_everything(context.seed, workers=True, verbose=False)
+        self.num_items = data.num_items
+        self.prepare(data)
+        self.module = self.build_module(data.num_items)
+        self.module.val_histories = list(data.train)
+        work_dir = Path(context.work_dir) / "retriever_training"
+        trainer = make_trainer(self._trainer_config(context), work_dir, callbacks=list(callbacks))
+        last = work_dir / "checkpoints" / "last.ckpt"
+        resume = str(last) if last.is_file() else None
+        if resume:
+            log.info("resuming retriever training from %s", resume)
+        trainer.fit(self.module, self._train_loader(data, context), self._val_loader(data, context),
+                    ckpt_path=resume)
+        self._restore_best(trainer)
+        if self.config.save and trainer.is_global_zero:
+            self.save(Path(context.work_dir) / "retriever")
+
+    def retrieve(self, histories: Sequence[np.ndarray], k: int) -> tuple[np.ndarray, np.ndarray]:
+        """Top-``k`` ids and scores per history over the whole catalogue, history items excluded."""
+        scores_out, ids_out = [], []
+        for start in range(0, len(histories), self.config.eval_batch_size):
+            chunk = histories[start:start + self.config.eval_batch_size]
+            ids, scores = top_k_unseen(self.score(chunk), chunk, k)
+            ids_out.append(ids.cpu().numpy())
+            scores_out.append(scores.cpu().numpy())
+        if not ids_out:
+            return np.zeros((0, k), dtype=np.int64), np.zeros((0, k), dtype=np.float32)
+        return np.concatenate(ids_out), np.concatenate(scores_out)
+
+    @torch.no_grad()
+    def score(self, histories: Sequence[np.ndarray]) -> torch.Tensor:
+        """Full-catalogue scores ``[len(histories), num_items]`` (history not masked)."""
+        if self.module is None:
+            raise RuntimeError(f"{type(self).__name__}: call fit() or load() before retrieve()")
+        self.module.eval()
+        queries = self.queries(histories).to(self.module.device)
+        return self.module.score(queries).float()
+
+    # -- persistence -----------------------------------------------------------------------
+    def save(self, path: Path) -> Path:
+        """Write the config, parameters and extra state to ``path/retriever.pt``."""
+        path = Path(path)
+        path.mkdir(parents=True, exist_ok=True)
+        state = {"class": f"{type(self).__module__}.{type(self).__qualname__}",
+                 "config": dataclasses.asdict(self.config), "num_items": self.num_items,
+                 "state_dict": self.module.state_dict(), "extra": self.extra_state()}
+        torch.save(state, path / "retriever.pt")
+        (path / "config.json").write_text(json.dumps(state["config"], indent=2))
+        return path / "retriever.pt"
+
+    @classmethod
+    def load(cls, path: Path) -> TrainedRetriever:
+        """A retriever saved by :meth:`save`, ready to ``retrieve`` (``path``: the directory)."""
+        config = _read_state(Path(path))["config"]
+        config.update(load_from=None)
+        obj = cls(**config)
+        obj._load_into(Path(path))
+        return obj
+
+    def _load_into(self, path: Path) -> None:
+        state = _read_state(path)
+        self.num_items = int(state["num_items"])
+        self.restore_extra_state(state["extra"])
+        self.module = self.build_module(self.num_items)
+        self.module.load_state_dict(state["state_dict"])
+
+    # -- helpers ---------------------------------------------------------------------------
+    def _trainer_config(self, context: RunContext):
+        overrides = {k: getattr(self.config, k) for k in ("max_epochs", "patience")
+                     if getattr(self.config, k) is not None}
+        return dataclasses.replace(context.trainer, **overrides)
+
+    def _train_loader(self, data: TrainingData, context: RunContext):
+        return torch.utils.data.DataLoader(
+            self.training_dataset(data, context), batch_size=self.config.batch_size, shuffle=True,
+            num_workers=context.trainer.num_workers, persistent_workers=context.trainer.num_workers > 0)
+
+    def _val_loader(self, data: TrainingData, context: RunContext):
+        dataset = torch.utils.data.TensorDataset(
+            self.queries(data.train), torch.as_tensor(np.asarray(data.valid), dtype=torch.long),
+            torch.arange(len(data.train)))
+        return torch.utils.data.DataLoader(dataset, batch_size=self.config.eval_batch_size)
+
+    def _restore_best(self, trainer) -> None:
+        callback = trainer.checkpoint_callback
+        best = getattr(callback, "best_model_path", "") if callback else ""
+        if best and Path(best).is_file():
+            checkpoint = torch.load(best, map_location="cpu", weights_only=False)
+            self.module.load_state_dict(checkpoint["state_dict"])
+            self.fit_summary = {"best_checkpoint": best,
+                                "best_val_ndcg10": float(callback.best_model_score or 0.0),
+                                "epochs": trainer.current_epoch}
+        self.module.cpu()
+
+
+def _read_state(path: Path) -> dict:
+    file = path / "retriever.pt"
+    if not file.is_file():
+        raise FileNotFoundError(f"no saved retriever at {file} (expected a directory written by "
+                                f"retriever.save(), e.g. <previous run>/retriever)")
+    return torch.load(file, map_location="cpu", weights_only=False)

@@ -1,0 +1,106 @@
+"""SASRec on synthetic data: learns, round-trips through save/load, resumes, masks history."""
+
+from dataclasses import replace
+
+import numpy as np
+import pytest
+import torch
+from lightning.pytorch.callbacks import Callback
+from palr_popularity import PopularityRetriever
+from palr_sasrec import SASRecRetriever
+from palr_synthetic import SyntheticMovies
+
+from palr_core import TrainingData, leave_one_out_split, metrics_from_ranks, preprocess, rank_from_lists
+
+TINY = dict(maxlen=20, hidden=16, heads=2, blocks=1, dropout=0.1, lr=5e-3, batch_size=64)
+
+
+def _test_ndcg(retriever, split) -> float:
+    ids, _ = retriever.retrieve(split.histories("test"), 10)
+    return metrics_from_ranks(rank_from_lists(ids, split.test), (10,))["NDCG@10"]
+
+
+@pytest.fixture(scope="module")
+def default_synthetic():
+    data = preprocess(SyntheticMovies().load(), k_core=5)
+    return data, leave_one_out_split(data)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("loss", ["ce", "bce"])
+def test_sasrec_beats_popularity_on_default_synthetic_data(default_synthetic, run_context, loss):
+    data, split = default_synthetic
+    training = TrainingData(split.train, split.valid, data.catalog)
+    context = replace(run_context, catalog=data.catalog)
+    sasrec = SASRecRetriever(**{**TINY, "hidden": 32}, loss=loss, max_epochs=40, patience=5)
+    sasrec.fit(training, context)
+    popularity = PopularityRetriever()
+    popularity.fit(training, context)
+    assert _test_ndcg(sasrec, split) > 1.5 * _test_ndcg(popularity, split)
+
+
+def test_candidates_never_include_history_items(training_data, run_context, small_split):
+    sasrec = SASRecRetriever(**TINY, max_epochs=1)
+    sasrec.fit(training_data, run_context)
+    histories = small_split.histories("test")
+    ids, scores = sasrec.retrieve(histories, 50)
+    assert ids.shape == scores.shape == (len(histories), 50)
+    for history, row in zip(histories, ids):
+        assert not set(history.tolist()) & set(row.tolist())
+    assert (np.diff(scores, axis=1) <= 0).all()
+
+
+def test_save_and_load_give_identical_scores(training_data, run_context, small_split, tmp_path):
+    sasrec = SASRecRetriever(**TINY, max_epochs=1)
+    sasrec.fit(training_data, run_context)
+    loaded = SASRecRetriever.load(run_context.work_dir / "retriever")
+    histories = small_split.histories("test")[:40]
+    assert torch.equal(sasrec.score(histories), loaded.score(histories))
+    assert np.array_equal(sasrec.retrieve(histories, 10)[0], loaded.retrieve(histories, 10)[0])
+
+
+def test_load_from_reuses_a_saved_retriever_instead_of_training(training_data, run_context, small_split):
+    first = SASRecRetriever(**TINY, max_epochs=1)
+    first.fit(training_data, run_context)
+    reused = SASRecRetriever(**TINY, load_from=str(run_context.work_dir / "retriever"))
+    reused.fit(training_data, replace(run_context, work_dir=run_context.work_dir / "second"))
+    assert not (run_context.work_dir / "second" / "retriever_training").exists()
+    histories = small_split.histories("test")[:10]
+    assert torch.equal(first.score(histories), reused.score(histories))
+
+
+class _CrashAtEpoch(Callback):
+    def __init__(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def on_train_epoch_start(self, trainer, module) -> None:
+        if trainer.current_epoch == self.epoch:
+            raise RuntimeError("simulated interruption")
+
+
+class _FirstEpoch(Callback):
+    def on_train_start(self, trainer, module) -> None:
+        self.epoch = trainer.current_epoch
+
+
+def test_training_resumes_from_the_last_checkpoint_after_an_interruption(training_data, run_context):
+    crashed = SASRecRetriever(**TINY, max_epochs=3, patience=0)
+    with pytest.raises(RuntimeError, match="simulated interruption"):
+        crashed.fit(training_data, run_context, callbacks=[_CrashAtEpoch(2)])
+    first = _FirstEpoch()
+    SASRecRetriever(**TINY, max_epochs=3, patience=0).fit(training_data, run_context, callbacks=[first])
+    assert first.epoch == 2
+
+
+def test_gpu_settings_run_on_cpu(training_data, run_context, small_split):
+    """bf16-mixed precision (the GPU default) goes through the same code path on the CPU."""
+    trainer = replace(run_context.trainer, precision="bf16-mixed", accelerator="cpu")
+    sasrec = SASRecRetriever(**TINY, max_epochs=1)
+    sasrec.fit(training_data, replace(run_context, trainer=trainer))
+    ids, scores = sasrec.retrieve(small_split.histories("test")[:5], 10)
+    assert np.isfinite(scores).all() and ids.shape == (5, 10)
+
+
+def test_unknown_loss_is_a_clear_error():
+    with pytest.raises(ValueError, match="loss must be one of"):
+        SASRecRetriever(loss="hinge")
