@@ -193,6 +193,11 @@ def test_missing_column_lists_the_columns_found(tmp_path):
         load(write(tmp_path / "log.csv", LOG), timestamp="ts")
 
 
+def test_log_without_time_column_suggests_file_order(tmp_path):
+    with pytest.raises(DataError, match=r"set dataset\.timestamp=null to take file order"):
+        load(write(tmp_path / "log.csv", "user_id,item_id\n1,10\n"))
+
+
 def test_unparseable_timestamp_names_row_and_value(tmp_path):
     text = "user_id,item_id,timestamp\n1,10,2021-03-04\n1,11,yesterday\n"
     with pytest.raises(DataError, match=r"log\.csv: column 'timestamp' \(dataset\.timestamp\), "
