@@ -263,6 +263,7 @@ def test_user_with_one_interaction_is_reported_and_split_error_names_user_and_op
 @pytest.mark.slow
 def test_palr_run_on_a_generated_csv(tmp_path):
     import json
+    import os
     import subprocess
 
     rng = np.random.default_rng(0)
@@ -270,8 +271,9 @@ def test_palr_run_on_a_generated_csv(tmp_path):
     log = write(tmp_path / "log.csv", "user_id,item_id,timestamp\n" + "\n".join(rows) + "\n")
     items = write(tmp_path / "items.csv", "item_id,title\n" + "".join(f"{i},Item {i}\n" for i in range(30)))
     out = tmp_path / "run"
+    env = {**os.environ, "PALR_CACHE_DIR": str(tmp_path / "cache")}  # keep the user's cache clean
     result = subprocess.run(["palr-run", "dataset=table", f"dataset.interactions={log}", f"dataset.items={items}",
-                             f"hydra.run.dir={out}"], capture_output=True, text=True, timeout=300)
+                             f"hydra.run.dir={out}"], capture_output=True, text=True, timeout=300, env=env)
     assert result.returncode == 0, result.stderr[-2000:]
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["dataset"] == "log.csv" and len(metrics["rows"]) == 2
