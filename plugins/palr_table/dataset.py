@@ -123,27 +123,13 @@ class TableDataset:
 
     def _read_log(self, source: TableSource) -> tuple[IdColumn, IdColumn, np.ndarray | None]:
         cfg = self.config
-        wanted = {"user": cfg.user, "item": cfg.item, "timestamp": cfg.timestamp, "rating": cfg.rating}
-        if cfg.rating_threshold is None:
-            wanted["rating"] = None  # a rating column without a threshold filters nothing: skip it
+        wanted = {"user": cfg.user, "item": cfg.item, "timestamp": cfg.timestamp,
+                  "rating": cfg.rating if cfg.rating_threshold is not None else None}  # no threshold: no filter
         wanted = {option: column for option, column in wanted.items() if column is not None}
         source.require(wanted, hints={"timestamp": "set dataset.timestamp=null to take file order as time order"})
         users, items = IdColumn(source, cfg.user, "user"), IdColumn(source, cfg.item, "item")
         times = TimeColumn(source, cfg.timestamp, "timestamp") if "timestamp" in wanted else None
-        ratings = NumberColumn(source, cfg.rating, "rating") if "rating" in wanted else None
-        best_rating = -np.inf
-        with tqdm(desc=f"reading {source.path.name}", unit=" rows", unit_scale=True, disable=None) as bar:
-            for first, block in read_chunks(source, list(wanted.values())):
-                keep = None
-                if ratings is not None:
-                    values = ratings.read(first, block[cfg.rating])
-                    best_rating = max(best_rating, float(values.max()))
-                    keep = values >= cfg.rating_threshold
-                for column, builder in [(cfg.user, users), (cfg.item, items), (cfg.timestamp, times)]:
-                    if builder is not None:
-                        builder.add(first, block[column], keep)
-                self.report.rows_read += len(block[cfg.user])
-                bar.update(len(block[cfg.user]))
+        best_rating = self._stream_log(source, wanted, users, items, times)
         if self.report.rows_read == 0:
             raise DataError(f"{source.path}: the file has a header ({source.columns}) but no data rows")
         users.finish()
@@ -153,6 +139,29 @@ class TableDataset:
         self.report.rows_kept = len(users.values)
         items.finish()
         return users, items, times.finish() if times is not None else None
+
+    def _stream_log(self, source: TableSource, wanted: dict[str, str], users: IdColumn, items: IdColumn,
+                    times: TimeColumn | None) -> float:
+        """Feed every block to the column builders, keeping rows that pass the rating filter.
+
+        Returns the largest rating seen (for the message when no row passes).
+        """
+        cfg = self.config
+        ratings = NumberColumn(source, cfg.rating, "rating") if "rating" in wanted else None
+        builders = [(cfg.user, users), (cfg.item, items)] + ([(cfg.timestamp, times)] if times else [])
+        best_rating = -np.inf
+        with tqdm(desc=f"reading {source.path.name}", unit=" rows", unit_scale=True, disable=None) as bar:
+            for first, block in read_chunks(source, list(wanted.values())):
+                keep = None
+                if ratings is not None:
+                    values = ratings.read(first, block[cfg.rating])
+                    best_rating = max(best_rating, float(values.max()))
+                    keep = values >= cfg.rating_threshold
+                for column, builder in builders:
+                    builder.add(first, block[column], keep)
+                self.report.rows_read += len(block[cfg.user])
+                bar.update(len(block[cfg.user]))
+        return best_rating
 
     def _catalog_from_ids(self, ids: np.ndarray) -> ItemCatalog:
         self.report.items_logged = len(ids)
@@ -170,25 +179,28 @@ class TableDataset:
             ids, logged, logged_ids = _as_strings(ids), _as_strings(logged), _as_strings(logged_ids)
         _check_unique(ids, source, cfg.item_id or cfg.item)
         missing = logged_ids[~np.isin(logged_ids, ids)]
-        unused = ~np.isin(ids, logged_ids)
-        empty = [i for i, t in enumerate(titles) if not t]
-        self.report.item_rows, self.report.items_logged = len(ids), len(logged_ids)
-        self.report.items_without_row, self.report.item_rows_never_interacted = len(missing), int(unused.sum())
-        self.report.empty_titles = len(empty)
-        self.report.examples.update(items_without_row=missing[:3].tolist(),
-                                    item_rows_never_interacted=ids[unused][:3].tolist(),
-                                    empty_titles=ids[empty[:3]].tolist())
-        for i in empty:
-            titles[i] = str(ids[i])
-        all_ids = ids.tolist() + missing.tolist()
+        self._report_items(ids, logged_ids, missing, titles)
+        titles = [title or str(item) for title, item in zip(titles, ids.tolist())]
         catalog = ItemCatalog(
-            ids=all_ids,
+            ids=ids.tolist() + missing.tolist(),
             titles=titles + [str(x) for x in missing.tolist()],
             attributes={name: labels + [[] for _ in range(len(missing))] for name, labels in attributes.items()},
             domain=cfg.domain,
             show_id=cfg.show_id,
         )
         return logged, catalog
+
+    def _report_items(self, ids: np.ndarray, logged_ids: np.ndarray, missing: np.ndarray,
+                      titles: list[str]) -> None:
+        unused = ~np.isin(ids, logged_ids)
+        empty = [i for i, t in enumerate(titles) if not t]
+        report = self.report
+        report.item_rows, report.items_logged = len(ids), len(logged_ids)
+        report.items_without_row, report.item_rows_never_interacted = len(missing), int(unused.sum())
+        report.empty_titles = len(empty)
+        report.examples.update(items_without_row=missing[:3].tolist(),
+                               item_rows_never_interacted=ids[unused][:3].tolist(),
+                               empty_titles=ids[empty[:3]].tolist())
 
     def _read_items(self, source: TableSource):
         cfg = self.config
