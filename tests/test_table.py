@@ -226,6 +226,17 @@ def test_header_without_rows_is_an_error(tmp_path):
         load(write(tmp_path / "log.csv", "user_id,item_id,timestamp\n"))
 
 
+def test_rating_threshold_without_rating_column_is_an_error(tmp_path):
+    with pytest.raises(DataError, match=r"dataset\.rating_threshold is set but dataset\.rating names no column"):
+        load(write(tmp_path / "log.csv", LOG), rating_threshold=4)
+
+
+def test_column_names_for_a_parquet_file_are_an_error(tmp_path):
+    pq.write_table(pa.table({"u": [1], "i": [2]}), tmp_path / "log.parquet")
+    with pytest.raises(DataError, match=r"log\.parquet: .* Parquet, which names its columns: \['u', 'i'\]"):
+        load(tmp_path / "log.parquet", log_columns=["user_id", "item_id"])
+
+
 def test_rating_threshold_above_every_rating_is_an_error(tmp_path):
     text = "user_id,item_id,timestamp,rating\n1,10,1,3\n"
     with pytest.raises(DataError, match=r"no row has column 'rating' .* >= 4 .* the largest rating is 3\.0"):
