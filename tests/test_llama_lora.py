@@ -121,23 +121,27 @@ def test_training_resumes_from_the_last_checkpoint(registry, run_context, traini
 
 @pytest.mark.slow
 def test_fine_tuned_ranker_beats_the_identity_ranker(registry, run_context, training_data, small_split):
-    """Popularity candidates hide sequels of the last watched film; a fine-tuned model finds them."""
-    retriever = registry.build("retriever", "popularity", {})
-    retriever.fit(training_data, run_context)
-    histories, targets = small_split.histories("test"), small_split.test
-    candidates, _ = retriever.retrieve(histories, 10)
+    """Ten shuffled candidates (the test item and nine others): identity order knows nothing, but
+    next films are often sequels ("The X II" after "The X"), which a model reading titles learns."""
+    histories, targets = small_split.histories("test")[:80], small_split.test[:80]
+    rng = np.random.default_rng(0)
+    candidates = []
+    for history, target in zip(histories, targets):
+        others = np.setdiff1d(np.arange(small_split.num_items), np.append(history, target))
+        candidates.append(rng.permutation(np.append(rng.choice(others, 9, replace=False), target)))
     requests = [RankRequest(user=u, history=h, candidates=c) for u, (h, c) in enumerate(zip(histories, candidates))]
     ranker = registry.build("ranker", "llama_lora", LEARNING)
     ranker.fit(training_data, run_context)
     ranked = [complete_ranking(r, c) for r, c in zip(ranker.rank(requests, run_context), candidates)]
-    identity = metrics_from_ranks(rank_from_lists(candidates.tolist(), targets), [5])
+    identity = metrics_from_ranks(rank_from_lists([c.tolist() for c in candidates], targets), [5])
     palr = metrics_from_ranks(rank_from_lists(ranked, targets), [5])
-    assert palr["NDCG@5"] > identity["NDCG@5"] + 0.02, (palr, identity)
+    assert palr["NDCG@5"] > identity["NDCG@5"] + 0.05, (palr, identity)
 
 
 LEARNING = {
+    "task": "v1",
     "tiny": {"hidden_size": 64, "layers": 2, "heads": 4, "intermediate_size": 128, "vocab_size": 800},
-    "instructions": {"max_history": 5, "max_targets": 3, "num_negatives": 6, "user_fraction": 1.0,
-                     "examples_per_user": 4},
-    "epochs": 3, "batch_size": 16, "learning_rate": 3e-3,
+    "instructions": {"max_history": 5, "max_targets": 1, "user_fraction": 1.0, "examples_per_user": 3,
+                     "swap_prob": 0.0},
+    "epochs": 2, "batch_size": 32, "learning_rate": 3e-3, "warmup_steps": 5,
 }
