@@ -78,6 +78,15 @@ def test_zip_with_one_file_is_read_transparently(tmp_path):
     assert raw.log.users.tolist() == [1, 1, 2, 2]
 
 
+def test_truncated_gzip_is_an_error_naming_the_file(tmp_path):
+    rows = "".join(f"{u},{u % 7},{u}\n" for u in range(50_000))
+    packed = gzip.compress(("user_id,item_id,timestamp\n" + rows).encode())
+    path = tmp_path / "log.csv.gz"
+    path.write_bytes(packed[: len(packed) // 2])
+    with pytest.raises(DataError, match=r"log\.csv\.gz: cannot read past data row \d+: EOFError"):
+        load(path)
+
+
 def test_zip_with_several_files_is_an_error_listing_them(tmp_path):
     path = tmp_path / "log.zip"
     with zipfile.ZipFile(path, "w") as archive:

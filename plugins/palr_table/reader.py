@@ -65,8 +65,11 @@ def inspect(path: str | Path, separator: str | None = None, encoding: str | None
     with open(path, "rb") as fh:
         magic = fh.read(4)
     compression = "gzip" if magic[:2] == GZIP_MAGIC else "zip" if magic == ZIP_MAGIC else "none"
-    with _open_binary(path, compression) as fh:
-        head = fh.read(64 << 10)
+    try:
+        with _open_binary(path, compression) as fh:
+            head = fh.read(64 << 10)
+    except (OSError, EOFError, zipfile.BadZipFile) as exc:
+        raise DataError(f"{path}: cannot read the {compression} file: {type(exc).__name__}: {exc}") from None
     if head[:4] == PARQUET_MAGIC:
         columns = _parquet_columns(path, compression)
         if names:
@@ -99,10 +102,15 @@ def read_chunks(source: TableSource, columns: list[str],
     batches = (_parquet_batches(source, columns) if source.format == "parquet"
                else _csv_batches(source, columns, block_bytes))
     row = 0
-    for batch in batches:
-        if batch.num_rows:
-            yield row, {name: batch.column(name) for name in columns}
-            row += batch.num_rows
+    try:
+        for batch in batches:
+            if batch.num_rows:
+                yield row, {name: batch.column(name) for name in columns}
+                row += batch.num_rows
+    except DataError:
+        raise
+    except (OSError, EOFError, zipfile.BadZipFile, pa.ArrowException) as exc:  # truncated or corrupt
+        raise DataError(f"{source.path}: cannot read past data row {row}: {type(exc).__name__}: {exc}") from None
 
 
 def _csv_batches(source: TableSource, columns: list[str], block_bytes: int) -> Iterator[pa.RecordBatch]:
