@@ -26,6 +26,7 @@ from .data import (
     preprocess,
 )
 from .hookspecs import hookimpl
+from .instructions import InstructionConfig, InstructionExample, InteractionGraph, build_instructions
 from .metrics import DEFAULT_KS, mask_history, metrics_from_ranks, rank_from_lists, rank_from_scores
 from .plugins import (
     ComponentConfigError,
@@ -35,6 +36,7 @@ from .plugins import (
     UnknownComponentError,
     load_registry,
 )
+from .prompts import PromptError, build_prompt, check_templates, default_templates, render_item, render_items
 from .training import TrainerConfig, make_trainer
 
 __version__ = "0.1.0"
@@ -46,4 +48,6 @@ __all__ = [
     "DEFAULT_KS", "mask_history", "metrics_from_ranks", "rank_from_lists", "rank_from_scores",
     "ComponentConfigError", "DuplicateComponentError", "PluginError", "Registry",
     "UnknownComponentError", "load_registry", "TrainerConfig", "make_trainer", "__version__",
+    "InstructionConfig", "InstructionExample", "InteractionGraph", "build_instructions",
+    "PromptError", "build_prompt", "check_templates", "default_templates", "render_item", "render_items",
 ]
