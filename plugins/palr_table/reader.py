@@ -110,7 +110,7 @@ def read_chunks(source: TableSource, columns: list[str],
     except DataError:
         raise
     except (OSError, EOFError, zipfile.BadZipFile, pa.ArrowException) as exc:  # truncated or corrupt
-        raise DataError(f"{source.path}: cannot read past data row {row}: {type(exc).__name__}: {exc}") from None
+        raise DataError(f"{source.path}: cannot read on after {row:,} data rows: {type(exc).__name__}: {exc}") from None
 
 
 def _csv_batches(source: TableSource, columns: list[str], block_bytes: int) -> Iterator[pa.RecordBatch]:
