@@ -272,6 +272,13 @@ def test_given_encoding_reads_latin1(tmp_path):
     assert raw.catalog.titles[1] == "Café"
 
 
+@pytest.mark.parametrize("encoding", ["utf-16", "cp1252"])
+def test_other_encodings_are_transcoded(tmp_path, encoding):
+    path = write(tmp_path / "log.csv", "user_id,item_id,timestamp\n1,Café €,3\n", encoding=encoding)
+    _, raw = load(path, encoding=encoding)
+    assert raw.log.items.tolist() == ["Café €"]
+
+
 def test_user_with_one_interaction_is_reported_and_split_error_names_user_and_option(tmp_path):
     dataset, raw = load(write(tmp_path / "log.csv", LOG + "3,10,400\n"))
     assert dataset.report.users_with_one_interaction == 1
