@@ -267,7 +267,7 @@ def leave_one_out_split(data: SequenceData) -> Split:
     if short:
         raise DataError(
             f"dataset {data.name!r}: {len(short)} users have fewer than 3 interactions "
-            f"(e.g. user {short[0]!r}); leave-one-out needs 3 — raise k_core to at least 3"
+            f"(e.g. user {short[0]!r}); leave-one-out needs 3 — set preprocess.k_core to at least 3"
         )
     return Split(
         train=[s[:-2] for s in data.sequences],
@@ -283,10 +283,11 @@ def fingerprint(raw: RawDataset) -> str:
     for column in (raw.log.users, raw.log.items, raw.log.timestamps):
         if column is None:
             h.update(b"<none>")
-        elif column.dtype.kind in "biuf":
+        elif column.dtype.kind in "biufUS":  # fixed-width: hash the buffer itself
             h.update(column.dtype.str.encode() + np.ascontiguousarray(column).tobytes())
-        else:
-            h.update("\x1f".join(map(str, column.tolist())).encode())
+        else:  # object ids, hashed in blocks so a 20M-row log never becomes one giant string
+            for start in range(0, len(column), 1 << 20):
+                h.update("\x1f".join(map(str, column[start:start + (1 << 20)].tolist())).encode())
     h.update(pickle.dumps(raw.catalog, protocol=pickle.HIGHEST_PROTOCOL))
     return h.hexdigest()
 
