@@ -1,1 +1,10 @@
-"""Built-in plugin palr_lightgcn (work in progress: registers nothing yet)."""
+"""Built-in plugin: the ``lightgcn`` retriever (graph propagation with BPR, He et al. 2020)."""
+
+from palr_core import hookimpl
+
+from .model import LightGCNConfig, LightGCNRetriever
+
+
+@hookimpl
+def register_retrievers(register):
+    register("lightgcn", LightGCNRetriever, config=LightGCNConfig)

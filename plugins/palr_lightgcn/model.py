@@ -1,0 +1,168 @@
+"""LightGCN (He et al. 2020): embeddings propagated over the user-item graph, BPR loss, layer mean.
+
+The symmetrically normalised adjacency ``D^-1/2 A D^-1/2`` of the bipartite graph is built once
+with scipy.sparse from the training prefixes and applied with ``torch.sparse.mm``.
+
+LightGCN is transductive: it has an embedding per training user. :meth:`retrieve` recognises a
+history as a training user's when it equals that user's training prefix, optionally followed by
+one more item (the validation item at test time); any other history is folded in as the mean
+of its items' propagated embeddings.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import scipy.sparse as sp
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from palr_core import RunContext, TrainingData
+from palr_core.sequential import RetrieverConfig, RetrieverModule, TrainedRetriever, left_pad
+
+
+@dataclass
+class LightGCNConfig(RetrieverConfig):
+    """LightGCN hyperparameters (``conf/retriever/lightgcn.yaml``).
+
+    :param layers: propagation layers (the final embedding is the mean of layers 0..layers).
+    :param reg: L2 penalty on the batch's layer-0 embeddings.
+    :param maxlen: most recent items used to fold in a history of an unknown user.
+    """
+
+    layers: int = 3
+    reg: float = 1e-4
+    batch_size: int = 2048
+    lr: float = 1e-3
+    dropout: float = 0.0
+    max_epochs: int | None = 300
+    patience: int | None = 10
+
+
+def normalized_adjacency(train: Sequence[np.ndarray], num_items: int) -> sp.csr_matrix:
+    """``D^-1/2 A D^-1/2`` over users ``0..U-1`` then items ``U..U+I-1`` (isolated nodes stay 0)."""
+    num_users = len(train)
+    users = np.repeat(np.arange(num_users), [len(s) for s in train])
+    items = np.concatenate(train).astype(np.int64) + num_users if num_users else np.zeros(0, np.int64)
+    n = num_users + num_items
+    adjacency = sp.coo_matrix((np.ones(2 * len(users), dtype=np.float32),
+                               (np.r_[users, items], np.r_[items, users])), shape=(n, n)).tocsr()
+    adjacency.data[:] = 1.0  # a user's duplicate item counts once
+    degree = np.asarray(adjacency.sum(1)).ravel()
+    inv_sqrt = np.where(degree > 0, 1.0 / np.sqrt(np.maximum(degree, 1e-12)), 0.0).astype(np.float32)
+    scale = sp.diags(inv_sqrt)
+    return (scale @ adjacency @ scale).tocsr()
+
+
+def _to_torch_sparse(matrix: sp.csr_matrix) -> torch.Tensor:
+    coo = matrix.tocoo()
+    indices = torch.from_numpy(np.vstack([coo.row, coo.col]).astype(np.int64))
+    return torch.sparse_coo_tensor(indices, torch.from_numpy(coo.data), coo.shape).coalesce()
+
+
+class LightGCNModule(RetrieverModule):
+    """Embeddings, propagation and BPR; ``score`` takes ``[user or -1, left-padded history...]`` rows."""
+
+    def __init__(self, num_users: int, num_items: int, adjacency: sp.csr_matrix, config: LightGCNConfig):
+        super().__init__(num_items, config.lr, config.weight_decay)
+        self.config = config
+        self.num_users = num_users
+        self.users = nn.Embedding(num_users, config.hidden)
+        self.items = nn.Embedding(num_items, config.hidden)
+        nn.init.normal_(self.users.weight, std=0.1)
+        nn.init.normal_(self.items.weight, std=0.1)
+        # not a buffer: DDP would try to broadcast a sparse tensor; moved to the device on use
+        self._adjacency = _to_torch_sparse(adjacency)
+        self._cache: tuple[torch.Tensor, torch.Tensor] | None = None
+
+    def propagate(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Final (layer-mean) user and item embeddings."""
+        if self._adjacency.device != self.device:
+            self._adjacency = self._adjacency.to(self.device)
+        layer = torch.cat([self.users.weight, self.items.weight])
+        total = layer
+        for _ in range(self.config.layers):
+            layer = torch.sparse.mm(self._adjacency, layer)
+            total = total + layer
+        final = total / (self.config.layers + 1)
+        return final[:self.num_users], final[self.num_users:]
+
+    def training_step(self, batch, batch_idx: int) -> torch.Tensor:
+        self._cache = None
+        users, positives = batch
+        negatives = torch.randint(0, self.num_items, positives.shape, device=positives.device)
+        user_final, item_final = self.propagate()
+        u = user_final[users]
+        margin = (u * item_final[positives]).sum(-1) - (u * item_final[negatives]).sum(-1)
+        ego = (self.users(users).pow(2).sum() + self.items(positives).pow(2).sum()
+               + self.items(negatives).pow(2).sum()) / 2
+        loss = -F.logsigmoid(margin).mean() + self.config.reg * ego / len(users)
+        self.log("train/loss", loss, prog_bar=True, batch_size=len(users))
+        return loss
+
+    def on_validation_epoch_start(self) -> None:
+        self._cache = None
+
+    def score(self, queries: torch.Tensor) -> torch.Tensor:
+        if self._cache is None or self.training:
+            self._cache = tuple(t.detach() for t in self.propagate())
+        user_final, item_final = self._cache
+        known = queries[:, 0] >= 0
+        history = queries[:, 1:]
+        # fold-in: mean of the propagated embeddings of the history's items
+        present = (history > 0).float()
+        folded = (item_final[(history - 1).clamp(min=0)] * present[..., None]).sum(1)
+        folded = folded / present.sum(1, keepdim=True).clamp(min=1)
+        user = torch.where(known[:, None], user_final[queries[:, 0].clamp(min=0)], folded)
+        return user @ item_final.T
+
+
+class LightGCNRetriever(TrainedRetriever):
+    """``palr-run retriever=lightgcn``: one BPR example per training interaction and epoch."""
+
+    config_class = LightGCNConfig
+
+    def __init__(self, **params) -> None:
+        super().__init__(**params)
+        self._train: list[np.ndarray] = []
+        self._adjacency: sp.csr_matrix | None = None
+        self._user_of: dict[bytes, int] = {}
+
+    def prepare(self, data: TrainingData) -> None:
+        self._index(list(data.train), data.num_items)
+
+    def _index(self, train: list[np.ndarray], num_items: int) -> None:
+        self._train = [np.asarray(s, dtype=np.int64) for s in train]
+        self._adjacency = normalized_adjacency(self._train, num_items)
+        self._user_of = {}
+        for user, seq in enumerate(self._train):
+            self._user_of.setdefault(seq.tobytes(), user)
+
+    def build_module(self, num_items: int) -> LightGCNModule:
+        return LightGCNModule(len(self._train), num_items, self._adjacency, self.config)
+
+    def training_dataset(self, data: TrainingData, context: RunContext) -> torch.utils.data.Dataset:
+        users = np.repeat(np.arange(len(data.train)), [len(s) for s in data.train])
+        items = np.concatenate(data.train).astype(np.int64)
+        return torch.utils.data.TensorDataset(torch.from_numpy(users), torch.from_numpy(items))
+
+    def queries(self, histories: Sequence[np.ndarray]) -> torch.Tensor:
+        users = torch.tensor([self._known_user(np.asarray(h, dtype=np.int64)) for h in histories],
+                             dtype=torch.long)
+        return torch.cat([users[:, None], left_pad(histories, self.config.maxlen)], dim=1)
+
+    def _known_user(self, history: np.ndarray) -> int:
+        for candidate in (history, history[:-1]):
+            user = self._user_of.get(candidate.tobytes())
+            if user is not None:
+                return user
+        return -1
+
+    def extra_state(self) -> dict:
+        return {"train": [torch.from_numpy(s) for s in self._train]}
+
+    def restore_extra_state(self, state: dict) -> None:
+        self._index([t.numpy() for t in state["train"]], self.num_items)

@@ -1,0 +1,62 @@
+"""LightGCN: the normalised graph, learning on synthetic data, save/load, history masking."""
+
+from dataclasses import replace
+
+import numpy as np
+import pytest
+import torch
+from palr_lightgcn import LightGCNRetriever
+from palr_lightgcn.model import normalized_adjacency
+from palr_popularity import PopularityRetriever
+from palr_synthetic import SyntheticMovies
+
+from palr_core import TrainingData, leave_one_out_split, metrics_from_ranks, preprocess, rank_from_lists
+
+TINY = dict(hidden=16, layers=2, lr=0.01, batch_size=512)
+
+
+def _test_ndcg(retriever, split) -> float:
+    ids, _ = retriever.retrieve(split.histories("test"), 10)
+    return metrics_from_ranks(rank_from_lists(ids, split.test), (10,))["NDCG@10"]
+
+
+def test_adjacency_is_symmetric_and_degree_normalised():
+    adjacency = normalized_adjacency([np.array([0, 1]), np.array([1])], num_items=3)
+    dense = adjacency.toarray()
+    assert np.allclose(dense, dense.T)
+    # user 0 (degree 2) - item 1 (degree 2): 1/sqrt(2*2); item 2 has no edge
+    assert dense[0, 2 + 1] == pytest.approx(0.5)
+    assert dense[:, 2 + 2].sum() == 0
+
+
+@pytest.mark.slow
+def test_lightgcn_beats_popularity_on_default_synthetic_data(run_context):
+    data = preprocess(SyntheticMovies().load(), k_core=5)
+    split = leave_one_out_split(data)
+    training = TrainingData(split.train, split.valid, data.catalog)
+    context = replace(run_context, catalog=data.catalog)
+    lightgcn = LightGCNRetriever(hidden=32, layers=2, lr=0.01, batch_size=512, reg=1e-3,
+                                 max_epochs=60, patience=10)
+    lightgcn.fit(training, context)
+    popularity = PopularityRetriever()
+    popularity.fit(training, context)
+    # measured: 0.130 vs 0.081
+    assert _test_ndcg(lightgcn, split) > 1.3 * _test_ndcg(popularity, split)
+
+
+def test_lightgcn_save_load_and_masking(training_data, run_context, small_split):
+    lightgcn = LightGCNRetriever(**TINY, max_epochs=1)
+    lightgcn.fit(training_data, run_context)
+    loaded = LightGCNRetriever.load(run_context.work_dir / "retriever")
+    histories = small_split.histories("test")
+    assert torch.equal(lightgcn.score(histories), loaded.score(histories))
+    ids, _ = loaded.retrieve(histories, 30)
+    assert all(not set(h.tolist()) & set(row.tolist()) for h, row in zip(histories, ids))
+
+
+def test_unknown_history_is_folded_in(training_data, run_context):
+    lightgcn = LightGCNRetriever(**TINY, max_epochs=1)
+    lightgcn.fit(training_data, run_context)
+    known, unknown = training_data.train[0], np.array([3, 1, 4])
+    assert lightgcn.queries([known, unknown])[:, 0].tolist() == [0, -1]
+    assert torch.isfinite(lightgcn.score([unknown])).all()
