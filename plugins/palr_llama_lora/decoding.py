@@ -13,8 +13,7 @@ from collections.abc import Sequence
 
 import torch
 
-from palr_core import ItemCatalog
-from palr_core.prompts import render_item
+from palr_core import ItemCatalog, render_item
 
 __all__ = ["ItemCoder", "CandidateTrie", "generate_rankings", "score_rankings"]
 

@@ -18,9 +18,17 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from palr_core import RankRequest, RunContext, TrainingData, make_trainer
-from palr_core.instructions import VERSIONS, InstructionConfig, build_instructions
-from palr_core.prompts import build_prompt, check_templates, default_templates
+from palr_core import (
+    InstructionConfig,
+    RankRequest,
+    RunContext,
+    TrainingData,
+    build_instructions,
+    build_prompt,
+    check_templates,
+    default_templates,
+    make_trainer,
+)
 
 from .decoding import ItemCoder, generate_rankings, score_rankings
 from .model import (
@@ -46,7 +54,7 @@ class LlamaLoraConfig:
     task: str = "v2"
     decoder: str = "score"
     num_generate: int = 10
-    epochs: int | None = 4
+    epochs: int | None = 2
     batch_size: int = 16
     learning_rate: float = 3e-3
     weight_decay: float = 0.0
@@ -77,8 +85,8 @@ class LlamaLoraRanker:
         cfg = LlamaLoraConfig(**params)
         cfg.lora, cfg.tiny = _as(LoraSettings, cfg.lora), _as(TinyModelSettings, cfg.tiny)
         cfg.instructions = _as(InstructionConfig, cfg.instructions)
-        if cfg.task not in VERSIONS:
-            raise ValueError(f"ranker.task must be one of {sorted(VERSIONS)}, got {cfg.task!r}")
+        if cfg.task not in ("v1", "v2"):
+            raise ValueError(f"ranker.task must be v1 or v2, got {cfg.task!r}")
         if cfg.decoder not in DECODERS:
             raise ValueError(f"ranker.decoder must be one of {DECODERS}, got {cfg.decoder!r}")
         check_templates(cfg.templates, "ranker.templates")
@@ -169,14 +177,14 @@ class LlamaLoraRanker:
                                self.config.warmup_steps)
         checkpoints = ModelCheckpoint(dirpath=out / "checkpoints", save_last=True, save_top_k=0,
                                       every_n_train_steps=self.config.checkpoint_every_n_steps)
-        overrides = {"enable_checkpointing": True}
+        loader = batches.loader(self.config.batch_size, context.seed, context.trainer.num_workers)
+        overrides = {"enable_checkpointing": True, "log_every_n_steps": max(1, min(50, len(loader)))}
         if self.config.epochs is not None:
             overrides["max_epochs"] = self.config.epochs
         trainer = make_trainer(context.trainer, out, validate=False, **overrides,
                                callbacks=[checkpoints, AdapterOnlyCheckpoint(out / "adapter")])
         last = out / "checkpoints" / "last.ckpt"
         resume_from = str(last) if self.config.resume and last.is_file() else None
-        loader = batches.loader(self.config.batch_size, context.seed, context.trainer.num_workers)
         self.model.train()  # from_pretrained returns eval mode: dropout must be on while training
         trainer.fit(module, train_dataloaders=loader, ckpt_path=resume_from)
         self.model.save_pretrained(out / "adapter", safe_serialization=True)
