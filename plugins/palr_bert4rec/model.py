@@ -1,0 +1,104 @@
+"""BERT4Rec (Sun et al. 2019): a bidirectional encoder trained to fill in masked items (cloze).
+
+Training masks a random ``mask_prob`` share of each sequence's items (and, for a
+``last_mask_prob`` share of sequences, only the last item, the situation at inference) and
+applies softmax cross-entropy over the catalogue at the masked positions. To score a history,
+a mask token is appended and its representation is matched against every item embedding.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from palr_core import RunContext, TrainingData
+from palr_core.sequential import (
+    RetrieverConfig,
+    RetrieverModule,
+    TrainedRetriever,
+    TransformerEncoder,
+    left_pad,
+    trim_padding,
+)
+
+
+@dataclass
+class BERT4RecConfig(RetrieverConfig):
+    """BERT4Rec hyperparameters (``conf/retriever/bert4rec.yaml``).
+
+    :param blocks: transformer blocks.
+    :param heads: attention heads.
+    :param mask_prob: share of items replaced by the mask token in training.
+    :param last_mask_prob: share of training sequences in which only the last item is masked.
+    """
+
+    maxlen: int = 200
+    blocks: int = 2
+    heads: int = 2
+    dropout: float = 0.1
+    mask_prob: float = 0.2
+    last_mask_prob: float = 0.1
+    max_epochs: int | None = 200
+    patience: int | None = 10
+
+    def __post_init__(self) -> None:
+        if not 0 < self.mask_prob < 1:
+            raise ValueError(f"retriever bert4rec: mask_prob must be in (0, 1), got {self.mask_prob}")
+
+
+class BERT4RecModule(RetrieverModule):
+    """Item ids ``1..N`` (0: padding, N+1: mask), bidirectional attention over non-padding items."""
+
+    def __init__(self, num_items: int, config: BERT4RecConfig) -> None:
+        super().__init__(num_items, config.lr, config.weight_decay)
+        self.config = config
+        self.mask_id = num_items + 1
+        self.items = nn.Embedding(num_items + 2, config.hidden, padding_idx=0)
+        self.positions = nn.Embedding(config.maxlen, config.hidden)
+        self.encoder = TransformerEncoder(config.hidden, config.heads, config.blocks, config.dropout)
+        self.dropout = nn.Dropout(config.dropout)
+        self.output_bias = nn.Parameter(torch.zeros(num_items))
+        nn.init.normal_(self.items.weight, std=0.02)
+        nn.init.normal_(self.positions.weight, std=0.02)
+
+    def encode(self, seq: torch.Tensor) -> torch.Tensor:
+        positions = torch.arange(self.config.maxlen - seq.shape[1], self.config.maxlen, device=seq.device)
+        x = self.dropout(self.items(seq) + self.positions(positions)[None])
+        allowed = (seq != 0)[:, None, :] | torch.eye(seq.shape[1], dtype=torch.bool, device=seq.device)[None]
+        return self.encoder(x, allowed[:, None])
+
+    def logits(self, hidden: torch.Tensor) -> torch.Tensor:
+        return hidden @ self.items.weight[1:self.num_items + 1].T + self.output_bias
+
+    def score(self, queries: torch.Tensor) -> torch.Tensor:
+        # drop the oldest item and append the mask token: "what comes next?"
+        seq = torch.cat([queries[:, 1:], torch.full_like(queries[:, :1], self.mask_id)], dim=1)
+        return self.logits(self.encode(trim_padding(seq)[0])[:, -1])
+
+    def training_step(self, batch, batch_idx: int) -> torch.Tensor:
+        (seq,) = trim_padding(batch[0])
+        real = seq > 0
+        masked = (torch.rand(seq.shape, device=seq.device) < self.config.mask_prob) & real
+        last_only = torch.rand(len(seq), device=seq.device) < self.config.last_mask_prob
+        masked[last_only] = False
+        masked[last_only, -1] = True
+        inputs = seq.masked_fill(masked, self.mask_id)
+        hidden = self.encode(inputs)[masked]
+        loss = F.cross_entropy(self.logits(hidden), seq[masked] - 1)
+        self.log("train/loss", loss, prog_bar=True, batch_size=len(seq))
+        return loss
+
+
+class BERT4RecRetriever(TrainedRetriever):
+    """``palr-run retriever=bert4rec``: one training row per user, masks drawn anew every epoch."""
+
+    config_class = BERT4RecConfig
+
+    def build_module(self, num_items: int) -> BERT4RecModule:
+        return BERT4RecModule(num_items, self.config)
+
+    def training_dataset(self, data: TrainingData, context: RunContext) -> torch.utils.data.Dataset:
+        return torch.utils.data.TensorDataset(left_pad(data.train, self.config.maxlen))
