@@ -41,6 +41,19 @@ from .training import TrainerConfig, make_trainer
 
 __version__ = "0.1.0"
 
+#: public names of palr_core.sequential, imported on first use (it imports Lightning)
+_SEQUENTIAL = ("RetrieverConfig", "RetrieverModule", "TrainedRetriever", "TransformerEncoder",
+               "left_pad", "trim_padding", "top_k_unseen")
+
+
+def __getattr__(name: str):
+    if name in _SEQUENTIAL:
+        from . import sequential
+
+        return getattr(sequential, name)
+    raise AttributeError(f"module 'palr_core' has no attribute {name!r}")
+
+
 __all__ = [
     "KINDS", "Dataset", "ProfileGenerator", "Ranker", "RankRequest", "Retriever", "RunContext",
     "TrainingData", "DataError", "DatasetStats", "InteractionLog", "ItemCatalog", "RawDataset",
@@ -50,4 +63,5 @@ __all__ = [
     "UnknownComponentError", "load_registry", "TrainerConfig", "make_trainer", "__version__",
     "InstructionConfig", "InstructionExample", "InteractionGraph", "build_instructions",
     "PromptError", "build_prompt", "check_templates", "default_templates", "render_item", "render_items",
+    *_SEQUENTIAL,
 ]
