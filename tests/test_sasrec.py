@@ -32,7 +32,7 @@ def test_sasrec_beats_popularity_on_default_synthetic_data(default_synthetic, ru
     data, split = default_synthetic
     training = TrainingData(split.train, split.valid, data.catalog)
     context = replace(run_context, catalog=data.catalog)
-    sasrec = SASRecRetriever(**{**TINY, "hidden": 32}, loss=loss, max_epochs=40, patience=5)
+    sasrec = SASRecRetriever(**{**TINY, "hidden": 32}, loss=loss, max_epochs=15, patience=0)
     sasrec.fit(training, context)
     popularity = PopularityRetriever()
     popularity.fit(training, context)
