@@ -213,6 +213,8 @@ class LlamaLoraRanker:
         from tqdm.auto import tqdm
 
         self.model.eval()
+        if torch.cuda.is_available() and context.trainer.accelerator in ("gpu", "cuda", "auto"):
+            self.model.to("cuda")  # Lightning hands the model back on the CPU after fit
         torch.manual_seed(context.seed)
         ranked: list[list[int]] = []
         size = self.config.rank_batch_size
