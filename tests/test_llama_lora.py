@@ -145,3 +145,14 @@ LEARNING = {
                      "swap_prob": 0.0},
     "epochs": 2, "batch_size": 32, "learning_rate": 3e-3, "warmup_steps": 5,
 }
+
+
+def test_retriever_fusion_interpolates_between_model_and_retriever_order():
+    from palr_llama_lora.decoding import fuse_with_retriever
+
+    model_scores = [-3.0, -1.0, -2.0, -0.5]  # the model prefers the last candidate, then the second
+    assert fuse_with_retriever(model_scores, 0.0) == model_scores
+    strong = fuse_with_retriever(model_scores, 100.0)
+    assert sorted(range(4), key=lambda k: -strong[k]) == [0, 1, 2, 3]  # retriever order kept
+    mild = fuse_with_retriever(model_scores, 1.0)
+    assert sorted(range(4), key=lambda k: -mild[k]) == [1, 3, 0, 2]

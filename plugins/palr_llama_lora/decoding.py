@@ -9,13 +9,14 @@ candidate's mean token log-likelihood from one batched forward pass.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import torch
 
 from palr_core import ItemCatalog, render_item
 
-__all__ = ["ItemCoder", "CandidateTrie", "generate_rankings", "score_rankings"]
+__all__ = ["ItemCoder", "CandidateTrie", "generate_rankings", "score_candidates", "score_rankings", "fuse_with_retriever"]
 
 
 class ItemCoder:
@@ -115,9 +116,9 @@ def generate_rankings(model, coder: ItemCoder, prompts: list[list[int]],
 
 
 @torch.no_grad()
-def score_rankings(model, coder: ItemCoder, prompt: list[int], candidates: Sequence[int],
-                   batch_size: int = 64) -> list[int]:
-    """Candidates ordered by the mean log-likelihood of their block right after the prompt.
+def score_candidates(model, coder: ItemCoder, prompt: list[int], candidates: Sequence[int],
+                     batch_size: int = 64) -> list[float]:
+    """The mean log-likelihood of each candidate's block right after the prompt.
 
     The prompt is encoded once; its key/value cache is repeated for a batch of candidate blocks,
     so each batch is a single forward pass over the blocks' tokens only.
@@ -130,6 +131,22 @@ def score_rankings(model, coder: ItemCoder, prompt: list[int], candidates: Seque
         chunk = [list(coder.block(int(c))) for c in candidates[start:start + batch_size]]
         scores += _block_scores(model, first.past_key_values, first_logp, len(prompt), chunk,
                                 coder.tokenizer.pad_token_id)
+    return scores
+
+
+def fuse_with_retriever(scores: Sequence[float], weight: float) -> list[float]:
+    """Add ``weight * -log(1 + rank)`` of each candidate's retriever rank (candidates arrive best first).
+
+    ``weight=0`` ranks by the model alone; a large weight keeps the retriever's order and lets the
+    model break near-ties. Rank-based, so it needs no calibration between the two score scales.
+    """
+    return [s - weight * math.log1p(rank) for rank, s in enumerate(scores)]
+
+
+def score_rankings(model, coder: ItemCoder, prompt: list[int], candidates: Sequence[int],
+                   batch_size: int = 64, retriever_weight: float = 0.0) -> list[int]:
+    """Candidates ordered by :func:`score_candidates`, fused with their retriever rank by ``retriever_weight``."""
+    scores = fuse_with_retriever(score_candidates(model, coder, prompt, candidates, batch_size), retriever_weight)
     order = sorted(range(len(candidates)), key=lambda k: -scores[k])
     return [int(candidates[k]) for k in order]
 

@@ -72,6 +72,7 @@ class LlamaLoraConfig:
     checkpoint_every_n_steps: int = 100
     rank_batch_size: int = 16
     num_beams: int = 1
+    retriever_weight: float = 0.0
 
 
 def _as(cls, value):
@@ -232,7 +233,8 @@ class LlamaLoraRanker:
             r.candidates if task == "retrieval" else None, r.profile, n=n), self.config.max_length)
             for r in requests]
         if self.config.decoder == "score":
-            orders = [score_rankings(self.model, self.coder, p, pool) for p, pool in zip(prompts, pools)]
+            orders = [score_rankings(self.model, self.coder, p, pool, retriever_weight=self.config.retriever_weight)
+                      for p, pool in zip(prompts, pools)]
         else:
             orders = generate_rankings(self.model, self.coder, prompts, pools, n, self.config.num_beams)
         return [_full_order(order, r.candidates) for order, r in zip(orders, requests)]
