@@ -15,8 +15,15 @@ from palr_core.cli import prepare_hydra, settings_from_config
 REPO = Path(__file__).resolve().parents[1]
 
 
-def palr_run(*args: str, tmp_path: Path, env: dict | None = None, check: bool = True):
+#: the components a CLI test uses unless it names its own: fast, so that tests of composition,
+#: sweeps and errors do not train SASRec and an LLM every time (test_bare_default_* does that once)
+FAST = {"retriever": "popularity", "profile": "none", "ranker": "identity"}
+
+
+def palr_run(*args: str, tmp_path: Path, env: dict | None = None, check: bool = True, fast: bool = True):
     run_env = {**os.environ, "PALR_CACHE_DIR": str(tmp_path / "cache"), **(env or {})}
+    if fast:
+        args = (*args, *(f"{g}={o}" for g, o in FAST.items() if not any(a.startswith(f"{g}=") for a in args)))
     proc = subprocess.run([sys.executable, "-c", "from palr_core.cli import run; run()", *args],
                           cwd=tmp_path, env=run_env, capture_output=True, text=True, timeout=600)
     if check and proc.returncode != 0:
@@ -57,11 +64,21 @@ def test_every_yaml_option_composes_and_builds(hydra_compose, registry, group, t
 def test_default_config_is_the_documented_pipeline(hydra_compose, tmp_path):
     settings = settings_from_config(hydra_compose(config_name="config"), tmp_path)
     assert settings.dataset.name == "synthetic"
+    assert (settings.retriever.name, settings.profile.name, settings.ranker.name) == ("sasrec", "keywords", "llama_lora")
     assert settings.ks == (5, 10, 20) and settings.candidates == 50 and settings.k_core == 5
 
 
 @pytest.mark.slow
-def test_default_run_writes_results_and_is_reproducible(tmp_path):
+def test_bare_default_runs_the_full_palr_pipeline(tmp_path):
+    palr_run(f"hydra.run.dir={tmp_path}/run", "eval.max_users=40", tmp_path=tmp_path, fast=False)
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    models = [row["model"] for row in metrics["rows"]]
+    assert models[0].startswith("retriever: sasrec") and "PALR v2 (llama_lora tiny" in models[1]
+    assert "profile: keywords" in models[1] and metrics["users_evaluated"] == 40
+
+
+@pytest.mark.slow
+def test_a_run_writes_results_and_is_reproducible(tmp_path):
     runs = []
     for i in range(2):
         palr_run(f"hydra.run.dir={tmp_path}/run{i}", tmp_path=tmp_path)

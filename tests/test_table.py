@@ -300,7 +300,8 @@ def test_palr_run_on_a_generated_csv(tmp_path):
     out = tmp_path / "run"
     env = {**os.environ, "PALR_CACHE_DIR": str(tmp_path / "cache")}  # keep the user's cache clean
     result = subprocess.run(["palr-run", "dataset=table", f"dataset.interactions={log}", f"dataset.items={items}",
-                             f"hydra.run.dir={out}"], capture_output=True, text=True, timeout=300, env=env)
+                             "retriever=popularity", "ranker=identity", "profile=none", f"hydra.run.dir={out}"],
+                            capture_output=True, text=True, timeout=300, env=env)
     assert result.returncode == 0, result.stderr[-2000:]
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["dataset"] == "log.csv" and len(metrics["rows"]) == 2
