@@ -2,6 +2,7 @@
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -17,8 +18,10 @@ EXAMPLE = Path(__file__).parent / "fixtures" / "palr-example-plugin"
 def installed_example(tmp_path_factory) -> dict:
     """pip-install the example plugin into its own directory; return the env that sees it."""
     site = tmp_path_factory.mktemp("site")
+    source = tmp_path_factory.mktemp("src") / EXAMPLE.name  # building writes build/ beside the sources
+    shutil.copytree(EXAMPLE, source)
     subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation",
-                    "--target", str(site), str(EXAMPLE)], check=True, capture_output=True)
+                    "--target", str(site), str(source)], check=True, capture_output=True)
     return {"PYTHONPATH": os.pathsep.join([str(site), os.environ.get("PYTHONPATH", "")])}
 
 
