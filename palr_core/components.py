@@ -125,7 +125,11 @@ class ProfileGenerator(Protocol):
 
 @runtime_checkable
 class Ranker(Protocol):
-    """Orders a user's candidates; may be fine-tuned first."""
+    """Orders a user's candidates; may be fine-tuned first.
+
+    Optional: a ``label`` attribute (str) names the ranker's row in the results table, e.g.
+    ``"PALR v2 (llama_lora tiny, score)"``; the registered name is used otherwise.
+    """
 
     def fit(self, data: TrainingData, context: RunContext) -> None:
         """Learn from training prefixes (a ranker with nothing to learn does nothing)."""
