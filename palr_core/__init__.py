@@ -27,7 +27,14 @@ from .data import (
 )
 from .hookspecs import hookimpl
 from .instructions import InstructionConfig, InstructionExample, InteractionGraph, build_instructions
-from .metrics import DEFAULT_KS, mask_history, metrics_from_ranks, rank_from_lists, rank_from_scores
+from .metrics import (
+    DEFAULT_KS,
+    complete_ranking,
+    mask_history,
+    metrics_from_ranks,
+    rank_from_lists,
+    rank_from_scores,
+)
 from .plugins import (
     ComponentConfigError,
     DuplicateComponentError,
@@ -58,7 +65,7 @@ __all__ = [
     "KINDS", "Dataset", "ProfileGenerator", "Ranker", "RankRequest", "Retriever", "RunContext",
     "TrainingData", "DataError", "DatasetStats", "InteractionLog", "ItemCatalog", "RawDataset",
     "SequenceData", "Split", "iterative_k_core", "leave_one_out_split", "preprocess", "hookimpl",
-    "DEFAULT_KS", "mask_history", "metrics_from_ranks", "rank_from_lists", "rank_from_scores",
+    "DEFAULT_KS", "complete_ranking", "mask_history", "metrics_from_ranks", "rank_from_lists", "rank_from_scores",
     "ComponentConfigError", "DuplicateComponentError", "PluginError", "Registry",
     "UnknownComponentError", "load_registry", "TrainerConfig", "make_trainer", "__version__",
     "InstructionConfig", "InstructionExample", "InteractionGraph", "build_instructions",

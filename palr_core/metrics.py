@@ -19,6 +19,7 @@ __all__ = [
     "rank_from_scores",
     "rank_from_lists",
     "metrics_from_ranks",
+    "complete_ranking",
 ]
 
 DEFAULT_KS: tuple[int, ...] = (5, 10, 20)
@@ -60,4 +61,17 @@ def metrics_from_ranks(ranks: torch.Tensor, ks: Sequence[int] = DEFAULT_KS) -> d
         out[f"HR@{k}"] = hit.double().mean().item()
         gain = torch.where(hit, 1.0 / torch.log2(ranks.clamp(max=k) + 2.0), torch.zeros_like(ranks))
         out[f"NDCG@{k}"] = gain.mean().item()
+    return out
+
+
+def complete_ranking(ranked: Sequence[int], candidates: Sequence[int]) -> list[int]:
+    """The ranker's order, restricted to candidates without repeats, then the rest in retriever order."""
+    allowed = set(int(c) for c in candidates)
+    seen: set[int] = set()
+    out = []
+    for item in list(ranked) + list(candidates):
+        item = int(item)
+        if item in allowed and item not in seen:
+            seen.add(item)
+            out.append(item)
     return out

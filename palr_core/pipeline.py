@@ -11,6 +11,7 @@ import json
 import logging
 import time
 from collections.abc import Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -19,7 +20,7 @@ import numpy as np
 
 from .components import RankRequest, RunContext, TrainingData
 from .data import SequenceData, fingerprint, leave_one_out_split, preprocess, save_stats
-from .metrics import DEFAULT_KS, metrics_from_ranks, rank_from_lists
+from .metrics import DEFAULT_KS, complete_ranking, metrics_from_ranks, rank_from_lists
 from .plugins import Registry
 from .training import TrainerConfig
 
@@ -73,35 +74,13 @@ class RunResult:
         return "\n".join(lines)
 
 
-class _Timer:
-    def __init__(self) -> None:
-        self.timings: dict[str, float] = {}
-
-    def __call__(self, stage: str):
-        timer = self
-
-        class _Stage:
-            def __enter__(self_inner):
-                log.info("%s ...", stage)
-                self_inner.t0 = time.perf_counter()
-
-            def __exit__(self_inner, *exc):
-                timer.timings[stage] = round(time.perf_counter() - self_inner.t0, 3)
-
-        return _Stage()
-
-
-def complete_ranking(ranked: Sequence[int], candidates: Sequence[int]) -> list[int]:
-    """The ranker's order, restricted to candidates without repeats, then the rest in retriever order."""
-    allowed = set(int(c) for c in candidates)
-    seen: set[int] = set()
-    out = []
-    for item in list(ranked) + list(candidates):
-        item = int(item)
-        if item in allowed and item not in seen:
-            seen.add(item)
-            out.append(item)
-    return out
+@contextmanager
+def _timed(stage: str, timings: dict[str, float]):
+    """Log the stage's start and record its wall-clock seconds in ``timings``."""
+    log.info("%s ...", stage)
+    t0 = time.perf_counter()
+    yield
+    timings[stage] = round(time.perf_counter() - t0, 3)
 
 
 def _seed_everything(seed: int) -> None:
@@ -119,16 +98,16 @@ def run_pipeline(settings: PipelineSettings, registry: Registry) -> RunResult:
     _seed_everything(settings.seed)
     work_dir = Path(settings.work_dir)
     work_dir.mkdir(parents=True, exist_ok=True)
-    timer = _Timer()
+    timings: dict[str, float] = {}
 
     dataset = registry.build("dataset", settings.dataset.name, settings.dataset.params)
     retriever = registry.build("retriever", settings.retriever.name, settings.retriever.params)
     profiler = registry.build("profile", settings.profile.name, settings.profile.params)
     ranker = registry.build("ranker", settings.ranker.name, settings.ranker.params)
 
-    with timer("load"):
+    with _timed("load", timings):
         raw = dataset.load()
-    with timer("preprocess"):
+    with _timed("preprocess", timings):
         data = cached_preprocess(raw, settings.k_core, settings.cache_dir)
         split = leave_one_out_split(data)
     stats = data.stats
@@ -139,7 +118,7 @@ def run_pipeline(settings: PipelineSettings, registry: Registry) -> RunResult:
                          trainer=settings.trainer, catalog=data.catalog, profiles=profiler)
     training = TrainingData(train=split.train, valid=split.valid, catalog=data.catalog)
 
-    with timer("fit_retriever"):
+    with _timed("fit_retriever", timings):
         retriever.fit(training, context)
 
     users = _evaluation_users(len(split.test), settings.max_users, context)
@@ -147,21 +126,21 @@ def run_pipeline(settings: PipelineSettings, registry: Registry) -> RunResult:
     eval_histories = [histories[u] for u in users]
     targets = split.test[users]
     n_cand = max(settings.candidates, max(settings.ks))
-    with timer("retrieve"):
+    with _timed("retrieve", timings):
         cand_ids, cand_scores = retriever.retrieve(eval_histories, n_cand)
     rows = [_row(f"retriever: {settings.retriever.name} (its own order)",
                  cand_ids, targets, settings.ks)]
 
-    with timer("profiles"):
+    with _timed("profiles", timings):
         profiles = profiler.generate(users.tolist(), eval_histories, context)
-    with timer("fit_ranker"):
+    with _timed("fit_ranker", timings):
         ranker.fit(training, context)
     requests = [
         RankRequest(user=int(u), history=h, candidates=np.asarray(c), candidate_scores=np.asarray(s),
                     profile=p or None)
         for u, h, c, s, p in zip(users, eval_histories, cand_ids, cand_scores, profiles)
     ]
-    with timer("rank"):
+    with _timed("rank", timings):
         ranked = ranker.rank(requests, context)
     final = [complete_ranking(r, req.candidates) for r, req in zip(ranked, requests)]
     # a ranker may name its row (e.g. "PALR v2 (llama_lora tiny, score)"), as in the paper's Table 2
@@ -170,7 +149,7 @@ def run_pipeline(settings: PipelineSettings, registry: Registry) -> RunResult:
                      + (f" + profile: {settings.profile.name}" if settings.profile.name != "none" else ""),
                      final, targets, settings.ks))
 
-    result = RunResult(rows=rows, stats=stats.as_dict(), timings=timer.timings)
+    result = RunResult(rows=rows, stats=stats.as_dict(), timings=timings)
     (work_dir / "results.md").write_text(result.table() + "\n")
     (work_dir / "metrics.json").write_text(json.dumps(
         {"dataset": data.name, "stats": result.stats, "users_evaluated": len(users),

@@ -26,6 +26,7 @@ from palr_core import (
     build_instructions,
     build_prompt,
     check_templates,
+    complete_ranking,
     default_templates,
     make_trainer,
 )
@@ -237,7 +238,7 @@ class LlamaLoraRanker:
                       for p, pool in zip(prompts, pools)]
         else:
             orders = generate_rankings(self.model, self.coder, prompts, pools, n, self.config.num_beams)
-        return [_full_order(order, r.candidates) for order, r in zip(orders, requests)]
+        return [complete_ranking(order, r.candidates) for order, r in zip(orders, requests)]
 
     def _pool(self, request: RankRequest, context: RunContext) -> list[int]:
         """What the model chooses from: the candidates, or for v1 generation the catalogue minus
@@ -247,9 +248,3 @@ class LlamaLoraRanker:
         seen = set(int(i) for i in request.history)
         return [i for i in range(len(context.catalog)) if i not in seen]
 
-
-def _full_order(order: Sequence[int], candidates: Sequence[int]) -> list[int]:
-    """The model's picks that are candidates, then the remaining candidates in retriever order."""
-    allowed = [int(c) for c in candidates]
-    chosen = [i for i in dict.fromkeys(int(o) for o in order) if i in set(allowed)]
-    return chosen + [c for c in allowed if c not in set(chosen)]
