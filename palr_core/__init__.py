@@ -27,6 +27,14 @@ from .data import (
 )
 from .hookspecs import hookimpl
 from .instructions import InstructionConfig, InstructionExample, InteractionGraph, build_instructions
+from .llm import (
+    LanguageModel,
+    ModelNotInstalled,
+    chat_prompt_ids,
+    load_causal_lm,
+    resolve_dtype,
+    resolve_language_model,
+)
 from .metrics import (
     DEFAULT_KS,
     complete_ranking,
@@ -69,6 +77,8 @@ __all__ = [
     "ComponentConfigError", "DuplicateComponentError", "PluginError", "Registry",
     "UnknownComponentError", "load_registry", "TrainerConfig", "make_trainer", "__version__",
     "InstructionConfig", "InstructionExample", "InteractionGraph", "build_instructions",
+    "LanguageModel", "ModelNotInstalled", "chat_prompt_ids", "load_causal_lm", "resolve_dtype",
+    "resolve_language_model",
     "PromptError", "build_prompt", "check_templates", "default_templates", "render_item", "render_items",
     *_SEQUENTIAL,
 ]

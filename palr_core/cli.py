@@ -143,6 +143,14 @@ def _cmd_plugins(_: argparse.Namespace) -> int:
     widths = [max(len(str(x)) for x in col) for col in zip(header, *rows)]
     for row in [header, *rows]:
         print("  ".join(str(x).ljust(w) for x, w in zip(row, widths)).rstrip())
+    if registry.language_models:
+        print("\nlanguage models (ranker.model=<name>, profile.model=<name>):")
+        for lm in sorted(registry.language_models.values(), key=lambda m: m.name):
+            try:
+                where = str(lm.locate())
+            except FileNotFoundError as exc:  # ModelNotInstalled says how to install it
+                where = f"NOT INSTALLED: {exc}"
+            print(f"  {lm.name}  ({lm.distribution} {lm.version}) {lm.description}\n      {where}")
     if registry.config_dirs:
         print("\nconfig directories: " + ", ".join(registry.config_dirs))
     for b in registry.broken:

@@ -1,4 +1,4 @@
-"""The plugin contract: five registration hooks, each called once when palr starts.
+"""The plugin contract: six registration hooks, each called once when palr starts.
 
 A plugin is any module that implements some of these with ``@palr_core.hookimpl`` and is
 named by an entry point in the ``palr`` group. Each hook receives a ``register`` callable;
@@ -51,6 +51,17 @@ def register_rankers(register):
 
     :param register: call ``register(name, cls, config=ConfigDataclass)``; ``cls`` implements
         :class:`palr_core.Ranker`. Names are unique among rankers.
+    """
+
+
+@hookspec
+def register_language_models(register):
+    """Name causal language models, so configs can say ``ranker.model=<name>``.
+
+    :param register: call ``register(name, locate, description="")``; ``locate()`` returns the
+        model's local Hugging Face folder or ``.gguf`` file, or raises
+        :class:`palr_core.llm.ModelNotInstalled` with the command that installs it. It is called
+        only when a run asks for the model, so an absent model costs nothing. Names are unique.
     """
 
 

@@ -24,6 +24,7 @@ from omegaconf.errors import OmegaConfBaseException
 
 from . import hookspecs
 from .components import KINDS
+from .llm import LanguageModel
 
 __all__ = [
     "ENTRY_POINT_GROUP",
@@ -104,9 +105,11 @@ class Registry:
         self._origins = dict(origins or {})
         self._items: dict[str, dict[str, Registration]] = {kind: {} for kind in KINDS}
         self.config_dirs: list[str] = []
+        self.language_models: dict[str, LanguageModel] = {}
         for kind, (_, _, hook_name) in KINDS.items():
             self._collect(kind, hook_name)
         self._collect_config_dirs()
+        self._collect_language_models()
 
     # -- collection ---------------------------------------------------------------------
     def _origin(self, plugin_name: str) -> tuple[str, str]:
@@ -157,6 +160,26 @@ class Registry:
             return register
 
         self._call_each("register_config_dirs", make_register)
+
+    def _collect_language_models(self) -> None:
+        table = self.language_models
+
+        def make_register(plugin_name: str, added: list):
+            def register(name: str, locate, description: str = "") -> None:
+                dist, version = self._origin(plugin_name)
+                if not callable(locate):
+                    raise PluginError(f"language model {name!r} from {dist}: locate must be callable, got {locate!r}")
+                if name in table:
+                    other = table[name]
+                    raise DuplicateComponentError(
+                        f"language model {name!r} is registered twice: by {other.distribution} "
+                        f"{other.version} and by {dist} {version}; uninstall one of them")
+                table[name] = LanguageModel(name, locate, description, plugin_name, dist, version)
+                added.append(lambda: table.pop(name, None))
+
+            return register
+
+        self._call_each("register_language_models", make_register)
 
     def _mark_broken(self, plugin_name: str, error: str) -> None:
         dist, _ = self._origin(plugin_name)

@@ -85,6 +85,17 @@ def test_hook_register_config_dirs():
     assert reg.config_dirs == ["pkg://toy.conf"]
 
 
+def test_hook_register_language_models():
+    locate = lambda: "/models/toy"  # noqa: E731
+    mod = types.SimpleNamespace(register_language_models=hookimpl(lambda register: register("toy-lm", locate, "a toy")))
+    reg = load_registry(entry_points=[], extra_plugins=[("toy", mod)])
+    lm = reg.language_models["toy-lm"]
+    assert (lm.locate, lm.description, lm.plugin) == (locate, "a toy", "toy")
+    with pytest.raises(DuplicateComponentError, match="toy-lm"):
+        load_registry(entry_points=[], extra_plugins=[("toy", mod), ("again", types.SimpleNamespace(
+            register_language_models=hookimpl(lambda register: register("toy-lm", locate))))])
+
+
 def test_builtins_are_found_through_entry_points(registry):
     assert {"synthetic"} <= set(registry.names("dataset"))
     assert {"popularity"} <= set(registry.names("retriever"))

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from palr_core import ComponentConfigError, ItemCatalog
+from palr_core import ItemCatalog
 
 
 @pytest.fixture
@@ -24,9 +24,10 @@ def test_keywords_profile_is_empty_without_attributes(registry, run_context):
     assert registry.build("profile", "keywords", {}).generate([0], [np.array([0, 1])], run_context) == [""]
 
 
-def test_llm_profile_requires_a_model_path(registry):
-    with pytest.raises(ComponentConfigError, match="model"):
-        registry.build("profile", "llm", {})
+def test_llm_profile_names_an_unknown_model(registry, run_context):
+    profiler = registry.build("profile", "llm", {"model": "no-such-model"})
+    with pytest.raises(FileNotFoundError, match="profile.model='no-such-model' is neither a registered model name"):
+        profiler.generate([0], [np.array([0, 1])], run_context)
 
 
 @pytest.mark.slow

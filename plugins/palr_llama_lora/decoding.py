@@ -14,7 +14,7 @@ from collections.abc import Sequence
 
 import torch
 
-from palr_core import ItemCatalog, render_item
+from palr_core import ItemCatalog, chat_prompt_ids, render_item
 
 __all__ = ["ItemCoder", "CandidateTrie", "generate_rankings", "score_candidates", "score_rankings", "fuse_with_retriever"]
 
@@ -39,9 +39,9 @@ class ItemCoder:
         return [t for i in items for t in self.block(i)] + [self.tokenizer.eos_token_id]
 
     def prompt(self, text: str, max_length: int) -> list[int]:
-        """Prompt token ids (with BOS if the tokenizer adds one), cut from the left if too long."""
-        ids = self.tokenizer(text)["input_ids"]
-        return ids[-max_length:]
+        """Prompt token ids in the model's chat template if it has one (else with BOS if the
+        tokenizer adds one); a too-long prompt loses its oldest text, never the template."""
+        return chat_prompt_ids(self.tokenizer, text, max_length)
 
 
 class CandidateTrie:

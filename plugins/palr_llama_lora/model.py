@@ -1,21 +1,20 @@
-"""The causal LM behind the ranker: a local checkpoint, or a tiny LLaMA with a locally trained tokenizer.
+"""The causal LM behind the ranker: a local model, or a tiny LLaMA with a locally trained tokenizer.
 
 There is no model hub here, so ``model: tiny`` builds a randomly initialised
 ``LlamaForCausalLM`` from a ``LlamaConfig`` and a byte-level BPE tokenizer trained (with the
 ``tokenizers`` library) on the catalogue's text and the prompt templates. Any other value of
-``model`` is a local directory that ``AutoModelForCausalLM.from_pretrained`` can read.
+``model`` goes to :func:`palr_core.load_causal_lm`: a registered name (``smollm2-135m``), a
+local Hugging Face folder or a ``.gguf`` file.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import torch
 
-__all__ = ["TinyModelSettings", "LoraSettings", "train_tokenizer", "build_tiny_model",
-           "load_causal_lm", "wrap_lora", "resolve_dtype"]
+__all__ = ["TinyModelSettings", "LoraSettings", "train_tokenizer", "build_tiny_model", "wrap_lora"]
 
 SPECIAL_TOKENS = ["<pad>", "<s>", "</s>", "<unk>"]
 
@@ -76,34 +75,6 @@ def build_tiny_model(tokenizer, settings: TinyModelSettings, seed: int):
     )
     torch.manual_seed(seed)
     return LlamaForCausalLM(config)
-
-
-def resolve_dtype(name: str) -> torch.dtype:
-    """``auto``: bf16 on a CUDA GPU that supports it, else float32; or a torch dtype name."""
-    if name == "auto":
-        cuda_bf16 = torch.cuda.is_available() and torch.cuda.is_bf16_supported()
-        return torch.bfloat16 if cuda_bf16 else torch.float32
-    try:
-        return {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[name]
-    except KeyError:
-        raise ValueError(f"ranker.dtype must be auto, float32, bfloat16 or float16, got {name!r}") from None
-
-
-def load_causal_lm(path: str | Path, dtype: str = "auto"):
-    """``(model, tokenizer)`` from a local directory; a missing pad token becomes EOS."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    path = Path(path).expanduser()
-    if not (path / "config.json").is_file():
-        raise FileNotFoundError(
-            f"ranker.model={str(path)!r}: expected a local transformers model directory with "
-            "config.json (no model hub is reachable); use model=tiny for a CPU-sized LLaMA"
-        )
-    tokenizer = AutoTokenizer.from_pretrained(path)
-    if tokenizer.pad_token_id is None:
-        tokenizer.pad_token = tokenizer.eos_token
-    model = AutoModelForCausalLM.from_pretrained(path, dtype=resolve_dtype(dtype))
-    return model, tokenizer
 
 
 def wrap_lora(model, lora: LoraSettings, train_base: bool):

@@ -28,6 +28,7 @@ from palr_core import (
     check_templates,
     complete_ranking,
     default_templates,
+    load_causal_lm,
     make_trainer,
 )
 
@@ -36,7 +37,6 @@ from .model import (
     LoraSettings,
     TinyModelSettings,
     build_tiny_model,
-    load_causal_lm,
     train_tokenizer,
     wrap_lora,
 )
@@ -100,7 +100,7 @@ class LlamaLoraRanker:
     @property
     def label(self) -> str:
         """The row name in results tables, e.g. ``PALR v2 (llama_lora tiny, score)``."""
-        name = "tiny" if self.config.model == "tiny" else Path(self.config.model).name
+        name = Path(self.config.model).name  # "tiny", a registered name, or a folder's name
         return f"PALR {self.config.task} (llama_lora {name}, {self.config.decoder})"
 
     @property
@@ -111,10 +111,10 @@ class LlamaLoraRanker:
     def _base(self, out: Path, context: RunContext):
         """The base model and tokenizer: a local checkpoint, or the run's tiny model (built once)."""
         if self.config.model != "tiny":
-            return load_causal_lm(self.config.model, self.config.dtype)
+            return load_causal_lm(self.config.model, context.cache_dir, self.config.dtype, option="ranker.model")
         base_dir = out / "base"
         if (base_dir / "config.json").is_file():  # resuming: the same random init and tokenizer
-            return load_causal_lm(base_dir, "float32")
+            return load_causal_lm(base_dir, context.cache_dir, "float32")
         tokenizer = train_tokenizer(self._corpus(context), self.config.tiny.vocab_size)
         model = build_tiny_model(tokenizer, self.config.tiny, context.seed)
         model.save_pretrained(base_dir)
@@ -202,8 +202,11 @@ class LlamaLoraRanker:
         directory = Path(directory).expanduser()
         if not (directory / "adapter" / "adapter_config.json").is_file():
             raise FileNotFoundError(f"ranker.adapter={str(directory)!r}: no adapter/adapter_config.json there")
-        base_path = directory / "base" if (directory / "base" / "config.json").is_file() else self.config.model
-        model, tokenizer = load_causal_lm(base_path, self.config.dtype if base_path == self.config.model else "float32")
+        if (directory / "base" / "config.json").is_file():  # a tiny model's run: its own base
+            model, tokenizer = load_causal_lm(directory / "base", context.cache_dir, "float32")
+        else:
+            model, tokenizer = load_causal_lm(self.config.model, context.cache_dir, self.config.dtype,
+                                              option="ranker.model")
         self.model = PeftModel.from_pretrained(model, directory / "adapter").eval()
         self.coder = ItemCoder(tokenizer, context.catalog)
 

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from palr_core import RunContext
+from palr_core import RunContext, chat_prompt_ids, load_causal_lm
 
 __all__ = ["KeywordsConfig", "KeywordProfiles", "LlmProfileConfig", "LlmProfiles", "keyword_lines"]
 
@@ -81,7 +81,8 @@ def keyword_lines(history: np.ndarray, catalog, num_keywords: int, per_keyword: 
 class LlmProfileConfig:
     """``profile=llm``.
 
-    :param model: a local causal-LM directory (``AutoModelForCausalLM.from_pretrained``).
+    :param model: a registered model name (``smollm2-135m``), a local Hugging Face causal-LM
+        folder or a ``.gguf`` file (:func:`palr_core.load_causal_lm`).
     :param template: the Figure 2 prompt; ``{history}`` is filled with ``"title": keywords`` pairs.
     :param max_new_tokens: length limit of a profile.
     :param recent: only the last ``recent`` history items are shown.
@@ -89,7 +90,7 @@ class LlmProfileConfig:
     :param dtype: ``auto`` (bf16 on GPU, float32 on CPU), ``float32``, ``bfloat16``.
     """
 
-    model: str = "???"
+    model: str = "smollm2-135m"
     template: str = ("Your task is to use two keywords to summarize user's preference based on history "
                      "interactions. The history {noun} and their keywords are: {history} Output: ")
     max_new_tokens: int = 48
@@ -105,8 +106,8 @@ class LlmProfiles:
     def __init__(self, **params) -> None:
         self.config = LlmProfileConfig(**params)
         if self.config.model in ("", "???"):
-            raise ValueError("profile=llm needs profile.model=/path/to/a/local/causal-lm "
-                             "(a directory transformers can load; no model hub is reachable)")
+            raise ValueError("profile=llm needs profile.model: a registered name (smollm2-135m), a "
+                             "local Hugging Face causal-LM folder or a .gguf file (no model hub is reachable)")
         self._model = None
 
     def generate(self, users: Sequence[int], histories: Sequence[np.ndarray], context: RunContext) -> list[str]:
@@ -115,9 +116,12 @@ class LlmProfiles:
         cache.mkdir(parents=True, exist_ok=True)
         paths = [cache / f"{self._key(p)}.json" for p in prompts]
         todo = [k for k, path in enumerate(paths) if not path.is_file()]
-        for start in range(0, len(todo), self.config.batch_size):
+        from tqdm.auto import tqdm
+
+        for start in tqdm(range(0, len(todo), self.config.batch_size), desc="profiles (llm)",
+                          disable=not todo or not context.trainer.enable_progress_bar):
             batch = todo[start:start + self.config.batch_size]
-            for k, text in zip(batch, self._write([prompts[k] for k in batch], context.seed)):
+            for k, text in zip(batch, self._write([prompts[k] for k in batch], context)):
                 paths[k].write_text(json.dumps({"user": int(users[k]), "prompt": prompts[k], "profile": text}))
         return [json.loads(path.read_text())["profile"] for path in paths]
 
@@ -127,36 +131,36 @@ class LlmProfiles:
         return self.config.template.format(noun=NOUN.get(catalog.domain, "items"), history=pairs + ";")
 
     def _key(self, prompt: str) -> str:
-        source = f"{Path(self.config.model).expanduser().resolve()}|{self.config.max_new_tokens}|{prompt}"
+        model = self.config.model
+        if Path(model).expanduser().exists():
+            model = str(Path(model).expanduser().resolve())
+        source = f"{model}|{self.config.max_new_tokens}|{prompt}"
         return hashlib.sha256(source.encode()).hexdigest()[:32]
 
-    def _write(self, prompts: list[str], seed: int) -> list[str]:
+    def _write(self, prompts: list[str], context: RunContext) -> list[str]:
         import torch
 
-        model, tokenizer = self._load()
-        torch.manual_seed(seed)
-        batch = tokenizer(prompts, return_tensors="pt", padding=True).to(model.device)
+        model, tokenizer = self._load(context)
+        torch.manual_seed(context.seed)
+        rows = [chat_prompt_ids(tokenizer, p) for p in prompts]
+        width = max(len(r) for r in rows)  # left-padded: every row ends where generation starts
+        ids = torch.full((len(rows), width), tokenizer.pad_token_id, dtype=torch.long)
+        mask = torch.zeros_like(ids)
+        for k, row in enumerate(rows):
+            ids[k, width - len(row):] = torch.tensor(row)
+            mask[k, width - len(row):] = 1
         with torch.no_grad():
-            out = model.generate(**batch, max_new_tokens=self.config.max_new_tokens, do_sample=False,
+            out = model.generate(input_ids=ids.to(model.device), attention_mask=mask.to(model.device),
+                                 max_new_tokens=self.config.max_new_tokens, do_sample=False,
                                  pad_token_id=tokenizer.pad_token_id)
-        texts = tokenizer.batch_decode(out[:, batch["input_ids"].shape[1]:], skip_special_tokens=True)
+        texts = tokenizer.batch_decode(out[:, width:], skip_special_tokens=True)
         return [" ".join(t.split()) for t in texts]
 
-    def _load(self):
+    def _load(self, context: RunContext):
         if self._model is None:
             import torch
-            from transformers import AutoModelForCausalLM, AutoTokenizer
 
-            path = Path(self.config.model).expanduser()
-            if not (path / "config.json").is_file():
-                raise FileNotFoundError(f"profile.model={str(path)!r}: no config.json there; expected a "
-                                        "local transformers causal-LM directory")
-            tokenizer = AutoTokenizer.from_pretrained(path, padding_side="left")
-            if tokenizer.pad_token_id is None:
-                tokenizer.pad_token = tokenizer.eos_token
-            cuda = torch.cuda.is_available()
-            dtype = {"auto": torch.bfloat16 if cuda else torch.float32, "float32": torch.float32,
-                     "bfloat16": torch.bfloat16}[self.config.dtype]
-            model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype).eval()
-            self._model = (model.to("cuda") if cuda else model, tokenizer)
+            model, tokenizer = load_causal_lm(self.config.model, context.cache_dir, self.config.dtype,
+                                              padding_side="left", option="profile.model")
+            self._model = (model.to("cuda") if torch.cuda.is_available() else model, tokenizer)
         return self._model

@@ -1,0 +1,213 @@
+"""Causal language models from local files: named models, Hugging Face folders and GGUF files.
+
+There is no model hub at run time, so every model is local. ``spec`` may be:
+
+- a name a plugin registered with ``register_language_models`` (``smollm2-135m``), whose
+  ``locate()`` returns a folder or a ``.gguf`` file, or raises :class:`ModelNotInstalled` saying
+  what to install;
+- a Hugging Face model folder (``config.json`` and weights), read as it is;
+- a ``.gguf`` file, or a folder holding exactly one: transformers dequantises it through the
+  ``gguf`` package, which is slow (tens of seconds for 135M parameters), so the first load writes
+  a plain safetensors copy under ``<cache_dir>/models/<name>-<sha256[:16]>/`` and every later
+  load reads that copy in about a second. The cache key is the file's content hash, so a changed
+  file is converted again and a moved one is not.
+
+:func:`chat_prompt_ids` wraps a prompt in the tokenizer's chat template when it has one.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import shutil
+import tempfile
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+__all__ = ["LanguageModel", "ModelNotInstalled", "resolve_language_model", "load_causal_lm",
+           "convert_gguf", "file_sha256", "resolve_dtype", "chat_prompt_ids"]
+
+log = logging.getLogger("palr")
+
+
+class ModelNotInstalled(FileNotFoundError):
+    """A named model's files are not on this machine; the message says how to get them."""
+
+
+@dataclass(frozen=True)
+class LanguageModel:
+    """A registered model name: ``locate()`` gives its local folder or ``.gguf`` file."""
+
+    name: str
+    locate: Callable[[], str | os.PathLike]
+    description: str = ""
+    plugin: str = ""
+    distribution: str = ""
+    version: str = ""
+
+
+def resolve_dtype(name: str):
+    """``auto``: bf16 on a CUDA GPU that supports it, else float32; or a torch dtype name."""
+    import torch
+
+    if name == "auto":
+        cuda_bf16 = torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+        return torch.bfloat16 if cuda_bf16 else torch.float32
+    try:
+        return {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[name]
+    except KeyError:
+        raise ValueError(f"dtype must be auto, float32, bfloat16 or float16, got {name!r}") from None
+
+
+def _registered() -> Mapping[str, LanguageModel]:
+    from .plugins import load_registry
+
+    return load_registry().language_models
+
+
+def resolve_language_model(spec: str | os.PathLike, cache_dir: str | os.PathLike,
+                           models: Mapping[str, LanguageModel] | None = None,
+                           option: str = "model") -> Path:
+    """The Hugging Face folder for ``spec`` (a registered name, a folder or a ``.gguf`` file),
+    converting a GGUF file into the cache the first time.
+
+    :param models: registered names (default: those of the installed plugins).
+    :param option: the config option being resolved, named in errors (``ranker.model``).
+    """
+    text = str(spec)
+    path = Path(text).expanduser()
+    if not path.exists() and os.sep not in text and not text.endswith(".gguf"):
+        models = _registered() if models is None else models
+        if text not in models:
+            known = ", ".join(sorted(models)) or "(none installed)"
+            raise FileNotFoundError(
+                f"{option}={text!r} is neither a registered model name ({known}) nor an existing "
+                "path; give a local Hugging Face folder (with config.json) or a .gguf file")
+        path = Path(models[text].locate()).expanduser()
+    if path.is_dir() and (path / "config.json").is_file():
+        return path
+    if path.is_dir():
+        ggufs = sorted(path.glob("*.gguf"))
+        if len(ggufs) != 1:
+            raise FileNotFoundError(
+                f"{option}={text!r}: {path} has no config.json and "
+                f"{'no' if not ggufs else len(ggufs)} .gguf files; expected a Hugging Face model "
+                "folder or a folder with exactly one .gguf file")
+        path = ggufs[0]
+    if path.suffix == ".gguf" and path.is_file():
+        return convert_gguf(path, Path(cache_dir).expanduser() / "models")
+    raise FileNotFoundError(f"{option}={text!r}: {path} does not exist (expected a Hugging Face "
+                            "model folder or a .gguf file; no model hub is reachable)")
+
+
+def file_sha256(path: Path, chunk: int = 1 << 22) -> str:
+    """Hex SHA-256 of a file's contents."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while block := fh.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def convert_gguf(gguf: Path, models_dir: Path) -> Path:
+    """A safetensors copy of a GGUF model under ``models_dir`` (made once; reused while the
+    file's hash is unchanged). Written to a temporary folder and renamed, so an interrupted
+    conversion leaves nothing half-written behind."""
+    gguf = Path(gguf).resolve()
+    digest = _cached_digest(gguf, models_dir)
+    target = models_dir / f"{gguf.stem}-{digest[:16]}"
+    if (target / "palr-gguf.json").is_file():
+        return target
+    try:
+        import gguf as _  # noqa: F401  (transformers needs it to read GGUF)
+    except ImportError:
+        raise ModelNotInstalled(f"reading {gguf.name} needs the gguf package: pip install gguf "
+                                "(or pip install 'palr[smollm2]')") from None
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+
+    log.warning("converting %s to safetensors once (about a minute on a CPU); later runs load %s",
+                gguf.name, target)
+    models_dir.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=models_dir))
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+        loaded = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name)
+        # save_pretrained refuses a GGUF-loaded model (it carries a quantization_config): copy
+        # the dequantised weights into a plain model of the same architecture instead
+        config = AutoConfig.from_pretrained(gguf.parent, gguf_file=gguf.name)
+        if hasattr(config, "quantization_config"):
+            del config.quantization_config
+        plain = AutoModelForCausalLM.from_config(config, dtype=loaded.dtype)
+        plain.load_state_dict(loaded.state_dict())
+        plain.save_pretrained(tmp, safe_serialization=True)
+        tokenizer.save_pretrained(tmp)
+        (tmp / "palr-gguf.json").write_text(json.dumps(
+            {"source": str(gguf), "sha256": digest, "bytes": gguf.stat().st_size}, indent=1))
+        try:
+            tmp.rename(target)
+        except OSError:  # another process converted it meanwhile
+            if not (target / "palr-gguf.json").is_file():
+                raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return target
+
+
+def _cached_digest(gguf: Path, models_dir: Path) -> str:
+    """The file's SHA-256, remembered by path, size and mtime (hashing 4 GB takes a while)."""
+    stat = gguf.stat()
+    key = f"{gguf}|{stat.st_size}|{stat.st_mtime_ns}"
+    memo = models_dir / "sha256.json"
+    try:
+        known = json.loads(memo.read_text())
+    except (OSError, ValueError):
+        known = {}
+    if key not in known:
+        known[key] = file_sha256(gguf)
+        models_dir.mkdir(parents=True, exist_ok=True)
+        tmp = memo.with_suffix(f".{os.getpid()}.tmp")
+        tmp.write_text(json.dumps(known, indent=1))
+        tmp.replace(memo)
+    return known[key]
+
+
+def load_causal_lm(spec: str | os.PathLike, cache_dir: str | os.PathLike, dtype: str = "auto",
+                   padding_side: str = "right", option: str = "model",
+                   models: Mapping[str, LanguageModel] | None = None):
+    """``(model, tokenizer)`` for ``spec`` (see :func:`resolve_language_model`), model in eval
+    mode; a tokenizer without a pad token pads with EOS."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    path = resolve_language_model(spec, cache_dir, models=models, option=option)
+    tokenizer = AutoTokenizer.from_pretrained(path, padding_side=padding_side)
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    model = AutoModelForCausalLM.from_pretrained(path, dtype=resolve_dtype(dtype)).eval()
+    return model, tokenizer
+
+
+_SENTINEL = "\u2063PALR-PROMPT\u2063"
+
+
+def chat_prompt_ids(tokenizer, text: str, max_length: int | None = None) -> list[int]:
+    """Token ids of ``text`` as the user turn of the tokenizer's chat template, ready for the
+    assistant's answer; without a template, the text itself (with BOS if the tokenizer adds it).
+
+    When the ids exceed ``max_length``, the text loses its oldest tokens and the template's
+    header and assistant prefix are kept whole.
+    """
+    if getattr(tokenizer, "chat_template", None):
+        rendered = tokenizer.apply_chat_template([{"role": "user", "content": _SENTINEL}],
+                                                 tokenize=False, add_generation_prompt=True)
+        head, tail = rendered.split(_SENTINEL)
+        head_ids = tokenizer(head, add_special_tokens=False)["input_ids"]
+        tail_ids = tokenizer(tail, add_special_tokens=False)["input_ids"]
+        body = tokenizer(text, add_special_tokens=False)["input_ids"]
+        if max_length is not None:
+            body = body[max(0, len(body) - (max_length - len(head_ids) - len(tail_ids))):]
+        return head_ids + body + tail_ids
+    ids = tokenizer(text)["input_ids"]
+    return ids if max_length is None else ids[-max_length:]

