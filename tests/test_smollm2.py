@@ -87,3 +87,39 @@ def test_writes_a_profile_with_the_chat_template(registry, context):
     profiler = registry.build("profile", "llm", {"model": "smollm2-135m", "max_new_tokens": 16, "dtype": "float32"})
     [profile] = profiler.generate([0], [np.array([0, 1, 4])], context)
     assert len(profile.split()) >= 3, profile
+
+
+def test_lora_fine_tunes_saves_and_reloads_its_adapter(registry, context):
+    from palr_core import TrainingData
+
+    train = [np.array([0, 1, 4, 2]), np.array([1, 0, 4, 5]), np.array([2, 3, 5, 0])]
+    data = TrainingData(train=train, valid=np.array([3, 2, 1]), catalog=context.catalog)
+    params = {"model": "smollm2-135m", "dtype": "float32", "epochs": 1, "batch_size": 2, "learning_rate": 1e-3,
+              "instructions": {"user_fraction": 1.0, "min_history": 1, "max_targets": 2, "num_negatives": 2}}
+    ranker = registry.build("ranker", "llama_lora", params)
+    ranker.fit(data, context)
+    assert ranker.fit_state["global_step"] >= 1
+    adapter = context.work_dir / "llama_lora"
+    assert (adapter / "adapter" / "adapter_model.safetensors").is_file()
+    assert not (adapter / "base").exists()  # the base is the shared converted copy, not duplicated per run
+    request = RankRequest(user=0, history=np.array([0, 1]), candidates=np.array([4, 2, 3]))
+    reloaded = registry.build("ranker", "llama_lora", {**params, "adapter": str(adapter)})
+    reloaded.fit(data, context)  # loads, does not train
+    assert reloaded.candidate_scores([request], context) == pytest.approx(ranker.candidate_scores([request], context))
+
+
+def test_palr_run_ranks_with_smollm2_end_to_end(model_cache, tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    args = ["retriever=popularity", "profile=none", "ranker=llama_lora", "ranker.model=smollm2-135m",
+            "ranker.epochs=1", "ranker.batch_size=2", "ranker.dtype=float32",
+            "ranker.instructions.user_fraction=0.005", "eval.max_users=3", "trainer.enable_progress_bar=false"]
+    proc = subprocess.run([sys.executable, "-c", "from palr_core.cli import run; run()", *args], cwd=tmp_path,
+                          env={**os.environ, "PALR_CACHE_DIR": str(model_cache)}, capture_output=True, text=True,
+                          timeout=900)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "PALR v2 (llama_lora smollm2-135m, score)" in proc.stdout
+    [metrics] = list(tmp_path.glob("outputs/**/metrics.json"))
+    assert json.loads(metrics.read_text())["users_evaluated"] == 3

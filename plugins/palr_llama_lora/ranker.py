@@ -32,7 +32,7 @@ from palr_core import (
     make_trainer,
 )
 
-from .decoding import ItemCoder, generate_rankings, score_rankings
+from .decoding import ItemCoder, fuse_with_retriever, generate_rankings, score_candidates
 from .model import (
     LoraSettings,
     TinyModelSettings,
@@ -229,19 +229,37 @@ class LlamaLoraRanker:
         return ranked
 
     def _rank_batch(self, requests: Sequence[RankRequest], context: RunContext) -> list[list[int]]:
+        if self.config.decoder == "score":
+            orders = []
+            for r, scores in zip(requests, self._scores(requests, context)):
+                fused = fuse_with_retriever(scores, self.config.retriever_weight)
+                orders.append([int(r.candidates[k]) for k in sorted(range(len(fused)), key=lambda k: -fused[k])])
+        else:
+            pools = [self._pool(r, context) for r in requests]
+            n = min(self.config.num_generate, min(len(p) for p in pools))
+            orders = generate_rankings(self.model, self.coder, self._prompts(requests, context, n), pools, n,
+                                       self.config.num_beams)
+        return [complete_ranking(order, r.candidates) for order, r in zip(orders, requests)]
+
+    def candidate_scores(self, requests: Sequence[RankRequest], context: RunContext) -> list[list[float]]:
+        """The model's own score of every candidate (mean token log-likelihood of its title after
+        the prompt), before any fusion with the retriever: for studies of ``retriever_weight``."""
+        if self.model is None:
+            raise RuntimeError("llama_lora: call fit() (or set ranker.adapter) before candidate_scores()")
+        self.model.eval()
+        return self._scores(requests, context)
+
+    def _scores(self, requests: Sequence[RankRequest], context: RunContext) -> list[list[float]]:
+        n = min(self.config.num_generate, min(len(r.candidates) for r in requests))
+        return [score_candidates(self.model, self.coder, prompt, [int(c) for c in r.candidates])
+                for prompt, r in zip(self._prompts(requests, context, n), requests)]
+
+    def _prompts(self, requests: Sequence[RankRequest], context: RunContext, n: int) -> list[list[int]]:
         task = "retrieval" if self.config.task == "v2" else "recommend"
-        pools = [self._pool(r, context) for r in requests]
-        n = min(self.config.num_generate, min(len(p) for p in pools))
-        prompts = [self.coder.prompt(build_prompt(
+        return [self.coder.prompt(build_prompt(
             self.config.templates, task, context.catalog, r.history[-self.config.instructions.max_history:],
             r.candidates if task == "retrieval" else None, r.profile, n=n), self.config.max_length)
             for r in requests]
-        if self.config.decoder == "score":
-            orders = [score_rankings(self.model, self.coder, p, pool, retriever_weight=self.config.retriever_weight)
-                      for p, pool in zip(prompts, pools)]
-        else:
-            orders = generate_rankings(self.model, self.coder, prompts, pools, n, self.config.num_beams)
-        return [complete_ranking(order, r.candidates) for order, r in zip(orders, requests)]
 
     def _pool(self, request: RankRequest, context: RunContext) -> list[int]:
         """What the model chooses from: the candidates, or for v1 generation the catalogue minus

@@ -92,7 +92,9 @@ class LlmProfileConfig:
 
     model: str = "smollm2-135m"
     template: str = ("Your task is to use two keywords to summarize user's preference based on history "
-                     "interactions. The history {noun} and their keywords are: {history} Output: ")
+                     "interactions. The output is an itemized list based on importance. The output "
+                     'template is: {{1. KEY_WORD_1: "HISTORY_ITEM_1", "HISTORY_ITEM_2"; 2. KEY_WORD_2: '
+                     '"HISTORY_ITEM_3"}} The history {noun} and their keywords are: {history} Output:')
     max_new_tokens: int = 48
     recent: int = 20
     batch_size: int = 8
