@@ -123,6 +123,7 @@ def test_palr_plugins_lists_components_with_their_distribution():
     lines = [line.split() for line in out.splitlines()]
     assert ["retriever", "popularity", "palr", "0.1.0", "palr_popularity"] in lines
     assert ["dataset", "synthetic", "palr", "0.1.0", "palr_synthetic"] in lines
+    assert "smollm2-135m  (palr 0.1.0)" in out  # language models, with where their files are
 
 
 @pytest.mark.slow
