@@ -98,6 +98,7 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--model", default="smollm2-135m")
     p.add_argument("--work-dir", default=str(Path("~/.cache/palr/bench/real_llm").expanduser()))
     p.add_argument("--seed", type=int, default=42)
+    p.add_argument("--out", default=str(RESULTS), help="JSON file written at the end")
     p.add_argument("--threads", type=int, default=None,
                    help="torch CPU threads (default: torch's choice); 1 is much faster on a shared, busy CPU")
     return p.parse_args()
@@ -212,11 +213,12 @@ def main() -> None:
     for r in rows:
         print(f"| {r['model']} | {r['HR@10']:.4f} | {r['NDCG@10']:.4f} | {r.get('fit_s', '')} | "
               f"{r.get('train_tokens_per_s', '')} | {r.get('rank_users_per_s', '')} | {r.get('peak_rss_mb', '')} |")
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps({"args": vars(args), "users": users.tolist(), "candidates_hold_target": hit_rate,
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps({"args": vars(args), "users": users.tolist(), "candidates_hold_target": hit_rate,
                                    "rows": rows, "profile_examples": profile_examples,
                                    "device": "cuda" if gpu else "cpu"}, indent=2))
-    print(f"\nwrote {RESULTS}")
+    print(f"\nwrote {out}")
 
 
 if __name__ == "__main__":
