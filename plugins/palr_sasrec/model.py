@@ -15,6 +15,7 @@ from torch import nn
 
 from palr_core import RunContext, TrainingData
 from palr_core.sequential import (
+    PAD,
     RetrieverConfig,
     RetrieverModule,
     TrainedRetriever,
@@ -115,3 +116,6 @@ class SASRecRetriever(TrainedRetriever):
     def training_dataset(self, data: TrainingData, context: RunContext) -> torch.utils.data.Dataset:
         # maxlen + 1 columns: inputs are the first maxlen, next-item targets the last maxlen
         return torch.utils.data.TensorDataset(left_pad(data.train, self.config.maxlen + 1))
+
+    def row_lengths(self, dataset: torch.utils.data.TensorDataset) -> torch.Tensor:
+        return (dataset.tensors[0] != PAD).sum(1)
