@@ -65,14 +65,9 @@ def metrics(ranked, targets) -> dict:
 
 def fused_orders(requests: list[RankRequest], scores: list[list[float]], weight: float) -> list[list[int]]:
     """The score decoder's order at ``retriever_weight=weight`` (see palr_llama_lora.decoding)."""
-    from palr_llama_lora.decoding import fuse_with_retriever
+    from palr_llama_lora.decoding import order_by_scores
 
-    orders = []
-    for request, row in zip(requests, scores):
-        fused = fuse_with_retriever(row, weight)
-        order = sorted(range(len(row)), key=lambda k: -fused[k])
-        orders.append(complete_ranking([int(request.candidates[k]) for k in order], request.candidates))
-    return orders
+    return [complete_ranking(order_by_scores(r.candidates, row, weight), r.candidates) for r, row in zip(requests, scores)]
 
 
 def parse_args() -> argparse.Namespace:

@@ -16,7 +16,8 @@ import torch
 
 from palr_core import ItemCatalog, chat_prompt_ids, render_item
 
-__all__ = ["ItemCoder", "CandidateTrie", "generate_rankings", "score_candidates", "score_rankings", "fuse_with_retriever"]
+__all__ = ["ItemCoder", "CandidateTrie", "generate_rankings", "score_candidates", "score_rankings", "fuse_with_retriever",
+           "order_by_scores"]
 
 
 class ItemCoder:
@@ -143,12 +144,17 @@ def fuse_with_retriever(scores: Sequence[float], weight: float) -> list[float]:
     return [s - weight * math.log1p(rank) for rank, s in enumerate(scores)]
 
 
+def order_by_scores(candidates: Sequence[int], scores: Sequence[float], retriever_weight: float = 0.0) -> list[int]:
+    """``candidates`` (best first by the retriever) ordered by their model ``scores`` fused with
+    their retriever rank (:func:`fuse_with_retriever`)."""
+    fused = fuse_with_retriever(scores, retriever_weight)
+    return [int(candidates[k]) for k in sorted(range(len(candidates)), key=lambda k: -fused[k])]
+
+
 def score_rankings(model, coder: ItemCoder, prompt: list[int], candidates: Sequence[int],
                    batch_size: int = 64, retriever_weight: float = 0.0) -> list[int]:
     """Candidates ordered by :func:`score_candidates`, fused with their retriever rank by ``retriever_weight``."""
-    scores = fuse_with_retriever(score_candidates(model, coder, prompt, candidates, batch_size), retriever_weight)
-    order = sorted(range(len(candidates)), key=lambda k: -scores[k])
-    return [int(candidates[k]) for k in order]
+    return order_by_scores(candidates, score_candidates(model, coder, prompt, candidates, batch_size), retriever_weight)
 
 
 def _block_scores(model, cache, first_logp, prompt_len: int, blocks: list[list[int]], pad_id: int) -> list[float]:

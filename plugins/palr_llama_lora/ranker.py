@@ -32,7 +32,7 @@ from palr_core import (
     make_trainer,
 )
 
-from .decoding import ItemCoder, fuse_with_retriever, generate_rankings, score_candidates
+from .decoding import ItemCoder, generate_rankings, order_by_scores, score_candidates
 from .model import (
     LoraSettings,
     TinyModelSettings,
@@ -230,10 +230,8 @@ class LlamaLoraRanker:
 
     def _rank_batch(self, requests: Sequence[RankRequest], context: RunContext) -> list[list[int]]:
         if self.config.decoder == "score":
-            orders = []
-            for r, scores in zip(requests, self._scores(requests, context)):
-                fused = fuse_with_retriever(scores, self.config.retriever_weight)
-                orders.append([int(r.candidates[k]) for k in sorted(range(len(fused)), key=lambda k: -fused[k])])
+            orders = [order_by_scores(r.candidates, scores, self.config.retriever_weight)
+                      for r, scores in zip(requests, self._scores(requests, context))]
         else:
             pools = [self._pool(r, context) for r in requests]
             n = min(self.config.num_generate, min(len(p) for p in pools))
