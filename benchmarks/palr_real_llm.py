@@ -33,6 +33,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from retrievers import load_split
 
 from palr_core import (
     RankRequest,
@@ -40,16 +41,13 @@ from palr_core import (
     TrainerConfig,
     TrainingData,
     complete_ranking,
-    leave_one_out_split,
     metrics_from_ranks,
-    preprocess,
     rank_from_lists,
 )
 from palr_core.pipeline import _evaluation_users
 from palr_core.plugins import load_registry
 
 REPO = Path(__file__).resolve().parents[1]
-DATA = REPO.parent / "shared" / "data"
 RESULTS = REPO / "benchmarks" / "results" / "palr_real_llm.json"
 ROWS = ("zero-shot", "v1", "v2", "v2-profiles")
 
@@ -106,10 +104,7 @@ def main() -> None:
     torch.manual_seed(args.seed)
     registry = load_registry()
     work = Path(args.work_dir).expanduser()
-    dataset = registry.build("dataset", "movielens", {"variant": args.dataset, "root": str(DATA / args.dataset),
-                                                      "progress": False})
-    data = preprocess(dataset.load(), k_core=5)
-    split = leave_one_out_split(data)
+    data, split = load_split(args.dataset)  # the retriever benchmark's datasets, from ../shared/data
     training = TrainingData(split.train, split.valid, data.catalog)
     gpu = torch.cuda.is_available()
     trainer = TrainerConfig(accelerator="gpu" if gpu else "cpu", precision="bf16-mixed" if gpu else "32-true",
