@@ -144,18 +144,13 @@ class LlmProfiles:
 
         model, tokenizer = self._load(context)
         torch.manual_seed(context.seed)
-        rows = [chat_prompt_ids(tokenizer, p) for p in prompts]
-        width = max(len(r) for r in rows)  # left-padded: every row ends where generation starts
-        ids = torch.full((len(rows), width), tokenizer.pad_token_id, dtype=torch.long)
-        mask = torch.zeros_like(ids)
-        for k, row in enumerate(rows):
-            ids[k, width - len(row):] = torch.tensor(row)
-            mask[k, width - len(row):] = 1
+        # the tokenizer pads on the left (see _load): every row ends where generation starts
+        batch = tokenizer.pad({"input_ids": [chat_prompt_ids(tokenizer, p) for p in prompts]},
+                              return_tensors="pt").to(model.device)
         with torch.no_grad():
-            out = model.generate(input_ids=ids.to(model.device), attention_mask=mask.to(model.device),
-                                 max_new_tokens=self.config.max_new_tokens, do_sample=False,
+            out = model.generate(**batch, max_new_tokens=self.config.max_new_tokens, do_sample=False,
                                  pad_token_id=tokenizer.pad_token_id)
-        texts = tokenizer.batch_decode(out[:, width:], skip_special_tokens=True)
+        texts = tokenizer.batch_decode(out[:, batch["input_ids"].shape[1]:], skip_special_tokens=True)
         return [" ".join(t.split()) for t in texts]
 
     def _load(self, context: RunContext):
