@@ -359,8 +359,23 @@ class TrainedRetriever:
             self.module.load_state_dict(checkpoint["state_dict"])
             self.fit_summary = {"best_checkpoint": best,
                                 "best_val_ndcg10": float(callback.best_model_score or 0.0),
-                                "epochs": trainer.current_epoch}
+                                "epochs": trainer.current_epoch,
+                                "stopped_by": _stop_reason(trainer)}
+            log.info("retriever training stopped by %s after %d epochs; best val NDCG@10 %.4f",
+                     self.fit_summary["stopped_by"], trainer.current_epoch,
+                     self.fit_summary["best_val_ndcg10"])
         self.module.cpu()
+
+
+def _stop_reason(trainer) -> str:
+    """Why ``trainer.fit`` returned: ``early_stopping``, ``max_epochs``, ``max_time`` (the trainer's
+    wall-clock cap) or ``interrupted`` (Ctrl-C: Lightning returns with the checkpoints so far)."""
+    stopper = trainer.early_stopping_callback
+    if stopper is not None and stopper.stopped_epoch > 0:
+        return "early_stopping"
+    if trainer.max_epochs is not None and trainer.current_epoch >= trainer.max_epochs:
+        return "max_epochs"
+    return "interrupted" if trainer.interrupted else "max_time"
 
 
 def _read_state(path: Path) -> dict:

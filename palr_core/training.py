@@ -31,6 +31,9 @@ class TrainerConfig:
     :param enable_progress_bar: show Lightning's progress bar.
     :param num_workers: DataLoader worker processes.
     :param deterministic: ask torch for deterministic kernels.
+    :param max_time: wall-clock cap on training, ``"DD:HH:MM:SS"`` (``null``: none). Training stops at
+        the end of the step that crosses it and the best checkpoint so far is kept, so a time-boxed
+        run (a sweep on a budget) still ends with a model and its metrics.
     """
 
     max_epochs: int = 20
@@ -46,6 +49,7 @@ class TrainerConfig:
     enable_progress_bar: bool = True
     num_workers: int = 0
     deterministic: bool = False
+    max_time: str | None = None
 
 
 def make_trainer(
@@ -77,6 +81,7 @@ def make_trainer(
             cbs.append(EarlyStopping(monitor=monitor, mode=mode, patience=config.patience))
     kwargs: dict[str, Any] = dict(
         max_epochs=config.max_epochs,
+        max_time=config.max_time,
         accelerator=config.accelerator,
         devices=config.devices,
         strategy=config.strategy,

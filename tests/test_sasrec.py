@@ -92,6 +92,23 @@ def test_training_resumes_from_the_last_checkpoint_after_an_interruption(trainin
     assert first.epoch == 2
 
 
+def test_trainer_max_time_ends_training_with_the_best_checkpoint(training_data, run_context, small_split):
+    """A time-boxed fit (``trainer.max_time``) stops early, says why, and still retrieves."""
+    boxed = replace(run_context.trainer, max_time="00:00:00:01")
+    sasrec = SASRecRetriever(**TINY, max_epochs=10_000, patience=0)
+    sasrec.fit(training_data, replace(run_context, trainer=boxed))
+    assert sasrec.fit_summary["stopped_by"] == "max_time"
+    assert 0 < sasrec.fit_summary["epochs"] < 10_000
+    assert sasrec.retrieve(small_split.histories("test")[:5], 10)[0].shape == (5, 10)
+
+
+def test_fit_summary_says_the_epoch_cap_ended_training(training_data, run_context):
+    sasrec = SASRecRetriever(**TINY, max_epochs=2, patience=0)
+    sasrec.fit(training_data, run_context)
+    assert sasrec.fit_summary["stopped_by"] == "max_epochs"
+    assert sasrec.fit_summary["epochs"] == 2
+
+
 def test_gpu_settings_run_on_cpu(training_data, run_context, small_split):
     """bf16-mixed precision (the GPU default) goes through the same code path on the CPU."""
     trainer = replace(run_context.trainer, precision="bf16-mixed", accelerator="cpu")
