@@ -79,6 +79,10 @@ class LengthBucketSampler(torch.utils.data.Sampler[int]):
     random sample of users (on ML-100K at maxlen 200 almost every random batch of 256 holds a
     200-item user, while half the positions are padding). Under DDP Lightning replaces any
     sampler with its DistributedSampler, which shuffles without bucketing.
+
+    Epoch ``e``'s order is drawn from ``(seed, e)`` alone. Lightning calls :meth:`set_epoch` before
+    each training epoch, so a run resumed from a checkpoint sees the same batches as one that was
+    never interrupted; iterating without ``set_epoch`` moves on to the next epoch's draw.
     """
 
     def __init__(self, lengths: Sequence[int] | torch.Tensor, batch_size: int, window: int = 50,
@@ -87,20 +91,26 @@ class LengthBucketSampler(torch.utils.data.Sampler[int]):
         self.lengths = np.asarray(lengths)
         self.batch_size = batch_size
         self.window = window
-        self.rng = np.random.default_rng(seed)
+        self.seed = seed
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
 
     def __len__(self) -> int:
         return len(self.lengths)
 
     def __iter__(self):
-        order = self.rng.permutation(len(self.lengths))
+        rng = np.random.default_rng((self.seed, self.epoch))
+        self.epoch += 1
+        order = rng.permutation(len(self.lengths))
         span = self.batch_size * self.window
         batches = []
         for start in range(0, len(order), span):
             chunk = order[start:start + span]
             chunk = chunk[np.argsort(-self.lengths[chunk], kind="stable")]
             batches += [chunk[i:i + self.batch_size] for i in range(0, len(chunk), self.batch_size)]
-        return iter([int(i) for b in self.rng.permutation(len(batches)) for i in batches[b]])
+        return iter([int(i) for b in rng.permutation(len(batches)) for i in batches[b]])
 
 
 def top_k_unseen(scores: torch.Tensor, histories: Sequence[Sequence[int]], k: int

@@ -60,3 +60,14 @@ def test_length_bucket_sampler_is_reproducible_from_its_seed():
     first = LengthBucketSampler(lengths, batch_size=8, seed=3)
     second = LengthBucketSampler(lengths, batch_size=8, seed=3)
     assert [list(first) for _ in range(3)] == [list(second) for _ in range(3)]
+
+
+def test_length_bucket_sampler_order_depends_only_on_seed_and_epoch():
+    """What makes a resumed run (Lightning calls ``set_epoch``) draw the uninterrupted run's batches."""
+    lengths = torch.randint(1, 200, (100,))
+    uninterrupted = LengthBucketSampler(lengths, batch_size=8, seed=3)
+    orders = [list(uninterrupted) for _ in range(3)]
+    resumed = LengthBucketSampler(lengths, batch_size=8, seed=3)
+    resumed.set_epoch(2)
+    assert list(resumed) == orders[2]
+    assert orders[0] != orders[1]
