@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 from palr_lightgcn import LightGCNRetriever
-from palr_lightgcn.model import normalized_adjacency
+from palr_lightgcn.model import LightGCNConfig, LightGCNModule, normalized_adjacency
 from palr_popularity import PopularityRetriever
 from palr_synthetic import SyntheticMovies
 
@@ -30,6 +30,26 @@ def test_adjacency_is_symmetric_and_degree_normalised():
 
 
 @pytest.mark.slow
+def test_propagation_and_its_gradient_equal_the_dense_computation():
+    """The CSR propagation with a hand-written (symmetric) backward against dense autograd."""
+    train = [np.array([0, 1, 2]), np.array([1, 3]), np.array([2, 3, 4, 0])]
+    config = LightGCNConfig(hidden=4, layers=2)
+    module = LightGCNModule(len(train), 5, normalized_adjacency(train, 5), config)
+    dense = torch.from_numpy(normalized_adjacency(train, 5).toarray())
+    weights = torch.cat([module.users.weight, module.items.weight]).detach()
+    layer = reference = weights.clone().requires_grad_(True)
+    total = layer
+    for _ in range(config.layers):
+        layer = dense @ layer
+        total = total + layer
+    (total / (config.layers + 1)).pow(2).sum().backward()
+    users, items = module.propagate()
+    torch.testing.assert_close(torch.cat([users, items]), (total / (config.layers + 1)).detach())
+    torch.cat([users, items]).pow(2).sum().backward()
+    grad = torch.cat([module.users.weight.grad, module.items.weight.grad])
+    torch.testing.assert_close(grad, reference.grad)
+
+
 def test_lightgcn_beats_popularity_on_default_synthetic_data(run_context):
     data = preprocess(SyntheticMovies().load(), k_core=5)
     split = leave_one_out_split(data)
@@ -42,6 +62,15 @@ def test_lightgcn_beats_popularity_on_default_synthetic_data(run_context):
     popularity.fit(training, context)
     # measured: 0.130 vs 0.081
     assert _test_ndcg(lightgcn, split) > 1.3 * _test_ndcg(popularity, split)
+
+
+def test_gpu_settings_run_on_cpu(training_data, run_context, small_split):
+    """bf16-mixed (the GPU default): the sparse propagation stays float32 under autocast."""
+    trainer = replace(run_context.trainer, precision="bf16-mixed", accelerator="cpu")
+    lightgcn = LightGCNRetriever(**TINY, max_epochs=1)
+    lightgcn.fit(training_data, replace(run_context, trainer=trainer))
+    ids, scores = lightgcn.retrieve(small_split.histories("test")[:5], 10)
+    assert np.isfinite(scores).all() and ids.shape == (5, 10)
 
 
 def test_lightgcn_save_load_and_masking(training_data, run_context, small_split):

