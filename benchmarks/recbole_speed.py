@@ -251,7 +251,7 @@ def run_palr(target_ndcg: float, overrides: list[str], max_epochs: int | None) -
             "epoch_at_target": clock.curve.index(reached) + 1 if reached else None,
             "val_at_target": {"NDCG@10": reached[1], "HR@10": reached[2]} if reached else None,
             "converged_fit_s": round(fit_s, 1), "epochs": summary.get("epochs"),
-            "stopped_by": "early stopping" if summary.get("epochs", 0) < params["max_epochs"] else "epoch cap",
+            "stopped_by": summary.get("stopped_by"),
             "best_val": {"NDCG@10": best[1], "HR@10": best[2]} if best else None,
             "test": {"HR@10": test["HR@10"], "NDCG@10": test["NDCG@10"]},
             "val_curve_s_ndcg_hr": clock.curve, "load_average_before": load_before,
