@@ -44,15 +44,6 @@ def test_bert4rec_save_load_and_masking(training_data, run_context, small_split)
     assert all(not set(h.tolist()) & set(row.tolist()) for h, row in zip(histories, ids))
 
 
-def test_gpu_settings_run_on_cpu(training_data, run_context, small_split):
-    """bf16-mixed precision (the GPU default) goes through the same code path on the CPU."""
-    trainer = replace(run_context.trainer, precision="bf16-mixed", accelerator="cpu")
-    bert = BERT4RecRetriever(**TINY, max_epochs=1)
-    bert.fit(training_data, replace(run_context, trainer=trainer))
-    ids, scores = bert.retrieve(small_split.histories("test")[:5], 10)
-    assert np.isfinite(scores).all() and ids.shape == (5, 10)
-
-
 def test_bad_mask_prob_is_a_clear_error():
     with pytest.raises(ValueError, match="mask_prob"):
         BERT4RecRetriever(mask_prob=1.5)

@@ -109,15 +109,6 @@ def test_fit_summary_says_the_epoch_cap_ended_training(training_data, run_contex
     assert sasrec.fit_summary["epochs"] == 2
 
 
-def test_gpu_settings_run_on_cpu(training_data, run_context, small_split):
-    """bf16-mixed precision (the GPU default) goes through the same code path on the CPU."""
-    trainer = replace(run_context.trainer, precision="bf16-mixed", accelerator="cpu")
-    sasrec = SASRecRetriever(**TINY, max_epochs=1)
-    sasrec.fit(training_data, replace(run_context, trainer=trainer))
-    ids, scores = sasrec.retrieve(small_split.histories("test")[:5], 10)
-    assert np.isfinite(scores).all() and ids.shape == (5, 10)
-
-
 def test_unknown_loss_is_a_clear_error():
     with pytest.raises(ValueError, match="loss must be one of"):
         SASRecRetriever(loss="hinge")
