@@ -15,6 +15,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from palr_core import RunContext
 from palr_core.pipeline import cached_preprocess
 from palr_core.plugins import load_registry
 
@@ -27,13 +28,13 @@ DATASETS = [
 ]
 
 
-def time_once(registry, name: str, params: dict) -> dict:
+def time_once(registry, name: str, params: dict, cache: Path) -> dict:
     """Seconds to build + load, and to preprocess (5-core, through palr-run's cache), plus the statistics."""
     t0 = time.perf_counter()
     dataset = registry.build("dataset", name, params)
-    raw = dataset.load()
+    raw = dataset.load(RunContext(seed=0, work_dir=cache / "run", cache_dir=cache))
     t1 = time.perf_counter()
-    data = cached_preprocess(raw, 5, Path(params["cache_dir"]))
+    data = cached_preprocess(raw, 5, cache)
     t2 = time.perf_counter()
     return {"load_s": t1 - t0, "preprocess_s": t2 - t1, "total_s": t2 - t0,
             "from_cache": dataset.report.get("from_cache"), "stats": data.stats.as_dict()}
@@ -45,10 +46,10 @@ def bench(registry, label, name, params, root: Path, repeats: int) -> list[dict]
         runs = []
         for _ in range(repeats):
             with tempfile.TemporaryDirectory() as cache:
-                p = {**params, "root": str(root), "cache_dir": cache, "progress": False}
+                p = {**params, "root": str(root), "progress": False}
                 if mode == "warm":
-                    time_once(registry, name, p)  # fill the cache
-                runs.append(time_once(registry, name, p))
+                    time_once(registry, name, p, Path(cache))  # fill the cache
+                runs.append(time_once(registry, name, p, Path(cache)))
         assert all(r["from_cache"] == (mode == "warm") for r in runs)
         median = {k: statistics.median(r[k] for r in runs) for k in ("load_s", "preprocess_s", "total_s")}
         rows.append({"dataset": label, "mode": mode, "repeats": repeats, **median, "stats": runs[0]["stats"]})

@@ -112,7 +112,8 @@ def main() -> None:
 
     def context(name: str, profiles=None) -> RunContext:
         return RunContext(seed=args.seed, work_dir=work / args.dataset / name, cache_dir=work / "cache",
-                          trainer=trainer, catalog=data.catalog, profiles=profiles)
+                          trainer=trainer, catalog=data.catalog, profiles=profiles,
+                          language_models=registry.language_models)
 
     # -- SASRec candidates (trained once, then reused from work_dir) ----------------------------
     saved = work / args.dataset / "sasrec" / "retriever"

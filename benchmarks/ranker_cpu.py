@@ -21,7 +21,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from palr_core import RankRequest, RunContext, TrainerConfig, TrainingData, leave_one_out_split, preprocess
+from palr_core import RankRequest, RunContext, TrainerConfig, TrainingData
+from palr_core.config import default_cache_dir
+from palr_core.pipeline import prepare_data
 from palr_core.plugins import load_registry
 
 RESULTS = Path(__file__).parent / "results"
@@ -35,8 +37,8 @@ def load_data(name: str, registry):
                                                           "progress": False})
     else:
         dataset = registry.build("dataset", "synthetic", {})
-    data = preprocess(dataset.load(), k_core=5)
-    return data, leave_one_out_split(data)
+    context = RunContext(seed=0, work_dir=Path("/tmp"), cache_dir=default_cache_dir())
+    return prepare_data(dataset, context, k_core=5)
 
 
 def requests_for(registry, training, split, context, users: int, k: int = 50) -> list[RankRequest]:
@@ -75,11 +77,12 @@ def cpu_benchmark(args) -> list[dict]:
 
 def gpu_benchmark(args) -> list[dict]:
     """LLaMA-7B shape, random bf16 weights, LoRA r=8 on q/k/v/o; never run without a CUDA GPU."""
+    from palr_llama_lora.config import LoraSettings
     from palr_llama_lora.decoding import ItemCoder, generate_rankings, score_rankings
-    from palr_llama_lora.model import LoraSettings, train_tokenizer, wrap_lora
+    from palr_llama_lora.model import train_tokenizer, wrap_lora
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    from palr_core.prompts import build_prompt, default_templates
+    from palr_core.kit.prompts import build_prompt, default_templates
 
     if not torch.cuda.is_available():
         raise SystemExit("--gpu needs a CUDA GPU (none visible)")

@@ -219,7 +219,7 @@ def recbole_worker(config_file: Path, out_file: Path) -> None:
 def run_palr(target_ndcg: float, overrides: list[str], max_epochs: int | None) -> dict:
     """palr's SASRec at :data:`ARCH` (plus ``overrides``) to early stopping, timed against ``target_ndcg``."""
     sys.path.insert(0, str(Path(__file__).resolve().parent))
-    from retrievers import ValidationClock, load_split, yaml_params
+    from retrievers import ValidationClock, load_split, parse_overrides
 
     from palr_core import RunContext, TrainerConfig, TrainingData, metrics_from_ranks, rank_from_lists
     from palr_core.plugins import load_registry
@@ -228,7 +228,7 @@ def run_palr(target_ndcg: float, overrides: list[str], max_epochs: int | None) -
     say(f"[palr] ML-100K after 5-core: {data.stats.as_dict()}")
     arch = [f"{k}={v}" for k, v in ARCH.items()]
     capped = [f"max_epochs={max_epochs}"] if max_epochs else []
-    params = yaml_params("sasrec", arch + capped + overrides)
+    params = parse_overrides(arch + capped + overrides)
     retriever = load_registry().build("retriever", "sasrec", params)
     clock = ValidationClock(verbose=True, prefix="[palr] ")
     with tempfile.TemporaryDirectory() as tmp:

@@ -21,15 +21,9 @@ from pathlib import Path
 import yaml
 from lightning.pytorch.callbacks import Callback
 
-from palr_core import (
-    RunContext,
-    TrainerConfig,
-    TrainingData,
-    leave_one_out_split,
-    metrics_from_ranks,
-    preprocess,
-    rank_from_lists,
-)
+from palr_core import RunContext, TrainerConfig, TrainingData, metrics_from_ranks, rank_from_lists
+from palr_core.config import default_cache_dir
+from palr_core.pipeline import prepare_data, seed_stage
 from palr_core.plugins import load_registry
 
 REPO = Path(__file__).resolve().parents[1]
@@ -94,17 +88,17 @@ class ValidationClock(Callback):
         return row[0] if row else None
 
 
-def load_split(name: str):
+def load_split(name: str, cache_dir: Path | None = None):
+    """The benchmark dataset, preprocessed (5-core) and split as ``palr-run`` does."""
     registry = load_registry()
     kind, params = DATASETS[name]
-    data = preprocess(registry.build("dataset", kind, params).load(), k_core=5)
-    return data, leave_one_out_split(data)
+    context = RunContext(seed=42, work_dir=Path(tempfile.mkdtemp()), cache_dir=cache_dir or default_cache_dir())
+    return prepare_data(registry.build("dataset", kind, params), context, k_core=5)
 
 
-def yaml_params(model: str, overrides: list[str]) -> dict:
-    """The model's ``conf/retriever/<model>.yaml`` with ``key=value`` overrides (YAML-typed)."""
-    params = yaml.safe_load((REPO / "conf" / "retriever" / f"{model}.yaml").read_text())
-    params.pop("name")
+def parse_overrides(overrides: list[str]) -> dict:
+    """``key=value`` pairs (values YAML-typed) over the model's config dataclass defaults."""
+    params = {}
     for item in overrides:
         key, _, value = item.partition("=")
         params[key] = yaml.safe_load(value)
@@ -115,11 +109,12 @@ def run(dataset: str, model: str, overrides: list[str], work_dir: Path,
         max_time: str | None = None) -> dict:
     data, split = load_split(dataset)
     registry = load_registry()
-    retriever = registry.build("retriever", model, yaml_params(model, overrides))
+    retriever = registry.build("retriever", model, parse_overrides(overrides))
     trainer = TrainerConfig(accelerator="cpu", enable_progress_bar=False, max_time=max_time)
     context = RunContext(seed=42, work_dir=work_dir, cache_dir=work_dir / "cache", trainer=trainer,
                          catalog=data.catalog)
     clock = ValidationClock(verbose=True)
+    seed_stage(context.seed, "fit_retriever")
     started = time.perf_counter()
     fit_kwargs = {"callbacks": [clock]} if model != "popularity" else {}
     retriever.fit(TrainingData(split.train, split.valid, data.catalog), context, **fit_kwargs)
@@ -157,7 +152,7 @@ def main() -> None:
     parser.add_argument("--dataset", choices=sorted(DATASETS), required=True)
     parser.add_argument("--model", nargs="+", default=["popularity", "sasrec"])
     parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
-                        help="override a key of conf/retriever/<model>.yaml, e.g. max_epochs=50")
+                        help="override an option of the model's config dataclass, e.g. max_epochs=50")
     parser.add_argument("--max-time", metavar="DD:HH:MM:SS",
                         help="cap each model's training time; the best checkpoint so far is tested")
     args = parser.parse_args()

@@ -1,11 +1,26 @@
 """palr: LLM-ranked sequential recommendation (PALR) as a plugin framework.
 
-This module is the public API a plugin uses; nothing here knows a concrete model.
+``palr_core`` is the framework: the plugin contract (hooks, component interfaces, the registry,
+the plugin-API version), the run configuration, the data model with preprocessing and the split,
+the metrics, the pipeline and the command line. It knows no concrete model and imports neither
+torch nor any plugin. ``palr_core.kit`` is the toolkit that plugins share (trained-retriever
+machinery, Lightning trainer, language-model loading, prompts, instruction data, file and table
+readers); ``palr_core.testing`` gives a plugin's own tests tiny data and a run context.
+
+Who may import whom: ``palr_core`` modules import only ``palr_core`` modules; ``palr_core.kit``
+imports ``palr_core`` and itself; plugins import both; nothing imports a plugin.
 """
+
+from __future__ import annotations
+
+import importlib
+import warnings
 
 from .components import (
     KINDS,
     Dataset,
+    LanguageModel,
+    ModelNotInstalled,
     ProfileGenerator,
     Ranker,
     RankRequest,
@@ -13,6 +28,7 @@ from .components import (
     RunContext,
     TrainingData,
 )
+from .config import EvalConfig, PalrConfig, PreprocessConfig, TrainerConfig
 from .data import (
     DataError,
     DatasetStats,
@@ -25,24 +41,8 @@ from .data import (
     leave_one_out_split,
     preprocess,
 )
-from .hookspecs import hookimpl
-from .instructions import InstructionConfig, InstructionExample, InteractionGraph, build_instructions
-from .llm import (
-    LanguageModel,
-    ModelNotInstalled,
-    chat_prompt_ids,
-    load_causal_lm,
-    resolve_dtype,
-    resolve_language_model,
-)
-from .metrics import (
-    DEFAULT_KS,
-    complete_ranking,
-    mask_history,
-    metrics_from_ranks,
-    rank_from_lists,
-    rank_from_scores,
-)
+from .hookspecs import PLUGIN_API, hookimpl
+from .metrics import DEFAULT_KS, complete_ranking, metrics_from_ranks, rank_from_lists
 from .plugins import (
     ComponentConfigError,
     DuplicateComponentError,
@@ -51,34 +51,42 @@ from .plugins import (
     UnknownComponentError,
     load_registry,
 )
-from .prompts import PromptError, build_prompt, check_templates, default_templates, render_item, render_items
-from .training import TrainerConfig, make_trainer
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
-#: public names of palr_core.sequential, imported on first use (it imports Lightning)
-_SEQUENTIAL = ("RetrieverConfig", "RetrieverModule", "TrainedRetriever", "TransformerEncoder",
-               "left_pad", "trim_padding", "top_k_unseen")
+#: names plugin API 1 imported from ``palr_core`` that now live in the toolkit (old name -> module)
+_MOVED_TO_KIT = {
+    **dict.fromkeys(["RetrieverConfig"], "palr_core.kit.configs"),
+    **dict.fromkeys(["RetrieverModule", "TrainedRetriever", "TransformerEncoder", "left_pad", "trim_padding",
+                     "top_k_unseen", "mask_history", "rank_from_scores"], "palr_core.kit.retrievers"),
+    **dict.fromkeys(["make_trainer"], "palr_core.kit.training"),
+    **dict.fromkeys(["InstructionConfig", "InstructionExample", "InteractionGraph", "build_instructions"],
+                    "palr_core.kit.instructions"),
+    **dict.fromkeys(["chat_prompt_ids", "load_causal_lm", "resolve_dtype", "resolve_language_model"],
+                    "palr_core.kit.llm"),
+    **dict.fromkeys(["PromptError", "build_prompt", "check_templates", "default_templates", "render_item",
+                     "render_items"], "palr_core.kit.prompts"),
+}
 
 
 def __getattr__(name: str):
-    if name in _SEQUENTIAL:
-        from . import sequential
-
-        return getattr(sequential, name)
+    """Plugin API 1 names that moved to ``palr_core.kit``: still importable, with a warning."""
+    if name in _MOVED_TO_KIT:
+        module = _MOVED_TO_KIT[name]
+        warnings.warn(f"palr_core.{name} moved to {module} in palr plugin API 2; import it from there",
+                      DeprecationWarning, stacklevel=2)
+        return getattr(importlib.import_module(module), name)
     raise AttributeError(f"module 'palr_core' has no attribute {name!r}")
 
 
 __all__ = [
     "KINDS", "Dataset", "ProfileGenerator", "Ranker", "RankRequest", "Retriever", "RunContext",
-    "TrainingData", "DataError", "DatasetStats", "InteractionLog", "ItemCatalog", "RawDataset",
-    "SequenceData", "Split", "iterative_k_core", "leave_one_out_split", "preprocess", "hookimpl",
-    "DEFAULT_KS", "complete_ranking", "mask_history", "metrics_from_ranks", "rank_from_lists", "rank_from_scores",
+    "TrainingData", "LanguageModel", "ModelNotInstalled",
+    "TrainerConfig", "PalrConfig", "PreprocessConfig", "EvalConfig",
+    "DataError", "DatasetStats", "InteractionLog", "ItemCatalog", "RawDataset",
+    "SequenceData", "Split", "iterative_k_core", "leave_one_out_split", "preprocess",
+    "PLUGIN_API", "hookimpl",
+    "DEFAULT_KS", "complete_ranking", "metrics_from_ranks", "rank_from_lists",
     "ComponentConfigError", "DuplicateComponentError", "PluginError", "Registry",
-    "UnknownComponentError", "load_registry", "TrainerConfig", "make_trainer", "__version__",
-    "InstructionConfig", "InstructionExample", "InteractionGraph", "build_instructions",
-    "LanguageModel", "ModelNotInstalled", "chat_prompt_ids", "load_causal_lm", "resolve_dtype",
-    "resolve_language_model",
-    "PromptError", "build_prompt", "check_templates", "default_templates", "render_item", "render_items",
-    *_SEQUENTIAL,
+    "UnknownComponentError", "load_registry", "__version__",
 ]

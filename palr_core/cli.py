@@ -1,25 +1,23 @@
-"""Command-line entry points: ``palr-run`` (Hydra) and ``palr plugins``.
+"""Command-line entry points: ``palr-run`` (Hydra) and ``palr`` (``plugins``, ``new-plugin``).
 
 ``palr-run`` builds the plugin registry first, then (1) appends every plugin's config directory
-to Hydra's search path, (2) offers each registered component that has no YAML file as a config
-option built from its dataclass, and (3) composes ``conf/config.yaml`` as usual.
+to Hydra's search path, (2) offers every registered component as a config option whose values are
+its config dataclass's defaults, and (3) composes ``conf/config.yaml`` as usual. Component nodes
+are left open, so a misspelt key reaches palr's own check, which names the component's options.
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import importlib.resources
 import logging
 import sys
 from pathlib import Path
 
-from omegaconf import DictConfig, OmegaConf
-
 from .components import KINDS
-from .config import store_schema
-from .pipeline import ComponentSpec, PipelineSettings, run_pipeline
+from .config import PalrConfig, store_schema
 from .plugins import PluginError, Registry, load_registry
-from .training import TrainerConfig
 
 PRIMARY_CONFIG = "pkg://palr_conf"
 log = logging.getLogger("palr")
@@ -38,14 +36,15 @@ def _install_search_path(config_dirs: list[str]) -> None:
     Plugins.instance().register(PalrPluginConfigs)
 
 
-def _yaml_options(config_dirs: list[str], group: str) -> set[str]:
+def yaml_options(config_dirs: list[str], group: str) -> set[str]:
     """Names of ``<group>/<name>.yaml`` files in palr's and the plugins' config directories."""
-    import importlib.resources
-
     names: set[str] = set()
     for source in [PRIMARY_CONFIG, *config_dirs]:
         if source.startswith("pkg://"):
-            root = importlib.resources.files(source[len("pkg://"):].replace("/", "."))
+            try:
+                root = importlib.resources.files(source[len("pkg://"):].replace("/", "."))
+            except ModuleNotFoundError:
+                continue
         else:
             root = Path(source.removeprefix("file://"))
         folder = root / group
@@ -54,68 +53,89 @@ def _yaml_options(config_dirs: list[str], group: str) -> set[str]:
     return names
 
 
-def _store_dataclass_options(registry: Registry) -> None:
-    """Offer ``<group>=<name>`` for components that bring a dataclass but no YAML file.
+def component_node(registry: Registry, kind: str, name: str):
+    """The config option ``<kind>=<name>``: ``name`` and every field of the component's config
+    dataclass at its default, as an open node (palr, not Hydra, checks its keys)."""
+    from omegaconf import OmegaConf
 
-    A YAML option of the same name wins and no node is stored, because Hydra would silently
-    merge the two.
-    """
-    from hydra.core.config_store import ConfigStore
-
-    cs = ConfigStore.instance()
-    for kind, (group, _, _) in KINDS.items():
-        existing = _yaml_options(registry.config_dirs, group)
-        for name in registry.names(kind):
-            reg = registry.get(kind, name)
-            if name in existing or reg.config is None:
-                continue
-            defaults = {f.name: _default(f) for f in dataclasses.fields(reg.config)}
-            cs.store(group=group, name=name, node={"name": name, **defaults}, provider=reg.distribution)
+    config = registry.get(kind, name).config_class()
+    node = OmegaConf.create({"name": name, **{f.name: _default(f) for f in dataclasses.fields(config)}})
+    OmegaConf.set_struct(node, False)
+    return node
 
 
 def _default(f: dataclasses.Field):
     if f.default is not dataclasses.MISSING:
-        return f.default
-    if f.default_factory is not dataclasses.MISSING:  # type: ignore[misc]
+        value = f.default
+    elif f.default_factory is not dataclasses.MISSING:  # type: ignore[misc]
         value = f.default_factory()  # type: ignore[misc]
-        return OmegaConf.structured(value) if dataclasses.is_dataclass(value) else value
-    return "???"
+    else:
+        return "???"
+    return dataclasses.asdict(value) if dataclasses.is_dataclass(value) else value
+
+
+def _store_component_options(registry: Registry) -> None:
+    """Offer every registered component as ``<kind>=<name>``. A plugin's YAML file of the same name
+    (plugin API 1 shipped one per component) wins, and no node is stored: Hydra would merge the two."""
+    from hydra.core.config_store import ConfigStore
+
+    store = ConfigStore.instance()
+    for kind in KINDS:
+        shadowed = yaml_options(registry.config_dirs, kind)
+        for reg in registry.all():
+            if reg.kind == kind and reg.name not in shadowed:
+                store.store(group=kind, name=reg.name, node=component_node(registry, kind, reg.name),
+                            provider=reg.distribution)
 
 
 def prepare_hydra(registry: Registry) -> None:
-    """Make Hydra see the plugins' config dirs, palr's schema and YAML-less component options."""
+    """Make Hydra see the plugins' config dirs, palr's schema and every component as an option."""
     _install_search_path(registry.config_dirs)
     store_schema()
-    _store_dataclass_options(registry)
+    _store_component_options(registry)
 
 
-def settings_from_config(cfg: DictConfig, work_dir: Path) -> PipelineSettings:
-    """Turn the composed Hydra config into typed pipeline settings."""
-    container = OmegaConf.to_container(cfg, resolve=True)
-    trainer = OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(TrainerConfig), container["trainer"]))
-    return PipelineSettings(
-        dataset=ComponentSpec.from_node(container["dataset"]),
-        retriever=ComponentSpec.from_node(container["retriever"]),
-        profile=ComponentSpec.from_node(container["profile"]),
-        ranker=ComponentSpec.from_node(container["ranker"]),
-        trainer=trainer,
-        work_dir=work_dir,
-        cache_dir=Path(container["cache_dir"]).expanduser(),
-        seed=container["seed"],
-        k_core=container["preprocess"]["k_core"],
-        ks=tuple(container["eval"]["ks"]),
-        candidates=container["eval"]["candidates"],
-        max_users=container["eval"]["max_users"],
-    )
+def check_component_choices(argv: list[str], registry: Registry) -> None:
+    """Fail with palr's message (close names, plugins that failed to load, conflicts) when the
+    command line chooses a component option that does not exist, before Hydra composes anything."""
+    from hydra._internal.utils import get_args_parser
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    args, _ = get_args_parser().parse_known_args(argv)
+    try:
+        overrides = OverridesParser.create().parse_overrides(args.overrides)
+    except Exception:
+        return  # Hydra reports its own syntax errors
+    for override in overrides:
+        kind = override.key_or_group
+        if kind not in KINDS or override.is_delete():
+            continue
+        values = (list(override.sweep_string_iterator()) if override.is_sweep_override()
+                  else [override.get_value_element_as_str()])
+        options = set(registry.names(kind)) | yaml_options(registry.config_dirs, kind)
+        for value in values:
+            if (kind, value) in registry.conflicts:
+                raise PluginError(registry.conflicts[(kind, value)].message())
+            if value not in options:
+                message = registry.unknown_message(kind, value)
+                presets = sorted(options - set(registry.names(kind)))
+                raise PluginError(message + (f"; presets: {', '.join(presets)}" if presets else ""))
 
 
 def run(argv: list[str] | None = None) -> None:
     """``palr-run``: compose the config with Hydra and run the pipeline (``-m`` for sweeps)."""
     import hydra
     from hydra.core.hydra_config import HydraConfig
+    from omegaconf import DictConfig, OmegaConf
 
+    from .data import DataError
+    from .pipeline import run_pipeline
+
+    if argv is not None:
+        sys.argv = [sys.argv[0], *argv]
+    registry = load_registry()
     try:
-        registry = load_registry()
+        check_component_choices(sys.argv[1:], registry)
     except PluginError as exc:
         sys.exit(f"palr: {exc}")
     prepare_hydra(registry)
@@ -124,20 +144,24 @@ def run(argv: list[str] | None = None) -> None:
         work_dir = Path(HydraConfig.get().runtime.output_dir)
         (work_dir / "config_resolved.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
         try:
-            result = run_pipeline(settings_from_config(cfg, work_dir), registry)
-        except (PluginError, ValueError, FileNotFoundError) as exc:
+            config: PalrConfig = OmegaConf.to_object(cfg)  # type: ignore[assignment]
+            result = run_pipeline(config, registry, work_dir)
+        except (PluginError, DataError, ValueError, FileNotFoundError) as exc:
             log.error("%s", exc)
             raise SystemExit(f"palr: {exc}") from None
         return result.rows[-1].get("NDCG@10", 0.0)
 
     task.__module__ = __name__
-    if argv is not None:
-        sys.argv = [sys.argv[0], *argv]
     hydra.main(config_path=PRIMARY_CONFIG, config_name="config", version_base="1.3")(task)()
 
 
 def _cmd_plugins(_: argparse.Namespace) -> int:
-    registry = load_registry()
+    print_plugins(load_registry())
+    return 0
+
+
+def print_plugins(registry: Registry) -> None:
+    """``palr plugins``: components, language models, config directories, conflicts, skipped plugins."""
     rows = [(r.kind, r.name, r.distribution, r.version, r.plugin) for r in registry.all()]
     header = ("kind", "name", "distribution", "version", "plugin")
     widths = [max(len(str(x)) for x in col) for col in zip(header, *rows)]
@@ -153,15 +177,38 @@ def _cmd_plugins(_: argparse.Namespace) -> int:
             print(f"  {lm.name}  ({lm.distribution} {lm.version}) {lm.description}\n      {where}")
     if registry.config_dirs:
         print("\nconfig directories: " + ", ".join(registry.config_dirs))
-    for b in registry.broken:
-        print(f"\nBROKEN plugin {b.plugin} ({b.distribution}): {b.error}")
+    conflicts = [c.message() for c in registry.conflicts.values()] + registry.model_conflicts()
+    if conflicts:
+        print("\nCONFLICTS (these names cannot be used until all but one plugin is uninstalled):")
+        for message in conflicts:
+            print(f"  {message}")
+    if registry.broken:
+        print("\nSKIPPED plugins:")
+        for b in registry.broken:
+            print(f"  {b.plugin} ({b.distribution}): {b.error}")
+
+
+def _cmd_new_plugin(args: argparse.Namespace) -> int:
+    from .scaffold import write_plugin
+
+    try:
+        root = write_plugin(args.name, Path(args.directory))
+    except (ValueError, FileExistsError) as exc:
+        print(f"palr: {exc}", file=sys.stderr)
+        return 2
+    print(f"wrote {root}\n  pip install -e {root}   # then: palr plugins; palr-run retriever={args.name}\n"
+          f"  pytest {root}            # its own test, on palr's tiny data")
     return 0
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``palr``: utility commands (``palr plugins``)."""
+    """``palr``: utility commands; experiments run with ``palr-run``."""
     parser = argparse.ArgumentParser(prog="palr", description="palr utilities; experiments run with palr-run")
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("plugins", help="list every registered component by kind").set_defaults(func=_cmd_plugins)
+    new = sub.add_parser("new-plugin", help="write a working third-party retriever plugin distribution")
+    new.add_argument("name", help="the retriever's name (palr-run retriever=NAME); letters, digits and _")
+    new.add_argument("--directory", default=".", help="where to create palr-NAME/ (default: here)")
+    new.set_defaults(func=_cmd_new_plugin)
     args = parser.parse_args(argv)
     return args.func(args)

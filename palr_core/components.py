@@ -7,15 +7,17 @@ never see Hydra or OmegaConf objects.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import os
+import zlib
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol, runtime_checkable
 
 import numpy as np
 
+from .config import TrainerConfig
 from .data import ItemCatalog, RawDataset
-from .training import TrainerConfig
 
 __all__ = [
     "RunContext",
@@ -25,36 +27,65 @@ __all__ = [
     "Retriever",
     "ProfileGenerator",
     "Ranker",
+    "LanguageModel",
+    "ModelNotInstalled",
     "KINDS",
 ]
+
+
+class ModelNotInstalled(FileNotFoundError):
+    """A named model's files are not on this machine; the message says how to get them."""
+
+
+@dataclass(frozen=True)
+class LanguageModel:
+    """A registered model name (hook ``register_language_models``): ``locate()`` gives its local
+    Hugging Face folder or ``.gguf`` file, or raises :class:`ModelNotInstalled`."""
+
+    name: str
+    locate: Callable[[], str | os.PathLike]
+    description: str = ""
+    plugin: str = ""
+    distribution: str = ""
+    version: str = ""
 
 
 @dataclass
 class RunContext:
     """Run-wide settings every component may use.
 
-    :param seed: the one seed for sampling, initialisation and decoding.
+    :param seed: the run's seed. palr seeds Python, numpy and torch from it at the start of every
+        pipeline stage, so components never seed anything; for a stream of their own they draw
+        from :meth:`rng`.
     :param work_dir: this run's output directory (checkpoints, caches that belong to the run).
-    :param cache_dir: a directory shared across runs (parsed data, converted models, profiles).
-    :param trainer: the ``trainer`` config group as a :class:`palr_core.training.TrainerConfig`.
-    :param catalog: the preprocessed item catalogue (indices match the sequences).
+    :param cache_dir: a directory shared across runs (downloads, parsed data, converted models, profiles).
+    :param trainer: the ``trainer`` config group (:class:`palr_core.TrainerConfig`).
+    :param catalog: the preprocessed item catalogue (indices match the sequences); ``None`` only
+        while the dataset is being loaded.
     :param profiles: the run's ProfileGenerator, if one is configured (a ranker may profile its
         training users with it so that fine-tuning prompts look like ranking prompts).
+    :param language_models: the registered model names (``ranker.model=<name>``), by name.
     """
 
     seed: int
     work_dir: Path
     cache_dir: Path
-    trainer: TrainerConfig
-    catalog: ItemCatalog
+    trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    catalog: ItemCatalog | None = None
     profiles: ProfileGenerator | None = None
+    language_models: Mapping[str, LanguageModel] = field(default_factory=dict)
 
     @property
     def num_items(self) -> int:
+        if self.catalog is None:
+            raise RuntimeError("RunContext.catalog is not known yet: the dataset is still being loaded")
         return len(self.catalog)
 
-    def rng(self, salt: int = 0) -> np.random.Generator:
-        """A numpy generator derived from the run seed (``salt`` separates independent streams)."""
+    def rng(self, salt: int | str = 0) -> np.random.Generator:
+        """A numpy generator derived from the run seed; ``salt`` (a number or a name such as
+        ``"negatives"``) separates independent streams, so adding one never shifts another."""
+        if isinstance(salt, str):
+            salt = zlib.crc32(salt.encode())
         return np.random.default_rng([self.seed, salt])
 
 
@@ -84,15 +115,15 @@ class RankRequest:
     candidates: np.ndarray
     candidate_scores: np.ndarray | None = None
     profile: str | None = None
-    extra: dict = field(default_factory=dict)
 
 
 @runtime_checkable
 class Dataset(Protocol):
     """Produces the raw interaction log and the item catalogue."""
 
-    def load(self) -> RawDataset:
-        """Read (or download) the data; preprocessing and splitting are palr's job, not this one's."""
+    def load(self, context: RunContext) -> RawDataset:
+        """Read (or download into ``context.cache_dir``) the data; preprocessing and splitting are
+        palr's job, not this one's. (Plugin API 1: ``load()`` without the context.)"""
         ...
 
 
@@ -141,10 +172,10 @@ class Ranker(Protocol):
         ...
 
 
-#: component kind -> (config group, interface, registration hook)
-KINDS: dict[str, tuple[str, type, str]] = {
-    "dataset": ("dataset", Dataset, "register_datasets"),
-    "retriever": ("retriever", Retriever, "register_retrievers"),
-    "profile": ("profile", ProfileGenerator, "register_profile_generators"),
-    "ranker": ("ranker", Ranker, "register_rankers"),
+#: component kind (also its config group) -> (interface, registration hook)
+KINDS: dict[str, tuple[type, str]] = {
+    "dataset": (Dataset, "register_datasets"),
+    "retriever": (Retriever, "register_retrievers"),
+    "profile": (ProfileGenerator, "register_profile_generators"),
+    "ranker": (Ranker, "register_rankers"),
 }

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import pickle
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -29,6 +28,10 @@ __all__ = [
     "leave_one_out_split",
     "iterative_k_core",
     "fingerprint",
+    "save_raw",
+    "load_raw",
+    "save_sequences",
+    "load_sequences",
 ]
 
 
@@ -179,9 +182,6 @@ class Split:
             return [np.append(t, v) for t, v in zip(self.train, self.valid)]
         raise ValueError(f"stage must be 'valid' or 'test', got {stage!r}")
 
-    def targets(self, stage: str) -> np.ndarray:
-        return {"valid": self.valid, "test": self.test}[stage]
-
 
 def iterative_k_core(user_codes: np.ndarray, item_codes: np.ndarray, k: int) -> np.ndarray:
     """Boolean mask of events kept after repeatedly dropping users and items with < k events."""
@@ -278,18 +278,99 @@ def leave_one_out_split(data: SequenceData) -> Split:
 
 
 def fingerprint(raw: RawDataset) -> str:
-    """sha256 of a raw dataset's log and catalogue: equal fingerprints mean equal preprocessing input."""
+    """sha256 of a raw dataset's log and catalogue: equal fingerprints mean equal preprocessing input.
+
+    String columns hash their text whatever their numpy dtype, so a log read back from a cache
+    (fixed-width strings) has the fingerprint of the freshly parsed one (Python strings).
+    """
     h = hashlib.sha256(raw.name.encode())
     for column in (raw.log.users, raw.log.items, raw.log.timestamps):
         if column is None:
             h.update(b"<none>")
-        elif column.dtype.kind in "biufUS":  # fixed-width: hash the buffer itself
+        elif column.dtype.kind in "biuf":  # fixed-width numbers: hash the buffer itself
             h.update(column.dtype.str.encode() + np.ascontiguousarray(column).tobytes())
-        else:  # object ids, hashed in blocks so a 20M-row log never becomes one giant string
+        else:  # text ids, hashed in blocks so a 20M-row log never becomes one giant string
+            h.update(b"<text>")
             for start in range(0, len(column), 1 << 20):
                 h.update("\x1f".join(map(str, column[start:start + (1 << 20)].tolist())).encode())
-    h.update(pickle.dumps(raw.catalog, protocol=pickle.HIGHEST_PROTOCOL))
+    h.update(json.dumps(_catalog_document(raw.catalog), sort_keys=True).encode())
     return h.hexdigest()
+
+
+# -- storage in formats that cannot run code: .npz without pickle, and JSON -------------------
+def _catalog_document(catalog: ItemCatalog) -> dict:
+    ids = [x.item() if isinstance(x, np.generic) else x for x in catalog.ids]
+    for item in ids[:1]:
+        if not isinstance(item, (int, str)):
+            raise DataError(f"ItemCatalog ids must be int or str to be stored, got {type(item).__name__}")
+    return {"ids": ids, "titles": [str(t) for t in catalog.titles], "domain": catalog.domain,
+            "attributes": {k: [[str(v) for v in row] for row in rows] for k, rows in catalog.attributes.items()},
+            "show_id": bool(catalog.show_id)}
+
+
+def _catalog_from_document(doc: dict) -> ItemCatalog:
+    return ItemCatalog(ids=doc["ids"], titles=doc["titles"], attributes=doc["attributes"],
+                       domain=doc["domain"], show_id=doc["show_id"])
+
+
+def _pack_column(arrays: dict, name: str, column: np.ndarray | None) -> None:
+    """Numbers as they are; text as unique values plus integer codes (no object arrays, no pickle)."""
+    if column is None:
+        return
+    if column.dtype.kind in "biuf":
+        arrays[name] = column
+        return
+    values, codes = np.unique(np.asarray(column, dtype=str), return_inverse=True)
+    arrays[name + ".values"], arrays[name + ".codes"] = values, codes.astype(np.int64)
+
+
+def _unpack_column(arrays, name: str) -> np.ndarray | None:
+    if name in arrays:
+        return arrays[name]
+    if name + ".values" in arrays:
+        return arrays[name + ".values"][arrays[name + ".codes"]]
+    return None
+
+
+def save_raw(raw: RawDataset, directory: Path) -> None:
+    """Write a raw dataset as ``log.npz`` (no pickled objects) and ``catalog.json``."""
+    directory = Path(directory)
+    arrays: dict[str, np.ndarray] = {}
+    for name in ("users", "items", "timestamps"):
+        _pack_column(arrays, name, getattr(raw.log, name))
+    np.savez(directory / "log.npz", **arrays)
+    (directory / "catalog.json").write_text(json.dumps({"name": raw.name, **_catalog_document(raw.catalog)}))
+
+
+def load_raw(directory: Path) -> RawDataset:
+    """Read what :func:`save_raw` wrote (``allow_pickle=False``: a crafted file cannot run code)."""
+    directory = Path(directory)
+    doc = json.loads((directory / "catalog.json").read_text())
+    with np.load(directory / "log.npz", allow_pickle=False) as arrays:
+        log = InteractionLog(_unpack_column(arrays, "users"), _unpack_column(arrays, "items"),
+                             _unpack_column(arrays, "timestamps"))
+    return RawDataset(log=log, catalog=_catalog_from_document(doc), name=doc["name"])
+
+
+def save_sequences(data: SequenceData, directory: Path) -> None:
+    """Write preprocessed sequences as one flat ``sequences.npz`` and ``catalog.json``."""
+    directory = Path(directory)
+    arrays = {"items": np.concatenate(data.sequences) if data.sequences else np.zeros(0, np.int64),
+              "lengths": np.array([len(s) for s in data.sequences], dtype=np.int64)}
+    _pack_column(arrays, "user_ids", np.asarray(data.user_ids))
+    np.savez(directory / "sequences.npz", **arrays)
+    (directory / "catalog.json").write_text(json.dumps({"name": data.name, **_catalog_document(data.catalog)}))
+
+
+def load_sequences(directory: Path) -> SequenceData:
+    """Read what :func:`save_sequences` wrote (``allow_pickle=False``)."""
+    directory = Path(directory)
+    doc = json.loads((directory / "catalog.json").read_text())
+    with np.load(directory / "sequences.npz", allow_pickle=False) as arrays:
+        sequences = np.split(arrays["items"], np.cumsum(arrays["lengths"])[:-1])
+        user_ids = _unpack_column(arrays, "user_ids").tolist()
+    return SequenceData(sequences=sequences, user_ids=user_ids, catalog=_catalog_from_document(doc),
+                        name=doc["name"])
 
 
 def save_stats(stats: DatasetStats, path: Path, title: str) -> None:

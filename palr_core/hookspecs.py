@@ -1,9 +1,16 @@
-"""The plugin contract: six registration hooks, each called once when palr starts.
+"""The plugin contract: six registration hooks, each called once when palr starts, and the
+plugin-API version a plugin states.
 
 A plugin is any module that implements some of these with ``@palr_core.hookimpl`` and is
 named by an entry point in the ``palr`` group. Each hook receives a ``register`` callable;
 call it once per thing the plugin provides. An implementation may omit arguments it does
-not use, so these specs can grow without breaking plugins.
+not use, so these specs can grow without breaking plugins; an argument a spec does not have
+is an error (the plugin is skipped and named).
+
+A plugin module states the plugin API it was written for as a module attribute,
+``PALR_PLUGIN_API = 2``. palr loads plugins written for any version from
+:data:`MIN_PLUGIN_API` to :data:`PLUGIN_API` (one that states none is taken as version 1) and
+skips any other with a message that says what changed (:data:`API_CHANGES`).
 """
 
 from __future__ import annotations
@@ -14,16 +21,37 @@ PROJECT = "palr"
 hookspec = pluggy.HookspecMarker(PROJECT)
 hookimpl = pluggy.HookimplMarker(PROJECT)
 
+#: the plugin API this palr implements; a plugin states its own as ``PALR_PLUGIN_API``
+PLUGIN_API = 2
+#: the oldest plugin API this palr still loads
+MIN_PLUGIN_API = 1
+#: what each version changed for plugin authors (shown when a plugin's version is not supported)
+API_CHANGES = {
+    1: "the first plugin API (palr 0.1): hooks, Protocols, palr_core.sequential",
+    2: ("palr 0.2: Dataset.load(context) receives the RunContext (cache_dir, seed) and a dataset "
+        "config no longer has cache_dir (API-1 datasets are still called as load()); the toolkit moved "
+        "to palr_core.kit (palr_core.sequential is palr_core.kit.retrievers; the old names still import, "
+        "with a DeprecationWarning); register(name, cls) also takes cls as a 'module:Class' string, "
+        "imported on first use; RunContext.rng takes a name as salt and palr seeds every stage, so "
+        "components do not seed; TrainerConfig lost patience and monitor (a component's own "
+        "patience/max_epochs decide, trainer.max_epochs caps them all); RetrieverConfig.max_epochs "
+        "defaults to 200 and patience to 10; RankRequest.extra and Split.targets were removed; "
+        "metrics_from_ranks/rank_from_lists work on numpy (mask_history and rank_from_scores are in "
+        "palr_core.kit.retrievers)"),
+}
+
 
 @hookspec
 def register_datasets(register):
-    """Collect Dataset classes.
+    """Collect Dataset classes (``palr-run dataset=<name>``).
 
-    :param register: call ``register(name, cls, config=ConfigDataclass)``; ``name`` becomes an
-        option of the ``dataset`` config group (``palr-run dataset=<name>``) and must be unique
-        among datasets. ``cls(**params)`` must build an object with the :class:`palr_core.Dataset`
-        interface; ``config`` (optional) is a dataclass whose fields are the accepted params,
-        used to validate the YAML and to offer the option when no YAML file exists.
+    :param register: call ``register(name, cls, config=ConfigDataclass)`` once per dataset; ``name``
+        becomes an option of the ``dataset`` config group and must be unique among datasets.
+        ``cls`` is the class or its ``"module:Class"`` path (imported only when a run builds it, so
+        listing plugins stays fast); ``cls(**params)`` must build an object with the
+        :class:`palr_core.Dataset` interface. ``config`` is a dataclass whose fields, with their
+        defaults, are the accepted params: the single source of the option's defaults (without
+        it, palr derives one from the signature of ``cls.__init__``).
     """
 
 
@@ -32,7 +60,8 @@ def register_retrievers(register):
     """Collect Retriever classes (``palr-run retriever=<name>``).
 
     :param register: call ``register(name, cls, config=ConfigDataclass)`` once per retriever;
-        ``cls`` implements :class:`palr_core.Retriever`. Names are unique among retrievers.
+        ``cls`` (a class or ``"module:Class"``) implements :class:`palr_core.Retriever`. Names are
+        unique among retrievers.
     """
 
 
@@ -40,8 +69,9 @@ def register_retrievers(register):
 def register_profile_generators(register):
     """Collect ProfileGenerator classes (``palr-run profile=<name>``).
 
-    :param register: call ``register(name, cls, config=ConfigDataclass)``; ``cls`` implements
-        :class:`palr_core.ProfileGenerator`. Names are unique among profile generators.
+    :param register: call ``register(name, cls, config=ConfigDataclass)``; ``cls`` (a class or
+        ``"module:Class"``) implements :class:`palr_core.ProfileGenerator`. Names are unique
+        among profile generators.
     """
 
 
@@ -49,8 +79,8 @@ def register_profile_generators(register):
 def register_rankers(register):
     """Collect Ranker classes (``palr-run ranker=<name>``).
 
-    :param register: call ``register(name, cls, config=ConfigDataclass)``; ``cls`` implements
-        :class:`palr_core.Ranker`. Names are unique among rankers.
+    :param register: call ``register(name, cls, config=ConfigDataclass)``; ``cls`` (a class or
+        ``"module:Class"``) implements :class:`palr_core.Ranker`. Names are unique among rankers.
     """
 
 
@@ -60,16 +90,18 @@ def register_language_models(register):
 
     :param register: call ``register(name, locate, description="")``; ``locate()`` returns the
         model's local Hugging Face folder or ``.gguf`` file, or raises
-        :class:`palr_core.llm.ModelNotInstalled` with the command that installs it. It is called
+        :class:`palr_core.ModelNotInstalled` with the command that installs it. It is called
         only when a run asks for the model, so an absent model costs nothing. Names are unique.
     """
 
 
 @hookspec
 def register_config_dirs(register):
-    """Contribute Hydra config directories, so a plugin ships its own YAML options.
+    """Contribute Hydra config directories, so a plugin ships presets of its components.
 
     :param register: call ``register("pkg://your_package.conf")`` (or a ``file://`` path); the
-        directory holds group folders such as ``retriever/<name>.yaml`` and is appended to
-        Hydra's search path before ``palr-run`` composes its config.
+        directory holds group folders such as ``retriever/<preset>.yaml``, appended to Hydra's
+        search path before ``palr-run`` composes its config. A preset extends a registered
+        option and says only what differs from its dataclass: a ``defaults: [<name>, _self_]``
+        list, then the changed keys.
     """

@@ -1,66 +1,45 @@
-"""Full-catalogue HR@K and NDCG@K for one held-out item per user.
+"""Full-catalogue HR@K and NDCG@K for one held-out item per user (plain numpy).
 
-Two entry points share one definition of rank (0-based position of the target):
-:func:`rank_from_scores` for a score over the whole catalogue (history masked, ties counted
-against the target so a constant model scores zero), and :func:`rank_from_lists` for an ordered
-list of item ids (a target absent from the list has rank ``inf``).
+A rank is the 0-based position of the target in a user's ranking of the whole catalogue (history
+excluded); a target that a ranking does not contain has rank ``inf``. :func:`rank_from_lists` gets
+ranks from ordered item lists; models that score the whole catalogue use
+:func:`palr_core.kit.retrievers.rank_from_scores` (torch), which counts ties against the target.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 
 import numpy as np
-import torch
 
-__all__ = [
-    "DEFAULT_KS",
-    "mask_history",
-    "rank_from_scores",
-    "rank_from_lists",
-    "metrics_from_ranks",
-    "complete_ranking",
-]
+__all__ = ["DEFAULT_KS", "rank_from_lists", "metrics_from_ranks", "complete_ranking"]
 
 DEFAULT_KS: tuple[int, ...] = (5, 10, 20)
 
 
-def mask_history(scores: torch.Tensor, histories: Sequence[Iterable[int]]) -> torch.Tensor:
-    """Set the scores of items a user has already seen to ``-inf`` (in place; returns ``scores``)."""
-    rows = [torch.full((len(h),), r, dtype=torch.long) for r, h in enumerate(histories)]
-    cols = [torch.as_tensor(np.asarray(h, dtype=np.int64)) for h in histories]
-    if rows:
-        scores[torch.cat(rows), torch.cat(cols).to(scores.device)] = float("-inf")
-    return scores
-
-
-def rank_from_scores(scores: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    """0-based rank of each target among all items: items scoring higher, plus ties other than itself."""
-    targets = targets.to(scores.device).long()
-    target_scores = scores.gather(1, targets[:, None])
-    higher = (scores > target_scores).sum(1)
-    ties = (scores == target_scores).sum(1) - 1
-    return (higher + ties).float()
-
-
-def rank_from_lists(ranked: Sequence[Sequence[int]], targets: Sequence[int]) -> torch.Tensor:
+def rank_from_lists(ranked: Sequence[Sequence[int]], targets: Sequence[int]) -> np.ndarray:
     """0-based position of each target in its ordered list; ``inf`` when the list lacks it."""
-    ranks = []
-    for items, target in zip(ranked, targets):
+    ranks = np.full(len(targets), np.inf)
+    for row, (items, target) in enumerate(zip(ranked, targets)):
         hits = np.flatnonzero(np.asarray(items) == int(target))
-        ranks.append(float(hits[0]) if len(hits) else float("inf"))
-    return torch.tensor(ranks, dtype=torch.float64)
+        if len(hits):
+            ranks[row] = hits[0]
+    return ranks
 
 
-def metrics_from_ranks(ranks: torch.Tensor, ks: Sequence[int] = DEFAULT_KS) -> dict[str, float]:
-    """Mean HR@K and NDCG@K over users, keyed ``"HR@10"``, ``"NDCG@10"``..."""
-    ranks = ranks.double()
+def metrics_from_ranks(ranks, ks: Sequence[int] = DEFAULT_KS) -> dict[str, float]:
+    """Mean HR@K and NDCG@K over users, keyed ``"HR@10"``, ``"NDCG@10"``...
+
+    :param ranks: one rank per user (a numpy array, a list, or a CPU tensor).
+    """
+    ranks = np.asarray(ranks, dtype=np.float64)
     out: dict[str, float] = {}
     for k in ks:
         hit = ranks < k
-        out[f"HR@{k}"] = hit.double().mean().item()
-        gain = torch.where(hit, 1.0 / torch.log2(ranks.clamp(max=k) + 2.0), torch.zeros_like(ranks))
-        out[f"NDCG@{k}"] = gain.mean().item()
+        gain = np.zeros_like(ranks)
+        gain[hit] = 1.0 / np.log2(ranks[hit] + 2.0)
+        out[f"HR@{k}"] = float(hit.mean())
+        out[f"NDCG@{k}"] = float(gain.mean())
     return out
 
 

@@ -1,30 +1,38 @@
 """Plugin discovery (``palr`` entry points through pluggy) and the registry of named components.
 
-palr loads entry points in its own loop rather than with ``load_setuptools_entrypoints``, for
-two reasons: a plugin that fails to import must be reported by name and skipped, not stop every
-run; and a second plugin under an already-registered name must be an error, not silently
-ignored. Set ``PALR_TRACE=1`` to print every hook call.
+The host must survive foreign code: a plugin that fails to import, states an unsupported plugin
+API, has a hook implementation that does not match its spec, raises in a hook, or registers
+something malformed (a swapped ``register(cls, name)``, a class without the interface's methods,
+a config whose fields the class does not accept) is skipped as a whole and recorded in
+:attr:`Registry.broken` with what it did wrong; every other plugin and every run that does not
+need it goes on. Two plugins claiming one name make that name a conflict (both named), not a
+crash. A plugin that is only missing an optional dependency is reported when its components are
+asked for, and in ``palr plugins``, with the command that installs what it needs.
+
+Hooks are called through pluggy, one plugin at a time, so ``PALR_TRACE=1`` prints every call.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import difflib
+import importlib
 import importlib.metadata as md
+import inspect
+import logging
 import os
+import re
 import sys
-import warnings
-from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+import typing
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
 from types import ModuleType
 from typing import Any
 
 import pluggy
-from omegaconf import OmegaConf
-from omegaconf.errors import OmegaConfBaseException
 
 from . import hookspecs
-from .components import KINDS
-from .llm import LanguageModel
+from .components import KINDS, LanguageModel
 
 __all__ = [
     "ENTRY_POINT_GROUP",
@@ -34,12 +42,17 @@ __all__ = [
     "ComponentConfigError",
     "Registration",
     "BrokenPlugin",
+    "Conflict",
     "Registry",
     "get_plugin_manager",
     "load_registry",
+    "validate_params",
 ]
 
 ENTRY_POINT_GROUP = "palr"
+log = logging.getLogger("palr")
+#: what a registered name may look like: it becomes a Hydra option (``retriever=<name>``)
+NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")
 
 
 class PluginError(RuntimeError):
@@ -59,26 +72,73 @@ class ComponentConfigError(PluginError, ValueError):
     pass
 
 
-@dataclass(frozen=True)
+class _Rejected(Exception):
+    """What a plugin did wrong while registering (the plugin is skipped with this message)."""
+
+
+@dataclass
 class Registration:
-    """One registered component: its kind, name, class, config schema and where it came from."""
+    """One registered component: its kind, name, class (or ``"module:Class"`` until first use),
+    config schema, where it came from and the plugin API it was written for."""
 
     kind: str
     name: str
-    cls: type
+    cls: type | str
     config: type | None
     plugin: str
     distribution: str
     version: str
+    api: int = hookspecs.PLUGIN_API
+
+    @property
+    def where(self) -> str:
+        return f"{self.distribution} {self.version} (plugin {self.plugin!r})"
+
+    def load_class(self) -> type:
+        """The class, imported on first use when it was registered as ``"module:Class"`` and then
+        checked like a class registered directly."""
+        if isinstance(self.cls, str):
+            module, _, attr = self.cls.partition(":")
+            try:
+                cls = getattr(importlib.import_module(module), attr)
+            except Exception as exc:
+                raise PluginError(f"{self.kind} {self.name!r} from {self.where}: cannot import "
+                                  f"{self.cls!r}: {type(exc).__name__}: {exc}") from None
+            try:
+                _check_class(self.kind, cls, self.config)
+            except _Rejected as exc:
+                raise PluginError(f"{self.kind} {self.name!r} from {self.where}: {exc}") from None
+            self.cls = cls
+        return self.cls
+
+    def config_class(self) -> type:
+        """The config dataclass: the registered one, or one derived from ``__init__``'s parameters."""
+        if self.config is None:
+            self.config = config_from_signature(self.load_class())
+        return self.config
 
 
 @dataclass(frozen=True)
 class BrokenPlugin:
-    """An entry point that could not be loaded or whose hooks raised."""
+    """An entry point that was skipped, and why. ``missing`` names an uninstalled module it needs."""
 
     plugin: str
     distribution: str
     error: str
+    missing: str | None = None
+
+
+@dataclass
+class Conflict:
+    """A name that two or more plugins registered: unusable until all but one are uninstalled."""
+
+    kind: str
+    name: str
+    claims: list[Registration] = field(default_factory=list)
+
+    def message(self) -> str:
+        by = " and by ".join(r.where for r in self.claims)
+        return f"{self.kind} {self.name!r} is registered twice: by {by}; uninstall all but one of them"
 
 
 def get_plugin_manager() -> pluggy.PluginManager:
@@ -86,105 +146,121 @@ def get_plugin_manager() -> pluggy.PluginManager:
     pm = pluggy.PluginManager(hookspecs.PROJECT)
     pm.add_hookspecs(hookspecs)
     if os.environ.get("PALR_TRACE"):
-        pm.trace.root.setwriter(lambda msg: sys.stderr.write(msg))
+        pm.trace.root.setwriter(sys.stderr.write)
         pm.enable_tracing()
     return pm
 
 
-class Registry:
-    """All components by kind and name, built from a plugin manager's registered plugins."""
+@dataclass
+class _Staged:
+    """What one plugin registered, committed only when all of its hooks succeeded."""
 
-    def __init__(
-        self,
-        pm: pluggy.PluginManager,
-        origins: Mapping[str, tuple[str, str]] | None = None,
-        broken: Iterable[BrokenPlugin] = (),
-    ) -> None:
+    components: list[Registration] = field(default_factory=list)
+    config_dirs: list[str] = field(default_factory=list)
+    models: list[LanguageModel] = field(default_factory=list)
+
+
+class Registry:
+    """All components by kind and name, built from a plugin manager's registered plugins.
+
+    :param origins: plugin name -> (distribution, version, plugin API).
+    """
+
+    def __init__(self, pm: pluggy.PluginManager, origins: Mapping[str, tuple[str, str, int]] | None = None,
+                 broken: Iterable[BrokenPlugin] = ()) -> None:
         self.pm = pm
         self.broken: list[BrokenPlugin] = list(broken)
+        self.conflicts: dict[tuple[str, str], Conflict] = {}
         self._origins = dict(origins or {})
         self._items: dict[str, dict[str, Registration]] = {kind: {} for kind in KINDS}
         self.config_dirs: list[str] = []
         self.language_models: dict[str, LanguageModel] = {}
-        for kind, (_, _, hook_name) in KINDS.items():
-            self._collect(kind, hook_name)
-        self._collect_config_dirs()
-        self._collect_language_models()
+        self._model_conflicts: dict[str, list[LanguageModel]] = {}
+        for plugin_name in sorted(n for n, _ in pm.list_name_plugin()):
+            staged = self._collect(plugin_name)
+            if staged is not None:
+                self._commit(staged)
 
-    # -- collection ---------------------------------------------------------------------
-    def _origin(self, plugin_name: str) -> tuple[str, str]:
-        return self._origins.get(plugin_name, (plugin_name, "unknown"))
+    # -- collection -----------------------------------------------------------------------
+    def _origin(self, plugin_name: str) -> tuple[str, str, int]:
+        return self._origins.get(plugin_name, (plugin_name, "local", hookspecs.PLUGIN_API))
 
-    def _call_each(self, hook_name: str, make_register):
-        """Call every implementation of a hook with a ``register`` bound to that plugin."""
-        for impl in getattr(self.pm.hook, hook_name).get_hookimpls():
-            added: list = []
+    def _collect(self, plugin_name: str) -> _Staged | None:
+        """Call every hook of one plugin through pluggy; ``None`` (and a broken entry) if it fails."""
+        plugin = self.pm.get_plugin(plugin_name)
+        others = [p for _, p in self.pm.list_name_plugin() if p is not plugin]
+        dist, version, api = self._origin(plugin_name)
+        staged = _Staged()
+        hooks: list[tuple[str, Callable]] = [
+            (hook, self._component_register(kind, plugin_name, staged)) for kind, (_, hook) in KINDS.items()]
+        hooks += [("register_config_dirs", self._config_dir_register(staged)),
+                  ("register_language_models", self._model_register(plugin_name, staged))]
+        for hook, register in hooks:
+            caller = self.pm.subset_hook_caller(hook, remove_plugins=others)
+            if not caller.get_hookimpls():
+                continue
             try:
-                impl.function(**({"register": make_register(impl.plugin_name, added)}
-                                 if "register" in impl.argnames else {}))
-            except PluginError:
-                raise
+                caller(register=register)
+            except _Rejected as exc:
+                self._mark_broken(plugin_name, f"{hook}: {exc}")
+                return None
             except Exception as exc:  # a broken plugin must not take the others down
-                self._mark_broken(impl.plugin_name, f"{hook_name} raised {type(exc).__name__}: {exc}")
-                for undo in added:
-                    undo()
+                self._mark_broken(plugin_name, f"{hook} raised {type(exc).__name__}: {exc}")
+                return None
+        return staged
 
-    def _collect(self, kind: str, hook_name: str) -> None:
-        table = self._items[kind]
+    def _component_register(self, kind: str, plugin_name: str, staged: _Staged):
+        dist, version, api = self._origin(plugin_name)
 
-        def make_register(plugin_name: str, added: list):
-            def register(name: str, cls: type, config: type | None = None) -> None:
-                dist, version = self._origin(plugin_name)
-                if config is not None and not dataclasses.is_dataclass(config):
-                    raise PluginError(f"{kind} {name!r} from {dist}: config must be a dataclass, got {config!r}")
-                if name in table:
-                    other = table[name]
-                    raise DuplicateComponentError(
-                        f"{kind} {name!r} is registered twice: by {other.distribution} "
-                        f"{other.version} (plugin {other.plugin!r}) and by {dist} {version} "
-                        f"(plugin {plugin_name!r}); uninstall one of them"
-                    )
-                table[name] = Registration(kind, name, cls, config, plugin_name, dist, version)
-                added.append(lambda: table.pop(name, None))
+        def register(name: str, cls: type | str, config: type | None = None) -> None:
+            _check_registration(kind, name, cls, config)
+            staged.components.append(Registration(kind, name, cls, config, plugin_name, dist, version, api))
 
-            return register
+        return register
 
-        self._call_each(hook_name, make_register)
+    @staticmethod
+    def _config_dir_register(staged: _Staged):
+        def register(path: str) -> None:
+            if not isinstance(path, str) or not path.startswith(("pkg://", "file://")):
+                raise _Rejected(f"register(path) needs 'pkg://package.folder' or 'file:///folder', got {path!r}")
+            staged.config_dirs.append(path)
 
-    def _collect_config_dirs(self) -> None:
-        def make_register(plugin_name: str, added: list):
-            def register(path: str) -> None:
-                self.config_dirs.append(path)
-                added.append(lambda: self.config_dirs.remove(path))
+        return register
 
-            return register
+    def _model_register(self, plugin_name: str, staged: _Staged):
+        dist, version, _ = self._origin(plugin_name)
 
-        self._call_each("register_config_dirs", make_register)
+        def register(name: str, locate: Callable, description: str = "") -> None:
+            if not isinstance(name, str) or not name:
+                raise _Rejected(f"register(name, locate, description) needs a model name first, got {name!r}")
+            if not callable(locate):
+                raise _Rejected(f"language model {name!r}: locate must be callable, got {locate!r}")
+            staged.models.append(LanguageModel(name, locate, description, plugin_name, dist, version))
 
-    def _collect_language_models(self) -> None:
-        table = self.language_models
+        return register
 
-        def make_register(plugin_name: str, added: list):
-            def register(name: str, locate, description: str = "") -> None:
-                dist, version = self._origin(plugin_name)
-                if not callable(locate):
-                    raise PluginError(f"language model {name!r} from {dist}: locate must be callable, got {locate!r}")
-                if name in table:
-                    other = table[name]
-                    raise DuplicateComponentError(
-                        f"language model {name!r} is registered twice: by {other.distribution} "
-                        f"{other.version} and by {dist} {version}; uninstall one of them")
-                table[name] = LanguageModel(name, locate, description, plugin_name, dist, version)
-                added.append(lambda: table.pop(name, None))
-
-            return register
-
-        self._call_each("register_language_models", make_register)
+    def _commit(self, staged: _Staged) -> None:
+        for reg in staged.components:
+            table, key = self._items[reg.kind], (reg.kind, reg.name)
+            if key in self.conflicts:
+                self.conflicts[key].claims.append(reg)
+            elif reg.name in table:
+                self.conflicts[key] = Conflict(reg.kind, reg.name, [table.pop(reg.name), reg])
+            else:
+                table[reg.name] = reg
+        self.config_dirs += staged.config_dirs
+        for model in staged.models:
+            if model.name in self._model_conflicts:
+                self._model_conflicts[model.name].append(model)
+            elif model.name in self.language_models:
+                self._model_conflicts[model.name] = [self.language_models.pop(model.name), model]
+            else:
+                self.language_models[model.name] = model
 
     def _mark_broken(self, plugin_name: str, error: str) -> None:
-        dist, _ = self._origin(plugin_name)
+        dist, _, _ = self._origin(plugin_name)
         self.broken.append(BrokenPlugin(plugin_name, dist, error))
-        warnings.warn(f"palr plugin {plugin_name!r} ({dist}) is skipped: {error}", stacklevel=3)
+        log.warning("palr plugin %r (%s) is skipped: %s", plugin_name, dist, error)
 
     # -- lookup ---------------------------------------------------------------------------
     def names(self, kind: str) -> list[str]:
@@ -193,96 +269,259 @@ class Registry:
     def all(self) -> list[Registration]:
         return [reg for kind in KINDS for reg in sorted(self._items[kind].values(), key=lambda r: r.name)]
 
+    def model_conflicts(self) -> list[str]:
+        return [f"language model {name!r} is registered twice: by "
+                + " and by ".join(f"{m.distribution} {m.version}" for m in models) + "; uninstall all but one"
+                for name, models in sorted(self._model_conflicts.items())]
+
     def get(self, kind: str, name: str) -> Registration:
         """The registration, or an error listing the available names (and any broken plugins)."""
         if kind not in self._items:
             raise UnknownComponentError(f"unknown component kind {kind!r}; kinds: {', '.join(KINDS)}")
+        if (kind, name) in self.conflicts:
+            raise DuplicateComponentError(self.conflicts[(kind, name)].message())
         try:
             return self._items[kind][name]
         except KeyError:
-            msg = f"no {kind} named {name!r}; available: {', '.join(self.names(kind)) or '(none)'}"
-            if self.broken:
-                msg += "; plugins that failed to load: " + "; ".join(
-                    f"{b.plugin} ({b.distribution}): {b.error}" for b in self.broken
-                )
-            raise UnknownComponentError(msg) from None
+            raise UnknownComponentError(self.unknown_message(kind, name)) from None
+
+    def unknown_message(self, kind: str, name: str) -> str:
+        """``no retriever named 'x'; available: ...`` plus close names and plugins that were skipped."""
+        available = self.names(kind)
+        close = difflib.get_close_matches(name, available, n=1)
+        msg = (f"no {kind} named {name!r}" + (f" (did you mean {close[0]!r}?)" if close else "")
+               + f"; available: {', '.join(available) or '(none)'}")
+        if self.broken:
+            msg += "; plugins that failed to load: " + "; ".join(
+                f"{b.plugin} ({b.distribution}): {b.error}" for b in self.broken)
+        return msg
 
     def build(self, kind: str, name: str, params: Mapping[str, Any] | None = None) -> Any:
         """Instantiate a component from plain params, validated against its config dataclass."""
         reg = self.get(kind, name)
-        return reg.cls(**validate_params(reg, params or {}))
+        cls = reg.load_class()
+        values = validate_params(reg, params or {})
+        try:
+            return cls(**values)
+        except TypeError as exc:
+            raise PluginError(f"{kind} {name!r} from {reg.where}: {cls.__name__}(**config) failed: {exc}") from None
 
 
-def validate_params(reg: Registration, params: Mapping[str, Any]) -> dict[str, Any]:
-    """Check params against the registration's dataclass (unknown keys, wrong types) and fill defaults."""
-    if reg.config is None:
-        return dict(params)
+# -- checks of what a plugin registers --------------------------------------------------------
+def _check_registration(kind: str, name, cls, config) -> None:
+    usage = "register(name, cls, config=ConfigDataclass), e.g. register('mine', MyClass, config=MyConfig)"
+    if not isinstance(name, str):
+        swapped = " — are the arguments swapped?" if isinstance(cls, str) else ""
+        raise _Rejected(f"the name must come first as a string, got {name!r}{swapped}; call {usage}")
+    if not NAME.match(name):
+        raise _Rejected(f"{kind} name {name!r} is not usable as a config option (letters, digits, '_', '-', '.')")
+    if config is not None and not (isinstance(config, type) and dataclasses.is_dataclass(config)):
+        raise _Rejected(f"{kind} {name!r}: config must be a dataclass class, got {config!r}")
+    if isinstance(cls, str):
+        if not re.match(r"^[\w.]+:[\w.]+$", cls):
+            raise _Rejected(f"{kind} {name!r}: a class given as text must be 'module:Class', got {cls!r}")
+        return
+    if not isinstance(cls, type):
+        raise _Rejected(f"{kind} {name!r}: cls must be a class or 'module:Class', got {cls!r}; call {usage}")
     try:
-        merged = OmegaConf.merge(OmegaConf.structured(reg.config), dict(params))
+        _check_class(kind, cls, config)
+    except _Rejected as exc:
+        raise _Rejected(f"{kind} {name!r}: {exc}") from None
+
+
+def _check_class(kind: str, cls: type, config: type | None) -> None:
+    """The class has the interface's methods, and accepts every field of its config."""
+    interface = KINDS[kind][0]
+    methods = [m for m in interface.__dict__ if not m.startswith("_") and callable(interface.__dict__[m])]
+    missing = [m for m in methods if not callable(getattr(cls, m, None))]
+    if missing:
+        raise _Rejected(f"{cls.__name__} does not implement palr_core.{interface.__name__}: no "
+                        + ", ".join(f"{m}()" for m in missing))
+    if config is None:
+        return
+    params = inspect.signature(cls).parameters
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+        return
+    refused = [f.name for f in dataclasses.fields(config) if f.name not in params]
+    if refused:
+        raise _Rejected(f"{cls.__name__}.__init__ does not accept the config field(s) {', '.join(refused)} of "
+                        f"{config.__name__} (palr builds it as {cls.__name__}(**config))")
+
+
+def config_from_signature(cls: type) -> type:
+    """A config dataclass whose fields are ``cls.__init__``'s parameters (for plugins that register
+    no config); parameters without a default become required options."""
+    try:
+        hints = typing.get_type_hints(cls.__init__)
+    except Exception:
+        hints = {}
+    fields = []
+    for param in inspect.signature(cls).parameters.values():
+        if param.kind in (inspect.Parameter.VAR_POSITIONAL, inspect.Parameter.VAR_KEYWORD):
+            continue
+        kind = hints.get(param.name, Any)
+        if param.default is inspect.Parameter.empty:
+            fields.append((param.name, kind, dataclasses.field(default="???")))
+        elif isinstance(param.default, (list, dict, set)):
+            fields.append((param.name, kind, dataclasses.field(default_factory=lambda d=param.default: d.copy())))
+        else:
+            fields.append((param.name, kind, dataclasses.field(default=param.default)))
+    return dataclasses.make_dataclass(f"{cls.__name__}Config", fields)
+
+
+# -- parameter validation ---------------------------------------------------------------------
+def validate_params(reg: Registration, params: Mapping[str, Any]) -> dict[str, Any]:
+    """Check params against the registration's dataclass (unknown keys, missing values, wrong
+    types) and fill in its defaults; errors name the component and its accepted options."""
+    from omegaconf import OmegaConf
+    from omegaconf.errors import MissingMandatoryValue, OmegaConfBaseException
+
+    config = reg.config_class()
+    label = f"{reg.kind} {reg.name!r}"
+    _check_keys(label, reg.kind, config, dict(params))
+    try:
+        merged = OmegaConf.merge(OmegaConf.structured(config), dict(params))
         obj = OmegaConf.to_object(merged)
+    except MissingMandatoryValue as exc:
+        key = exc.full_key or str(exc)
+        raise ComponentConfigError(f"{label} needs {reg.kind}.{key} (it has no default): "
+                                   f"palr-run {reg.kind}.{key}=<value>") from None
     except OmegaConfBaseException as exc:
-        allowed = ", ".join(f.name for f in dataclasses.fields(reg.config))
-        raise ComponentConfigError(
-            f"{reg.kind} {reg.name!r}: {str(exc).splitlines()[0]} "
-            f"(options of {reg.config.__name__}: {allowed})"
-        ) from None
+        where = f"{reg.kind}.{exc.full_key}: " if getattr(exc, "full_key", None) else ""
+        raise ComponentConfigError(f"{label}: {where}{str(exc).splitlines()[0]}") from None
+    except (ValueError, TypeError) as exc:  # raised by the dataclass's own __post_init__ checks
+        raise ComponentConfigError(f"{label}: {exc}") from None
     return {f.name: getattr(obj, f.name) for f in dataclasses.fields(obj)}
 
 
+def _check_keys(label: str, prefix: str, config: type, params: Mapping[str, Any]) -> None:
+    """Unknown keys, at any depth of nested config dataclasses, with a close match if there is one."""
+    fields = {f.name: f for f in dataclasses.fields(config)}
+    for key, value in params.items():
+        if key not in fields:
+            close = difflib.get_close_matches(str(key), list(fields), n=1)
+            raise ComponentConfigError(
+                f"{label} has no option {prefix}.{key}" + (f" (did you mean {prefix}.{close[0]}?)" if close else "")
+                + f"; its options: {', '.join(fields)} ({config.__name__})")
+        nested = _dataclass_type(fields[key], config)
+        if nested is not None and isinstance(value, Mapping):
+            _check_keys(label, f"{prefix}.{key}", nested, value)
+
+
+def _dataclass_type(f: dataclasses.Field, owner: type) -> type | None:
+    kind = f.type
+    if isinstance(kind, str):
+        try:
+            kind = typing.get_type_hints(owner).get(f.name)
+        except Exception:
+            return None
+    return kind if isinstance(kind, type) and dataclasses.is_dataclass(kind) else None
+
+
+# -- discovery --------------------------------------------------------------------------------
 def _entry_points(group: str) -> list[md.EntryPoint]:
     return sorted(md.entry_points(group=group), key=lambda ep: ep.name)
 
 
-def load_registry(
-    entry_points: Iterable[md.EntryPoint] | None = None,
-    extra_plugins: Iterable[tuple[str, ModuleType | object]] = (),
-) -> Registry:
+def load_registry(entry_points: Iterable[md.EntryPoint] | None = None,
+                  extra_plugins: Iterable[tuple[str, ModuleType | object]] = ()) -> Registry:
     """Discover plugins from the ``palr`` entry-point group and build the registry.
 
     :param entry_points: override discovery (tests); default: installed distributions.
     :param extra_plugins: ``(name, plugin)`` pairs registered directly, e.g. in tests.
     """
     pm = get_plugin_manager()
-    origins: dict[str, tuple[str, str]] = {}
+    origins: dict[str, tuple[str, str, int]] = {}
     broken: list[BrokenPlugin] = []
     eps = _entry_points(ENTRY_POINT_GROUP) if entry_points is None else list(entry_points)
     for ep in eps:
         dist = ep.dist.name if ep.dist else "unknown"
         version = ep.dist.version if ep.dist else "unknown"
         if ep.name in origins:
-            raise DuplicateComponentError(
-                f"two distributions declare palr plugin {ep.name!r}: "
-                f"{origins[ep.name][0]} and {dist}; uninstall one of them"
-            )
+            broken.append(BrokenPlugin(ep.name, dist, f"entry point {ep.name!r} is also declared by "
+                                       f"{origins[ep.name][0]}, which was loaded; uninstall one of them"))
+            continue
         try:
             plugin = ep.load()
-        except Exception as exc:
-            broken.append(BrokenPlugin(ep.name, dist, f"import failed: {type(exc).__name__}: {exc}"))
-            warnings.warn(
-                f"palr plugin {ep.name!r} ({dist} {version}) failed to load and is skipped: "
-                f"{type(exc).__name__}: {exc}",
-                stacklevel=2,
-            )
+        except ModuleNotFoundError as exc:
+            if exc.name and exc.name.split(".")[0] != ep.value.split(".")[0].split(":")[0]:
+                broken.append(BrokenPlugin(ep.name, dist, _missing_dependency(dist, exc.name), missing=exc.name))
+                continue
+            broken.append(_broken(ep.name, dist, f"import failed: {type(exc).__name__}: {exc}"))
             continue
-        origins[ep.name] = (dist, version)
-        pm.register(plugin, name=ep.name)
+        except Exception as exc:
+            broken.append(_broken(ep.name, dist, f"import failed: {type(exc).__name__}: {exc}"))
+            continue
+        _add(pm, ep.name, plugin, (dist, version), origins, broken)
     for name, plugin in extra_plugins:
-        origins.setdefault(name, (name, "local"))
-        pm.register(plugin, name=name)
-    broken += _drop_invalid_hookimpls(pm, origins)
+        _add(pm, name, plugin, (name, "local"), origins, broken)
     return Registry(pm, origins, broken)
 
 
-def _drop_invalid_hookimpls(pm: pluggy.PluginManager, origins) -> list[BrokenPlugin]:
-    """Unregister plugins with a misspelt ``@hookimpl`` (pluggy's ``check_pending``), reporting each."""
-    dropped = []
-    while True:
-        try:
-            pm.check_pending()
-            return dropped
-        except pluggy.PluginValidationError as exc:
-            name = pm.get_name(exc.plugin) or str(exc.plugin)
-            pm.unregister(exc.plugin)
-            dist = origins.get(name, (name, ""))[0]
-            dropped.append(BrokenPlugin(name, dist, f"invalid hook implementation: {exc}"))
-            warnings.warn(f"palr plugin {name!r} ({dist}) is skipped: {exc}", stacklevel=3)
+def _add(pm: pluggy.PluginManager, name: str, plugin, origin: tuple[str, str], origins: dict,
+         broken: list[BrokenPlugin]) -> None:
+    """Register one loaded plugin after its API handshake; a mismatching hook skips it."""
+    dist, version = origin
+    api = getattr(plugin, "PALR_PLUGIN_API", 1)
+    problem = _api_problem(api)
+    try:
+        hash(plugin)
+    except TypeError:
+        problem = f"the entry point names a {type(plugin).__name__} object, which pluggy cannot hold; name a module"
+    if problem:
+        broken.append(_broken(name, dist, problem))
+        return
+    try:
+        pm.register(plugin, name=name)
+        pm.check_pending()
+    except pluggy.PluginValidationError as exc:
+        if pm.is_registered(plugin):
+            pm.unregister(plugin)
+        broken.append(_broken(name, dist, f"invalid hook implementation: {_hook_problem(exc)}"))
+        return
+    origins[name] = (dist, version, api)
+
+
+def _api_problem(api) -> str | None:
+    if not isinstance(api, int) or isinstance(api, bool):
+        return f"PALR_PLUGIN_API must be an integer, got {api!r}"
+    low, high = hookspecs.MIN_PLUGIN_API, hookspecs.PLUGIN_API
+    if api > high:
+        return (f"written for palr plugin API {api}, but this palr implements API {high}: upgrade palr "
+                "(pip install -U palr)")
+    if api < low:
+        changes = " | ".join(f"API {v}: {hookspecs.API_CHANGES[v]}" for v in range(api + 1, high + 1))
+        return f"written for palr plugin API {api}, which this palr no longer loads; what changed: {changes}"
+    return None
+
+
+def _hook_problem(exc: pluggy.PluginValidationError) -> str:
+    """pluggy's message, with the hook's real signature when the implementation asks for more."""
+    message = "; ".join(line.strip() for line in str(exc).splitlines() if line.strip())
+    match = re.search(r"hook '(\w+)'", message) or re.search(r"hookimpl definition: (\w+)\(", message)
+    spec = getattr(hookspecs, match.group(1), None) if match else None
+    if spec is not None and "argument" in message.lower():
+        message += f"; the hook is {spec.__name__}{inspect.signature(spec)}"
+    return message
+
+
+def _broken(plugin: str, dist: str, error: str) -> BrokenPlugin:
+    log.warning("palr plugin %r (%s) is skipped: %s", plugin, dist, error)
+    return BrokenPlugin(plugin, dist, error)
+
+
+def _missing_dependency(dist: str, module: str) -> str:
+    """Which extra of the plugin's distribution provides the missing module, if one does."""
+    top = module.split(".")[0]
+    wanted = {top.lower(), top.lower().replace("_", "-")}
+    extras = set()
+    try:
+        for requirement in md.requires(dist) or []:
+            name = re.split(r"[<>=!~;\[ ]", requirement, maxsplit=1)[0].strip().lower()
+            extra = re.search(r"extra\s*==\s*['\"]([^'\"]+)['\"]", requirement)
+            if extra and name.replace("_", "-") in wanted | {w.replace("-", "_") for w in wanted}:
+                extras.add(extra.group(1))
+    except md.PackageNotFoundError:
+        pass
+    how = (f"pip install '{dist}[{sorted(extras)[0]}]'" if extras else f"pip install {top}")
+    return f"needs the module {module!r}, which is not installed: {how}"

@@ -1,15 +1,20 @@
-"""Shared fixtures: small synthetic data, a run context in tmp_path, the real-data directory."""
+"""Shared fixtures: small synthetic data, a run context in tmp_path, the real-data directory, a local web server."""
 
 from __future__ import annotations
 
+import functools
+import http.server
 import os
+import threading
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from palr_core import RunContext, TrainerConfig, TrainingData, leave_one_out_split, preprocess
+from palr_core import RunContext, TrainingData
+from palr_core.pipeline import seed_stage
 from palr_core.plugins import load_registry
+from palr_core.testing import tiny_context, tiny_data
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -35,28 +40,53 @@ def registry():
 @pytest.fixture(scope="session")
 def small_synthetic():
     """A small synthetic dataset (preprocessed SequenceData), quick enough for any test."""
-    from palr_synthetic import SyntheticMovies
-
-    return preprocess(SyntheticMovies(users=150, franchises=50).load(), k_core=5)
+    return tiny_data().data
 
 
 @pytest.fixture(scope="session")
-def small_split(small_synthetic):
-    return leave_one_out_split(small_synthetic)
+def small_split():
+    return tiny_data().split
 
 
 @pytest.fixture
-def training_data(small_synthetic, small_split) -> TrainingData:
-    return TrainingData(train=small_split.train, valid=small_split.valid, catalog=small_synthetic.catalog)
+def training_data() -> TrainingData:
+    return tiny_data().training
 
 
 @pytest.fixture
-def run_context(tmp_path, small_synthetic) -> RunContext:
-    trainer = TrainerConfig(max_epochs=3, accelerator="cpu", enable_progress_bar=False, patience=2)
-    return RunContext(seed=0, work_dir=tmp_path / "run", cache_dir=tmp_path / "cache",
-                      trainer=trainer, catalog=small_synthetic.catalog)
+def run_context(tmp_path) -> RunContext:
+    return tiny_context(tmp_path, catalog=tiny_data().catalog)
+
+
+@pytest.fixture(autouse=True)
+def _seeded():
+    """Every test starts from the same global random state, as every pipeline stage does."""
+    seed_stage(0, "test")
 
 
 @pytest.fixture
 def rng():
     return np.random.default_rng(0)
+
+
+@pytest.fixture
+def http_server():
+    """``serve(directory) -> base URL``: a web server on localhost for download tests (no network needed)."""
+    servers = []
+
+    def serve(directory: Path) -> str:
+        handler = functools.partial(_QuietHandler, directory=str(directory))
+        server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        servers.append(server)
+        return f"http://127.0.0.1:{server.server_address[1]}"
+
+    yield serve
+    for server in servers:
+        server.shutdown()
+        server.server_close()
+
+
+class _QuietHandler(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, *args) -> None:
+        pass

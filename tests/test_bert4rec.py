@@ -5,9 +5,9 @@ from dataclasses import replace
 import numpy as np
 import pytest
 import torch
-from palr_bert4rec import BERT4RecRetriever
-from palr_popularity import PopularityRetriever
-from palr_synthetic import SyntheticMovies
+from palr_bert4rec.model import BERT4RecRetriever
+from palr_popularity.retriever import PopularityRetriever
+from palr_synthetic.dataset import SyntheticMovies
 
 from palr_core import TrainingData, leave_one_out_split, metrics_from_ranks, preprocess, rank_from_lists
 

@@ -9,8 +9,10 @@ from pathlib import Path
 import pytest
 from hydra import compose, initialize_config_module
 from hydra.core.global_hydra import GlobalHydra
+from omegaconf import OmegaConf
 
-from palr_core.cli import prepare_hydra, settings_from_config
+from palr_core import PalrConfig
+from palr_core.cli import prepare_hydra, yaml_options
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -31,10 +33,6 @@ def palr_run(*args: str, tmp_path: Path, env: dict | None = None, check: bool = 
     return proc
 
 
-def yaml_options(group: str) -> list[str]:
-    return sorted(p.stem for p in (REPO / "conf" / group).glob("*.yaml"))
-
-
 @pytest.fixture
 def hydra_compose(registry):
     prepare_hydra(registry)
@@ -44,33 +42,89 @@ def hydra_compose(registry):
     GlobalHydra.instance().clear()
 
 
+def options(registry, group: str) -> list[str]:
+    """Every option of a group: registered components and YAML presets (palr's and the plugins')."""
+    names = set(registry.names(group)) if group != "trainer" else {"cpu"}
+    return sorted(names | yaml_options(registry.config_dirs, group))
+
+
+PLACEHOLDERS = {"variant": "ml-100k", "category": "Beauty"}
+
+
+def compose_config(compose, overrides) -> PalrConfig:
+    return OmegaConf.to_object(compose(config_name="config", overrides=overrides))
+
+
 @pytest.mark.parametrize("group", ["dataset", "retriever", "profile", "ranker", "trainer"])
-def test_every_yaml_option_composes_and_builds(hydra_compose, registry, group, tmp_path):
-    from omegaconf import OmegaConf
-
-    for option in yaml_options(group):
-        node = OmegaConf.load(REPO / "conf" / group / f"{option}.yaml")
-        # mandatory keys (``???``, e.g. the table dataset's file paths) get a placeholder value
-        required = [f"{group}.{k}=placeholder" for k in node if OmegaConf.is_missing(node, k)]
-        cfg = hydra_compose(config_name="config", overrides=[f"{group}={option}", *required])
-        settings = settings_from_config(cfg, tmp_path)
-        if group != "trainer":
-            spec = getattr(settings, group)
-            # the YAML's keys are accepted by the component's config dataclass
-            from palr_core.plugins import validate_params
-            validate_params(registry.get(group, spec.name), spec.params)
+def test_every_option_composes_and_builds(hydra_compose, registry, group):
+    for option in options(registry, group):
+        cfg = hydra_compose(config_name="config", overrides=[f"{group}={option}"])
+        # required options (``???``: a file path, a MovieLens variant...) get a value of their kind
+        required = [f"{group}.{k}={PLACEHOLDERS.get(k, 'placeholder')}" for k in cfg[group]
+                    if OmegaConf.is_missing(cfg[group], k)]
+        config = compose_config(hydra_compose, [f"{group}={option}", *required])
+        if group == "trainer":
+            continue  # typed by PalrConfig itself
+        node = dict(getattr(config, group))
+        component = registry.build(group, node.pop("name"), node)
+        assert component is not None, f"{group}={option}"
 
 
-def test_default_config_is_the_documented_pipeline(hydra_compose, tmp_path):
-    settings = settings_from_config(hydra_compose(config_name="config"), tmp_path)
-    assert settings.dataset.name == "synthetic"
-    assert (settings.retriever.name, settings.profile.name, settings.ranker.name) == ("sasrec", "keywords", "llama_lora")
-    assert settings.ks == (5, 10, 20) and settings.candidates == 50 and settings.k_core == 5
+def test_registry_build_gives_the_component_palr_run_gives(hydra_compose, registry):
+    """One source of defaults: a component built in Python equals the one ``palr-run`` builds."""
+    config = compose_config(hydra_compose, [])
+    for group in ("retriever", "profile", "ranker"):
+        node = dict(getattr(config, group))
+        name = node.pop("name")
+        assert registry.build(group, name, node).config == registry.build(group, name).config, group
+
+
+def _dataclass_of(registry, group: str, option: str):
+    from palr_core import TrainerConfig
+
+    return TrainerConfig if group == "trainer" else registry.get(group, option).config_class()
+
+
+def test_yaml_files_say_only_what_their_dataclass_does_not(registry):
+    """A YAML option is a preset: it extends a registered option and sets keys to other values than
+    that option's config dataclass. No file restates a default, names an unknown key, or shadows a
+    registered component (which would silently replace its dataclass defaults)."""
+    import dataclasses
+
+    from palr_core.cli import _default
+
+    top = OmegaConf.load(REPO / "conf" / "config.yaml")
+    assert set(top) <= {"defaults", "hydra"}, f"config.yaml sets values: {set(top) - {'defaults', 'hydra'}}"
+    for path in sorted((REPO / "conf").glob("*/*.yaml")):
+        group, preset = path.parent.name, path.stem
+        node = OmegaConf.to_container(OmegaConf.load(path))
+        defaults = node.pop("defaults", None)
+        assert defaults and defaults[-1] == "_self_", f"{path}: must start with defaults: [<option>, _self_]"
+        base = defaults[0]
+        known = registry.names(group) if group != "trainer" else ["cpu"]
+        assert base in known, f"{path}: extends {base!r}, which is not a registered {group}"
+        assert preset not in known, f"{path}: a preset may not have a registered component's name"
+        fields = {f.name: f for f in dataclasses.fields(_dataclass_of(registry, group, base))}
+        for key, value in node.items():
+            assert key in fields, f"{path}: {key!r} is not an option of {base}"
+            assert value != _default(fields[key]), f"{path}: {key}: {value!r} restates the dataclass default"
+
+
+def test_default_config_is_the_documented_pipeline(hydra_compose):
+    config = compose_config(hydra_compose, [])
+    assert config.dataset["name"] == "synthetic"
+    names = (config.retriever["name"], config.profile["name"], config.ranker["name"])
+    assert names == ("sasrec", "keywords", "llama_lora")
+    assert config.eval.ks == [5, 10, 20] and config.eval.candidates == 50 and config.preprocess.k_core == 5
+    assert config.ranker["retriever_weight"] == 2.0 and config.trainer.accelerator == "cpu"
 
 
 @pytest.mark.slow
 def test_bare_default_runs_the_full_palr_pipeline(tmp_path):
-    palr_run(f"hydra.run.dir={tmp_path}/run", "eval.max_users=40", tmp_path=tmp_path, fast=False)
+    """The default composition end to end, shrunk (one epoch per component, 40 users): the full
+    default run is the README's command, measured there, not a test."""
+    palr_run(f"hydra.run.dir={tmp_path}/run", "eval.max_users=40", "trainer.max_epochs=1", tmp_path=tmp_path,
+             fast=False)
     metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
     models = [row["model"] for row in metrics["rows"]]
     assert models[0].startswith("retriever: sasrec") and "PALR v2 (llama_lora tiny" in models[1]
@@ -102,7 +156,9 @@ def test_multirun_writes_one_result_per_job(tmp_path):
 def test_unknown_option_lists_the_available_ones(tmp_path):
     proc = palr_run("retriever=populrity", tmp_path=tmp_path, check=False)
     assert proc.returncode != 0
-    assert "Could not find 'retriever/populrity'" in proc.stderr and "popularity" in proc.stderr
+    assert "no retriever named 'populrity' (did you mean 'popularity'?); available: bert4rec" in proc.stderr
+    proc = palr_run("-m", "dataset=ml-1m,ml-2m", tmp_path=tmp_path, check=False)  # sweeps are checked too
+    assert "no dataset named 'ml-2m'" in proc.stderr and "presets: amazon-beauty, ml-100k" in proc.stderr
 
 
 def test_misspelt_key_fails_at_composition(tmp_path):
@@ -110,10 +166,18 @@ def test_misspelt_key_fails_at_composition(tmp_path):
     assert proc.returncode != 0 and "candidatez" in proc.stderr
 
 
-def test_unknown_component_param_names_the_component_and_its_options(tmp_path):
-    proc = palr_run("+dataset.userz=3", f"hydra.run.dir={tmp_path}/run", tmp_path=tmp_path, check=False)
-    assert proc.returncode != 0
-    assert "dataset 'synthetic': Key 'userz' not in 'SyntheticConfig'" in proc.stderr
+def test_a_misspelt_component_option_is_answered_with_the_components_options(tmp_path):
+    proc = palr_run("retriever=lightgcn", "retriever.layer=2", f"hydra.run.dir={tmp_path}/run", tmp_path=tmp_path,
+                    check=False)
+    assert proc.returncode != 0 and "Traceback" not in proc.stderr and "+retriever" not in proc.stderr
+    assert ("retriever 'lightgcn' has no option retriever.layer (did you mean retriever.layers?); its options: "
+            "maxlen, hidden") in proc.stderr
+    assert not (tmp_path / "run" / "dataset_stats.json").exists()  # refused before any work
+
+
+def test_a_wrong_value_type_names_the_option(tmp_path):
+    proc = palr_run("dataset.users=many", f"hydra.run.dir={tmp_path}/run", tmp_path=tmp_path, check=False)
+    assert proc.returncode != 0 and "dataset 'synthetic': dataset.users:" in proc.stderr
     assert "Traceback" not in proc.stderr
 
 
@@ -121,9 +185,9 @@ def test_palr_plugins_lists_components_with_their_distribution():
     out = subprocess.run([sys.executable, "-c", "from palr_core.cli import main; main(['plugins'])"],
                          capture_output=True, text=True, check=True).stdout
     lines = [line.split() for line in out.splitlines()]
-    assert ["retriever", "popularity", "palr", "0.1.0", "palr_popularity"] in lines
-    assert ["dataset", "synthetic", "palr", "0.1.0", "palr_synthetic"] in lines
-    assert "smollm2-135m  (palr 0.1.0)" in out  # language models, with where their files are
+    assert ["retriever", "popularity", "palr", "0.2.0", "palr_popularity"] in lines
+    assert ["dataset", "synthetic", "palr", "0.2.0", "palr_synthetic"] in lines
+    assert "smollm2-135m  (palr 0.2.0)" in out  # language models, with where their files are
 
 
 @pytest.mark.slow

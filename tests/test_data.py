@@ -96,7 +96,7 @@ def test_catalog_renders_amazon_items_with_their_id():
 
 
 def test_synthetic_default_is_deterministic(small_synthetic):
-    from palr_synthetic import SyntheticMovies
+    from palr_synthetic.dataset import SyntheticMovies
 
     again = preprocess(SyntheticMovies(users=150, franchises=50).load(), k_core=5)
     assert all(np.array_equal(a, b) for a, b in zip(small_synthetic.sequences, again.sequences))
@@ -108,12 +108,14 @@ def test_preprocessed_data_is_cached_by_content_and_settings(tmp_path):
 
     first = raw(["u"] * 5 + ["v"] * 5, list("abcde") * 2, list(range(10)))
     a = cached_preprocess(first, 1, tmp_path)
-    cached_files = sorted((tmp_path / "parsed").glob("*.pkl"))
+    entries = sorted((tmp_path / "preprocessed").glob("*/manifest.json"))
+    stamps = [p.stat().st_mtime_ns for p in entries]
     b = cached_preprocess(first, 1, tmp_path)
     assert [s.tolist() for s in a.sequences] == [s.tolist() for s in b.sequences]
-    assert sorted((tmp_path / "parsed").glob("*.pkl")) == cached_files  # reused, not rewritten
+    assert (a.user_ids, a.catalog) == (b.user_ids, b.catalog)
+    assert [p.stat().st_mtime_ns for p in entries] == stamps  # reused, not rewritten
     changed = raw(["u"] * 5 + ["v"] * 5, list("abcde") + list("edcba"), list(range(10)))
     c = cached_preprocess(changed, 1, tmp_path)
     assert c.sequences[1].tolist() == [4, 3, 2, 1, 0]
     cached_preprocess(first, 2, tmp_path)
-    assert len(list((tmp_path / "parsed").glob("*.pkl"))) == 3
+    assert len(list((tmp_path / "preprocessed").glob("*/manifest.json"))) == 3

@@ -1,41 +1,41 @@
-"""palr_core.datafiles: checksums, download over file://, safe extraction, the parsed cache, the line reader."""
+"""The dataset toolkit: downloads over HTTP with checksums, file hashes, the parsed-data cache, the line reader."""
 
 from __future__ import annotations
 
 import gzip
 import hashlib
+import json
 import os
-import zipfile
+import time
 
 import numpy as np
 import pytest
 
-from palr_core import DataError
-from palr_core.datafiles import (
-    BadLines,
-    ChecksumError,
-    FileHashes,
-    MissingDataError,
-    Remote,
-    cache_key,
-    cached,
-    download,
-    extract,
-    fetch,
-    read_delimited,
-    verify_checksum,
-)
+from palr_core import DataError, InteractionLog, ItemCatalog, RawDataset
+from palr_core.kit.datasets import cached_raw
+from palr_core.kit.files import ChecksumError, FileHashes, MissingDataError, fetch
+from palr_core.kit.tables import BadLines, read_delimited
 
 COLS = [("user", "int"), ("item", "int"), ("rating", "float")]
 
 
-def test_verify_checksum_accepts_sha256_and_md5_and_rejects_other_bytes(tmp_path):
-    f = tmp_path / "a.bin"
-    f.write_bytes(b"hello")
-    verify_checksum(f, "sha256:" + hashlib.sha256(b"hello").hexdigest())
-    verify_checksum(f, "md5:" + hashlib.md5(b"hello").hexdigest())
-    with pytest.raises(ChecksumError, match="expected"):
-        verify_checksum(f, "sha256:" + hashlib.sha256(b"other").hexdigest())
+def test_fetch_verifies_the_checksum_and_leaves_nothing_on_mismatch(tmp_path, http_server):
+    (tmp_path / "web").mkdir()
+    (tmp_path / "web" / "x.bin").write_bytes(b"payload")
+    url = http_server(tmp_path / "web") + "/x.bin"
+    good = "sha256:" + hashlib.sha256(b"payload").hexdigest()
+    assert fetch(url, tmp_path / "dl", "help", checksum=good, progress=False).read_bytes() == b"payload"
+    with pytest.raises(ChecksumError, match="does not match"):
+        fetch(url, tmp_path / "dl2", "help", checksum="md5:" + "0" * 32, progress=False)
+    assert not list((tmp_path / "dl2").glob("x.bin*"))
+
+
+def test_fetch_offline_raises_missing_data_with_help_text(tmp_path, http_server):
+    (tmp_path / "web").mkdir()
+    url = http_server(tmp_path / "web") + "/data.zip"
+    with pytest.raises(MissingDataError, match="put the files in X") as err:
+        fetch(url, tmp_path / "dest", "put the files in X", unpack=True, progress=False)
+    assert url in str(err.value)
 
 
 def test_file_hashes_rehash_a_file_replaced_in_place(tmp_path):
@@ -46,62 +46,97 @@ def test_file_hashes_rehash_a_file_replaced_in_place(tmp_path):
     assert FileHashes(tmp_path / "c").sha256(f) == hashlib.sha256(b"two!").hexdigest()
 
 
-def test_download_from_file_url_verifies_checksum(tmp_path):
-    src = tmp_path / "src.bin"
-    src.write_bytes(b"payload")
-    good = "sha256:" + hashlib.sha256(b"payload").hexdigest()
-    out = download(src.as_uri(), tmp_path / "dl" / "x.bin", good, progress=False)
-    assert out.read_bytes() == b"payload"
-    with pytest.raises(ChecksumError, match="does not match"):
-        download(src.as_uri(), tmp_path / "dl" / "y.bin", "md5:" + "0" * 32, progress=False)
-    assert not (tmp_path / "dl" / "y.bin").exists() and not (tmp_path / "dl" / "y.bin.part").exists()
+def test_file_hashes_see_an_edit_that_restores_size_and_mtime(tmp_path):
+    f = tmp_path / "data.txt"
+    f.write_text("aaaa")
+    old = time.time() - 60
+    os.utime(f, (old, old))
+    time.sleep(0.01)
+    hashes = FileHashes(tmp_path / "c")
+    assert hashes.sha256(f) == hashlib.sha256(b"aaaa").hexdigest()
+    f.write_text("bbbb")  # same size ...
+    os.utime(f, (old, old))  # ... and the old mtime restored: the ctime still moved
+    assert FileHashes(tmp_path / "c").sha256(f) == hashlib.sha256(b"bbbb").hexdigest()
 
 
-def test_extract_refuses_members_outside_the_target(tmp_path):
-    archive = tmp_path / "evil.zip"
-    with zipfile.ZipFile(archive, "w") as zf:
-        zf.writestr("../escape.txt", "x")
-    with pytest.raises(DataError, match="outside"):
-        extract(archive, tmp_path / "out")
-    assert not (tmp_path / "escape.txt").exists()
+def test_unreadable_memo_file_is_ignored(tmp_path):
+    (tmp_path / "c").mkdir()
+    (tmp_path / "c" / "file_hashes.json").write_text("{not json")
+    f = tmp_path / "x"
+    f.write_bytes(b"x")
+    assert FileHashes(tmp_path / "c").sha256(f) == hashlib.sha256(b"x").hexdigest()
+    assert os.path.getsize(tmp_path / "c" / "file_hashes.json") > 10
 
 
-def test_fetch_offline_raises_missing_data_with_help_text(tmp_path):
-    url = (tmp_path / "nowhere" / "data.zip").as_uri()
-    with pytest.raises(MissingDataError, match="put the files in X") as err:
-        fetch([Remote(url, unpack=True)], tmp_path / "dest", "put the files in X", progress=False)
-    assert url in str(err.value)
-
-
-def _cached_count(tmp_path, files, settings, calls):
+def _parsed(tmp_path, files, settings, calls):
     def build():
         calls.append(1)
-        return {"n": len(calls)}
+        log = InteractionLog(np.array(["u1", "u2"]), np.array([1, 2]), np.array([5, 6]))
+        catalog = ItemCatalog(ids=[1, 2], titles=["One", "Two"], attributes={"genres": [["A"], []]})
+        return RawDataset(log, catalog, name="demo"), {"n": len(calls)}
 
-    return cached(tmp_path / "cache", "demo", files, settings, build)
+    return cached_raw(tmp_path / "cache", "demo", files, settings, build)
 
 
-def test_cache_reuses_result_until_a_file_or_setting_changes(tmp_path):
+def test_cache_reuses_the_parse_until_a_file_or_setting_changes(tmp_path):
     f = tmp_path / "in.txt"
     f.write_text("a")
     calls: list = []
-    assert _cached_count(tmp_path, [f], {"s": 1}, calls) == {"n": 1}
-    assert _cached_count(tmp_path, [f], {"s": 1}, calls) == {"n": 1}
-    assert _cached_count(tmp_path, [f], {"s": 2}, calls) == {"n": 2}
+    raw, report, from_cache = _parsed(tmp_path, [f], {"s": 1}, calls)
+    assert (report, from_cache) == ({"n": 1}, False)
+    again, report, from_cache = _parsed(tmp_path, [f], {"s": 1}, calls)
+    assert (report, from_cache) == ({"n": 1}, True)
+    assert again.log.users.tolist() == ["u1", "u2"] and again.catalog == raw.catalog
+    assert _parsed(tmp_path, [f], {"s": 2}, calls)[1] == {"n": 2}
     f.write_text("bb")
-    assert _cached_count(tmp_path, [f], {"s": 1}, calls) == {"n": 3}
+    assert _parsed(tmp_path, [f], {"s": 1}, calls)[1] == {"n": 3}
 
 
-def test_corrupt_cache_is_detected_and_rebuilt(tmp_path):
+def test_a_corrupt_cache_entry_is_detected_and_rebuilt(tmp_path):
     f = tmp_path / "in.txt"
     f.write_text("a")
     calls: list = []
-    _cached_count(tmp_path, [f], {}, calls)
-    (payload,) = (tmp_path / "cache" / "parsed").glob("*.pkl")
-    payload.write_bytes(payload.read_bytes()[:-3] + b"xyz")
-    with pytest.warns(UserWarning, match="corrupt"):
-        assert _cached_count(tmp_path, [f], {}, calls) == {"n": 2}
-    assert _cached_count(tmp_path, [f], {}, calls) == {"n": 2}  # the rebuilt cache is used again
+    _parsed(tmp_path, [f], {}, calls)
+    (payload,) = (tmp_path / "cache" / "parsed").glob("*/log.npz")
+    payload.write_bytes(payload.read_bytes()[:-3] + b"xyz")  # same size, broken zip CRC
+    with pytest.warns(UserWarning, match="unreadable"):
+        assert _parsed(tmp_path, [f], {}, calls)[1] == {"n": 2}
+    assert _parsed(tmp_path, [f], {}, calls)[1:] == ({"n": 2}, True)  # the rebuilt entry is used again
+
+
+def test_a_crafted_cache_entry_cannot_run_code(tmp_path):
+    """A pickle planted in the cache is refused (npz is read with allow_pickle=False), never executed."""
+    f = tmp_path / "in.txt"
+    f.write_text("a")
+    calls: list = []
+    _parsed(tmp_path, [f], {}, calls)
+    (entry,) = (tmp_path / "cache" / "parsed").glob("demo-*")
+    marker = tmp_path / "pwned"
+
+    class Payload:
+        def __reduce__(self):
+            return (open, (str(marker), "w"))
+
+    arrays = {"users.values": np.array([Payload()], dtype=object), "users.codes": np.array([0])}
+    np.savez(entry / "log.npz", **arrays)  # an object array: a pickle inside the npz
+    manifest = json.loads((entry / "manifest.json").read_text())
+    manifest["files"]["log.npz"] = (entry / "log.npz").stat().st_size
+    (entry / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.warns(UserWarning, match="unreadable"):
+        _parsed(tmp_path, [f], {}, calls)
+    assert not marker.exists()
+
+
+def test_an_abandoned_temporary_entry_is_removed(tmp_path):
+    f = tmp_path / "in.txt"
+    f.write_text("a")
+    calls: list = []
+    _parsed(tmp_path, [f], {}, calls)
+    (entry,) = (tmp_path / "cache" / "parsed").glob("demo-*")
+    dead = entry.parent / f".{entry.name}.999999999.abc.tmp"  # a pid that cannot be running
+    dead.mkdir()
+    _parsed(tmp_path, [f], {}, calls)
+    assert not dead.exists()
 
 
 def test_read_delimited_reads_columns_across_blocks_with_crlf_and_gzip(tmp_path):
@@ -115,6 +150,13 @@ def test_read_delimited_reads_columns_across_blocks_with_crlf_and_gzip(tmp_path)
     assert cols["rating"].dtype == np.float64 and cols["rating"][3] == 1.5
 
 
+def test_a_multi_character_separator_is_read_across_blocks(tmp_path):
+    path = tmp_path / "r.dat"
+    path.write_text("".join(f"{u}::{u + 1}::{u}.5\n" for u in range(300)))
+    cols = read_delimited(path, COLS, "::", block_bytes=97)
+    assert cols["user"].tolist() == list(range(300)) and cols["rating"][2] == 2.5
+
+
 def test_bad_line_names_file_line_and_expectation(tmp_path):
     path = tmp_path / "r.tsv"
     path.write_text("1\t2\t3\n4\t5\n6\t7\t8\n")
@@ -122,10 +164,10 @@ def test_bad_line_names_file_line_and_expectation(tmp_path):
         read_delimited(path, COLS, "\t")
 
 
-def test_non_numeric_field_is_reported(tmp_path):
+def test_non_numeric_field_is_reported_with_its_line(tmp_path):
     path = tmp_path / "r.tsv"
-    path.write_text("1\t2\t3\n4\tfive\t6\n")
-    with pytest.raises(DataError, match="line 2: field 'item' must be an integer, got 'five'"):
+    path.write_text("1\t2\t3\n\n4\tfive\t6\n")
+    with pytest.raises(DataError, match="line 3: field 'item' must be an integer, got 'five'"):
         read_delimited(path, COLS, "\t")
 
 
@@ -136,6 +178,8 @@ def test_skip_mode_skips_and_counts_bad_lines(tmp_path):
     cols = read_delimited(path, COLS, "\t", bad_lines=bad)
     assert cols["user"].tolist() == [1, 4]
     assert bad.total == 2 and bad.skipped == {"r.tsv": 2}  # the blank line is not an error
+    assert bad.examples[0].endswith("line 2: expected 3 tab-separated fields (user, item, rating), got 1 field(s): 'broken'")
+    assert "line 5: field 'item'" in bad.examples[1]
 
 
 def test_wrong_separator_gets_a_hint(tmp_path):
@@ -155,22 +199,3 @@ def test_empty_file_is_reported(tmp_path):
 def test_bad_on_bad_lines_option_is_rejected():
     with pytest.raises(ValueError, match="on_bad_lines must be 'error' or 'skip'"):
         BadLines("ignore")
-
-
-def test_unreadable_memo_file_is_ignored(tmp_path):
-    (tmp_path / "c").mkdir()
-    (tmp_path / "c" / "file_hashes.json").write_text("{not json")
-    f = tmp_path / "x"
-    f.write_bytes(b"x")
-    assert FileHashes(tmp_path / "c").sha256(f) == hashlib.sha256(b"x").hexdigest()
-    assert os.path.getsize(tmp_path / "c" / "file_hashes.json") > 10
-
-
-def test_cache_key_changes_with_file_content_and_settings(tmp_path):
-    f = tmp_path / "in.txt"
-    f.write_text("a")
-    first = cache_key(tmp_path / "c", "demo", [f], {"s": 1})
-    assert cache_key(tmp_path / "c", "demo", [f], {"s": 1}) == first
-    assert cache_key(tmp_path / "c", "demo", [f], {"s": 2}) != first
-    f.write_text("b")  # same size, possibly the same mtime tick: must still be re-hashed
-    assert cache_key(tmp_path / "c", "demo", [f], {"s": 1}) != first

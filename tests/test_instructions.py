@@ -4,11 +4,11 @@ import numpy as np
 import pytest
 
 from palr_core import TrainingData
-from palr_core.instructions import InstructionConfig, InteractionGraph, build_instructions
+from palr_core.kit.instructions import InstructionConfig, InteractionGraph, build_instructions
 
 
 def _build(data, **overrides):
-    return build_instructions(data, "v2", InstructionConfig(**overrides), seed=0)
+    return build_instructions(data, "v2", InstructionConfig(**overrides), rng=0)
 
 
 def test_examples_use_only_training_items_of_their_user(training_data):
@@ -31,9 +31,9 @@ def test_history_is_capped_and_targets_follow_the_cut(training_data):
 
 
 def test_twenty_percent_of_users_by_default(training_data):
-    users = {e.user for e in build_instructions(training_data, "v1", seed=3)}
+    users = {e.user for e in build_instructions(training_data, "v1", rng=3)}
     assert len(users) == round(0.2 * len(training_data.train))
-    assert users != {e.user for e in build_instructions(training_data, "v1", seed=4)}
+    assert users != {e.user for e in build_instructions(training_data, "v1", rng=4)}
 
 
 def test_same_seed_same_examples(training_data):
@@ -66,7 +66,7 @@ def test_short_target_lists_are_enriched_from_three_hop_affinity(catalog_four):
     train = [np.array([0, 1, 2, 3]), np.array([1, 4, 5, 6])]
     data = TrainingData(train=train, valid=np.array([7, 7]), catalog=catalog_four)
     examples = build_instructions(data, "v1", InstructionConfig(user_fraction=1.0, swap_prob=0.0,
-                                                               enrich_below=3), seed=0)
+                                                               enrich_below=3), rng=0)
     first = next(e for e in examples if e.user == 0)
     assert first.targets[0] == 3 and set(first.targets[1:].tolist()) <= {4, 5, 6}
     assert len(first.targets) == 3

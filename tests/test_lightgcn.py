@@ -5,10 +5,10 @@ from dataclasses import replace
 import numpy as np
 import pytest
 import torch
-from palr_lightgcn import LightGCNRetriever
-from palr_lightgcn.model import LightGCNConfig, LightGCNModule, normalized_adjacency
-from palr_popularity import PopularityRetriever
-from palr_synthetic import SyntheticMovies
+from palr_lightgcn.config import LightGCNConfig
+from palr_lightgcn.model import LightGCNModule, LightGCNRetriever, normalized_adjacency
+from palr_popularity.retriever import PopularityRetriever
+from palr_synthetic.dataset import SyntheticMovies
 
 from palr_core import TrainingData, leave_one_out_split, metrics_from_ranks, preprocess, rank_from_lists
 
@@ -29,7 +29,6 @@ def test_adjacency_is_symmetric_and_degree_normalised():
     assert dense[:, 2 + 2].sum() == 0
 
 
-@pytest.mark.slow
 def test_propagation_and_its_gradient_equal_the_dense_computation():
     """The CSR propagation with a hand-written (symmetric) backward against dense autograd."""
     train = [np.array([0, 1, 2]), np.array([1, 3]), np.array([2, 3, 4, 0])]
@@ -50,6 +49,7 @@ def test_propagation_and_its_gradient_equal_the_dense_computation():
     torch.testing.assert_close(grad, reference.grad)
 
 
+@pytest.mark.slow
 def test_lightgcn_beats_popularity_on_default_synthetic_data(run_context):
     data = preprocess(SyntheticMovies().load(), k_core=5)
     split = leave_one_out_split(data)

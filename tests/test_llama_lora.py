@@ -5,8 +5,7 @@ import pytest
 import torch
 from palr_llama_lora.decoding import CandidateTrie, _block_scores, generate_rankings
 
-from palr_core import RankRequest, metrics_from_ranks, rank_from_lists
-from palr_core.pipeline import complete_ranking
+from palr_core import RankRequest, complete_ranking, metrics_from_ranks, rank_from_lists
 
 SMALL = {
     "tiny": {"hidden_size": 32, "layers": 1, "heads": 2, "intermediate_size": 64, "vocab_size": 600},
@@ -28,7 +27,7 @@ def _requests(split, users, k=8):
 
 
 def _prompts(ranker, requests, context, task="retrieval"):
-    from palr_core.prompts import build_prompt
+    from palr_core.kit.prompts import build_prompt
 
     return [ranker.coder.prompt(build_prompt(ranker.config.templates, task, context.catalog, r.history[-5:],
                                              r.candidates if task == "retrieval" else None, n=4), 512)
@@ -144,6 +143,7 @@ LEARNING = {
     "instructions": {"max_history": 5, "max_targets": 1, "user_fraction": 1.0, "examples_per_user": 3,
                      "swap_prob": 0.0},
     "epochs": 2, "batch_size": 32, "learning_rate": 3e-3, "warmup_steps": 5,
+    "retriever_weight": 0.0,  # the model alone: these candidates come in random order, not a retriever's
 }
 
 

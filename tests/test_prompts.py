@@ -3,7 +3,7 @@
 import pytest
 
 from palr_core import ItemCatalog
-from palr_core.prompts import PromptError, build_prompt, check_templates, default_templates
+from palr_core.kit.prompts import PromptError, build_prompt, check_templates, default_templates
 
 
 @pytest.fixture

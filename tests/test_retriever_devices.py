@@ -6,9 +6,9 @@ from dataclasses import replace
 
 import numpy as np
 import pytest
-from palr_bert4rec import BERT4RecRetriever
-from palr_lightgcn import LightGCNRetriever
-from palr_sasrec import SASRecRetriever
+from palr_bert4rec.model import BERT4RecRetriever
+from palr_lightgcn.model import LightGCNRetriever
+from palr_sasrec.model import SASRecRetriever
 
 RETRIEVERS = {
     "sasrec": lambda epochs: SASRecRetriever(maxlen=20, hidden=16, heads=2, blocks=1, batch_size=32,

@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 import torch
 from lightning.pytorch.callbacks import Callback
-from palr_popularity import PopularityRetriever
-from palr_sasrec import SASRecRetriever
-from palr_synthetic import SyntheticMovies
+from palr_popularity.retriever import PopularityRetriever
+from palr_sasrec.model import SASRecRetriever
+from palr_synthetic.dataset import SyntheticMovies
 
 from palr_core import TrainingData, leave_one_out_split, metrics_from_ranks, preprocess, rank_from_lists
 

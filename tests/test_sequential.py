@@ -3,7 +3,13 @@
 import numpy as np
 import torch
 
-from palr_core.sequential import LengthBucketSampler, TransformerEncoder, left_pad, top_k_unseen, trim_padding
+from palr_core.kit.retrievers import (
+    LengthBucketSampler,
+    TransformerEncoder,
+    left_pad,
+    top_k_unseen,
+    trim_padding,
+)
 
 
 def test_left_pad_shifts_ids_and_right_aligns_the_most_recent_item():

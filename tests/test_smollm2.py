@@ -13,7 +13,8 @@ import numpy as np
 import pytest
 import torch
 
-from palr_core import ItemCatalog, RankRequest, RunContext, TrainerConfig, chat_prompt_ids, load_causal_lm
+from palr_core import ItemCatalog, RankRequest, RunContext, TrainerConfig
+from palr_core.kit.llm import chat_prompt_ids, load_causal_lm
 
 pytestmark = [
     pytest.mark.slow,
@@ -31,25 +32,26 @@ def model_cache(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
-def smollm2(model_cache):
-    return load_causal_lm("smollm2-135m", model_cache, "float32")
+def smollm2(model_cache, registry):
+    return load_causal_lm("smollm2-135m", model_cache, "float32", models=registry.language_models)
 
 
 @pytest.fixture
-def context(model_cache, tmp_path):
+def context(model_cache, tmp_path, registry):
     catalog = ItemCatalog(ids=list(range(1, len(MOVIES) + 1)), titles=MOVIES, domain="movies")
     return RunContext(seed=0, work_dir=tmp_path / "run", cache_dir=model_cache, catalog=catalog,
-                      trainer=TrainerConfig(accelerator="cpu", enable_progress_bar=False))
+                      trainer=TrainerConfig(accelerator="cpu", enable_progress_bar=False),
+                      language_models=registry.language_models)
 
 
-def test_the_cached_copy_gives_the_gguf_logits(smollm2, model_cache, monkeypatch):
+def test_the_cached_copy_gives_the_gguf_logits(smollm2, model_cache, monkeypatch, registry):
     import palr_smollm2
     from transformers import AutoModelForCausalLM
 
-    from palr_core import resolve_language_model
+    from palr_core.kit.llm import resolve_language_model
 
     model, tokenizer = smollm2
-    converted = resolve_language_model("smollm2-135m", model_cache)
+    converted = resolve_language_model("smollm2-135m", model_cache, models=registry.language_models)
     assert json.loads((converted / "palr-gguf.json").read_text())["bytes"] == palr_smollm2.locate().stat().st_size
     gguf = palr_smollm2.locate()
     reference = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name).eval()
@@ -61,7 +63,7 @@ def test_the_cached_copy_gives_the_gguf_logits(smollm2, model_cache, monkeypatch
         raise AssertionError("the converted copy should have been reused")
 
     monkeypatch.setattr(AutoModelForCausalLM, "from_pretrained", no_reconversion)
-    assert resolve_language_model("smollm2-135m", model_cache) == converted
+    assert resolve_language_model("smollm2-135m", model_cache, models=registry.language_models) == converted
 
 
 def test_generates_through_the_chat_template(smollm2):

@@ -9,11 +9,11 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from palr_table import TableDataset
-from palr_table.columns import IdColumn
-from palr_table.reader import inspect, read_chunks
+from palr_table.dataset import TableDataset
 
 from palr_core import DataError, leave_one_out_split, preprocess
+from palr_core.kit.columns import IdColumn
+from palr_core.kit.tables import Chunk, inspect, read_chunks
 
 LOG = "user_id,item_id,timestamp\n1,10,300\n1,11,100\n2,10,200\n2,12,50\n"
 
@@ -136,8 +136,9 @@ def test_ids_with_leading_zeros_stay_strings(tmp_path):
 def test_id_column_switches_to_strings_when_a_later_block_has_text(tmp_path):
     source = inspect(write(tmp_path / "log.csv", LOG))
     ids = IdColumn(source, "item_id", "item")
-    ids.add(0, pa.array(["10", "11"]))
-    ids.add(2, pa.array(["B00X", "10"]))
+    first, second = pa.array(["10", "11"]), pa.array(["B00X", "10"])
+    ids.add(Chunk(0, np.array([2, 3]), {"item_id": first}), first)
+    ids.add(Chunk(2, np.array([4, 5]), {"item_id": second}), second)
     assert ids.finish().tolist() == ["10", "11", "B00X", "10"]
 
 
@@ -146,8 +147,9 @@ def test_csv_is_streamed_in_blocks_without_losing_rows(tmp_path):
     source = inspect(write(tmp_path / "log.csv", "user_id,item_id,timestamp\n" + rows))
     blocks = list(read_chunks(source, ["user_id", "timestamp"], block_bytes=4096))
     assert len(blocks) > 3
-    assert [first for first, _ in blocks] == np.cumsum([0] + [len(b["user_id"]) for _, b in blocks][:-1]).tolist()
-    assert sum(len(b["user_id"]) for _, b in blocks) == 2000
+    assert [b.first_row for b in blocks] == np.cumsum([0] + [len(b) for b in blocks][:-1]).tolist()
+    assert sum(len(b) for b in blocks) == 2000
+    assert np.concatenate([b.lines for b in blocks]).tolist() == list(range(2, 2002))  # line 1 is the header
 
 
 def test_items_file_gaps_are_counted_and_logged_items_get_their_id_as_title(tmp_path):

@@ -56,4 +56,4 @@ def test_sweep_over_builtin_and_third_party_retrievers(installed_example, tmp_pa
 
 def test_without_the_plugin_its_option_does_not_exist(tmp_path):
     proc = palr_run("retriever=markov", tmp_path=tmp_path, check=False)
-    assert proc.returncode != 0 and "Could not find 'retriever/markov'" in proc.stderr
+    assert proc.returncode != 0 and "no retriever named 'markov'" in proc.stderr

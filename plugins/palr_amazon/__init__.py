@@ -2,9 +2,11 @@
 
 from palr_core import hookimpl
 
-from .dataset import AmazonConfig, AmazonReviews
+from .config import AmazonConfig
+
+PALR_PLUGIN_API = 2
 
 
 @hookimpl
 def register_datasets(register):
-    register("amazon", AmazonReviews, config=AmazonConfig)
+    register("amazon", "palr_amazon.dataset:AmazonReviews", config=AmazonConfig)

@@ -2,8 +2,8 @@
 
 Every review (or rating) is one implicit interaction; items are products shown in prompts as
 ``"ASIN (title)"`` as in the PALR paper, with brand and categories as attributes. Files are read
-from ``root`` or downloaded from the UCSD mirror into ``cache_dir``; the parsed result is cached,
-keyed by the files' sha256.
+from ``root`` or downloaded from the UCSD mirror into ``<cache_dir>/datasets``; the parsed result
+is cached, keyed by the files' sha256.
 
 Accepted layouts for category ``C`` (``format: auto`` takes the first one present; see
 docs/datasets.md):
@@ -20,69 +20,18 @@ from __future__ import annotations
 
 import difflib
 import logging
-from dataclasses import dataclass, field
 from pathlib import Path
 
-from palr_core import DataError, InteractionLog, ItemCatalog, RawDataset
-from palr_core.datafiles import (
-    BadLines,
-    MissingDataError,
-    Remote,
-    cache_key,
-    cached,
-    fetch,
-    missing_files_message,
-)
+from palr_core import DataError, InteractionLog, ItemCatalog, RawDataset, RunContext
+from palr_core.kit.datasets import cached_raw
+from palr_core.kit.files import MissingDataError, fetch, missing_files_message
+from palr_core.kit.tables import BadLines
 
 from . import formats
+from .config import CATEGORIES, FORMATS, UCSD, AmazonConfig
 
 log = logging.getLogger("palr")
-LOADER_VERSION = 1
-UCSD = "https://datarepo.eng.ucsd.edu/mcauley_group/data"
-CATEGORIES = {
-    "2014": ["Amazon_Instant_Video", "Apps_for_Android", "Automotive", "Baby", "Beauty", "Books",
-             "CDs_and_Vinyl", "Cell_Phones_and_Accessories", "Clothing_Shoes_and_Jewelry",
-             "Digital_Music", "Electronics", "Grocery_and_Gourmet_Food", "Health_and_Personal_Care",
-             "Home_and_Kitchen", "Kindle_Store", "Movies_and_TV", "Musical_Instruments",
-             "Office_Products", "Patio_Lawn_and_Garden", "Pet_Supplies", "Sports_and_Outdoors",
-             "Tools_and_Home_Improvement", "Toys_and_Games", "Video_Games"],
-    "2018": ["AMAZON_FASHION", "All_Beauty", "Appliances", "Arts_Crafts_and_Sewing", "Automotive",
-             "Books", "CDs_and_Vinyl", "Cell_Phones_and_Accessories", "Clothing_Shoes_and_Jewelry",
-             "Digital_Music", "Electronics", "Gift_Cards", "Grocery_and_Gourmet_Food",
-             "Home_and_Kitchen", "Industrial_and_Scientific", "Kindle_Store", "Luxury_Beauty",
-             "Magazine_Subscriptions", "Movies_and_TV", "Musical_Instruments", "Office_Products",
-             "Patio_Lawn_and_Garden", "Pet_Supplies", "Prime_Pantry", "Software",
-             "Sports_and_Outdoors", "Tools_and_Home_Improvement", "Toys_and_Games", "Video_Games"],
-}
-FORMATS = ("auto", "reviews", "ratings", "tsv", "s3rec")
-
-
-@dataclass
-class AmazonConfig:
-    """Which Amazon category and release, where the files are and how to read them.
-
-    :param category: e.g. ``Beauty`` (2014) or ``All_Beauty`` (2018), as in the file names.
-    :param release: ``"2014"`` or ``"2018"``.
-    :param root: directory holding the files; ``None`` downloads into ``cache_dir``.
-    :param cache_dir: downloads and the parsed-data cache.
-    :param format: ``auto``, ``reviews``, ``ratings``, ``tsv`` or ``s3rec`` (see the module doc).
-    :param on_bad_lines: ``error`` (stop at the first malformed line) or ``skip`` (skip and count).
-    :param missing_title: title shown for a product without one (counted in ``report``).
-    :param url: base URL the files are downloaded from (default: the UCSD mirror of ``release``).
-    :param checksums: ``{file name: "sha256:<hex>"}`` to verify downloads (none are published).
-    :param progress: progress bars while downloading and reading large files.
-    """
-
-    category: str = "Beauty"
-    release: str = "2014"
-    root: str | None = None
-    cache_dir: str = "~/.cache/palr/datasets"
-    format: str = "auto"
-    on_bad_lines: str = "error"
-    missing_title: str = "unknown title"
-    url: str | None = None
-    checksums: dict = field(default_factory=dict)
-    progress: bool = True
+LOADER_VERSION = 2
 
 
 class AmazonReviews:
@@ -91,6 +40,9 @@ class AmazonReviews:
     def __init__(self, **params) -> None:
         self.config = AmazonConfig(**params)
         cfg = self.config
+        if cfg.category == "???":
+            raise DataError("Amazon needs a category: dataset.category=<name as in the file names, e.g. Beauty> "
+                            "(or the preset dataset=amazon-beauty)")
         if cfg.release not in CATEGORIES:
             raise DataError(f"Amazon release {cfg.release!r} is unknown; choose 2014 or 2018")
         if cfg.format not in FORMATS:
@@ -119,8 +71,9 @@ class AmazonReviews:
                 return name, found, [p for p in (_find(directory, f) for f in optional) if p]
         return None
 
-    def locate(self) -> tuple[str, list[Path], list[Path]]:
-        """The format and the files to read; downloads the official 5-core files when ``root`` is unset."""
+    def locate(self, cache_dir: Path) -> tuple[str, list[Path], list[Path]]:
+        """The format and the files to read; downloads the official 5-core files into
+        ``<cache_dir>/datasets`` when ``root`` is unset."""
         cfg = self.config
         if cfg.root is not None:
             root = Path(cfg.root).expanduser()
@@ -128,19 +81,22 @@ class AmazonReviews:
             if found is None:
                 raise MissingDataError(self._unknown_category_hint() + self._help(root))
             return found
-        directory = Path(cfg.cache_dir).expanduser() / f"amazon-{cfg.release}"
+        directory = Path(cache_dir).expanduser() / "datasets" / f"amazon-{cfg.release}"
         found = self._detect(directory)
         if found is None:
             hint = self._unknown_category_hint()
             if hint:
                 raise MissingDataError(hint + self._help(directory))
-            fetch(self._remotes(), directory, self._help(directory), progress=cfg.progress)
+            for url, checksum in self._remotes():
+                if not (directory / url.rsplit("/", 1)[-1]).is_file():
+                    fetch(url, directory, self._help(directory), checksum=checksum, progress=cfg.progress)
             found = self._detect(directory)
         if found is None:
             raise MissingDataError(self._help(directory))
         return found
 
-    def _remotes(self) -> list[Remote]:
+    def _remotes(self) -> list[tuple[str, str | None]]:
+        """``(url, checksum)`` of the official 5-core reviews and the metadata."""
         c, cfg = self.config.category, self.config
         override = cfg.url.rstrip("/") if cfg.url else None
         if cfg.release == "2014":
@@ -149,12 +105,12 @@ class AmazonReviews:
         else:
             urls = [f"{override or UCSD + '/amazon_v2/categoryFilesSmall'}/{c}_5.json.gz",
                     f"{override or UCSD + '/amazon_v2/metaFiles2'}/meta_{c}.json.gz"]
-        return [Remote(u, cfg.checksums.get(u.rsplit("/", 1)[-1])) for u in urls]
+        return [(u, cfg.checksums.get(u.rsplit("/", 1)[-1])) for u in urls]
 
     def _help(self, directory: Path) -> str:
         layouts = {name: req + [f"optional {o}" for o in opt] for name, (req, opt) in self.layouts().items()}
         return missing_files_message(f"Amazon {self.config.release} {self.config.category}", directory,
-                                     layouts, [r.url for r in self._remotes()])
+                                     layouts, [url for url, _ in self._remotes()])
 
     def _unknown_category_hint(self) -> str:
         known = CATEGORIES[self.config.release]
@@ -166,28 +122,22 @@ class AmazonReviews:
                 + f"; {self.config.release} categories: {', '.join(known)}. ")
 
     # -- loading --------------------------------------------------------------------------
-    def load(self) -> RawDataset:
-        fmt, required, optional = self.locate()
+    def load(self, context: RunContext) -> RawDataset:
+        fmt, required, optional = self.locate(context.cache_dir)
         cfg = self.config
         settings = {"loader": LOADER_VERSION, "category": cfg.category, "release": cfg.release,
                     "format": fmt, "on_bad_lines": cfg.on_bad_lines, "missing_title": cfg.missing_title,
                     "files": [p.name for p in required + optional]}
-        built = []
-
-        def build():
-            built.append(True)
-            return self._parse(fmt, required, optional)
-
         name = f"amazon-{cfg.release}-{cfg.category.lower()}"
-        raw, report = cached(cfg.cache_dir, name, required + optional, settings, build)
-        self.report = {**report, "files": [str(p) for p in required + optional], "from_cache": not built,
-                       "cache_key": cache_key(cfg.cache_dir, name, required + optional, settings)}
+        raw, report, from_cache = cached_raw(context.cache_dir, name, required + optional, settings,
+                                             lambda: self._parse(fmt, required, optional))
+        self.report = {**report, "files": [str(p) for p in required + optional], "from_cache": from_cache}
         log.info("%s: %s layout in %s (%s events, %s products)", name, fmt, required[0].parent,
                  f"{report['events']:,}", f"{report['catalog_items']:,}")
         if report["skipped_lines"]:
             log.warning("%s: skipped %s malformed lines (on_bad_lines=skip)", name, report["skipped_lines"])
         if report["items_without_title"]:
-            log.info("%s: %s of %s products have no title; shown as %r", name,
+            log.warning("%s: %s of %s products have no title; shown as %r", name,
                      report["items_without_title"], report["catalog_items"], cfg.missing_title)
         return raw
 

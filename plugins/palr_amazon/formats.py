@@ -16,7 +16,8 @@ from pathlib import Path
 import numpy as np
 
 from palr_core import DataError
-from palr_core.datafiles import BadLines, open_bytes, read_delimited, read_text
+from palr_core.kit.files import open_binary, read_text
+from palr_core.kit.tables import BadLines, read_delimited
 
 
 @dataclass
@@ -37,7 +38,7 @@ def _lines(path: Path, progress: bool):
     """(line number, decoded line) for a (gzipped) text file, with a progress bar on large files."""
     from tqdm.auto import tqdm
 
-    with open_bytes(path) as f:
+    with open_binary(path) as f:
         for lineno, raw in enumerate(tqdm(f, desc=f"reading {path.name}", unit=" lines",
                                           disable=not progress, mininterval=1.0), start=1):
             yield lineno, raw.decode("utf-8", errors="replace")
@@ -74,7 +75,7 @@ def read_ratings_csv(path: Path, release: str, bad: BadLines):
 
 def read_interactions_tsv(path: Path, bad: BadLines):
     """Derived ``<category>_5core_interactions.tsv``: header ``user_id item_id timestamp`` (raw ids, day resolution)."""
-    with open_bytes(path) as f:
+    with open_binary(path) as f:
         header = f.readline().decode("utf-8", errors="replace").strip()
     if not header:
         raise DataError(f"{path} is empty; expected a header 'user_id<TAB>item_id<TAB>timestamp' and rows")

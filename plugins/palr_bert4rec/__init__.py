@@ -2,9 +2,11 @@
 
 from palr_core import hookimpl
 
-from .model import BERT4RecConfig, BERT4RecRetriever
+from .config import BERT4RecConfig
+
+PALR_PLUGIN_API = 2
 
 
 @hookimpl
 def register_retrievers(register):
-    register("bert4rec", BERT4RecRetriever, config=BERT4RecConfig)
+    register("bert4rec", "palr_bert4rec.model:BERT4RecRetriever", config=BERT4RecConfig)

@@ -8,15 +8,12 @@ a mask token is appended and its representation is matched against every item em
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from palr_core import RunContext, TrainingData
-from palr_core.sequential import (
-    RetrieverConfig,
+from palr_core.kit.retrievers import (
     RetrieverModule,
     TrainedRetriever,
     TransformerEncoder,
@@ -24,29 +21,7 @@ from palr_core.sequential import (
     trim_padding,
 )
 
-
-@dataclass
-class BERT4RecConfig(RetrieverConfig):
-    """BERT4Rec hyperparameters (``conf/retriever/bert4rec.yaml``).
-
-    :param blocks: transformer blocks.
-    :param heads: attention heads.
-    :param mask_prob: share of items replaced by the mask token in training.
-    :param last_mask_prob: share of training sequences in which only the last item is masked.
-    """
-
-    maxlen: int = 200
-    blocks: int = 2
-    heads: int = 2
-    dropout: float = 0.1
-    mask_prob: float = 0.2
-    last_mask_prob: float = 0.1
-    max_epochs: int | None = 200
-    patience: int | None = 10
-
-    def __post_init__(self) -> None:
-        if not 0 < self.mask_prob < 1:
-            raise ValueError(f"retriever bert4rec: mask_prob must be in (0, 1), got {self.mask_prob}")
+from .config import BERT4RecConfig
 
 
 class BERT4RecModule(RetrieverModule):

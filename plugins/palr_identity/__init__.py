@@ -5,6 +5,8 @@ from dataclasses import dataclass
 
 from palr_core import RankRequest, RunContext, TrainingData, hookimpl
 
+PALR_PLUGIN_API = 2
+
 
 @dataclass
 class IdentityConfig:

@@ -2,9 +2,11 @@
 
 from palr_core import hookimpl
 
-from .model import LightGCNConfig, LightGCNRetriever
+from .config import LightGCNConfig
+
+PALR_PLUGIN_API = 2
 
 
 @hookimpl
 def register_retrievers(register):
-    register("lightgcn", LightGCNRetriever, config=LightGCNConfig)
+    register("lightgcn", "palr_lightgcn.model:LightGCNRetriever", config=LightGCNConfig)

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 import numpy as np
 import scipy.sparse as sp
@@ -25,25 +24,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from palr_core import RunContext, TrainingData
-from palr_core.sequential import RetrieverConfig, RetrieverModule, TrainedRetriever, left_pad
+from palr_core.kit.retrievers import RetrieverModule, TrainedRetriever, left_pad
 
-
-@dataclass
-class LightGCNConfig(RetrieverConfig):
-    """LightGCN hyperparameters (``conf/retriever/lightgcn.yaml``).
-
-    :param layers: propagation layers (the final embedding is the mean of layers 0..layers).
-    :param reg: L2 penalty on the batch's layer-0 embeddings.
-    :param maxlen: most recent items used to fold in a history of an unknown user.
-    """
-
-    layers: int = 3
-    reg: float = 1e-4
-    batch_size: int = 2048
-    lr: float = 1e-3
-    dropout: float = 0.0
-    max_epochs: int | None = 300
-    patience: int | None = 10
+from .config import LightGCNConfig
 
 
 def normalized_adjacency(train: Sequence[np.ndarray], num_items: int) -> sp.csr_matrix:

@@ -2,9 +2,11 @@
 
 from palr_core import hookimpl
 
+from .config import LlamaLoraConfig
+
+PALR_PLUGIN_API = 2
+
 
 @hookimpl
 def register_rankers(register):
-    from .ranker import LlamaLoraConfig, LlamaLoraRanker
-
-    register("llama_lora", LlamaLoraRanker, config=LlamaLoraConfig)
+    register("llama_lora", "palr_llama_lora.ranker:LlamaLoraRanker", config=LlamaLoraConfig)

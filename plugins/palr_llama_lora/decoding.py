@@ -14,7 +14,9 @@ from collections.abc import Sequence
 
 import torch
 
-from palr_core import ItemCatalog, chat_prompt_ids, render_item
+from palr_core import ItemCatalog
+from palr_core.kit.llm import chat_prompt_ids
+from palr_core.kit.prompts import render_item
 
 __all__ = ["ItemCoder", "CandidateTrie", "generate_rankings", "score_candidates", "score_rankings", "fuse_with_retriever",
            "order_by_scores"]

@@ -10,35 +10,12 @@ local Hugging Face folder or a ``.gguf`` file.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass, field
 
-import torch
+from .config import LoraSettings, TinyModelSettings
 
-__all__ = ["TinyModelSettings", "LoraSettings", "train_tokenizer", "build_tiny_model", "wrap_lora"]
+__all__ = ["train_tokenizer", "build_tiny_model", "wrap_lora"]
 
 SPECIAL_TOKENS = ["<pad>", "<s>", "</s>", "<unk>"]
-
-
-@dataclass
-class TinyModelSettings:
-    """Shape of the ``model: tiny`` LLaMA (CPU runs and tests)."""
-
-    hidden_size: int = 64
-    layers: int = 2
-    heads: int = 4
-    intermediate_size: int = 256
-    vocab_size: int = 2048
-    max_positions: int = 2048
-
-
-@dataclass
-class LoraSettings:
-    """peft ``LoraConfig`` options (paper-style defaults: rank 8 on the attention projections)."""
-
-    r: int = 8
-    alpha: int = 16
-    dropout: float = 0.05
-    target_modules: list = field(default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj"])
 
 
 #: modules trained in full (saved inside the adapter) when ``train_base`` is on
@@ -61,8 +38,9 @@ def train_tokenizer(texts: Iterable[str], vocab_size: int):
                                    eos_token="</s>", unk_token="<unk>")
 
 
-def build_tiny_model(tokenizer, settings: TinyModelSettings, seed: int):
-    """A randomly initialised LLaMA-architecture model sized for a CPU (seeded)."""
+def build_tiny_model(tokenizer, settings: TinyModelSettings):
+    """A randomly initialised LLaMA-architecture model sized for a CPU (drawn from torch's global
+    generator, which palr seeds at the start of every pipeline stage)."""
     from transformers import LlamaConfig, LlamaForCausalLM
 
     config = LlamaConfig(
@@ -73,7 +51,6 @@ def build_tiny_model(tokenizer, settings: TinyModelSettings, seed: int):
         bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
         tie_word_embeddings=False,
     )
-    torch.manual_seed(seed)
     return LlamaForCausalLM(config)
 
 

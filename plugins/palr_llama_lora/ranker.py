@@ -12,68 +12,23 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from palr_core import (
-    InstructionConfig,
-    RankRequest,
-    RunContext,
-    TrainingData,
-    build_instructions,
-    build_prompt,
-    check_templates,
-    complete_ranking,
-    default_templates,
-    load_causal_lm,
-    make_trainer,
-)
+from palr_core import RankRequest, RunContext, TrainingData, complete_ranking
+from palr_core.kit.instructions import InstructionConfig, build_instructions
+from palr_core.kit.llm import load_causal_lm
+from palr_core.kit.prompts import build_prompt, check_templates
+from palr_core.kit.training import make_trainer
 
+from .config import DECODERS, LlamaLoraConfig, LoraSettings, TinyModelSettings
 from .decoding import ItemCoder, generate_rankings, order_by_scores, score_candidates
-from .model import (
-    LoraSettings,
-    TinyModelSettings,
-    build_tiny_model,
-    train_tokenizer,
-    wrap_lora,
-)
+from .model import build_tiny_model, train_tokenizer, wrap_lora
 from .training import AdapterOnlyCheckpoint, InstructionBatches, LoraFineTuner
 
 log = logging.getLogger("palr")
-
-DECODERS = ("score", "generate")
-
-
-@dataclass
-class LlamaLoraConfig:
-    """``ranker=llama_lora`` options (``conf/ranker/llama_lora.yaml`` documents each)."""
-
-    model: str = "tiny"
-    task: str = "v2"
-    decoder: str = "score"
-    num_generate: int = 10
-    epochs: int | None = 2
-    batch_size: int = 16
-    learning_rate: float = 3e-3
-    weight_decay: float = 0.0
-    warmup_steps: int = 20
-    max_length: int = 1024
-    train_base: bool | None = None
-    lora: LoraSettings = field(default_factory=LoraSettings)
-    tiny: TinyModelSettings = field(default_factory=TinyModelSettings)
-    instructions: InstructionConfig = field(default_factory=InstructionConfig)
-    templates: dict = field(default_factory=default_templates)
-    dtype: str = "auto"
-    gradient_checkpointing: bool = False
-    adapter: str | None = None
-    resume: bool = True
-    checkpoint_every_n_steps: int = 100
-    rank_batch_size: int = 16
-    num_beams: int = 1
-    retriever_weight: float = 0.0
 
 
 def _as(cls, value):
@@ -111,12 +66,13 @@ class LlamaLoraRanker:
     def _base(self, out: Path, context: RunContext):
         """The base model and tokenizer: a local checkpoint, or the run's tiny model (built once)."""
         if self.config.model != "tiny":
-            return load_causal_lm(self.config.model, context.cache_dir, self.config.dtype, option="ranker.model")
+            return load_causal_lm(self.config.model, context.cache_dir, self.config.dtype, option="ranker.model",
+                                  models=context.language_models)
         base_dir = out / "base"
         if (base_dir / "config.json").is_file():  # resuming: the same random init and tokenizer
             return load_causal_lm(base_dir, context.cache_dir, "float32")
         tokenizer = train_tokenizer(self._corpus(context), self.config.tiny.vocab_size)
-        model = build_tiny_model(tokenizer, self.config.tiny, context.seed)
+        model = build_tiny_model(tokenizer, self.config.tiny)
         model.save_pretrained(base_dir)
         tokenizer.save_pretrained(base_dir)
         return model, tokenizer
@@ -153,7 +109,8 @@ class LlamaLoraRanker:
         self._train(batches, out, context)
 
     def _instruction_batches(self, data: TrainingData, context: RunContext) -> InstructionBatches:
-        examples = build_instructions(data, self.config.task, self.config.instructions, context.seed)
+        # salt 5: the stream palr 0.1 drew instructions from, so documented runs stay reproducible
+        examples = build_instructions(data, self.config.task, self.config.instructions, context.rng(5))
         profiles = self._profiles([e.user for e in examples], [e.history for e in examples], context)
         pairs = []
         for example, profile in zip(examples, profiles):
@@ -163,7 +120,7 @@ class LlamaLoraRanker:
             pairs.append((self.coder.prompt(text, self.config.max_length - len(label)), label))
         log.info("llama_lora: %d instruction examples from %d users", len(pairs),
                  len({e.user for e in examples}))
-        return InstructionBatches(pairs, self.coder.tokenizer.pad_token_id)
+        return InstructionBatches(pairs, self.coder.tokenizer)
 
     def _profiles(self, users: Sequence[int], histories: Sequence[np.ndarray], context: RunContext) -> list[str]:
         if context.profiles is None or not users:
@@ -171,20 +128,17 @@ class LlamaLoraRanker:
         return context.profiles.generate(list(users), list(histories), context)
 
     def _train(self, batches: InstructionBatches, out: Path, context: RunContext) -> None:
-        from lightning.pytorch import seed_everything
         from lightning.pytorch.callbacks import ModelCheckpoint
 
-        seed_everything(context.seed, workers=True, verbose=False)
         module = LoraFineTuner(self.model, self.config.learning_rate, self.config.weight_decay,
                                self.config.warmup_steps)
         checkpoints = ModelCheckpoint(dirpath=out / "checkpoints", save_last=True, save_top_k=0,
                                       every_n_train_steps=self.config.checkpoint_every_n_steps)
-        loader = batches.loader(self.config.batch_size, context.seed, context.trainer.num_workers)
-        overrides = {"enable_checkpointing": True, "log_every_n_steps": max(1, min(50, len(loader)))}
-        if self.config.epochs is not None:
-            overrides["max_epochs"] = self.config.epochs
-        trainer = make_trainer(context.trainer, out, validate=False, **overrides,
-                               callbacks=[checkpoints, AdapterOnlyCheckpoint(out / "adapter")])
+        seed = int(context.rng("ranker batches").integers(2**31))
+        loader = batches.loader(self.config.batch_size, seed, context.trainer.num_workers)
+        trainer = make_trainer(context.trainer, out, max_epochs=self.config.epochs,
+                               callbacks=[checkpoints, AdapterOnlyCheckpoint(out / "adapter")],
+                               enable_checkpointing=True, log_every_n_steps=max(1, min(50, len(loader))))
         last = out / "checkpoints" / "last.ckpt"
         resume_from = str(last) if self.config.resume and last.is_file() else None
         self.model.train()  # from_pretrained returns eval mode: dropout must be on while training
@@ -206,7 +160,7 @@ class LlamaLoraRanker:
             model, tokenizer = load_causal_lm(directory / "base", context.cache_dir, "float32")
         else:
             model, tokenizer = load_causal_lm(self.config.model, context.cache_dir, self.config.dtype,
-                                              option="ranker.model")
+                                              option="ranker.model", models=context.language_models)
         self.model = PeftModel.from_pretrained(model, directory / "adapter").eval()
         self.coder = ItemCoder(tokenizer, context.catalog)
 
@@ -220,7 +174,6 @@ class LlamaLoraRanker:
         self.model.eval()
         if torch.cuda.is_available() and context.trainer.accelerator in ("gpu", "cuda", "auto"):
             self.model.to("cuda")  # Lightning hands the model back on the CPU after fit
-        torch.manual_seed(context.seed)
         ranked: list[list[int]] = []
         size = self.config.rank_batch_size
         for start in tqdm(range(0, len(requests), size), desc=f"ranking ({self.config.decoder})",

@@ -14,31 +14,26 @@ IGNORE = -100
 
 
 class InstructionBatches:
-    """Tokenized ``(prompt, label)`` pairs collated into right-padded causal-LM batches."""
+    """Tokenized ``(prompt, label)`` pairs as causal-LM examples with the loss on the answer only,
+    batched by transformers' ``DataCollatorForSeq2Seq`` (padding on the tokenizer's side, labels
+    padded with -100)."""
 
-    def __init__(self, pairs: list[tuple[list[int], list[int]]], pad_id: int) -> None:
+    def __init__(self, pairs: list[tuple[list[int], list[int]]], tokenizer) -> None:
+        from transformers import DataCollatorForSeq2Seq
+
         self.pairs = pairs
-        self.pad_id = pad_id
+        self.examples = [{"input_ids": prompt + label, "labels": [IGNORE] * len(prompt) + label}
+                         for prompt, label in pairs]
+        self.collate = DataCollatorForSeq2Seq(tokenizer, padding=True, label_pad_token_id=IGNORE,
+                                              return_tensors="pt")
 
     @property
     def tokens(self) -> int:
         return sum(len(p) + len(lab) for p, lab in self.pairs)
 
-    def collate(self, batch: list[tuple[list[int], list[int]]]) -> dict[str, torch.Tensor]:
-        width = max(len(p) + len(lab) for p, lab in batch)
-        ids = torch.full((len(batch), width), self.pad_id, dtype=torch.long)
-        labels = torch.full((len(batch), width), IGNORE, dtype=torch.long)
-        mask = torch.zeros((len(batch), width), dtype=torch.long)
-        for k, (prompt, label) in enumerate(batch):
-            n = len(prompt) + len(label)
-            ids[k, :n] = torch.tensor(prompt + label)
-            labels[k, len(prompt):n] = torch.tensor(label)  # loss on the answer only
-            mask[k, :n] = 1
-        return {"input_ids": ids, "attention_mask": mask, "labels": labels}
-
     def loader(self, batch_size: int, seed: int, num_workers: int = 0) -> DataLoader:
         generator = torch.Generator().manual_seed(seed)
-        return DataLoader(self.pairs, batch_size=batch_size, shuffle=True, generator=generator,
+        return DataLoader(self.examples, batch_size=batch_size, shuffle=True, generator=generator,
                           collate_fn=self.collate, num_workers=num_workers)
 
 
@@ -62,10 +57,11 @@ class LoraFineTuner(L.LightningModule):
         return loss
 
     def configure_optimizers(self):
+        from transformers import get_constant_schedule_with_warmup
+
         params = [p for p in self.model.parameters() if p.requires_grad]
         optimizer = torch.optim.AdamW(params, lr=self.learning_rate, weight_decay=self.weight_decay)
-        warmup = max(1, self.warmup_steps)
-        schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: min(1.0, (step + 1) / warmup))
+        schedule = get_constant_schedule_with_warmup(optimizer, num_warmup_steps=self.warmup_steps)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:

@@ -2,9 +2,11 @@
 
 from palr_core import hookimpl
 
-from .dataset import MovieLens, MovieLensConfig
+from .config import MovieLensConfig
+
+PALR_PLUGIN_API = 2
 
 
 @hookimpl
 def register_datasets(register):
-    register("movielens", MovieLens, config=MovieLensConfig)
+    register("movielens", "palr_movielens.dataset:MovieLens", config=MovieLensConfig)

@@ -2,7 +2,8 @@
 
 Every rating is one implicit interaction (the paper's setting); the catalogue holds each movie's
 title (with year, as published) and genres. Files are read from ``root`` or downloaded from
-files.grouplens.org into ``cache_dir``; the parsed result is cached, keyed by the files' sha256.
+files.grouplens.org into ``<cache_dir>/datasets``; the parsed result is cached, keyed by the
+files' sha256.
 
 Accepted layouts (``format: auto`` picks the first one present):
 
@@ -15,82 +16,24 @@ Accepted layouts (``format: auto`` picks the first one present):
 
 from __future__ import annotations
 
-import csv
-import io
 import logging
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from palr_core import DataError, InteractionLog, ItemCatalog, RawDataset
-from palr_core.datafiles import (
-    BadLines,
-    MissingDataError,
-    Remote,
-    cache_key,
-    cached,
-    fetch,
-    missing_files_message,
-    read_delimited,
-    read_text,
-)
+from palr_core import DataError, InteractionLog, ItemCatalog, RawDataset, RunContext
+from palr_core.kit.datasets import cached_raw
+from palr_core.kit.files import MissingDataError, fetch, missing_files_message
+from palr_core.kit.tables import BadLines, read_delimited
+
+from .config import FORMATS, VARIANTS, MovieLensConfig
 
 log = logging.getLogger("palr")
-BASE_URL = "https://files.grouplens.org/datasets/movielens"
 #: bump when the parsed RawDataset changes for the same files and settings
-LOADER_VERSION = 1
+LOADER_VERSION = 2
 GENRES_100K = ["unknown", "Action", "Adventure", "Animation", "Children's", "Comedy", "Crime",
                "Documentary", "Drama", "Fantasy", "Film-Noir", "Horror", "Musical", "Mystery",
                "Romance", "Sci-Fi", "Thriller", "War", "Western"]
-
-
-@dataclass(frozen=True)
-class Variant:
-    """One MovieLens release: its archive, published MD5 (GroupLens' ``.md5`` sidecar) and files."""
-
-    folder: str
-    checksum: str
-    ratings: str
-    items: str
-
-    @property
-    def url(self) -> str:
-        return f"{BASE_URL}/{self.folder}.zip"
-
-
-VARIANTS = {
-    "ml-100k": Variant("ml-100k", "md5:0e33842e24a9c977be4e0107933c0723", "u.data", "u.item"),
-    "ml-1m": Variant("ml-1m", "md5:c4d9eecfca2ab87c1945afe126590906", "ratings.dat", "movies.dat"),
-    "ml-20m": Variant("ml-20m", "md5:cd245b17a1ae2cc31bb14903e1204af3", "ratings.csv", "movies.csv"),
-    "ml-25m": Variant("ml-25m", "md5:6b51fb2759a8657d3bfcbfc42b592ada", "ratings.csv", "movies.csv"),
-}
-FORMATS = ("auto", "official", "chrono")
-
-
-@dataclass
-class MovieLensConfig:
-    """Where the MovieLens files are and how to read them.
-
-    :param variant: ``ml-100k``, ``ml-1m``, ``ml-20m`` or ``ml-25m``.
-    :param root: directory holding the files; ``None`` downloads into ``cache_dir``.
-    :param cache_dir: downloads and the parsed-data cache.
-    :param format: ``auto`` (detect from the files in ``root``), ``official`` or ``chrono``.
-    :param on_bad_lines: ``error`` (stop at the first malformed line) or ``skip`` (skip and count).
-    :param url: archive URL (default: the GroupLens URL of ``variant``); any urllib URL, incl. ``file://``.
-    :param checksum: ``md5:<hex>``/``sha256:<hex>`` of the archive (default: GroupLens' published
-        MD5 when ``url`` is the default, else none); ``""`` disables the check.
-    :param progress: show a progress bar while downloading.
-    """
-
-    variant: str = "ml-1m"
-    root: str | None = None
-    cache_dir: str = "~/.cache/palr/datasets"
-    format: str = "auto"
-    on_bad_lines: str = "error"
-    url: str | None = None
-    checksum: str | None = None
-    progress: bool = True
 
 
 class MovieLens:
@@ -99,14 +42,16 @@ class MovieLens:
     def __init__(self, **params) -> None:
         self.config = MovieLensConfig(**params)
         cfg = self.config
+        if cfg.variant == "???":
+            raise DataError(f"MovieLens needs a variant: dataset.variant={' | '.join(VARIANTS)} "
+                            "(or a preset: dataset=ml-100k, dataset=ml-1m...)")
         if cfg.variant not in VARIANTS:
             raise DataError(f"MovieLens variant {cfg.variant!r} is unknown; choose one of {', '.join(VARIANTS)}")
         if cfg.format not in FORMATS:
             raise DataError(f"MovieLens format {cfg.format!r} is unknown; choose one of {', '.join(FORMATS)}")
         BadLines(cfg.on_bad_lines)  # validates the option before any file is touched
         self.variant = VARIANTS[cfg.variant]
-        #: what the last load read: format, files, skipped lines, from_cache, and cache_key (a
-        #: fingerprint of files + settings that a preprocessing cache can build on)
+        #: what the last load read: format, files, skipped lines, from_cache
         self.report: dict = {}
 
     # -- files ----------------------------------------------------------------------------
@@ -124,8 +69,9 @@ class MovieLens:
                 return name
         return None
 
-    def locate(self) -> tuple[Path, str]:
-        """The directory with the files and their format; downloads when ``root`` is unset."""
+    def locate(self, cache_dir: Path) -> tuple[Path, str]:
+        """The directory with the files and their format; downloads into ``cache_dir/datasets``
+        when ``root`` is unset."""
         cfg = self.config
         if cfg.root is not None:
             root = Path(cfg.root).expanduser()
@@ -134,13 +80,13 @@ class MovieLens:
                 if found:
                     return directory, found
             raise MissingDataError(self._help(root))
-        directory = Path(cfg.cache_dir).expanduser() / self.variant.folder
+        directory = Path(cache_dir).expanduser() / "datasets" / self.variant.folder
         found = self._detect(directory)
         if found is None:
             url = cfg.url or self.variant.url
             checksum = cfg.checksum if cfg.checksum is not None else (
                 self.variant.checksum if cfg.url is None else None)
-            fetch([Remote(url, checksum or None, unpack=True)], directory.parent, self._help(directory),
+            fetch(url, directory.parent, self._help(directory), checksum=checksum or None, unpack=True,
                   progress=cfg.progress)
             found = self._detect(directory)
             if found is None:
@@ -153,21 +99,14 @@ class MovieLens:
         return missing_files_message(f"MovieLens {self.config.variant}", directory, self.layouts(), [url])
 
     # -- loading --------------------------------------------------------------------------
-    def load(self) -> RawDataset:
-        directory, fmt = self.locate()
+    def load(self, context: RunContext) -> RawDataset:
+        directory, fmt = self.locate(context.cache_dir)
         files = [directory / f for f in self.layouts()[fmt]]
         settings = {"loader": LOADER_VERSION, "variant": self.config.variant, "format": fmt,
                     "on_bad_lines": self.config.on_bad_lines}
-        built = []
-
-        def build():
-            built.append(True)
-            return self._parse(files, fmt)
-
-        name = f"movielens-{self.config.variant}"
-        raw, report = cached(self.config.cache_dir, name, files, settings, build)
-        self.report = {**report, "files": [str(f) for f in files], "from_cache": not built,
-                       "cache_key": cache_key(self.config.cache_dir, name, files, settings)}
+        raw, report, from_cache = cached_raw(context.cache_dir, f"movielens-{self.config.variant}", files,
+                                             settings, lambda: self._parse(files, fmt))
+        self.report = {**report, "files": [str(f) for f in files], "from_cache": from_cache}
         log.info("MovieLens %s: %s layout in %s (%s events, %s catalogue items)", self.config.variant,
                  fmt, directory, f"{report['events']:,}", f"{report['catalog_items']:,}")
         if report["skipped_lines"]:
@@ -226,21 +165,11 @@ def _split_genres(text: str) -> list[str]:
 
 
 def _read_movies_csv(path: Path, bad: BadLines):
-    """``movies.csv`` (20M/25M): quoted titles may contain commas, so the csv module reads it."""
+    """``movies.csv`` (20M/25M): titles may be quoted and contain commas."""
     _expect_header(path, "movieId,title,genres")
-    ids, titles, genres = [], [], []
-    reader = csv.reader(io.StringIO(read_text(path, "utf-8")))
-    next(reader)
-    for row in reader:
-        if not row:
-            continue
-        if len(row) != 3 or not row[0].isdigit():
-            bad(path, reader.line_num, f"expected 3 comma-separated fields (movieId, title, genres), got {row!r}")
-            continue
-        ids.append(int(row[0]))
-        titles.append(row[1])
-        genres.append(_split_genres(row[2]))
-    return ids, titles, genres
+    cols = read_delimited(path, [("id", "int"), ("title", "str"), ("genres", "str")], ",", header=True,
+                          quoted=True, bad_lines=bad)
+    return cols["id"].tolist(), cols["title"].tolist(), [_split_genres(g) for g in cols["genres"].tolist()]
 
 
 def _expect_header(path: Path, header: str) -> None:

@@ -4,6 +4,8 @@ from palr_core import hookimpl
 
 from .retriever import PopularityConfig, PopularityRetriever
 
+PALR_PLUGIN_API = 2
+
 
 @hookimpl
 def register_retrievers(register):

@@ -9,6 +9,8 @@ from palr_core import RunContext, hookimpl
 
 from .generators import KeywordProfiles, KeywordsConfig, LlmProfileConfig, LlmProfiles
 
+PALR_PLUGIN_API = 2
+
 
 @dataclass
 class NoProfileConfig:

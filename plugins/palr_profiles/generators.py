@@ -15,7 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
-from palr_core import RunContext, chat_prompt_ids, load_causal_lm
+from palr_core import RunContext
+from palr_core.kit.llm import chat_prompt_ids, load_causal_lm
 
 __all__ = ["KeywordsConfig", "KeywordProfiles", "LlmProfileConfig", "LlmProfiles", "keyword_lines"]
 
@@ -82,7 +83,7 @@ class LlmProfileConfig:
     """``profile=llm``.
 
     :param model: a registered model name (``smollm2-135m``), a local Hugging Face causal-LM
-        folder or a ``.gguf`` file (:func:`palr_core.load_causal_lm`).
+        folder or a ``.gguf`` file (:func:`palr_core.kit.llm.load_causal_lm`).
     :param template: the Figure 2 prompt; ``{history}`` is filled with ``"title": keywords`` pairs.
     :param max_new_tokens: length limit of a profile.
     :param recent: only the last ``recent`` history items are shown.
@@ -143,7 +144,6 @@ class LlmProfiles:
         import torch
 
         model, tokenizer = self._load(context)
-        torch.manual_seed(context.seed)
         # the tokenizer pads on the left (see _load): every row ends where generation starts
         batch = tokenizer.pad({"input_ids": [chat_prompt_ids(tokenizer, p) for p in prompts]},
                               return_tensors="pt").to(model.device)
@@ -158,6 +158,7 @@ class LlmProfiles:
             import torch
 
             model, tokenizer = load_causal_lm(self.config.model, context.cache_dir, self.config.dtype,
-                                              padding_side="left", option="profile.model")
+                                              padding_side="left", option="profile.model",
+                                              models=context.language_models)
             self._model = (model.to("cuda") if torch.cuda.is_available() else model, tokenizer)
         return self._model

@@ -2,9 +2,11 @@
 
 from palr_core import hookimpl
 
-from .model import SASRecConfig, SASRecRetriever
+from .config import SASRecConfig
+
+PALR_PLUGIN_API = 2
 
 
 @hookimpl
 def register_retrievers(register):
-    register("sasrec", SASRecRetriever, config=SASRecConfig)
+    register("sasrec", "palr_sasrec.model:SASRecRetriever", config=SASRecConfig)

@@ -7,16 +7,13 @@ sampled negative per position).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from palr_core import RunContext, TrainingData
-from palr_core.sequential import (
+from palr_core.kit.retrievers import (
     PAD,
-    RetrieverConfig,
     RetrieverModule,
     TrainedRetriever,
     TransformerEncoder,
@@ -24,31 +21,7 @@ from palr_core.sequential import (
     trim_padding,
 )
 
-LOSSES = ("ce", "bce")
-
-
-@dataclass
-class SASRecConfig(RetrieverConfig):
-    """SASRec hyperparameters (``conf/retriever/sasrec.yaml``); shared ones in RetrieverConfig.
-
-    :param blocks: self-attention blocks.
-    :param heads: attention heads per block.
-    :param loss: ``ce`` (full-catalogue softmax) or ``bce`` (one sampled negative per position).
-    """
-
-    maxlen: int = 200
-    blocks: int = 2
-    heads: int = 2
-    loss: str = "ce"
-    max_epochs: int | None = 200
-    patience: int | None = 10
-
-    def __post_init__(self) -> None:
-        if self.loss not in LOSSES:
-            raise ValueError(f"retriever sasrec: loss must be one of {LOSSES}, got {self.loss!r}")
-        if self.hidden % self.heads:
-            raise ValueError(f"retriever sasrec: hidden ({self.hidden}) must be divisible by heads "
-                             f"({self.heads})")
+from .config import SASRecConfig
 
 
 def causal_padding_mask(seq: torch.Tensor) -> torch.Tensor:

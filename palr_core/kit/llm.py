@@ -3,8 +3,9 @@
 There is no model hub at run time, so every model is local. ``spec`` may be:
 
 - a name a plugin registered with ``register_language_models`` (``smollm2-135m``), whose
-  ``locate()`` returns a folder or a ``.gguf`` file, or raises :class:`ModelNotInstalled` saying
-  what to install;
+  ``locate()`` returns a folder or a ``.gguf`` file, or raises
+  :class:`palr_core.ModelNotInstalled` saying what to install (a component finds the registered
+  names in ``context.language_models``);
 - a Hugging Face model folder (``config.json`` and weights), read as it is;
 - a ``.gguf`` file, or a folder holding exactly one: transformers dequantises it through the
   ``gguf`` package, which is slow (tens of seconds for 135M parameters), so the first load writes
@@ -17,36 +18,20 @@ There is no model hub at run time, so every model is local. ``spec`` may be:
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
 import shutil
 import tempfile
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from collections.abc import Mapping
 from pathlib import Path
 
-__all__ = ["LanguageModel", "ModelNotInstalled", "resolve_language_model", "load_causal_lm",
-           "convert_gguf", "file_sha256", "resolve_dtype", "chat_prompt_ids"]
+from ..components import LanguageModel, ModelNotInstalled
+from .files import FileHashes
+
+__all__ = ["resolve_language_model", "load_causal_lm", "convert_gguf", "resolve_dtype", "chat_prompt_ids"]
 
 log = logging.getLogger("palr")
-
-
-class ModelNotInstalled(FileNotFoundError):
-    """A named model's files are not on this machine; the message says how to get them."""
-
-
-@dataclass(frozen=True)
-class LanguageModel:
-    """A registered model name: ``locate()`` gives its local folder or ``.gguf`` file."""
-
-    name: str
-    locate: Callable[[], str | os.PathLike]
-    description: str = ""
-    plugin: str = ""
-    distribution: str = ""
-    version: str = ""
 
 
 def resolve_dtype(name: str):
@@ -62,25 +47,19 @@ def resolve_dtype(name: str):
         raise ValueError(f"dtype must be auto, float32, bfloat16 or float16, got {name!r}") from None
 
 
-def _registered() -> Mapping[str, LanguageModel]:
-    from .plugins import load_registry
-
-    return load_registry().language_models
-
-
 def resolve_language_model(spec: str | os.PathLike, cache_dir: str | os.PathLike,
                            models: Mapping[str, LanguageModel] | None = None,
                            option: str = "model") -> Path:
     """The Hugging Face folder for ``spec`` (a registered name, a folder or a ``.gguf`` file),
     converting a GGUF file into the cache the first time.
 
-    :param models: registered names (default: those of the installed plugins).
+    :param models: the registered names (``context.language_models``); without them only paths work.
     :param option: the config option being resolved, named in errors (``ranker.model``).
     """
     text = str(spec)
     path = Path(text).expanduser()
     if not path.exists() and os.sep not in text and not text.endswith(".gguf"):
-        models = _registered() if models is None else models
+        models = models or {}
         if text not in models:
             known = ", ".join(sorted(models)) or "(none installed)"
             raise FileNotFoundError(
@@ -103,21 +82,12 @@ def resolve_language_model(spec: str | os.PathLike, cache_dir: str | os.PathLike
                             "model folder or a .gguf file; no model hub is reachable)")
 
 
-def file_sha256(path: Path, chunk: int = 1 << 22) -> str:
-    """Hex SHA-256 of a file's contents."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while block := fh.read(chunk):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def convert_gguf(gguf: Path, models_dir: Path) -> Path:
     """A safetensors copy of a GGUF model under ``models_dir`` (made once; reused while the
     file's hash is unchanged). Written to a temporary folder and renamed, so an interrupted
     conversion leaves nothing half-written behind."""
     gguf = Path(gguf).resolve()
-    digest = _cached_digest(gguf, models_dir)
+    digest = FileHashes(models_dir).sha256(gguf)
     target = models_dir / f"{gguf.stem}-{digest[:16]}"
     if (target / "palr-gguf.json").is_file():
         return target
@@ -154,24 +124,6 @@ def convert_gguf(gguf: Path, models_dir: Path) -> Path:
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return target
-
-
-def _cached_digest(gguf: Path, models_dir: Path) -> str:
-    """The file's SHA-256, remembered by path, size and mtime (hashing 4 GB takes a while)."""
-    stat = gguf.stat()
-    key = f"{gguf}|{stat.st_size}|{stat.st_mtime_ns}"
-    memo = models_dir / "sha256.json"
-    try:
-        known = json.loads(memo.read_text())
-    except (OSError, ValueError):
-        known = {}
-    if key not in known:
-        known[key] = file_sha256(gguf)
-        models_dir.mkdir(parents=True, exist_ok=True)
-        tmp = memo.with_suffix(f".{os.getpid()}.tmp")
-        tmp.write_text(json.dumps(known, indent=1))
-        tmp.replace(memo)
-    return known[key]
 
 
 def load_causal_lm(spec: str | os.PathLike, cache_dir: str | os.PathLike, dtype: str = "auto",

@@ -1,0 +1,44 @@
+"""Config dataclasses of the toolkit's machinery, importable without torch (plugins register their
+configs at start-up, and listing plugins or composing a config must stay fast)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+__all__ = ["RetrieverConfig"]
+
+
+@dataclass
+class RetrieverConfig:
+    """Settings every trained retriever shares (a model's config dataclass extends this one).
+
+    :param maxlen: most recent items a sequence model reads.
+    :param hidden: embedding size.
+    :param dropout: dropout rate.
+    :param lr: Adam learning rate.
+    :param weight_decay: Adam weight decay.
+    :param batch_size: training batch size.
+    :param eval_batch_size: users scored per batch in validation and :meth:`retrieve`.
+    :param max_epochs: most training epochs (capped by ``trainer.max_epochs``; ``null``: no cap,
+        early stopping or ``trainer.max_time`` ends training). Epochs are cheap: early stopping
+        usually ends training long before.
+    :param patience: validation checks without NDCG@10 improvement before stopping (0 or ``null``: off).
+    :param load_from: directory of a retriever saved by an earlier run (``<run>/retriever``): load it
+        instead of training.
+    :param save: write the fitted retriever to ``<work_dir>/retriever`` so later runs can reuse it.
+    :param length_buckets: batch training rows of similar length together (models that report
+        :meth:`~palr_core.kit.TrainedRetriever.row_lengths`), so that trimmed batches carry less padding.
+    """
+
+    maxlen: int = 50
+    hidden: int = 64
+    dropout: float = 0.2
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    batch_size: int = 128
+    eval_batch_size: int = 512
+    max_epochs: int | None = 200
+    patience: int | None = 10
+    load_from: str | None = None
+    save: bool = True
+    length_buckets: bool = True

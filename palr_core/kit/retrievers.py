@@ -1,0 +1,394 @@
+"""Shared machinery for trained retrievers: batching, Lightning training, scoring, top-K, save/load.
+
+A retriever plugin subclasses :class:`TrainedRetriever` (the palr side: ``fit``/``retrieve``/
+``save``/``load``) and :class:`RetrieverModule` (the Lightning side: a loss in ``training_step`` and
+``score(queries) -> [B, num_items]``). Everything else is shared: left-padded batches
+(:func:`left_pad`; :func:`right_pad` for RNNs that pack sequences), early stopping on validation
+NDCG@10 over the full catalogue with the history masked, best-checkpoint restore, resuming an
+interrupted run from ``last.ckpt``, CPU/GPU/DDP via the ``trainer`` config group
+(:func:`palr_core.kit.make_trainer`), length-bucketed batches, and batched :meth:`retrieve`.
+``docs/plugins.md`` has a complete retriever built on it.
+
+Item ids are ``0..num_items-1`` everywhere in palr; inside a padded tensor they are shifted by
+``+1`` so that :data:`PAD` (``0``) is padding.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any, ClassVar
+
+import lightning as L
+import numpy as np
+import torch
+
+from ..components import RunContext, TrainingData
+from .configs import RetrieverConfig
+from .training import make_trainer
+
+log = logging.getLogger("palr")
+
+__all__ = [
+    "PAD",
+    "left_pad",
+    "right_pad",
+    "trim_padding",
+    "mask_history",
+    "rank_from_scores",
+    "LengthBucketSampler",
+    "RetrieverConfig",
+    "RetrieverModule",
+    "TrainedRetriever",
+    "top_k_unseen",
+    "TransformerEncoder",
+]
+
+#: the padding id inside padded batches (real items are shifted by +1)
+PAD = 0
+
+
+def left_pad(histories: Sequence[Sequence[int]], maxlen: int) -> torch.Tensor:
+    """The last ``maxlen`` items of each history, shifted by +1, right-aligned, ``0``-padded on the left.
+
+    The most recent item is always in the last column, so position ``maxlen - 1`` means "now".
+    """
+    out = np.zeros((len(histories), maxlen), dtype=np.int64)
+    for row, history in enumerate(histories):
+        tail = np.asarray(history, dtype=np.int64)[-maxlen:] if maxlen > 0 else ()
+        if len(tail):
+            out[row, maxlen - len(tail):] = tail + 1
+    return torch.from_numpy(out)
+
+
+def right_pad(histories: Sequence[Sequence[int]], maxlen: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The last ``maxlen`` items of each history, shifted by +1, left-aligned and ``0``-padded on the
+    right, with each row's length: the layout ``torch.nn.utils.rnn.pack_padded_sequence`` takes
+    (an empty history has length 0; pack needs lengths >= 1, so clamp or drop such rows).
+    """
+    out = np.zeros((len(histories), maxlen), dtype=np.int64)
+    lengths = np.zeros(len(histories), dtype=np.int64)
+    for row, history in enumerate(histories):
+        tail = np.asarray(history, dtype=np.int64)[-maxlen:] if maxlen > 0 else ()
+        out[row, :len(tail)] = np.asarray(tail) + 1
+        lengths[row] = len(tail)
+    return torch.from_numpy(out), torch.from_numpy(lengths)
+
+
+def mask_history(scores: torch.Tensor, histories: Sequence[Iterable[int]]) -> torch.Tensor:
+    """Set the scores of items a user has already seen to ``-inf`` (in place; returns ``scores``)."""
+    rows = [torch.full((len(h),), r, dtype=torch.long) for r, h in enumerate(histories)]
+    cols = [torch.as_tensor(np.asarray(h, dtype=np.int64)) for h in histories]
+    if rows:
+        scores[torch.cat(rows).to(scores.device), torch.cat(cols).to(scores.device)] = float("-inf")
+    return scores
+
+
+def rank_from_scores(scores: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """0-based rank of each target among all items: items scoring higher, plus ties other than
+    itself (so a constant model ranks every target last, never first)."""
+    targets = targets.to(scores.device).long()
+    target_scores = scores.gather(1, targets[:, None])
+    higher = (scores > target_scores).sum(1)
+    ties = (scores == target_scores).sum(1) - 1
+    return (higher + ties).float()
+
+
+def trim_padding(*seqs: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """Drop the leading columns that are padding in every row of the first tensor (from all tensors).
+
+    Short histories then cost short attention: the most recent item stays in the last column.
+    """
+    used = (seqs[0] != PAD).any(0).nonzero()
+    start = int(used[0]) if len(used) else seqs[0].shape[1] - 1
+    return tuple(s[:, start:] for s in seqs)
+
+
+class LengthBucketSampler(torch.utils.data.Sampler[int]):
+    """A shuffled order of rows in which each run of ``batch_size`` rows has similar lengths.
+
+    Every epoch the rows are permuted, cut into windows of ``window`` batches, each window is
+    sorted by length and cut into batches, and the batches are shuffled. With left-padded rows and
+    :func:`trim_padding`, a batch then costs its own longest row instead of the longest row in a
+    random sample of users (on ML-100K at maxlen 200 almost every random batch of 256 holds a
+    200-item user, while half the positions are padding). Under DDP Lightning replaces any
+    sampler with its DistributedSampler, which shuffles without bucketing.
+
+    Epoch ``e``'s order is drawn from ``(seed, e)`` alone. Lightning calls :meth:`set_epoch` before
+    each training epoch, so a run resumed from a checkpoint sees the same batches as one that was
+    never interrupted; iterating without ``set_epoch`` moves on to the next epoch's draw.
+    """
+
+    def __init__(self, lengths: Sequence[int] | torch.Tensor, batch_size: int, window: int = 50,
+                 seed: int = 0) -> None:
+        # numpy, not torch: a torch Generator or tensor here breaks pickling into ddp_spawn workers
+        self.lengths = np.asarray(lengths)
+        self.batch_size = batch_size
+        self.window = window
+        self.seed = seed
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return len(self.lengths)
+
+    def __iter__(self):
+        rng = np.random.default_rng((self.seed, self.epoch))
+        self.epoch += 1
+        order = rng.permutation(len(self.lengths))
+        span = self.batch_size * self.window
+        batches = []
+        for start in range(0, len(order), span):
+            chunk = order[start:start + span]
+            chunk = chunk[np.argsort(-self.lengths[chunk], kind="stable")]
+            batches += [chunk[i:i + self.batch_size] for i in range(0, len(chunk), self.batch_size)]
+        return iter([int(i) for b in rng.permutation(len(batches)) for i in batches[b]])
+
+
+def top_k_unseen(scores: torch.Tensor, histories: Sequence[Sequence[int]], k: int
+                 ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Top-``k`` (indices, scores) per row after masking each row's history (``k`` capped at the catalogue)."""
+    scores = mask_history(scores.float(), histories)
+    top = scores.topk(min(k, scores.shape[1]), dim=1)
+    return top.indices, top.values
+
+
+class TransformerEncoder(torch.nn.Module):
+    """Pre-norm transformer blocks on ``F.scaled_dot_product_attention``, for sequence retrievers.
+
+    Unlike ``torch.nn.TransformerEncoderLayer`` it applies no dropout to the attention weights:
+    on CPU that dropout (a Bernoulli draw per ``B x heads x L x L`` weight) cost more than the rest of
+    the block at SASRec sizes; dropout stays on the residual branches.
+    """
+
+    def __init__(self, hidden: int, heads: int, blocks: int, dropout: float) -> None:
+        super().__init__()
+        nn = torch.nn
+        self.heads = heads
+        self.blocks = nn.ModuleList(
+            nn.ModuleDict({
+                "norm1": nn.LayerNorm(hidden), "qkv": nn.Linear(hidden, 3 * hidden),
+                "out": nn.Linear(hidden, hidden), "norm2": nn.LayerNorm(hidden),
+                "ffn": nn.Sequential(nn.Linear(hidden, 4 * hidden), nn.GELU(), nn.Dropout(dropout),
+                                     nn.Linear(4 * hidden, hidden)),
+            }) for _ in range(blocks))
+        self.dropout = nn.Dropout(dropout)
+        self.norm = nn.LayerNorm(hidden)
+
+    def forward(self, x: torch.Tensor, allowed: torch.Tensor) -> torch.Tensor:
+        """``x``: ``[B, L, hidden]``; ``allowed``: bool ``[B, 1, L, L]`` (query may attend to key)."""
+        batch, length, hidden = x.shape
+        for block in self.blocks:
+            qkv = block["qkv"](block["norm1"](x)).view(batch, length, 3, self.heads, -1)
+            q, k, v = qkv.permute(2, 0, 3, 1, 4)
+            attended = torch.nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=allowed)
+            x = x + self.dropout(block["out"](attended.transpose(1, 2).reshape(batch, length, hidden)))
+            x = x + self.dropout(block["ffn"](block["norm2"](x)))
+        return self.norm(x)
+
+
+class RetrieverModule(L.LightningModule):
+    """Base LightningModule: Adam, and validation NDCG@10/HR@10 over the full catalogue.
+
+    Subclasses define ``training_step`` (returning the loss) and :meth:`score`. A validation batch
+    is ``(queries, targets, users)``; ``self.val_histories[user]`` is masked before ranking.
+    """
+
+    def __init__(self, num_items: int, lr: float, weight_decay: float) -> None:
+        super().__init__()
+        self.num_items = num_items
+        self.lr = lr
+        self.weight_decay = weight_decay
+        self.val_histories: list[np.ndarray] = []
+
+    def score(self, queries: torch.Tensor) -> torch.Tensor:
+        """Scores ``[B, num_items]`` for a batch of queries (by default left-padded histories)."""
+        raise NotImplementedError
+
+    def validation_step(self, batch, batch_idx: int) -> None:
+        queries, targets, users = batch
+        scores = self.score(queries).float()
+        mask_history(scores, [self.val_histories[u] for u in users.tolist()])
+        ranks = rank_from_scores(scores, targets)
+        hit = ranks < 10
+        ndcg = torch.where(hit, 1.0 / torch.log2(ranks + 2.0), torch.zeros_like(ranks))
+        size = len(targets)
+        self.log("val/NDCG@10", ndcg.mean(), sync_dist=True, batch_size=size, prog_bar=True)
+        self.log("val/HR@10", hit.float().mean(), sync_dist=True, batch_size=size)
+
+    def configure_optimizers(self):
+        return torch.optim.Adam(self.parameters(), lr=self.lr, weight_decay=self.weight_decay)
+
+
+class TrainedRetriever:
+    """Base Retriever: Lightning training with early stopping, batched top-K, save/load.
+
+    A subclass sets ``config_class`` and implements :meth:`build_module` and
+    :meth:`training_dataset`; it may override :meth:`queries` (default: left-padded histories)
+    and :meth:`extra_state`/:meth:`restore_extra_state` for non-parameter state it needs.
+    """
+
+    config_class: ClassVar[type[RetrieverConfig]] = RetrieverConfig
+
+    def __init__(self, **params: Any) -> None:
+        self.config = self.config_class(**params)
+        self.module: RetrieverModule | None = None
+        self.num_items: int | None = None
+        self.fit_summary: dict[str, Any] = {}
+
+    # -- what a model provides -------------------------------------------------------------
+    def build_module(self, num_items: int) -> RetrieverModule:
+        raise NotImplementedError
+
+    def training_dataset(self, data: TrainingData, context: RunContext) -> torch.utils.data.Dataset:
+        raise NotImplementedError
+
+    def queries(self, histories: Sequence[np.ndarray]) -> torch.Tensor:
+        """What :meth:`RetrieverModule.score` reads for these histories."""
+        return left_pad(histories, self.config.maxlen)
+
+    def row_lengths(self, dataset: torch.utils.data.Dataset) -> torch.Tensor | None:
+        """Per training row, how much of it is not padding, to batch similar lengths together
+        (:class:`LengthBucketSampler`, when ``config.length_buckets``); ``None``: plain shuffling."""
+        return None
+
+    def prepare(self, data: TrainingData) -> None:
+        """Hook run before the module is built (e.g. a graph from the training data)."""
+
+    def extra_state(self) -> dict[str, Any]:
+        return {}
+
+    def restore_extra_state(self, state: dict[str, Any]) -> None:
+        pass
+
+    # -- the Retriever protocol ------------------------------------------------------------
+    def fit(self, data: TrainingData, context: RunContext, *, callbacks: Sequence = ()) -> None:
+        """Train with early stopping on validation NDCG@10, resuming ``last.ckpt`` if a previous
+        fit in the same ``work_dir`` was interrupted, then restore the best checkpoint."""
+        if self.config.load_from:
+            self._load_into(Path(self.config.load_from))
+            log.info("retriever loaded from %s (no training)", self.config.load_from)
+            return
+        self.num_items = data.num_items
+        self.prepare(data)
+        self.module = self.build_module(data.num_items)
+        self.module.val_histories = list(data.train)
+        work_dir = Path(context.work_dir) / "retriever_training"
+        trainer = make_trainer(context.trainer, work_dir, max_epochs=self.config.max_epochs,
+                               patience=self.config.patience or 0, monitor="val/NDCG@10", callbacks=list(callbacks))
+        last = work_dir / "checkpoints" / "last.ckpt"
+        resume = str(last) if last.is_file() else None
+        if resume:
+            log.info("resuming retriever training from %s", resume)
+        trainer.fit(self.module, self._train_loader(data, context), self._val_loader(data, context),
+                    ckpt_path=resume)
+        self._restore_best(trainer)
+        if self.config.save and trainer.is_global_zero:
+            self.save(Path(context.work_dir) / "retriever")
+
+    def retrieve(self, histories: Sequence[np.ndarray], k: int) -> tuple[np.ndarray, np.ndarray]:
+        """Top-``k`` ids and scores per history over the whole catalogue, history items excluded."""
+        scores_out, ids_out = [], []
+        for start in range(0, len(histories), self.config.eval_batch_size):
+            chunk = histories[start:start + self.config.eval_batch_size]
+            ids, scores = top_k_unseen(self.score(chunk), chunk, k)
+            ids_out.append(ids.cpu().numpy())
+            scores_out.append(scores.cpu().numpy())
+        if not ids_out:
+            return np.zeros((0, k), dtype=np.int64), np.zeros((0, k), dtype=np.float32)
+        return np.concatenate(ids_out), np.concatenate(scores_out)
+
+    @torch.no_grad()
+    def score(self, histories: Sequence[np.ndarray]) -> torch.Tensor:
+        """Full-catalogue scores ``[len(histories), num_items]`` (history not masked)."""
+        if self.module is None:
+            raise RuntimeError(f"{type(self).__name__}: call fit() or load() before retrieve()")
+        self.module.eval()
+        queries = self.queries(histories).to(self.module.device)
+        return self.module.score(queries).float()
+
+    # -- persistence -----------------------------------------------------------------------
+    def save(self, path: Path) -> Path:
+        """Write the config, parameters and extra state to ``path/retriever.pt``."""
+        path = Path(path)
+        path.mkdir(parents=True, exist_ok=True)
+        state = {"class": f"{type(self).__module__}.{type(self).__qualname__}",
+                 "config": dataclasses.asdict(self.config), "num_items": self.num_items,
+                 "state_dict": self.module.state_dict(), "extra": self.extra_state()}
+        torch.save(state, path / "retriever.pt")
+        (path / "config.json").write_text(json.dumps(state["config"], indent=2))
+        return path / "retriever.pt"
+
+    @classmethod
+    def load(cls, path: Path) -> TrainedRetriever:
+        """A retriever saved by :meth:`save`, ready to ``retrieve`` (``path``: the directory)."""
+        config = _read_state(Path(path))["config"]
+        config.update(load_from=None)
+        obj = cls(**config)
+        obj._load_into(Path(path))
+        return obj
+
+    def _load_into(self, path: Path) -> None:
+        state = _read_state(path)
+        self.num_items = int(state["num_items"])
+        self.restore_extra_state(state["extra"])
+        self.module = self.build_module(self.num_items)
+        self.module.load_state_dict(state["state_dict"])
+
+    # -- helpers ---------------------------------------------------------------------------
+    def _train_loader(self, data: TrainingData, context: RunContext):
+        dataset = self.training_dataset(data, context)
+        lengths = self.row_lengths(dataset) if self.config.length_buckets else None
+        seed = int(context.rng("retriever batches").integers(2**31))
+        order = ({"sampler": LengthBucketSampler(lengths, self.config.batch_size, seed=seed)}
+                 if lengths is not None else {"shuffle": True})
+        return torch.utils.data.DataLoader(
+            dataset, batch_size=self.config.batch_size, **order,
+            num_workers=context.trainer.num_workers, persistent_workers=context.trainer.num_workers > 0)
+
+    def _val_loader(self, data: TrainingData, context: RunContext):
+        # users ordered by history length: trimmed validation batches carry little padding
+        users = torch.from_numpy(np.argsort([len(h) for h in data.train], kind="stable"))
+        dataset = torch.utils.data.TensorDataset(
+            self.queries([data.train[u] for u in users.tolist()]),
+            torch.as_tensor(np.asarray(data.valid), dtype=torch.long)[users], users)
+        return torch.utils.data.DataLoader(dataset, batch_size=self.config.eval_batch_size)
+
+    def _restore_best(self, trainer) -> None:
+        callback = trainer.checkpoint_callback
+        best = getattr(callback, "best_model_path", "") if callback else ""
+        if best and Path(best).is_file():
+            checkpoint = torch.load(best, map_location="cpu", weights_only=True)
+            self.module.load_state_dict(checkpoint["state_dict"])
+            self.fit_summary = {"best_checkpoint": best,
+                                "best_val_ndcg10": float(callback.best_model_score or 0.0),
+                                "epochs": trainer.current_epoch,
+                                "stopped_by": _stop_reason(trainer)}
+            log.info("retriever training stopped by %s after %d epochs; best val NDCG@10 %.4f",
+                     self.fit_summary["stopped_by"], trainer.current_epoch,
+                     self.fit_summary["best_val_ndcg10"])
+        self.module.cpu()
+
+
+def _stop_reason(trainer) -> str:
+    """Why ``trainer.fit`` returned: ``early_stopping``, ``max_epochs``, ``max_time`` (the trainer's
+    wall-clock cap) or ``interrupted`` (Ctrl-C: Lightning returns with the checkpoints so far)."""
+    stopper = trainer.early_stopping_callback
+    if stopper is not None and stopper.stopped_epoch > 0:
+        return "early_stopping"
+    if trainer.max_epochs is not None and 0 <= trainer.max_epochs <= trainer.current_epoch:
+        return "max_epochs"
+    return "interrupted" if trainer.interrupted else "max_time"
+
+
+def _read_state(path: Path) -> dict:
+    file = path / "retriever.pt"
+    if not file.is_file():
+        raise FileNotFoundError(f"no saved retriever at {file} (expected a directory written by "
+                                f"retriever.save(), e.g. <previous run>/retriever)")
+    return torch.load(file, map_location="cpu", weights_only=True)

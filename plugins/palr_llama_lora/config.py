@@ -1,0 +1,92 @@
+"""The ``llama_lora`` ranker's options (no torch or transformers: read when palr starts)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from palr_core.kit.instructions import InstructionConfig
+from palr_core.kit.prompts import default_templates
+
+DECODERS = ("score", "generate")
+
+
+@dataclass
+class TinyModelSettings:
+    """Shape of the ``model: tiny`` LLaMA (CPU runs and tests)."""
+
+    hidden_size: int = 64
+    layers: int = 2
+    heads: int = 4
+    intermediate_size: int = 256
+    vocab_size: int = 2048
+    max_positions: int = 2048
+
+
+@dataclass
+class LoraSettings:
+    """peft ``LoraConfig`` options (paper-style defaults: rank 8 on the attention projections)."""
+
+    r: int = 8
+    alpha: int = 16
+    dropout: float = 0.05
+    target_modules: list = field(default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj"])
+
+
+@dataclass
+class LlamaLoraConfig:
+    """``ranker=llama_lora``: PALR's LLM ranker.
+
+    :param model: ``tiny`` (a CPU-sized LLaMA built here, random init, tokenizer trained on the
+        catalogue), a registered name (``smollm2-135m``; ``palr plugins`` lists them), a local
+        Hugging Face folder or a ``.gguf`` file.
+    :param task: ``v1`` (Recommend only) or ``v2`` (Recommend + Recommend_Retrieval: the paper's PALR v2).
+    :param decoder: ``score`` (one batched forward pass per user) or ``generate`` (trie-constrained generation).
+    :param num_generate: items the generate decoder writes (the rest follow in retriever order).
+    :param epochs: fine-tuning epochs (capped by ``trainer.max_epochs``).
+    :param batch_size: fine-tuning batch size.
+    :param learning_rate: AdamW learning rate (3e-3 suits the tiny model trained from scratch; use
+        ~2e-4 for LoRA on a 7B model).
+    :param weight_decay: AdamW weight decay.
+    :param warmup_steps: linear warm-up steps of the learning rate, then constant.
+    :param max_length: prompt + answer tokens; longer prompts lose their oldest tokens.
+    :param train_base: also train embeddings, MLPs, norms and LM head (``null``: on for ``model=tiny``,
+        whose random weights LoRA alone cannot fix; off otherwise).
+    :param lora: peft LoRA settings.
+    :param tiny: shape of ``model=tiny``.
+    :param instructions: how fine-tuning examples are cut (the paper's values).
+    :param templates: prompts per item domain and task (default: the paper's, ``palr_core/kit/prompts.yaml``).
+    :param dtype: ``auto`` (bf16 on a CUDA GPU, float32 on CPU), ``float32``, ``bfloat16``, ``float16``.
+    :param gradient_checkpointing: trade compute for memory on large models.
+    :param adapter: a previous run's ``<work_dir>/llama_lora`` folder: load it instead of training.
+    :param resume: continue from ``<work_dir>/llama_lora/checkpoints/last.ckpt`` if present.
+    :param checkpoint_every_n_steps: how often ``last.ckpt`` is written during fine-tuning.
+    :param rank_batch_size: users per ranking batch.
+    :param num_beams: generate decoder: 1 = greedy.
+    :param retriever_weight: score decoder: add ``weight * -log(1 + retriever rank)`` to the model's
+        score (0: the model alone; the tiny random-init model alone reorders SASRec worse than SASRec,
+        see docs/ranker.md).
+    """
+
+    model: str = "tiny"
+    task: str = "v2"
+    decoder: str = "score"
+    num_generate: int = 10
+    epochs: int = 2
+    batch_size: int = 16
+    learning_rate: float = 3e-3
+    weight_decay: float = 0.0
+    warmup_steps: int = 20
+    max_length: int = 1024
+    train_base: bool | None = None
+    lora: LoraSettings = field(default_factory=LoraSettings)
+    tiny: TinyModelSettings = field(default_factory=TinyModelSettings)
+    instructions: InstructionConfig = field(default_factory=InstructionConfig)
+    templates: dict = field(default_factory=default_templates)
+    dtype: str = "auto"
+    gradient_checkpointing: bool = False
+    adapter: str | None = None
+    resume: bool = True
+    checkpoint_every_n_steps: int = 100
+    rank_batch_size: int = 16
+    num_beams: int = 1
+    retriever_weight: float = 2.0

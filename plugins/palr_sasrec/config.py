@@ -1,0 +1,31 @@
+"""The ``sasrec`` retriever's options (no torch: read when palr starts)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from palr_core.kit.configs import RetrieverConfig
+
+LOSSES = ("ce", "bce")
+
+
+@dataclass
+class SASRecConfig(RetrieverConfig):
+    """SASRec hyperparameters; shared ones in RetrieverConfig.
+
+    :param blocks: self-attention blocks.
+    :param heads: attention heads per block.
+    :param loss: ``ce`` (full-catalogue softmax) or ``bce`` (one sampled negative per position).
+    """
+
+    maxlen: int = 200
+    blocks: int = 2
+    heads: int = 2
+    loss: str = "ce"
+
+    def __post_init__(self) -> None:
+        if self.loss not in LOSSES:
+            raise ValueError(f"retriever sasrec: loss must be one of {LOSSES}, got {self.loss!r}")
+        if self.hidden % self.heads:
+            raise ValueError(f"retriever sasrec: hidden ({self.hidden}) must be divisible by heads "
+                             f"({self.heads})")
