@@ -17,7 +17,7 @@ from pathlib import Path
 
 from .components import KINDS
 from .config import PalrConfig, store_schema
-from .plugins import PluginError, Registry, load_registry
+from .plugins import PluginError, Registry, field_default, load_registry
 
 PRIMARY_CONFIG = "pkg://palr_conf"
 log = logging.getLogger("palr")
@@ -59,19 +59,9 @@ def component_node(registry: Registry, kind: str, name: str):
     from omegaconf import OmegaConf
 
     config = registry.get(kind, name).config_class()
-    node = OmegaConf.create({"name": name, **{f.name: _default(f) for f in dataclasses.fields(config)}})
+    node = OmegaConf.create({"name": name, **{f.name: field_default(f) for f in dataclasses.fields(config)}})
     OmegaConf.set_struct(node, False)
     return node
-
-
-def _default(f: dataclasses.Field):
-    if f.default is not dataclasses.MISSING:
-        value = f.default
-    elif f.default_factory is not dataclasses.MISSING:  # type: ignore[misc]
-        value = f.default_factory()  # type: ignore[misc]
-    else:
-        return "???"
-    return dataclasses.asdict(value) if dataclasses.is_dataclass(value) else value
 
 
 def _store_component_options(registry: Registry) -> None:
@@ -112,7 +102,8 @@ def check_component_choices(argv: list[str], registry: Registry) -> None:
             continue
         values = (list(override.sweep_string_iterator()) if override.is_sweep_override()
                   else [override.get_value_element_as_str()])
-        options = set(registry.names(kind)) | yaml_options(registry.config_dirs, kind)
+        user_dirs = [f"file://{Path(args.config_dir).expanduser().resolve()}"] if args.config_dir else []
+        options = set(registry.names(kind)) | yaml_options(registry.config_dirs + user_dirs, kind)
         for value in values:
             if (kind, value) in registry.conflicts:
                 raise PluginError(registry.conflicts[(kind, value)].message())

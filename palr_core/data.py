@@ -332,45 +332,47 @@ def _unpack_column(arrays, name: str) -> np.ndarray | None:
     return None
 
 
+def _store(directory: Path, file: str, arrays: dict, name: str, catalog: ItemCatalog) -> None:
+    np.savez(Path(directory) / file, **arrays)
+    (Path(directory) / "catalog.json").write_text(json.dumps({"name": name, **_catalog_document(catalog)}))
+
+
+def _stored(directory: Path, file: str) -> tuple[dict[str, np.ndarray], dict]:
+    """The arrays (read with ``allow_pickle=False``: a crafted file cannot run code) and the JSON document."""
+    doc = json.loads((Path(directory) / "catalog.json").read_text())
+    with np.load(Path(directory) / file, allow_pickle=False) as npz:
+        return {key: npz[key] for key in npz.files}, doc
+
+
 def save_raw(raw: RawDataset, directory: Path) -> None:
     """Write a raw dataset as ``log.npz`` (no pickled objects) and ``catalog.json``."""
-    directory = Path(directory)
     arrays: dict[str, np.ndarray] = {}
     for name in ("users", "items", "timestamps"):
         _pack_column(arrays, name, getattr(raw.log, name))
-    np.savez(directory / "log.npz", **arrays)
-    (directory / "catalog.json").write_text(json.dumps({"name": raw.name, **_catalog_document(raw.catalog)}))
+    _store(directory, "log.npz", arrays, raw.name, raw.catalog)
 
 
 def load_raw(directory: Path) -> RawDataset:
-    """Read what :func:`save_raw` wrote (``allow_pickle=False``: a crafted file cannot run code)."""
-    directory = Path(directory)
-    doc = json.loads((directory / "catalog.json").read_text())
-    with np.load(directory / "log.npz", allow_pickle=False) as arrays:
-        log = InteractionLog(_unpack_column(arrays, "users"), _unpack_column(arrays, "items"),
-                             _unpack_column(arrays, "timestamps"))
+    """Read what :func:`save_raw` wrote."""
+    arrays, doc = _stored(directory, "log.npz")
+    log = InteractionLog(*(_unpack_column(arrays, name) for name in ("users", "items", "timestamps")))
     return RawDataset(log=log, catalog=_catalog_from_document(doc), name=doc["name"])
 
 
 def save_sequences(data: SequenceData, directory: Path) -> None:
     """Write preprocessed sequences as one flat ``sequences.npz`` and ``catalog.json``."""
-    directory = Path(directory)
     arrays = {"items": np.concatenate(data.sequences) if data.sequences else np.zeros(0, np.int64),
               "lengths": np.array([len(s) for s in data.sequences], dtype=np.int64)}
     _pack_column(arrays, "user_ids", np.asarray(data.user_ids))
-    np.savez(directory / "sequences.npz", **arrays)
-    (directory / "catalog.json").write_text(json.dumps({"name": data.name, **_catalog_document(data.catalog)}))
+    _store(directory, "sequences.npz", arrays, data.name, data.catalog)
 
 
 def load_sequences(directory: Path) -> SequenceData:
-    """Read what :func:`save_sequences` wrote (``allow_pickle=False``)."""
-    directory = Path(directory)
-    doc = json.loads((directory / "catalog.json").read_text())
-    with np.load(directory / "sequences.npz", allow_pickle=False) as arrays:
-        sequences = np.split(arrays["items"], np.cumsum(arrays["lengths"])[:-1])
-        user_ids = _unpack_column(arrays, "user_ids").tolist()
-    return SequenceData(sequences=sequences, user_ids=user_ids, catalog=_catalog_from_document(doc),
-                        name=doc["name"])
+    """Read what :func:`save_sequences` wrote."""
+    arrays, doc = _stored(directory, "sequences.npz")
+    sequences = np.split(arrays["items"], np.cumsum(arrays["lengths"])[:-1])
+    return SequenceData(sequences=sequences, user_ids=_unpack_column(arrays, "user_ids").tolist(),
+                        catalog=_catalog_from_document(doc), name=doc["name"])
 
 
 def save_stats(stats: DatasetStats, path: Path, title: str) -> None:

@@ -47,6 +47,8 @@ __all__ = [
     "get_plugin_manager",
     "load_registry",
     "validate_params",
+    "field_default",
+    "config_from_signature",
 ]
 
 ENTRY_POINT_GROUP = "palr"
@@ -299,8 +301,8 @@ class Registry:
     def build(self, kind: str, name: str, params: Mapping[str, Any] | None = None) -> Any:
         """Instantiate a component from plain params, validated against its config dataclass."""
         reg = self.get(kind, name)
+        values = validate_params(reg, params or {})  # before the class import: a typo costs no torch
         cls = reg.load_class()
-        values = validate_params(reg, params or {})
         try:
             return cls(**values)
         except TypeError as exc:
@@ -317,6 +319,9 @@ def _check_registration(kind: str, name, cls, config) -> None:
         raise _Rejected(f"{kind} name {name!r} is not usable as a config option (letters, digits, '_', '-', '.')")
     if config is not None and not (isinstance(config, type) and dataclasses.is_dataclass(config)):
         raise _Rejected(f"{kind} {name!r}: config must be a dataclass class, got {config!r}")
+    if config is not None and "name" in {f.name for f in dataclasses.fields(config)}:
+        raise _Rejected(f"{kind} {name!r}: {config.__name__} has a field 'name', which palr reserves for the "
+                        "registered name; rename the field")
     if isinstance(cls, str):
         if not re.match(r"^[\w.]+:[\w.]+$", cls):
             raise _Rejected(f"{kind} {name!r}: a class given as text must be 'module:Class', got {cls!r}")
@@ -367,6 +372,17 @@ def config_from_signature(cls: type) -> type:
         else:
             fields.append((param.name, kind, dataclasses.field(default=param.default)))
     return dataclasses.make_dataclass(f"{cls.__name__}Config", fields)
+
+
+def field_default(f: dataclasses.Field):
+    """A config field's default as plain data (``"???"``: required, no default)."""
+    if f.default is not dataclasses.MISSING:
+        value = f.default
+    elif f.default_factory is not dataclasses.MISSING:  # type: ignore[misc]
+        value = f.default_factory()  # type: ignore[misc]
+    else:
+        return "???"
+    return dataclasses.asdict(value) if dataclasses.is_dataclass(value) else value
 
 
 # -- parameter validation ---------------------------------------------------------------------

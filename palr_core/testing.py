@@ -28,7 +28,7 @@ from .config import TrainerConfig
 from .data import SequenceData, Split, leave_one_out_split, preprocess
 from .metrics import metrics_from_ranks, rank_from_lists
 
-__all__ = ["TinyData", "tiny_data", "tiny_context", "check_retriever"]
+__all__ = ["TinyData", "tiny_data", "tiny_context", "check_retriever", "preset_problems"]
 
 
 @dataclass(frozen=True)
@@ -98,3 +98,49 @@ def check_retriever(retriever, directory: str | os.PathLike, data: TinyData | No
     popular = [[i for i in order if i not in set(np.asarray(h).tolist())][:k] for h in histories]
     baseline = metrics_from_ranks(rank_from_lists(popular, data.split.test), [10])
     return {**report, **{f"popularity {key}": value for key, value in baseline.items()}}
+
+
+def preset_problems(config_dir: str, registry=None) -> list[str]:
+    """What is wrong with the presets in a config directory (``"pkg://palr_x.conf"``; ``[]``: nothing).
+
+    A preset (``<group>/<name>.yaml``) must extend a registered option with
+    ``defaults: [<option>, _self_]`` and set only options of that component's config dataclass, each
+    to a value other than its default; it may not take a registered component's name (it would
+    replace that component's dataclass defaults). Other folders (``hydra/``...) are not checked.
+    """
+    import dataclasses
+    import importlib.resources
+
+    from omegaconf import OmegaConf
+
+    from .components import KINDS
+    from .plugins import field_default, load_registry
+
+    registry = registry or load_registry()
+    root = (importlib.resources.files(config_dir[len("pkg://"):]) if config_dir.startswith("pkg://")
+            else Path(config_dir.removeprefix("file://")))
+    problems = []
+    for group_dir in sorted((p for p in root.iterdir() if p.is_dir()), key=lambda p: p.name):
+        if group_dir.name not in (*KINDS, "trainer"):
+            continue
+        group = group_dir.name
+        known = registry.names(group) if group in KINDS else ["cpu"]
+        for path in sorted((p for p in group_dir.iterdir() if p.name.endswith(".yaml")), key=lambda p: p.name):
+            where = f"{config_dir}/{group}/{path.name}"
+            node = OmegaConf.to_container(OmegaConf.create(path.read_text())) or {}
+            defaults = node.pop("defaults", None)
+            if not (isinstance(defaults, list) and len(defaults) == 2 and defaults[1] == "_self_"
+                    and defaults[0] in known):
+                problems.append(f"{where}: a preset starts with defaults: [<a registered {group}>, _self_] "
+                                f"(registered: {', '.join(known)})")
+                continue
+            if path.name[:-5] in known:
+                problems.append(f"{where}: a preset may not take the name of a registered {group}")
+            config = TrainerConfig if group == "trainer" else registry.get(group, defaults[0]).config_class()
+            fields = {f.name: f for f in dataclasses.fields(config)}
+            for key, value in node.items():
+                if key not in fields:
+                    problems.append(f"{where}: {key!r} is not an option of {defaults[0]} ({config.__name__})")
+                elif value == field_default(fields[key]):
+                    problems.append(f"{where}: {key}: {value!r} restates {config.__name__}'s default")
+    return problems

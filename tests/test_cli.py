@@ -79,35 +79,30 @@ def test_registry_build_gives_the_component_palr_run_gives(hydra_compose, regist
         assert registry.build(group, name, node).config == registry.build(group, name).config, group
 
 
-def _dataclass_of(registry, group: str, option: str):
-    from palr_core import TrainerConfig
-
-    return TrainerConfig if group == "trainer" else registry.get(group, option).config_class()
-
-
 def test_yaml_files_say_only_what_their_dataclass_does_not(registry):
-    """A YAML option is a preset: it extends a registered option and sets keys to other values than
-    that option's config dataclass. No file restates a default, names an unknown key, or shadows a
-    registered component (which would silently replace its dataclass defaults)."""
-    import dataclasses
-
-    from palr_core.cli import _default
+    """conf/ holds presets only: each extends a registered option and changes some of its values.
+    No file restates a default, names an unknown key, or shadows a registered component."""
+    from palr_core.testing import preset_problems
 
     top = OmegaConf.load(REPO / "conf" / "config.yaml")
     assert set(top) <= {"defaults", "hydra"}, f"config.yaml sets values: {set(top) - {'defaults', 'hydra'}}"
-    for path in sorted((REPO / "conf").glob("*/*.yaml")):
-        group, preset = path.parent.name, path.stem
-        node = OmegaConf.to_container(OmegaConf.load(path))
-        defaults = node.pop("defaults", None)
-        assert defaults and defaults[-1] == "_self_", f"{path}: must start with defaults: [<option>, _self_]"
-        base = defaults[0]
-        known = registry.names(group) if group != "trainer" else ["cpu"]
-        assert base in known, f"{path}: extends {base!r}, which is not a registered {group}"
-        assert preset not in known, f"{path}: a preset may not have a registered component's name"
-        fields = {f.name: f for f in dataclasses.fields(_dataclass_of(registry, group, base))}
-        for key, value in node.items():
-            assert key in fields, f"{path}: {key!r} is not an option of {base}"
-            assert value != _default(fields[key]), f"{path}: {key}: {value!r} restates the dataclass default"
+    assert preset_problems("pkg://palr_conf", registry) == []
+    assert sorted(p.parent.name for p in (REPO / "conf").glob("*/*.yaml")) == ["dataset"] * 5 + ["trainer"] * 3
+
+
+def test_the_preset_check_finds_each_kind_of_mistake(registry, tmp_path):
+    from palr_core.testing import preset_problems
+
+    (tmp_path / "retriever").mkdir()
+    (tmp_path / "retriever" / "sasrec.yaml").write_text("defaults: [sasrec, _self_]\nhidden: 32\n")
+    (tmp_path / "retriever" / "restates.yaml").write_text("defaults: [sasrec, _self_]\nhidden: 64\n")
+    (tmp_path / "retriever" / "typo.yaml").write_text("defaults: [sasrec, _self_]\nhiden: 32\n")
+    (tmp_path / "retriever" / "loose.yaml").write_text("name: sasrec\nhidden: 32\n")
+    problems = "\n".join(preset_problems(f"file://{tmp_path}", registry))
+    assert "restates.yaml: hidden: 64 restates SASRecConfig's default" in problems
+    assert "typo.yaml: 'hiden' is not an option of sasrec" in problems
+    assert "loose.yaml: a preset starts with defaults: [<a registered retriever>, _self_]" in problems
+    assert "sasrec.yaml: a preset may not take the name of a registered retriever" in problems
 
 
 def test_default_config_is_the_documented_pipeline(hydra_compose):
@@ -195,3 +190,11 @@ def test_parallel_sweep_with_the_joblib_launcher(tmp_path):
     palr_run("-m", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", "seed=1,2",
              f"hydra.sweep.dir={tmp_path}/sweep", tmp_path=tmp_path)
     assert len(list((tmp_path / "sweep").glob("*/metrics.json"))) == 2
+
+
+def test_a_preset_of_your_own_from_a_config_dir(tmp_path):
+    (tmp_path / "myconf" / "dataset").mkdir(parents=True)
+    (tmp_path / "myconf" / "dataset" / "small.yaml").write_text("defaults: [synthetic, _self_]\nusers: 100\n")
+    palr_run("--config-dir", str(tmp_path / "myconf"), "dataset=small", f"hydra.run.dir={tmp_path}/run",
+             tmp_path=tmp_path)
+    assert json.loads((tmp_path / "run" / "metrics.json").read_text())["stats"]["users"] == 100

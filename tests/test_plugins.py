@@ -10,6 +10,7 @@ import types
 from dataclasses import dataclass
 from importlib.metadata import EntryPoint
 
+import numpy as np
 import pytest
 
 from palr_core import hookimpl, hookspecs
@@ -290,3 +291,43 @@ def test_palr_trace_prints_every_hook_call():
     proc = subprocess.run([sys.executable, "-c", "from palr_core.cli import main; main(['plugins'])"],
                           env={**os.environ, "PALR_TRACE": "1"}, capture_output=True, text=True, check=True)
     assert "register_retrievers" in proc.stderr and "register_datasets" in proc.stderr
+
+
+def test_a_config_field_called_name_is_refused():
+    @dataclass
+    class Named:
+        name: str = "x"
+
+    class WithName(Toy):
+        def __init__(self, name: str = "x"):
+            pass
+
+    mod = with_hook("register_retrievers", lambda register: register("named", WithName, config=Named))
+    assert_skipped(registry_with(("named", mod)), "named", "has a field 'name', which palr reserves")
+
+
+def test_an_api_1_dataset_is_loaded_without_the_context(tmp_path):
+    """Plugin API 1's Dataset.load() took no argument: palr still calls it that way."""
+    from palr_core import PalrConfig
+    from palr_core.pipeline import run_pipeline
+    from palr_core.testing import tiny_data
+
+    data = tiny_data()
+
+    class OldDataset:
+        def load(self):
+            from palr_core import InteractionLog, RawDataset
+
+            users = [u for u, seq in enumerate(data.data.sequences) for _ in seq]
+            items = [int(i) for seq in data.data.sequences for i in seq]
+            log = InteractionLog(np.array(users), np.array(items), np.arange(len(users)))
+            catalog = data.catalog
+            return RawDataset(log, type(catalog)(ids=list(range(len(catalog))), titles=catalog.titles), name="old")
+
+    old = with_hook("register_datasets", lambda register: register("old", OldDataset))
+    reg = load_registry(extra_plugins=[("old", old)])
+    assert reg.get("dataset", "old").api == 1
+    config = PalrConfig(dataset={"name": "old"}, retriever={"name": "popularity"}, profile={"name": "none"},
+                        ranker={"name": "identity"}, cache_dir=str(tmp_path / "cache"))
+    result = run_pipeline(config, reg, tmp_path / "run")
+    assert result.stats["users"] == len(data.data.sequences)

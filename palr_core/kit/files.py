@@ -12,6 +12,7 @@ from __future__ import annotations
 import gzip
 import json
 import os
+import re
 import tempfile
 import time
 import zipfile
@@ -108,7 +109,7 @@ def fetch(url: str, directory: str | os.PathLike, help_text: str, *, checksum: s
         pooch.retrieve(url, known_hash=checksum, fname=name, path=directory, processor=processor,
                        progressbar=progress)
     except requests.exceptions.RequestException as exc:
-        raise MissingDataError(f"{help_text}\n(download of {url} failed: {exc})") from None
+        raise MissingDataError(f"{help_text}\n(download of {url} failed: {_reason(exc)})") from None
     except ValueError as exc:
         if "hash" not in str(exc):
             raise
@@ -119,6 +120,13 @@ def fetch(url: str, directory: str | os.PathLike, help_text: str, *, checksum: s
         (directory / name).unlink(missing_ok=True)  # the extracted files are what is read
         return directory
     return directory / name
+
+
+def _reason(exc: Exception) -> str:
+    """The useful part of a requests error (``[Errno -2] Name or service not known``, ``404 ...``)."""
+    text = str(exc)
+    errno = re.search(r"\[Errno -?\d+\] [^'\")]+", text)
+    return errno.group(0) if errno else text[:200]
 
 
 def missing_files_message(dataset: str, directory: str | os.PathLike, layouts: dict[str, Sequence[str]],

@@ -1,0 +1,95 @@
+"""Guards on the shape of the code: who may import whom, a torch-free framework, docs that match the code."""
+
+from __future__ import annotations
+
+import ast
+import inspect
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from palr_core import hookspecs
+
+REPO = Path(__file__).resolve().parents[1]
+PLUGINS = sorted(p.name for p in (REPO / "plugins").iterdir() if (p / "__init__.py").is_file())
+#: the one framework module that may import the toolkit: plugin API 1's name for kit.retrievers
+COMPAT = {"sequential.py"}
+
+
+def imported_modules(path: Path) -> list[tuple[str, bool]]:
+    """``(absolute module, at module level?)`` for every import in a file."""
+    parts = path.relative_to(REPO).parts
+    package = ".".join(parts[1:-1] if parts[0] == "plugins" else parts[:-1])  # plugins/ is not a package
+    tree = ast.parse(path.read_text())
+    top = set(tree.body)
+    found = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            found += [(alias.name, node in top) for alias in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = package.split(".")[: len(package.split(".")) - node.level + 1]
+                module = ".".join(base + ([node.module] if node.module else []))
+            else:
+                module = node.module or ""
+            found.append((module, node in top))
+    return found
+
+
+def test_the_framework_imports_neither_the_toolkit_nor_a_plugin():
+    for path in sorted((REPO / "palr_core").glob("*.py")):
+        for module, _ in imported_modules(path):
+            assert not module.startswith(tuple(PLUGINS)), f"{path.name} imports the plugin {module}"
+            if path.name not in COMPAT:
+                assert not module.startswith("palr_core.kit"), f"{path.name} imports the toolkit ({module})"
+
+
+def test_the_toolkit_imports_no_plugin():
+    for path in sorted((REPO / "palr_core" / "kit").glob("*.py")):
+        for module, _ in imported_modules(path):
+            assert not module.startswith(tuple(PLUGINS)), f"kit/{path.name} imports the plugin {module}"
+
+
+@pytest.mark.parametrize("plugin", PLUGINS)
+def test_a_builtin_plugin_uses_only_palr_core_and_itself(plugin):
+    for path in sorted((REPO / "plugins" / plugin).rglob("*.py")):
+        for module, _ in imported_modules(path):
+            other = module.split(".")[0]
+            assert other == plugin or other not in PLUGINS, f"{path.relative_to(REPO)} imports {module}"
+
+
+def test_the_framework_and_listing_plugins_import_no_training_stack():
+    code = ("import sys, palr_core, palr_core.cli, palr_core.pipeline, palr_core.testing, palr_core.kit; "
+            "from palr_core.plugins import load_registry; load_registry(); "
+            "heavy = [m for m in ('torch', 'lightning', 'transformers', 'peft', 'pyarrow') if m in sys.modules]; "
+            "assert not heavy, heavy")
+    subprocess.run([sys.executable, "-c", code], check=True, capture_output=True)
+
+
+def test_every_hook_signature_is_in_the_plugin_guide():
+    guide = (REPO / "docs" / "plugins.md").read_text()
+    for name, spec in inspect.getmembers(hookspecs, inspect.isfunction):
+        if name.startswith("register_"):
+            assert f"{name}{inspect.signature(spec)}" in guide, f"docs/plugins.md does not show {name}"
+
+
+def test_the_guide_shows_the_files_new_plugin_writes():
+    """docs/plugins.md's skeleton is `palr new-plugin gru`'s output, so the two cannot drift."""
+    from palr_core.scaffold import plugin_files
+
+    guide = (REPO / "docs" / "plugins.md").read_text()
+    blocks = dict(re.findall(r"```\w*\n# file: (\S+)\n(.*?)```", guide, re.DOTALL))
+    files = plugin_files("gru")
+    for path in ("palr_gru/__init__.py", "palr_gru/config.py", "palr_gru/model.py", "pyproject.toml",
+                 "tests/test_gru.py", "palr_gru/conf/retriever/gru-large.yaml"):
+        assert blocks.get(path) == files[path], f"docs/plugins.md's {path} differs from palr new-plugin gru's"
+
+
+def test_the_kit_exports_resolve():
+    import palr_core.kit as kit
+
+    for name in kit.__all__:
+        assert getattr(kit, name) is not None, name
