@@ -113,6 +113,17 @@ def check_component_choices(argv: list[str], registry: Registry) -> None:
                 raise PluginError(message + (f"; presets: {', '.join(presets)}" if presets else ""))
 
 
+def typed_config(cfg) -> PalrConfig:
+    """The composed config as a :class:`PalrConfig`. Component nodes stay plain dicts with required
+    values still ``"???"``, so that palr's check of each component (not OmegaConf's) names what is missing."""
+    from omegaconf import OmegaConf
+
+    plain = OmegaConf.to_container(cfg, resolve=True, throw_on_missing=False)
+    components = {kind: plain.pop(kind) for kind in KINDS}
+    schema = OmegaConf.structured(PalrConfig(**{kind: {} for kind in KINDS}))
+    return dataclasses.replace(OmegaConf.to_object(OmegaConf.merge(schema, plain)), **components)
+
+
 def run(argv: list[str] | None = None) -> None:
     """``palr-run``: compose the config with Hydra and run the pipeline (``-m`` for sweeps)."""
     import hydra
@@ -135,8 +146,7 @@ def run(argv: list[str] | None = None) -> None:
         work_dir = Path(HydraConfig.get().runtime.output_dir)
         (work_dir / "config_resolved.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
         try:
-            config: PalrConfig = OmegaConf.to_object(cfg)  # type: ignore[assignment]
-            result = run_pipeline(config, registry, work_dir)
+            result = run_pipeline(typed_config(cfg), registry, work_dir)
         except (PluginError, DataError, ValueError, FileNotFoundError) as exc:
             log.error("%s", exc)
             raise SystemExit(f"palr: {exc}") from None

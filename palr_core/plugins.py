@@ -191,7 +191,6 @@ class Registry:
         """Call every hook of one plugin through pluggy; ``None`` (and a broken entry) if it fails."""
         plugin = self.pm.get_plugin(plugin_name)
         others = [p for _, p in self.pm.list_name_plugin() if p is not plugin]
-        dist, version, api = self._origin(plugin_name)
         staged = _Staged()
         hooks: list[tuple[str, Callable]] = [
             (hook, self._component_register(kind, plugin_name, staged)) for kind, (_, hook) in KINDS.items()]
@@ -527,17 +526,22 @@ def _broken(plugin: str, dist: str, error: str) -> BrokenPlugin:
 
 
 def _missing_dependency(dist: str, module: str) -> str:
-    """Which extra of the plugin's distribution provides the missing module, if one does."""
+    """What to install for a missing module: the extra of the plugin's distribution that requires
+    it (``pip install 'palr[smollm2]'``) when there is one, else the module's name."""
     top = module.split(".")[0]
-    wanted = {top.lower(), top.lower().replace("_", "-")}
-    extras = set()
+
+    def normal(name: str) -> str:
+        return name.lower().replace("_", "-")
+
+    extras = []
     try:
         for requirement in md.requires(dist) or []:
-            name = re.split(r"[<>=!~;\[ ]", requirement, maxsplit=1)[0].strip().lower()
+            name = re.split(r"[<>=!~;\[ ]", requirement, maxsplit=1)[0]
             extra = re.search(r"extra\s*==\s*['\"]([^'\"]+)['\"]", requirement)
-            if extra and name.replace("_", "-") in wanted | {w.replace("-", "_") for w in wanted}:
-                extras.add(extra.group(1))
+            if extra and normal(name) == normal(top):
+                extras.append(extra.group(1))
     except md.PackageNotFoundError:
         pass
-    how = (f"pip install '{dist}[{sorted(extras)[0]}]'" if extras else f"pip install {top}")
+    extras.sort(key=lambda e: (e == "dev", e))  # a feature's own extra before the developers' one
+    how = f"pip install '{dist}[{extras[0]}]'" if extras else f"pip install {top}"
     return f"needs the module {module!r}, which is not installed: {how}"

@@ -12,7 +12,7 @@ from hydra.core.global_hydra import GlobalHydra
 from omegaconf import OmegaConf
 
 from palr_core import PalrConfig
-from palr_core.cli import prepare_hydra, yaml_options
+from palr_core.cli import prepare_hydra, typed_config, yaml_options
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -52,7 +52,7 @@ PLACEHOLDERS = {"variant": "ml-100k", "category": "Beauty"}
 
 
 def compose_config(compose, overrides) -> PalrConfig:
-    return OmegaConf.to_object(compose(config_name="config", overrides=overrides))
+    return typed_config(compose(config_name="config", overrides=overrides))
 
 
 @pytest.mark.parametrize("group", ["dataset", "retriever", "profile", "ranker", "trainer"])
@@ -168,6 +168,12 @@ def test_a_misspelt_component_option_is_answered_with_the_components_options(tmp
     assert ("retriever 'lightgcn' has no option retriever.layer (did you mean retriever.layers?); its options: "
             "maxlen, hidden") in proc.stderr
     assert not (tmp_path / "run" / "dataset_stats.json").exists()  # refused before any work
+
+
+def test_a_required_option_left_out_is_named_with_how_to_give_it(tmp_path):
+    proc = palr_run("dataset=table", f"hydra.run.dir={tmp_path}/run", tmp_path=tmp_path, check=False)
+    assert proc.returncode != 0 and "Traceback" not in proc.stderr
+    assert "dataset 'table' needs dataset.interactions (it has no default)" in proc.stderr
 
 
 def test_a_wrong_value_type_names_the_option(tmp_path):

@@ -1,4 +1,5 @@
-"""A real distribution outside palr, found only through its entry point, with its own config group."""
+"""Real distributions outside palr, found only through their entry points, with their own config
+files: written against plugin API 1, they check that what a third party relied on still works."""
 
 import json
 import os
@@ -11,17 +12,19 @@ import pytest
 
 from tests.test_cli import palr_run
 
-EXAMPLE = Path(__file__).parent / "fixtures" / "palr-example-plugin"
+FIXTURES = Path(__file__).parent / "fixtures"
+EXAMPLES = [FIXTURES / "palr-example-plugin", FIXTURES / "palr-v1-trained-plugin"]
 
 
 @pytest.fixture(scope="module")
 def installed_example(tmp_path_factory) -> dict:
-    """pip-install the example plugin into its own directory; return the env that sees it."""
+    """pip-install the example plugins into their own directory; return the env that sees them."""
     site = tmp_path_factory.mktemp("site")
-    source = tmp_path_factory.mktemp("src") / EXAMPLE.name  # building writes build/ beside the sources
-    shutil.copytree(EXAMPLE, source)
-    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation",
-                    "--target", str(site), str(source)], check=True, capture_output=True)
+    for example in EXAMPLES:
+        source = tmp_path_factory.mktemp("src") / example.name  # building writes build/ beside the sources
+        shutil.copytree(example, source)
+        subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation",
+                        "--target", str(site), str(source)], check=True, capture_output=True)
     return {"PYTHONPATH": os.pathsep.join([str(site), os.environ.get("PYTHONPATH", "")])}
 
 
@@ -57,3 +60,13 @@ def test_sweep_over_builtin_and_third_party_retrievers(installed_example, tmp_pa
 def test_without_the_plugin_its_option_does_not_exist(tmp_path):
     proc = palr_run("retriever=markov", tmp_path=tmp_path, check=False)
     assert proc.returncode != 0 and "no retriever named 'markov'" in proc.stderr
+
+
+@pytest.mark.slow
+def test_an_api_1_trained_retriever_still_trains_and_runs(installed_example, tmp_path):
+    """palr_core.sequential, RetrieverConfig's options and a YAML of the component's own name."""
+    palr_run("retriever=meanpool", f"hydra.run.dir={tmp_path}/run", tmp_path=tmp_path, env=installed_example)
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert metrics["rows"][0]["model"].startswith("retriever: meanpool")
+    assert "hidden: 32" in (tmp_path / "run" / "config_resolved.yaml").read_text()  # its YAML won
+    assert (tmp_path / "run" / "retriever" / "retriever.pt").is_file()  # trained and saved

@@ -260,7 +260,8 @@ def _csv_blocks(source: TableSource, columns: list[str], bad_lines: BadLines,
         except DataError as exc:
             refused.append(exc)
             return "error"
-        skipped.append(row.number)
+        if row.number is not None:  # unknown only with quoted newlines; lines are then approximate
+            skipped.append(row.number)
         return "skip"
 
     multi = len(source.separator) > 1
@@ -279,9 +280,10 @@ def _csv_blocks(source: TableSource, columns: list[str], bad_lines: BadLines,
             reader = pacsv.open_csv(stream, read_options=read, parse_options=parse, convert_options=convert)
             for batch in reader:
                 n = batch.num_rows
-                gaps = np.asarray([s for s in skipped if s >= next_line], dtype=np.int64)
+                gaps = np.asarray(skipped, dtype=np.int64)
                 lines = np.setdiff1d(np.arange(next_line, next_line + n + len(gaps)), gaps)[:n]
                 next_line = int(lines[-1]) + 1 if n else next_line
+                skipped[:] = [s for s in skipped if s >= next_line]  # the next block's malformed lines
                 arrays = {name: batch.column(name) for name in columns}
                 blank = np.ones(n, dtype=bool)
                 for array in arrays.values():
