@@ -204,3 +204,29 @@ def test_a_preset_of_your_own_from_a_config_dir(tmp_path):
     palr_run("--config-dir", str(tmp_path / "myconf"), "dataset=small", f"hydra.run.dir={tmp_path}/run",
              tmp_path=tmp_path)
     assert json.loads((tmp_path / "run" / "metrics.json").read_text())["stats"]["users"] == 100
+
+
+def test_a_component_with_neither_yaml_nor_dataclass_can_be_chosen(tmp_path):
+    """Its config is derived from its __init__, offered to Hydra, and the run builds it."""
+    import types
+
+    from palr_core import hookimpl
+    from palr_core.plugins import load_registry
+
+    class Bare:
+        def __init__(self, width: int = 3):
+            self.width = width
+
+        def fit(self, data, context): ...
+        def retrieve(self, histories, k): ...
+
+    module = types.ModuleType("bare_plugin")
+    module.register_retrievers = hookimpl(lambda register: register("bare", Bare))
+    registry = load_registry(extra_plugins=[("bare", module)])
+    prepare_hydra(registry)
+    GlobalHydra.instance().clear()
+    with initialize_config_module(config_module="palr_conf", version_base="1.3"):
+        config = typed_config(compose(config_name="config", overrides=["retriever=bare", "retriever.width=5"]))
+    GlobalHydra.instance().clear()
+    node = dict(config.retriever)
+    assert registry.build("retriever", node.pop("name"), node).width == 5

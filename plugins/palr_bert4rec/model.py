@@ -14,6 +14,7 @@ from torch import nn
 
 from palr_core import RunContext, TrainingData
 from palr_core.kit.retrievers import (
+    PAD,
     RetrieverModule,
     TrainedRetriever,
     TransformerEncoder,
@@ -77,3 +78,6 @@ class BERT4RecRetriever(TrainedRetriever):
 
     def training_dataset(self, data: TrainingData, context: RunContext) -> torch.utils.data.Dataset:
         return torch.utils.data.TensorDataset(left_pad(data.train, self.config.maxlen))
+
+    def row_lengths(self, dataset: torch.utils.data.TensorDataset) -> torch.Tensor:
+        return (dataset.tensors[0] != PAD).sum(1)  # length-bucketed batches, trimmed to their longest row
