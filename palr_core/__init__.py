@@ -28,7 +28,7 @@ from .components import (
     RunContext,
     TrainingData,
 )
-from .config import EvalConfig, PalrConfig, PreprocessConfig, TrainerConfig
+from .config import EvalConfig, OptionError, PalrConfig, PreprocessConfig, TrainerConfig, option
 from .data import (
     DataError,
     DatasetStats,
@@ -82,7 +82,7 @@ def __getattr__(name: str):
 __all__ = [
     "KINDS", "Dataset", "ProfileGenerator", "Ranker", "RankRequest", "Retriever", "RunContext",
     "TrainingData", "LanguageModel", "ModelNotInstalled",
-    "TrainerConfig", "PalrConfig", "PreprocessConfig", "EvalConfig",
+    "TrainerConfig", "PalrConfig", "PreprocessConfig", "EvalConfig", "option", "OptionError",
     "DataError", "DatasetStats", "InteractionLog", "ItemCatalog", "RawDataset",
     "SequenceData", "Split", "iterative_k_core", "leave_one_out_split", "preprocess",
     "PLUGIN_API", "hookimpl",

@@ -128,10 +128,10 @@ def run(argv: list[str] | None = None) -> None:
     """``palr-run``: compose the config with Hydra and run the pipeline (``-m`` for sweeps)."""
     import hydra
     from hydra.core.hydra_config import HydraConfig
-    from omegaconf import DictConfig, OmegaConf
+    from omegaconf import DictConfig
 
     from .data import DataError
-    from .pipeline import run_pipeline
+    from .pipeline import RunFolderError, run_pipeline
 
     if argv is not None:
         sys.argv = [sys.argv[0], *argv]
@@ -144,10 +144,9 @@ def run(argv: list[str] | None = None) -> None:
 
     def task(cfg: DictConfig) -> float:
         work_dir = Path(HydraConfig.get().runtime.output_dir)
-        (work_dir / "config_resolved.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
         try:
             result = run_pipeline(typed_config(cfg), registry, work_dir)
-        except (PluginError, DataError, ValueError, FileNotFoundError) as exc:
+        except (PluginError, DataError, ValueError, FileNotFoundError, RunFolderError) as exc:
             log.error("%s", exc)
             raise SystemExit(f"palr: {exc}") from None
         return result.rows[-1].get("NDCG@10", 0.0)

@@ -117,6 +117,11 @@ class RankRequest:
     profile: str | None = None
 
 
+#: Every component may also have ``check(context) -> None``: palr calls it for all four before the
+#: run's first stage, so that a resource the component will need (a model file, an adapter, a
+#: device) is found missing in seconds, not after the retriever trained for an hour.
+
+
 @runtime_checkable
 class Dataset(Protocol):
     """Produces the raw interaction log and the item catalogue."""

@@ -8,7 +8,11 @@ the composed config as a :class:`PalrConfig`.
 
 from __future__ import annotations
 
+import dataclasses
+import math
 import os
+import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -16,7 +20,75 @@ from typing import Any
 from omegaconf import MISSING
 
 __all__ = ["TrainerConfig", "PreprocessConfig", "EvalConfig", "PalrConfig", "default_cache_dir",
-           "store_schema"]
+           "store_schema", "option", "OptionError", "check_options"]
+
+
+class OptionError(ValueError):
+    """An option's value is outside its range or choices (the message names the option)."""
+
+
+def option(default: Any = dataclasses.MISSING, *, min: float | None = None, max: float | None = None,
+           above: float | None = None, below: float | None = None, choices: Sequence | None = None,
+           pattern: str | None = None, hint: str | None = None, each_min: float | None = None,
+           nonempty: bool = False, **kwargs):
+    """A config dataclass field with the values it accepts, checked before any work starts.
+
+    ``min``/``max`` are inclusive bounds, ``above``/``below`` exclusive ones, ``choices`` the
+    allowed values, ``pattern`` a regular expression a string must match (``hint`` says it in
+    words, for the message), ``each_min`` a bound on
+    every element of a list and ``nonempty`` refuses an empty list. ``None`` is always accepted
+    when the field's type allows it. A list or dict default is copied for each instance::
+
+        blocks: int = option(2, min=1)
+        dropout: float = option(0.2, min=0, below=1)
+        loss: str = option("ce", choices=("ce", "bce"))
+    """
+    rules = {k: v for k, v in dict(min=min, max=max, above=above, below=below, choices=tuple(choices) if choices
+                                   else None, pattern=pattern, hint=hint, each_min=each_min,
+                                   nonempty=nonempty or None).items() if v is not None}
+    metadata = {**kwargs.pop("metadata", {}), "palr": rules}
+    if isinstance(default, (list, dict, set)):
+        return field(default_factory=lambda: type(default)(default), metadata=metadata, **kwargs)
+    return field(default=default, metadata=metadata, **kwargs)
+
+
+def check_options(obj: Any, prefix: str) -> None:
+    """Raise :class:`OptionError` for the first field of a config dataclass instance (or of a nested
+    one) whose value breaks its :func:`option` rules, naming it as ``<prefix>.<field>``."""
+    for f in dataclasses.fields(obj):
+        value, name = getattr(obj, f.name), f"{prefix}.{f.name}" if prefix else f.name
+        if dataclasses.is_dataclass(value):
+            check_options(value, name)
+            continue
+        problem = _rule_problem(value, f.metadata.get("palr", {}))
+        if problem:
+            raise OptionError(f"{name} {problem}, got {value!r}")
+
+
+def _rule_problem(value: Any, rules: dict) -> str | None:
+    if value is None or not rules:
+        return None
+    if "choices" in rules and value not in rules["choices"]:
+        return f"must be one of {', '.join(map(str, rules['choices']))}"
+    if "pattern" in rules and not (isinstance(value, str) and re.fullmatch(rules["pattern"], value)):
+        return f"must be {rules['hint']}" if "hint" in rules else f"must match {rules['pattern']}"
+    if rules.get("nonempty") and isinstance(value, (list, tuple)) and not value:
+        return "must not be empty"
+    if "each_min" in rules and isinstance(value, (list, tuple)):
+        if any(not isinstance(v, (int, float)) or v < rules["each_min"] for v in value):
+            return f"must hold numbers >= {rules['each_min']}"
+        return None
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        if isinstance(value, float) and not math.isfinite(value):
+            return "must be a finite number"
+        holds = {"min": value >= rules.get("min", value), "max": value <= rules.get("max", value),
+                 "above": "above" not in rules or value > rules["above"],
+                 "below": "below" not in rules or value < rules["below"]}
+        if not all(holds.values()):
+            bounds = [f"{sign} {rules[key]}" for key, sign in (("min", ">="), ("above", ">"), ("max", "<="),
+                                                               ("below", "<")) if key in rules]
+            return "must be " + " and ".join(bounds)
+    return None
 
 
 @dataclass
@@ -43,17 +115,18 @@ class TrainerConfig:
     :param deterministic: ask torch for deterministic kernels.
     """
 
-    accelerator: str = "cpu"
+    accelerator: str = option("cpu", choices=("cpu", "gpu", "cuda", "mps", "tpu", "auto"))
     devices: Any = 1
     strategy: str = "auto"
-    precision: str = "32-true"
-    max_epochs: int | None = None
-    max_time: str | None = None
-    check_val_every_n_epoch: int = 1
-    gradient_clip_val: float | None = None
-    accumulate_grad_batches: int = 1
+    precision: str = option("32-true", choices=("32-true", "32", "bf16-mixed", "16-mixed", "bf16-true", "16-true",
+                                                "64-true", "64", "transformer-engine"))
+    max_epochs: int | None = option(None, min=1)
+    max_time: str | None = option(None, pattern=r"\d+:\d{1,2}:\d{1,2}:\d{1,2}", hint="DD:HH:MM:SS, e.g. 00:02:00:00")
+    check_val_every_n_epoch: int = option(1, min=1)
+    gradient_clip_val: float | None = option(None, above=0)
+    accumulate_grad_batches: int = option(1, min=1)
     enable_progress_bar: bool = True
-    num_workers: int = 0
+    num_workers: int = option(0, min=0)
     deterministic: bool = False
 
 
@@ -61,7 +134,7 @@ class TrainerConfig:
 class PreprocessConfig:
     """:param k_core: iterative k-core threshold for users and items (the paper: 5)."""
 
-    k_core: int = 5
+    k_core: int = option(5, min=1)
 
 
 @dataclass
@@ -73,9 +146,9 @@ class EvalConfig:
     :param max_users: evaluate a seeded sample of this many test users (``null``: all).
     """
 
-    ks: list[int] = field(default_factory=lambda: [5, 10, 20])
-    candidates: int = 50
-    max_users: int | None = None
+    ks: list[int] = option([5, 10, 20], each_min=1, nonempty=True)
+    candidates: int = option(50, min=1)
+    max_users: int | None = option(None, min=1)
 
 
 @dataclass
@@ -92,7 +165,7 @@ class PalrConfig:
     profile: Any = MISSING
     ranker: Any = MISSING
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
-    seed: int = 42
+    seed: int = option(42, min=0)
     preprocess: PreprocessConfig = field(default_factory=PreprocessConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     cache_dir: str | None = None

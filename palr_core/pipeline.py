@@ -8,6 +8,8 @@ public for scripts and notebooks that run part of a pipeline.
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
 import json
 import logging
 import os
@@ -24,7 +26,7 @@ import numpy as np
 
 from .cache import cached
 from .components import RankRequest, RunContext, TrainingData
-from .config import PalrConfig, default_cache_dir
+from .config import PalrConfig, check_options, default_cache_dir
 from .data import (
     SequenceData,
     Split,
@@ -40,7 +42,8 @@ from .plugins import Registry
 
 log = logging.getLogger("palr")
 
-__all__ = ["Components", "RunResult", "build_components", "prepare_data", "run_pipeline", "seed_stage"]
+__all__ = ["Components", "RunResult", "RunFolder", "RunFolderError", "build_components", "check_resources",
+           "prepare_data", "run_pipeline", "seed_stage"]
 
 
 @dataclass
@@ -60,6 +63,8 @@ class RunResult:
     rows: list[dict]
     stats: dict
     timings: dict[str, float]
+    dataset: str = ""
+    users: int = 0
 
     def table(self) -> str:
         """The results as a markdown table, one row per model (the shape of the paper's Table 2)."""
@@ -122,18 +127,39 @@ def prepare_data(dataset, context: RunContext, k_core: int = 5, api: int = 2) ->
 
 
 def run_pipeline(config: PalrConfig, registry: Registry, work_dir: str | os.PathLike) -> RunResult:
-    """Run one experiment and write ``metrics.json``, ``results.md`` and dataset statistics into ``work_dir``."""
-    work_dir = Path(work_dir)
-    work_dir.mkdir(parents=True, exist_ok=True)
+    """Run one experiment and write ``metrics.json``, ``results.md`` and dataset statistics into ``work_dir``.
+
+    Everything that can be checked is checked before the first stage: every option's range, every
+    component's options, the devices and the resources components declare (:func:`check_resources`).
+    The folder is the run's (:class:`RunFolder`): an interrupted run started again in it resumes, a
+    finished one is read back without any work, and another run's folder is refused by name.
+    """
+    check_options(config, "")
     parts = build_components(config, registry)
-    context = RunContext(seed=config.seed, work_dir=work_dir, cache_dir=default_cache_dir(config.cache_dir),
+    context = RunContext(seed=config.seed, work_dir=Path(work_dir), cache_dir=default_cache_dir(config.cache_dir),
                          trainer=config.trainer, profiles=parts.profile,
                          language_models=registry.language_models)
-    timings: dict[str, float] = {}
+    check_resources(parts, context)
+    with RunFolder(work_dir, config) as folder:
+        if folder.finished():
+            result = folder.result()
+            print(f"{folder.path} holds this run, finished: its results (nothing was trained or evaluated again)")
+            print(result.table())
+            return result
+        result = _run_stages(config, parts, context, folder)
+        folder.finish(result, config.seed)
+    print(f"Evaluated {result.users} of {result.stats['users']} test users (eval.max_users={config.eval.max_users}).")
+    print(result.table())
+    return result
+
+
+def _run_stages(config: PalrConfig, parts: Components, context: RunContext, folder: RunFolder) -> RunResult:
+    work_dir, timings = context.work_dir, {}
     k_core, ks = config.preprocess.k_core, tuple(config.eval.ks)
 
     with _stage("load", timings, config.seed):
         data, split = prepare_data(parts.dataset, context, k_core, parts.apis["dataset"])
+    folder.check_data(data)
     context.catalog = data.catalog
     stats, title = data.stats, f"Dataset {data.name!r} after {k_core}-core"
     print(stats.table(title + ":"))
@@ -169,15 +195,141 @@ def run_pipeline(config: PalrConfig, registry: Registry, work_dir: str | os.Path
     profile_name = parts.names["profile"]
     rows.append(_row(f"ranker: {label} over {retriever_name} top-{n_cand}"
                      + (f" + profile: {profile_name}" if profile_name != "none" else ""), final, targets, ks))
+    return RunResult(rows=rows, stats=stats.as_dict(), timings=timings, dataset=data.name, users=len(users))
 
-    result = RunResult(rows=rows, stats=stats.as_dict(), timings=timings)
-    (work_dir / "results.md").write_text(result.table() + "\n")
-    (work_dir / "metrics.json").write_text(json.dumps(
-        {"dataset": data.name, "stats": result.stats, "users_evaluated": len(users),
-         "rows": rows, "timings_s": result.timings, "seed": config.seed}, indent=2))
-    print(f"Evaluated {len(users)} of {len(split.test)} test users (eval.max_users={config.eval.max_users}).")
-    print(result.table())
-    return result
+
+def check_resources(parts: Components, context: RunContext) -> None:
+    """What a run needs from the machine, before the first stage: the ``trainer`` group's devices,
+    and whatever a component checks in its optional ``check(context)`` (a model file, an adapter)."""
+    accelerator = context.trainer.accelerator
+    if accelerator in ("gpu", "cuda", "mps"):
+        import torch
+
+        visible = (torch.cuda.device_count() if accelerator != "mps"
+                   else int(torch.backends.mps.is_available()))
+        if visible == 0:
+            raise ValueError(f"trainer.accelerator={accelerator}, but torch sees no {accelerator.upper()} device "
+                             "on this machine: use trainer=cpu (or trainer.accelerator=cpu)")
+        devices = context.trainer.devices
+        if isinstance(devices, int) and devices > visible:
+            raise ValueError(f"trainer.devices={devices}, but torch sees {visible} {accelerator.upper()} device(s)")
+    for kind in ("dataset", "retriever", "profile", "ranker"):
+        check = getattr(getattr(parts, kind), "check", None)
+        if callable(check):
+            check(context)
+
+
+class RunFolderError(RuntimeError):
+    """A run folder that holds another run, or that another palr process is using."""
+
+
+class RunFolder:
+    """A run's folder: locked while the run works in it, and marked with what the run is.
+
+    ``run.json`` records the run's settings (progress bars, worker counts and the cache folder
+    left out) and its data's fingerprint. A run started again in its own folder resumes what was
+    interrupted, or reads back a finished run's ``metrics.json``; a folder of another run (another
+    seed, option or dataset) is refused with what differs, so checkpoints never mix. A second
+    process on the same folder is refused while the first holds its lock (released on any exit).
+    """
+
+    VOLATILE = {"cache_dir", "enable_progress_bar", "progress", "num_workers"}
+
+    def __init__(self, path: str | os.PathLike, config: PalrConfig) -> None:
+        self.path = Path(path)
+        self.config = dataclasses.asdict(config)
+        self.settings = self._settings(self.config)
+        self._lock = None
+
+    def _settings(self, node):
+        if isinstance(node, dict):
+            return {k: self._settings(v) for k, v in node.items() if k not in self.VOLATILE}
+        return node
+
+    def __enter__(self) -> RunFolder:
+        self.path.mkdir(parents=True, exist_ok=True)
+        self._lock = open(self.path / ".palr.lock", "a+")  # noqa: SIM115 (held for the run's lifetime)
+        try:
+            import fcntl
+
+            fcntl.flock(self._lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except ImportError:  # no advisory locks on this platform
+            pass
+        except BlockingIOError:
+            self._lock.close()
+            raise RunFolderError(f"{self.path} is in use by another palr run right now; give this run its "
+                                 "own folder (hydra.run.dir=...)") from None
+        record = self._record()
+        if record is None:
+            self._write({"settings": self.settings})
+        elif record.get("settings") != self.settings:
+            raise RunFolderError(f"{self.path} holds another run (it differs in "
+                                 f"{', '.join(_differences(record.get('settings'), self.settings))}); continuing "
+                                 "there would mix two runs: use another folder (hydra.run.dir=...) or delete it")
+        from omegaconf import OmegaConf
+
+        (self.path / "config_resolved.yaml").write_text(OmegaConf.to_yaml(OmegaConf.create(self.config)))
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self._lock is not None:
+            self._lock.close()  # releases the lock
+
+    def _record(self) -> dict | None:
+        file = self.path / "run.json"
+        return json.loads(file.read_text()) if file.is_file() else None
+
+    def _write(self, record: dict) -> None:
+        tmp = self.path / "run.json.tmp"
+        tmp.write_text(json.dumps(record, indent=1, default=str))
+        tmp.replace(self.path / "run.json")
+
+    def check_data(self, data: SequenceData) -> None:
+        """Record the data's fingerprint, or refuse when the folder's run used other data."""
+        digest = hashlib.sha256()
+        for sequence in data.sequences:
+            digest.update(np.ascontiguousarray(sequence, dtype=np.int64).tobytes() + b"|")
+        digest.update(json.dumps([str(i) for i in data.catalog.ids]).encode())
+        record = self._record() or {}
+        if record.get("data") not in (None, digest.hexdigest()):
+            raise RunFolderError(f"{self.path} holds a run on other data (the same settings, but the dataset's "
+                                 "files changed since); use another folder or delete it")
+        self._write({**record, "data": digest.hexdigest()})
+
+    def finished(self) -> bool:
+        return bool((self._record() or {}).get("finished")) and (self.path / "metrics.json").is_file()
+
+    def result(self) -> RunResult:
+        saved = json.loads((self.path / "metrics.json").read_text())
+        return RunResult(rows=saved["rows"], stats=saved["stats"], timings=saved["timings_s"],
+                         dataset=saved["dataset"], users=saved["users_evaluated"])
+
+    def finish(self, result: RunResult, seed: int) -> None:
+        """Write the results, then mark the run finished (a crash in between leaves it resumable)."""
+        (self.path / "results.md").write_text(result.table() + "\n")
+        metrics = {"dataset": result.dataset, "stats": result.stats, "users_evaluated": result.users,
+                   "rows": result.rows, "timings_s": result.timings, "seed": seed}
+        (self.path / "metrics.json").write_text(json.dumps(_finite(metrics), indent=2, allow_nan=False))
+        self._write({**(self._record() or {}), "finished": True})
+
+
+def _differences(old, new, prefix: str = "") -> list[str]:
+    """Dotted paths whose values differ, e.g. ``seed (1 -> 2)``."""
+    if isinstance(old, dict) and isinstance(new, dict):
+        return [d for key in sorted(set(old) | set(new))
+                for d in _differences(old.get(key), new.get(key), f"{prefix}.{key}" if prefix else key)]
+    return [] if old == new else [f"{prefix} ({old!r} -> {new!r})"]
+
+
+def _finite(value):
+    """NaN and infinities as ``null``, so ``metrics.json`` is always valid JSON."""
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_finite(v) for v in value]
+    if isinstance(value, float) and not np.isfinite(value):
+        return None
+    return value
 
 
 def cached_preprocess(raw, k_core: int, cache_dir: str | os.PathLike) -> SequenceData:

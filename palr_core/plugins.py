@@ -33,6 +33,7 @@ import pluggy
 
 from . import hookspecs
 from .components import KINDS, LanguageModel
+from .config import OptionError, check_options
 
 __all__ = [
     "ENTRY_POINT_GROUP",
@@ -405,6 +406,10 @@ def validate_params(reg: Registration, params: Mapping[str, Any]) -> dict[str, A
         where = f"{reg.kind}.{exc.full_key}: " if getattr(exc, "full_key", None) else ""
         raise ComponentConfigError(f"{label}: {where}{str(exc).splitlines()[0]}") from None
     except (ValueError, TypeError) as exc:  # raised by the dataclass's own __post_init__ checks
+        raise ComponentConfigError(f"{label}: {exc}") from None
+    try:
+        check_options(obj, reg.kind)
+    except OptionError as exc:
         raise ComponentConfigError(f"{label}: {exc}") from None
     return {f.name: getattr(obj, f.name) for f in dataclasses.fields(obj)}
 

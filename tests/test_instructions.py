@@ -89,9 +89,9 @@ def test_no_swaps_keep_history_before_targets(training_data):
         assert max(position[h] for h in example.history.tolist()) < min(position[t] for t in example.targets.tolist())
 
 
-def test_bad_fraction_is_rejected():
-    with pytest.raises(ValueError, match="user_fraction"):
-        InstructionConfig(user_fraction=0.0)
+def test_bad_fraction_is_rejected(training_data):
+    with pytest.raises(ValueError, match=r"instructions.user_fraction must be > 0 and <= 1, got 0.0"):
+        build_instructions(training_data, "v2", InstructionConfig(user_fraction=0.0))
 
 
 @pytest.fixture

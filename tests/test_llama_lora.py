@@ -1,11 +1,14 @@
 """The llama_lora ranker: trie-grounded generation, the score decoder, adapters, resume, learning."""
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 import torch
 from palr_llama_lora.decoding import CandidateTrie, _block_scores, generate_rankings
 
 from palr_core import RankRequest, complete_ranking, metrics_from_ranks, rank_from_lists
+from palr_core.pipeline import seed_stage
 
 SMALL = {
     "tiny": {"hidden_size": 32, "layers": 1, "heads": 2, "intermediate_size": 64, "vocab_size": 600},
@@ -105,17 +108,51 @@ def test_saved_adapter_reloads_to_identical_rankings(registry, run_context, trai
 
 
 @pytest.mark.slow
-def test_training_resumes_from_the_last_checkpoint(registry, run_context, training_data):
-    first = _ranker(registry, epochs=1)
-    first.fit(training_data, run_context)
-    steps = first.fit_state["global_step"]
-    last = run_context.work_dir / "llama_lora" / "checkpoints" / "last.ckpt"
-    state = torch.load(last, weights_only=False)["state_dict"]
+def _fit(ranker, data, context):
+    seed_stage(context.seed, "fit_ranker")  # as the pipeline does before the stage
+    ranker.fit(data, context)
+    return ranker
+
+
+@pytest.mark.parametrize("past", [1, 3])  # 1: the last checkpoint ends an epoch; 3: it is mid-epoch
+def test_an_interrupted_fine_tuning_resumes_to_the_uninterrupted_result(registry, run_context, training_data,
+                                                                          small_split, monkeypatch, past):
+    from palr_llama_lora.training import LoraFineTuner
+
+    params = {"epochs": 2, "checkpoint_every_n_steps": 2}
+    whole = _fit(_ranker(registry, **params), training_data, run_context)
+    steps = whole.fit_state["global_step"]
+    crashed = replace(run_context, work_dir=run_context.work_dir / "crashed")
+    step = LoraFineTuner.training_step
+
+    def crash_mid_epoch_2(self, batch, batch_idx):
+        if self.global_step == steps // 2 + past:  # in the second epoch, a step past a checkpoint
+            raise RuntimeError("simulated interruption")
+        return step(self, batch, batch_idx)
+
+    monkeypatch.setattr(LoraFineTuner, "training_step", crash_mid_epoch_2)
+    with pytest.raises(RuntimeError, match="simulated interruption"):
+        _fit(_ranker(registry, **params), training_data, crashed)
+    monkeypatch.undo()
+    last = crashed.work_dir / "llama_lora" / "checkpoints" / "last.ckpt"
+    state = torch.load(last, weights_only=True)["state_dict"]
     assert state and all("lora_" in k or "modules_to_save" in k for k in state)  # adapter only
-    resumed = _ranker(registry, epochs=2)
-    resumed.fit(training_data, run_context)
-    assert resumed.fit_state["resumed_from"] == str(last)
-    assert resumed.fit_state["global_step"] == 2 * steps
+    resumed = _fit(_ranker(registry, **params), training_data, crashed)
+    assert resumed.fit_state["resumed_from"] == str(last) and resumed.fit_state["global_step"] == steps
+    trained = {n: p for n, p in whole.model.named_parameters() if p.requires_grad}
+    for name, parameter in resumed.model.named_parameters():
+        if parameter.requires_grad:
+            assert torch.equal(parameter, trained[name]), name
+    requests = _requests(small_split, range(6))
+    assert resumed.rank(requests, crashed) == whole.rank(requests, run_context)
+
+
+def test_a_finished_fine_tuning_is_loaded_not_run_again(registry, run_context, training_data, small_split):
+    first = _fit(_ranker(registry), training_data, run_context)
+    again = _fit(_ranker(registry), training_data, run_context)
+    assert again.fit_state == {**first.fit_state}  # read back from done.json, no new steps
+    requests = _requests(small_split, range(4))
+    assert again.rank(requests, run_context) == first.rank(requests, run_context)
 
 
 @pytest.mark.slow

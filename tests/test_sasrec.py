@@ -5,7 +5,6 @@ from dataclasses import replace
 import numpy as np
 import pytest
 import torch
-from lightning.pytorch.callbacks import Callback
 from palr_popularity.retriever import PopularityRetriever
 from palr_sasrec.model import SASRecRetriever
 from palr_synthetic.dataset import SyntheticMovies
@@ -67,29 +66,6 @@ def test_load_from_reuses_a_saved_retriever_instead_of_training(training_data, r
     assert not (run_context.work_dir / "second" / "retriever_training").exists()
     histories = small_split.histories("test")[:10]
     assert torch.equal(first.score(histories), reused.score(histories))
-
-
-class _CrashAtEpoch(Callback):
-    def __init__(self, epoch: int) -> None:
-        self.epoch = epoch
-
-    def on_train_epoch_start(self, trainer, module) -> None:
-        if trainer.current_epoch == self.epoch:
-            raise RuntimeError("simulated interruption")
-
-
-class _FirstEpoch(Callback):
-    def on_train_start(self, trainer, module) -> None:
-        self.epoch = trainer.current_epoch
-
-
-def test_training_resumes_from_the_last_checkpoint_after_an_interruption(training_data, run_context):
-    crashed = SASRecRetriever(**TINY, max_epochs=3, patience=0)
-    with pytest.raises(RuntimeError, match="simulated interruption"):
-        crashed.fit(training_data, run_context, callbacks=[_CrashAtEpoch(2)])
-    first = _FirstEpoch()
-    SASRecRetriever(**TINY, max_epochs=3, patience=0).fit(training_data, run_context, callbacks=[first])
-    assert first.epoch == 2
 
 
 def test_trainer_max_time_ends_training_with_the_best_checkpoint(training_data, run_context, small_split):

@@ -38,15 +38,41 @@ class Column:
             f"cannot read {value!r}; {expected}"
         )
 
+    #: the Arrow types this kind of column reads (Parquet keeps its types; CSV columns are text)
+    ACCEPTS: tuple[str, ...] = ("integers", "floats", "text")
+    #: a NaN cell is an empty one (ids, times); a rating may be NaN (it is counted and dropped)
+    NAN_IS_EMPTY = True
+
     def check_present(self, chunk: Chunk, array: pa.Array) -> None:
-        """Empty cells are errors: an event without a user, item or time cannot be placed."""
+        """Refuse a column of a type this kind cannot read, and empty cells (an event without a
+        user, item or time cannot be placed)."""
+        kind = _arrow_kind(array.type)
+        if kind not in self.ACCEPTS:
+            raise DataError(f"{self.source.path}: column {self.column!r} (dataset.{self.option}) holds "
+                            f"{array.type} values; expected {' or '.join(self.ACCEPTS)}")
+        if not self.NAN_IS_EMPTY:  # an empty or NaN cell is a value of its own here
+            return
         missing = array.is_null()
-        if pa.types.is_string(array.type) or pa.types.is_large_string(array.type):
+        if kind == "text":
             missing = pc.or_(missing, pc.equal(pc.binary_length(array), 0))
+        elif kind == "floats" and self.NAN_IS_EMPTY:
+            missing = pc.or_(missing, pc.is_nan(array))
         if pc.any(missing).as_py():
             index = int(np.flatnonzero(missing.to_numpy(zero_copy_only=False))[0])
             raise DataError(f"{self.source.path}: column {self.column!r} (dataset.{self.option}) "
-                            f"is empty in {chunk.where(index)}")
+                            f"is empty{' (or NaN)' if kind == 'floats' else ''} in {chunk.where(index)}")
+
+
+def _arrow_kind(kind: pa.DataType) -> str:
+    if pa.types.is_integer(kind):
+        return "integers"
+    if pa.types.is_floating(kind):
+        return "floats"
+    if pa.types.is_string(kind) or pa.types.is_large_string(kind):
+        return "text"
+    if pa.types.is_timestamp(kind) or pa.types.is_date(kind):
+        return "dates/times"
+    return str(kind)
 
 
 class IdColumn(Column):
@@ -60,6 +86,18 @@ class IdColumn(Column):
 
     def add(self, chunk: Chunk, array: pa.Array, keep: np.ndarray | None = None) -> None:
         self.check_present(chunk, array)
+        if pa.types.is_floating(array.type):  # Parquet float ids: whole numbers only
+            fraction = pc.not_equal(array, pc.floor(array))
+            if pc.any(fraction).as_py():
+                index = int(np.flatnonzero(fraction.to_numpy(zero_copy_only=False))[0])
+                raise self.fail(chunk, index, array[index].as_py(), "ids must be whole numbers or text")
+            array = pc.cast(array, pa.int64())
+        if _arrow_kind(array.type) == "text":  # "nan" is a missing value written out by pandas
+            written_nan = pc.equal(pc.utf8_lower(pc.utf8_trim_whitespace(array)), "nan")
+            if pc.any(written_nan).as_py():
+                index = int(np.flatnonzero(written_nan.to_numpy(zero_copy_only=False))[0])
+                raise self.fail(chunk, index, array[index].as_py(), "that is how a missing value is written (pandas "
+                                "writes NaN as 'nan'): fix or drop the row")
         if self.vocab is None:
             integers = _as_integers(array)
             if integers is not None:
@@ -107,22 +145,29 @@ class IdColumn(Column):
 
 
 class NumberColumn(Column):
-    """A numeric column (ratings): float64 per row."""
+    """A numeric column (ratings): float64 per row; empty cells and NaN are NaN (the caller counts them)."""
+
+    NAN_IS_EMPTY = False
 
     def read(self, chunk: Chunk, array: pa.Array) -> np.ndarray:
+        """float64 values; empty cells and NaN become NaN."""
         self.check_present(chunk, array)
         if pa.types.is_integer(array.type) or pa.types.is_floating(array.type):
-            return array.cast(pa.float64()).to_numpy(zero_copy_only=False)
+            return array.cast(pa.float64()).fill_null(float("nan")).to_numpy(zero_copy_only=False)
+        array = pc.if_else(pc.equal(pc.binary_length(array), 0), pa.scalar(None, array.type), array)
         convert = lambda a: pc.cast(pc.utf8_trim_whitespace(pc.cast(a, pa.string())), pa.float64())  # noqa: E731
-        return _convert(self, chunk, array, convert, "expected a number").to_numpy(zero_copy_only=False)
+        return _convert(self, chunk, array, convert, "expected a number").fill_null(float("nan")).to_numpy(
+            zero_copy_only=False)
 
 
 class TimeColumn(Column):
     """Timestamps: integers as given, floats as given, ISO 8601 strings as epoch milliseconds.
 
     The kind is decided by the first row and every later row must match it, so one file never
-    mixes units.
+    mixes units. NaN and infinite times are refused.
     """
+
+    ACCEPTS = ("integers", "floats", "text", "dates/times")
 
     def __init__(self, source: TableSource, column: str, option: str) -> None:
         super().__init__(source, column, option)
@@ -136,8 +181,11 @@ class TimeColumn(Column):
         expected = {"int": "expected an integer timestamp, like the first row's",
                     "float": "expected a numeric timestamp, like the first row's",
                     "iso": TIME_HELP}[self.kind]
-        values = _convert(self, chunk, array, converters[self.kind], expected)
-        self.blocks.append(_own(values.to_numpy(zero_copy_only=False), keep))
+        values = _convert(self, chunk, array, converters[self.kind], expected).to_numpy(zero_copy_only=False)
+        if values.dtype.kind == "f" and not np.isfinite(values).all():  # "nan", "inf" in a text file
+            index = int(np.flatnonzero(~np.isfinite(values))[0])
+            raise self.fail(chunk, index, array[index].as_py(), "a time must be a finite number")
+        self.blocks.append(_own(values, keep))
 
     def finish(self) -> np.ndarray:
         return _stack(self.blocks, np.int64)

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from ..config import option
+
 __all__ = ["RetrieverConfig"]
 
 
@@ -30,15 +32,15 @@ class RetrieverConfig:
         :meth:`~palr_core.kit.TrainedRetriever.row_lengths`), so that trimmed batches carry less padding.
     """
 
-    maxlen: int = 50
-    hidden: int = 64
-    dropout: float = 0.2
-    lr: float = 1e-3
-    weight_decay: float = 0.0
-    batch_size: int = 128
-    eval_batch_size: int = 512
-    max_epochs: int | None = 200
-    patience: int | None = 10
+    maxlen: int = option(50, min=1)
+    hidden: int = option(64, min=1)
+    dropout: float = option(0.2, min=0, below=1)
+    lr: float = option(1e-3, above=0)
+    weight_decay: float = option(0.0, min=0)
+    batch_size: int = option(128, min=1)
+    eval_batch_size: int = option(512, min=1)
+    max_epochs: int | None = option(200, min=1)
+    patience: int | None = option(10, min=0)
     load_from: str | None = None
     save: bool = True
     length_buckets: bool = True

@@ -22,7 +22,7 @@ from typing import IO
 
 from ..data import DataError
 
-__all__ = ["MissingDataError", "ChecksumError", "file_sha256", "FileHashes", "fetch",
+__all__ = ["MissingDataError", "ChecksumError", "file_sha256", "FileHashes", "fetch", "write_atomic",
            "missing_files_message", "compression_of", "open_binary", "read_text"]
 
 GZIP_MAGIC = b"\x1f\x8b"
@@ -73,11 +73,15 @@ class FileHashes:
         digest = file_sha256(file)
         settled = time.time_ns() - max(st.st_mtime_ns, st.st_ctime_ns) > _RACY_NS
         self._memo[str(file)] = {"stamp": stamp, "sha256": digest, "settled": settled}
-        _atomic_write(self.path, json.dumps(self._memo, indent=0).encode())
+        write_atomic(self.path, json.dumps(self._memo, indent=0))
         return digest
 
 
-def _atomic_write(path: Path, data: bytes) -> None:
+def write_atomic(path: str | os.PathLike, data: bytes | str) -> None:
+    """Write a file so that it is either the old one or the new one, never half of it (a
+    temporary file in the same folder, renamed into place)."""
+    path = Path(path)
+    data = data.encode() if isinstance(data, str) else data
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
     try:

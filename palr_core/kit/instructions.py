@@ -17,6 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..components import TrainingData
+from ..config import check_options, option
 
 __all__ = ["InstructionConfig", "InstructionExample", "InteractionGraph", "build_instructions",
            "select_users", "VERSIONS"]
@@ -39,23 +40,19 @@ class InstructionConfig:
     :param swap_prob: chance that one history item and one target swap places.
     """
 
-    max_history: int = 20
-    max_targets: int = 10
-    min_history: int = 3
-    num_negatives: int = 10
-    user_fraction: float = 0.2
-    examples_per_user: int = 1
-    enrich_below: int = 3
-    swap_prob: float = 0.1
+    max_history: int = option(20, min=1)
+    max_targets: int = option(10, min=1)
+    min_history: int = option(3, min=1)
+    num_negatives: int = option(10, min=0)
+    user_fraction: float = option(0.2, above=0, max=1)
+    examples_per_user: int = option(1, min=1)
+    enrich_below: int = option(3, min=0)
+    swap_prob: float = option(0.1, min=0, max=1)
 
     def __post_init__(self) -> None:
-        if not 0.0 < self.user_fraction <= 1.0:
-            raise ValueError(f"user_fraction must be in (0, 1], got {self.user_fraction}")
-        if not 0.0 <= self.swap_prob <= 1.0:
-            raise ValueError(f"swap_prob must be in [0, 1], got {self.swap_prob}")
-        if self.min_history < 1 or self.max_history < self.min_history or self.max_targets < 1:
-            raise ValueError("need 1 <= min_history <= max_history and max_targets >= 1, got "
-                             f"{self.min_history}, {self.max_history}, {self.max_targets}")
+        if self.max_history < self.min_history:
+            raise ValueError(f"instructions.max_history ({self.max_history}) must be >= instructions.min_history "
+                             f"({self.min_history})")
 
 
 @dataclass(frozen=True)
@@ -116,6 +113,7 @@ def build_instructions(
     if version not in VERSIONS:
         raise ValueError(f"unknown PALR version {version!r}; expected one of {sorted(VERSIONS)}")
     config = config or InstructionConfig()
+    check_options(config, "instructions")
     rng = np.random.default_rng(rng)
     graph = InteractionGraph(data.train, data.num_items)
     similar = _SimilarItems(data, graph)

@@ -16,8 +16,11 @@ Item ids are ``0..num_items-1`` everywhere in palr; inside a padded tensor they 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import io
 import json
 import logging
+import pickle
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any, ClassVar
@@ -27,8 +30,10 @@ import numpy as np
 import torch
 
 from ..components import RunContext, TrainingData
+from ..config import check_options
 from .configs import RetrieverConfig
-from .training import make_trainer
+from .files import write_atomic
+from .training import LengthBucketSampler, claim_folder, fit, make_trainer, resumable_loader
 
 log = logging.getLogger("palr")
 
@@ -105,49 +110,6 @@ def trim_padding(*seqs: torch.Tensor) -> tuple[torch.Tensor, ...]:
     used = (seqs[0] != PAD).any(0).nonzero()
     start = int(used[0]) if len(used) else seqs[0].shape[1] - 1
     return tuple(s[:, start:] for s in seqs)
-
-
-class LengthBucketSampler(torch.utils.data.Sampler[int]):
-    """A shuffled order of rows in which each run of ``batch_size`` rows has similar lengths.
-
-    Every epoch the rows are permuted, cut into windows of ``window`` batches, each window is
-    sorted by length and cut into batches, and the batches are shuffled. With left-padded rows and
-    :func:`trim_padding`, a batch then costs its own longest row instead of the longest row in a
-    random sample of users (on ML-100K at maxlen 200 almost every random batch of 256 holds a
-    200-item user, while half the positions are padding). Under DDP Lightning replaces any
-    sampler with its DistributedSampler, which shuffles without bucketing.
-
-    Epoch ``e``'s order is drawn from ``(seed, e)`` alone. Lightning calls :meth:`set_epoch` before
-    each training epoch, so a run resumed from a checkpoint sees the same batches as one that was
-    never interrupted; iterating without ``set_epoch`` moves on to the next epoch's draw.
-    """
-
-    def __init__(self, lengths: Sequence[int] | torch.Tensor, batch_size: int, window: int = 50,
-                 seed: int = 0) -> None:
-        # numpy, not torch: a torch Generator or tensor here breaks pickling into ddp_spawn workers
-        self.lengths = np.asarray(lengths)
-        self.batch_size = batch_size
-        self.window = window
-        self.seed = seed
-        self.epoch = 0
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
-
-    def __len__(self) -> int:
-        return len(self.lengths)
-
-    def __iter__(self):
-        rng = np.random.default_rng((self.seed, self.epoch))
-        self.epoch += 1
-        order = rng.permutation(len(self.lengths))
-        span = self.batch_size * self.window
-        batches = []
-        for start in range(0, len(order), span):
-            chunk = order[start:start + span]
-            chunk = chunk[np.argsort(-self.lengths[chunk], kind="stable")]
-            batches += [chunk[i:i + self.batch_size] for i in range(0, len(chunk), self.batch_size)]
-        return iter([int(i) for b in rng.permutation(len(batches)) for i in batches[b]])
 
 
 def top_k_unseen(scores: torch.Tensor, histories: Sequence[Sequence[int]], k: int
@@ -237,6 +199,7 @@ class TrainedRetriever:
 
     def __init__(self, **params: Any) -> None:
         self.config = self.config_class(**params)
+        check_options(self.config, "retriever")  # also when built directly, not from a palr config
         self.module: RetrieverModule | None = None
         self.num_items: int | None = None
         self.fit_summary: dict[str, Any] = {}
@@ -279,16 +242,24 @@ class TrainedRetriever:
         self.module = self.build_module(data.num_items)
         self.module.val_histories = list(data.train)
         work_dir = Path(context.work_dir) / "retriever_training"
-        trainer = make_trainer(context.trainer, work_dir, max_epochs=self.config.max_epochs,
-                               patience=self.config.patience or 0, monitor="val/NDCG@10", callbacks=list(callbacks))
-        last = work_dir / "checkpoints" / "last.ckpt"
-        resume = str(last) if last.is_file() else None
-        if resume:
-            log.info("resuming retriever training from %s", resume)
-        trainer.fit(self.module, self._train_loader(data, context), self._val_loader(data, context),
-                    ckpt_path=resume)
-        self._restore_best(trainer)
-        if self.config.save and trainer.is_global_zero:
+        claim_folder(work_dir, self._fingerprint(data, context), f"retriever {type(self).__name__}")
+        done = work_dir / "done.json"
+        if done.is_file():  # this folder's training finished: its best checkpoint, no training again
+            self.fit_summary = json.loads(done.read_text())
+            self._load_checkpoint(work_dir / "checkpoints" / self.fit_summary["best_checkpoint"])
+            log.info("retriever: training in %s had finished; its best checkpoint is used", work_dir)
+        else:
+            trainer = make_trainer(context.trainer, work_dir, max_epochs=self.config.max_epochs,
+                                   patience=self.config.patience or 0, monitor="val/NDCG@10",
+                                   callbacks=list(callbacks))
+            resumed = fit(trainer, self.module, self._train_loader(data, context), self._val_loader(data, context))
+            if resumed:
+                log.info("retriever: resumed the interrupted training from %s", resumed)
+            self._restore_best(trainer)
+            if trainer.is_global_zero and self.fit_summary and self.fit_summary["stopped_by"] != "interrupted":
+                write_atomic(done, json.dumps({**self.fit_summary, "resumed_from": resumed}, indent=1))
+        self.module.cpu()
+        if self.config.save:
             self.save(Path(context.work_dir) / "retriever")
 
     def retrieve(self, histories: Sequence[np.ndarray], k: int) -> tuple[np.ndarray, np.ndarray]:
@@ -320,8 +291,10 @@ class TrainedRetriever:
         state = {"class": f"{type(self).__module__}.{type(self).__qualname__}",
                  "config": dataclasses.asdict(self.config), "num_items": self.num_items,
                  "state_dict": self.module.state_dict(), "extra": self.extra_state()}
-        torch.save(state, path / "retriever.pt")
-        (path / "config.json").write_text(json.dumps(state["config"], indent=2))
+        buffer = io.BytesIO()
+        torch.save(state, buffer)
+        write_atomic(path / "retriever.pt", buffer.getvalue())
+        write_atomic(path / "config.json", json.dumps(state["config"], indent=2))
         return path / "retriever.pt"
 
     @classmethod
@@ -344,12 +317,11 @@ class TrainedRetriever:
     def _train_loader(self, data: TrainingData, context: RunContext):
         dataset = self.training_dataset(data, context)
         lengths = self.row_lengths(dataset) if self.config.length_buckets else None
+        if lengths is None:  # equal lengths: a plain shuffle, still drawn from (seed, epoch)
+            lengths = np.zeros(len(dataset), dtype=np.int64)
         seed = int(context.rng("retriever batches").integers(2**31))
-        order = ({"sampler": LengthBucketSampler(lengths, self.config.batch_size, seed=seed)}
-                 if lengths is not None else {"shuffle": True})
-        return torch.utils.data.DataLoader(
-            dataset, batch_size=self.config.batch_size, **order,
-            num_workers=context.trainer.num_workers, persistent_workers=context.trainer.num_workers > 0)
+        sampler = LengthBucketSampler(lengths, self.config.batch_size, seed=seed)
+        return resumable_loader(dataset, self.config.batch_size, sampler, context.trainer.num_workers)
 
     def _val_loader(self, data: TrainingData, context: RunContext):
         # users ordered by history length: trimmed validation batches carry little padding
@@ -363,16 +335,30 @@ class TrainedRetriever:
         callback = trainer.checkpoint_callback
         best = getattr(callback, "best_model_path", "") if callback else ""
         if best and Path(best).is_file():
-            checkpoint = torch.load(best, map_location="cpu", weights_only=True)
-            self.module.load_state_dict(checkpoint["state_dict"])
-            self.fit_summary = {"best_checkpoint": best,
+            self._load_checkpoint(Path(best))
+            self.fit_summary = {"best_checkpoint": Path(best).name,
                                 "best_val_ndcg10": float(callback.best_model_score or 0.0),
                                 "epochs": trainer.current_epoch,
                                 "stopped_by": _stop_reason(trainer)}
             log.info("retriever training stopped by %s after %d epochs; best val NDCG@10 %.4f",
                      self.fit_summary["stopped_by"], trainer.current_epoch,
                      self.fit_summary["best_val_ndcg10"])
-        self.module.cpu()
+
+    def _load_checkpoint(self, path: Path) -> None:
+        """The module's weights from a Lightning checkpoint (``weights_only``: no code runs)."""
+        checkpoint = _safe_load(path)
+        self.module.load_state_dict(checkpoint["state_dict"])
+
+    def _fingerprint(self, data: TrainingData, context: RunContext) -> dict:
+        """What this folder's checkpoints depend on: the model, its settings, the data, seed and trainer."""
+        digest = hashlib.sha256()
+        for array in (*data.train, np.asarray(data.valid)):
+            digest.update(np.ascontiguousarray(array, dtype=np.int64).tobytes() + b"|")
+        config = {k: v for k, v in dataclasses.asdict(self.config).items() if k not in ("save", "load_from")}
+        trainer = {k: v for k, v in dataclasses.asdict(context.trainer).items()
+                   if k not in ("enable_progress_bar", "num_workers")}
+        return {"model": f"{type(self).__module__}.{type(self).__qualname__}", "config": config,
+                "num_items": data.num_items, "data": digest.hexdigest(), "seed": context.seed, "trainer": trainer}
 
 
 def _stop_reason(trainer) -> str:
@@ -391,4 +377,15 @@ def _read_state(path: Path) -> dict:
     if not file.is_file():
         raise FileNotFoundError(f"no saved retriever at {file} (expected a directory written by "
                                 f"retriever.save(), e.g. <previous run>/retriever)")
-    return torch.load(file, map_location="cpu", weights_only=True)
+    return _safe_load(file)
+
+
+def _safe_load(file: Path) -> dict:
+    """``torch.load`` with ``weights_only=True``: tensors and plain data only, so a crafted file
+    cannot run code; anything else is refused with the file named."""
+    try:
+        return torch.load(file, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ValueError(f"{file} holds something other than weights and plain data, and was not loaded "
+                         f"(torch.load weights_only=True refused it: {first})") from None

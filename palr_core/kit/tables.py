@@ -85,10 +85,17 @@ class TableSource:
     encoding_option: str | None = "dataset.encoding"
 
     def require(self, wanted: dict[str, str], hints: dict[str, str] | None = None) -> None:
-        """Fail naming the option and listing the columns found when a configured column is absent."""
+        """Fail naming the option and listing the columns found when a configured column is absent
+        (and the separator that would have found it, when another one would)."""
         for option, column in wanted.items():
             if column not in self.columns:
                 hint = (hints or {}).get(option, "")
+                splits = [name for sep, name in SEPARATOR_NAMES.items() if sep != self.separator
+                          and sep.strip(" ") and any(column in c.split(sep) for c in self.columns)]
+                if splits:
+                    hint = (f"the header splits into columns on {splits[0]}, not on "
+                            f"{SEPARATOR_NAMES.get(self.separator, repr(self.separator))}: set dataset.separator "
+                            "to it, or leave dataset.separator unset to detect it")
                 raise DataError(
                     f"{self.path}: column {column!r} (dataset.{option}) not found; "
                     f"columns found: {self.columns}" + (f"; {hint}" if hint else "")
@@ -303,7 +310,7 @@ def _shape_problem(source: TableSource, text: str, fields: int) -> str:
     """What is wrong with a line of the wrong shape, and a hint when another separator fits."""
     hint = ""
     for other, other_name in SEPARATOR_NAMES.items():
-        if other != source.separator and other.strip() and len(text.split(other)) == len(source.columns):
+        if other != source.separator and other.strip(" ") and len(text.split(other)) == len(source.columns):
             hint = f"; the line splits into {len(source.columns)} fields on {other_name} — wrong separator?"
             break
     return f"expected {source.expected()}, got {fields} field(s): {text[:80]!r}{hint}"

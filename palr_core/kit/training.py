@@ -1,19 +1,37 @@
-"""The Lightning Trainer every trained component shares, built from the ``trainer`` config group.
+"""The Lightning Trainer every trained component shares, built from the ``trainer`` config group,
+and what makes an interrupted training resume to exactly the result of an uninterrupted one.
 
 Components that train (retrievers, rankers) build their ``lightning.Trainer`` with
 :func:`make_trainer`, so CPU/GPU, precision, DDP/FSDP strategies, early stopping, best-checkpoint
 selection and progress bars are set in one place (:class:`palr_core.TrainerConfig`), not per model.
 How long to train is the component's own setting, passed as ``max_epochs`` and ``patience``.
+
+Resuming (:func:`fit`) reproduces the uninterrupted run because every checkpoint holds, beside
+Lightning's own state, the random generators' states (:class:`RandomStateCheckpoint`) and the
+data loader's position in its epoch (``torchdata``'s ``StatefulDataLoader``, which Lightning saves
+and restores, over an order drawn from ``(seed, epoch)``: :func:`resumable_loader`); ``last.ckpt``
+is written after every epoch (or every N steps), not only when validation improves; and a run
+folder that was moved keeps its best score (:class:`MovableCheckpoint`).
 """
 
 from __future__ import annotations
 
+import json
+import random
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from ..config import TrainerConfig
+import lightning as L
+import numpy as np
+import torch
+from lightning.pytorch.callbacks import Callback, EarlyStopping, ModelCheckpoint
 
-__all__ = ["make_trainer", "epoch_budget"]
+from ..config import TrainerConfig
+from ..pipeline import RunFolderError
+
+__all__ = ["make_trainer", "epoch_budget", "fit", "resumable_loader", "LengthBucketSampler",
+           "RandomStateCheckpoint", "MovableCheckpoint", "claim_folder", "FolderInUse"]
 
 
 def epoch_budget(config: TrainerConfig, max_epochs: int | None) -> int | None:
@@ -30,6 +48,7 @@ def make_trainer(
     patience: int = 0,
     monitor: str | None = None,
     mode: str = "max",
+    last_every_n_steps: int | None = None,
     callbacks: list | None = None,
     **overrides: Any,
 ):
@@ -38,13 +57,13 @@ def make_trainer(
     :param max_epochs: the component's epoch budget (capped by ``config.max_epochs``; ``None``: no
         cap, so early stopping or ``config.max_time`` must end training).
     :param patience: validation checks without improvement of ``monitor`` before stopping (0: off).
-    :param monitor: a logged validation metric: checkpoints keep the best epoch by it
+    :param monitor: a logged validation metric: ``checkpoints/best.ckpt`` keeps the best epoch by it
         (``trainer.checkpoint_callback.best_model_path``) and early stopping watches it.
-        ``None``: no validation, and no checkpoint callback is added.
+        ``None``: no validation.
+    :param last_every_n_steps: write ``checkpoints/last.ckpt`` every N optimizer steps (long
+        epochs, e.g. an LLM's); ``None``: after every epoch.
     :param overrides: Lightning Trainer arguments that win over the config.
     """
-    import lightning as L
-    from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
     from lightning.pytorch.loggers import CSVLogger
 
     work_dir = Path(work_dir)
@@ -53,11 +72,18 @@ def make_trainer(
         raise ValueError("training would never stop: give the component a max_epochs, early-stopping "
                          "patience, or set trainer.max_epochs / trainer.max_time")
     cbs = list(callbacks or [])
-    if monitor is not None:
-        cbs.append(ModelCheckpoint(dirpath=work_dir / "checkpoints", monitor=monitor, mode=mode,
-                                   save_top_k=1, save_last=True, filename="best"))
+    folder = work_dir / "checkpoints"
+    if monitor is not None:  # first, so that it is trainer.checkpoint_callback
+        cbs.append(MovableCheckpoint(dirpath=folder, monitor=monitor, mode=mode, save_top_k=1, filename="best"))
         if patience > 0:
             cbs.append(EarlyStopping(monitor=monitor, mode=mode, patience=patience))
+    # Lightning's save_last writes only when another checkpoint was saved (an improvement): a
+    # monitor-less top-1 checkpoint named "last" is rewritten after every epoch (and every N steps)
+    last = {"dirpath": folder, "filename": "last", "save_top_k": 1, "enable_version_counter": False}
+    cbs.append(MovableCheckpoint(**last))
+    if last_every_n_steps:
+        cbs.append(_MidEpochCheckpoint(**last, every_n_train_steps=last_every_n_steps))
+    cbs.append(RandomStateCheckpoint())
     kwargs: dict[str, Any] = dict(
         max_epochs=-1 if epochs is None else epochs,
         max_time=config.max_time,
@@ -74,8 +100,209 @@ def make_trainer(
         logger=CSVLogger(str(work_dir), name="logs"),
         callbacks=cbs,
         enable_model_summary=False,
-        enable_checkpointing=monitor is not None,
+        enable_checkpointing=True,
         num_sanity_val_steps=0,
     )
     kwargs.update(overrides)
     return L.Trainer(**kwargs)
+
+
+class LengthBucketSampler(torch.utils.data.Sampler):
+    """A shuffled order of rows in which each run of ``batch_size`` rows has similar lengths.
+
+    Every epoch the rows are permuted, cut into windows of ``window`` batches, each window is
+    sorted by length and cut into batches, and the batches are shuffled. When padding is trimmed
+    per batch (:func:`~palr_core.kit.retrievers.trim_padding`, or a collator padding to the longest
+    row), a batch then costs its own longest row instead of the longest row in a random sample (on
+    ML-100K at maxlen 200 almost every random batch of 256 holds a 200-item user, while half the
+    positions are padding). Equal lengths give a plain shuffle. Under DDP Lightning replaces any
+    sampler with its DistributedSampler, which shuffles without bucketing.
+
+    Epoch ``e``'s order is drawn from ``(seed, e)`` alone. Lightning calls :meth:`set_epoch` before
+    each training epoch, and the iterator tells a ``StatefulDataLoader`` where in its epoch it is,
+    so a run resumed from a checkpoint sees the same batches as one that was never interrupted;
+    iterating without ``set_epoch`` moves on to the next epoch's draw.
+    """
+
+    def __init__(self, lengths: Sequence[int] | torch.Tensor, batch_size: int, window: int = 50,
+                 seed: int = 0) -> None:
+        # numpy, not torch: a torch Generator or tensor here breaks pickling into ddp_spawn workers
+        self.lengths = np.asarray(lengths)
+        self.batch_size = batch_size
+        self.window = window
+        self.seed = seed
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return len(self.lengths)
+
+    def order(self, epoch: int) -> list[int]:
+        """The rows in epoch ``epoch``'s order."""
+        rng = np.random.default_rng((self.seed, epoch))
+        order = rng.permutation(len(self.lengths))
+        span = self.batch_size * self.window
+        batches = []
+        for start in range(0, len(order), span):
+            chunk = order[start:start + span]
+            chunk = chunk[np.argsort(-self.lengths[chunk], kind="stable")]
+            batches += [chunk[i:i + self.batch_size] for i in range(0, len(chunk), self.batch_size)]
+        return [int(i) for b in rng.permutation(len(batches)) for i in batches[b]]
+
+    def __iter__(self):
+        iterator = _EpochIterator(self, self.epoch)
+        self.epoch += 1
+        return iterator
+
+
+class _EpochIterator:
+    """One epoch of a :class:`LengthBucketSampler`, with its position as ``torchdata`` state."""
+
+    def __init__(self, sampler: LengthBucketSampler, epoch: int) -> None:
+        self.sampler, self.epoch, self.position = sampler, epoch, 0
+        self.rows = sampler.order(epoch)
+
+    def __iter__(self):
+        return self
+
+    def __next__(self) -> int:
+        if self.position >= len(self.rows):
+            raise StopIteration
+        self.position += 1
+        return self.rows[self.position - 1]
+
+    def state_dict(self) -> dict:
+        return {"epoch": self.epoch, "position": self.position}
+
+    def load_state_dict(self, state: dict) -> None:
+        if state["epoch"] != self.epoch:
+            self.epoch, self.rows = state["epoch"], self.sampler.order(state["epoch"])
+        self.position = state["position"]
+
+
+def fit(trainer, module, train_loader, val_loader=None) -> str | None:
+    """``trainer.fit``, resuming from ``checkpoints/last.ckpt`` when an earlier fit in the same
+    folder was interrupted (loaded with ``weights_only=True``: a crafted file cannot run code).
+
+    :returns: the checkpoint resumed from, or ``None``.
+    """
+    last = Path(trainer.default_root_dir) / "checkpoints" / "last.ckpt"
+    resume = str(last) if last.is_file() else None
+    sampler = getattr(train_loader, "sampler", None)
+    if resume and hasattr(sampler, "set_epoch"):
+        # Lightning builds the first epoch's iterator before it calls set_epoch, which is right for a
+        # fresh fit but would replay epoch 0's order in a resumed one: start at the epoch it resumes
+        progress = torch.load(last, map_location="cpu", weights_only=True)["loops"]["fit_loop"]
+        sampler.set_epoch(progress["epoch_progress"]["current"]["processed"])  # the epoch it continues
+    trainer.fit(module, train_loader, val_loader, ckpt_path=resume, weights_only=True)
+    return resume
+
+
+def resumable_loader(dataset, batch_size: int, sampler, num_workers: int = 0, collate_fn=None):
+    """A DataLoader whose position in an epoch is saved in checkpoints and restored on resume
+    (``torchdata``'s ``StatefulDataLoader``), over ``sampler`` (which should draw epoch ``e``'s
+    order from ``(seed, e)``, as :class:`~palr_core.kit.retrievers.LengthBucketSampler` does)."""
+    from torchdata.stateful_dataloader import StatefulDataLoader
+
+    return StatefulDataLoader(dataset, batch_size=batch_size, sampler=sampler, collate_fn=collate_fn,
+                              num_workers=num_workers, persistent_workers=num_workers > 0)
+
+
+class RandomStateCheckpoint(Callback):
+    """Saves Python's, numpy's and torch's (CPU and CUDA) random states in every checkpoint and
+    restores them on resume, so dropout, negative sampling and anything else drawn after the
+    checkpoint is drawn as in an uninterrupted run. Stored as plain lists and tensors, which
+    ``torch.load(weights_only=True)`` reads."""
+
+    KEY = "palr_random_state"
+
+    def on_save_checkpoint(self, trainer, pl_module, checkpoint: dict) -> None:
+        version, state, gauss = random.getstate()
+        kind, keys, pos, has_gauss, cached = np.random.get_state()
+        checkpoint[self.KEY] = {
+            "python": [version, list(state), gauss],
+            "numpy": [kind, torch.from_numpy(keys.astype(np.int64)), int(pos), int(has_gauss), float(cached)],
+            "torch": torch.get_rng_state(),
+            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+        }
+
+    def __init__(self) -> None:
+        self._again: dict | None = None
+
+    def on_load_checkpoint(self, trainer, pl_module, checkpoint: dict) -> None:
+        saved = checkpoint.get(self.KEY)
+        if saved is None:  # written by an older palr: resume without it
+            return
+        self._restore(saved)
+        # a checkpoint taken mid-epoch resumes with a data loader iterator the uninterrupted run did
+        # not create, and creating one draws from the global generator: restore once more after it
+        progress = checkpoint["loops"]["fit_loop"]["epoch_progress"]["current"]
+        self._again = saved if progress["processed"] < progress["started"] else None
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx: int) -> None:
+        if self._again is not None:
+            self._restore(self._again)
+            self._again = None
+
+    @staticmethod
+    def _restore(saved: dict) -> None:
+        version, state, gauss = saved["python"]
+        random.setstate((version, tuple(state), gauss))
+        kind, keys, pos, has_gauss, cached = saved["numpy"]
+        np.random.set_state((kind, keys.numpy().astype(np.uint32), pos, has_gauss, cached))
+        torch.set_rng_state(saved["torch"])
+        if saved["cuda"] and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(saved["cuda"])
+
+
+class MovableCheckpoint(ModelCheckpoint):
+    """Lightning's ``ModelCheckpoint`` that keeps its best score when the run folder was moved or
+    copied: Lightning forgets it when the saved ``dirpath`` differs, so a worse epoch would then
+    replace ``best.ckpt``. Paths of the old folder are read as the same files in the new one."""
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        old = state_dict.get("dirpath")
+        if old and self.dirpath and old != self.dirpath:
+            def moved(path):
+                return str(Path(self.dirpath) / Path(path).name) if path else path
+
+            state_dict = {**state_dict, "dirpath": self.dirpath,
+                          "best_model_path": moved(state_dict.get("best_model_path")),
+                          "kth_best_model_path": moved(state_dict.get("kth_best_model_path")),
+                          "last_model_path": moved(state_dict.get("last_model_path")),
+                          "best_k_models": {moved(k): v for k, v in state_dict.get("best_k_models", {}).items()}}
+        super().load_state_dict(state_dict)
+
+
+class _MidEpochCheckpoint(MovableCheckpoint):
+    """Every N steps, but never after an epoch's last batch: Lightning resumes a checkpoint taken
+    there as if the next epoch had run too (it skips it), and the epoch-end checkpoint follows anyway."""
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx: int) -> None:
+        if batch_idx + 1 < trainer.num_training_batches:
+            super().on_train_batch_end(trainer, pl_module, outputs, batch, batch_idx)
+
+
+class FolderInUse(RunFolderError):
+    """A training folder holds another configuration's checkpoints."""
+
+
+def claim_folder(folder: Path, fingerprint: dict, what: str) -> None:
+    """Make ``folder`` this training's: record ``fingerprint`` (what the checkpoints depend on), or
+    refuse when the folder already holds checkpoints of a different one, naming what differs.
+
+    :param what: the component, for messages (``retriever 'sasrec'``).
+    """
+    folder = Path(folder)
+    stamp = folder / "fingerprint.json"
+    if stamp.is_file():
+        old = json.loads(stamp.read_text())
+        if old != fingerprint:
+            changed = [k for k in sorted(set(old) | set(fingerprint)) if old.get(k) != fingerprint.get(k)]
+            raise FolderInUse(f"{folder} holds checkpoints of {what} with another {', '.join(changed)}; "
+                              "resuming them would mix two runs: use another work folder, or delete this one")
+        return
+    folder.mkdir(parents=True, exist_ok=True)
+    stamp.write_text(json.dumps(fingerprint, indent=1, sort_keys=True, default=str))

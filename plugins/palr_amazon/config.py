@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from palr_core import option
+
 UCSD = "https://datarepo.eng.ucsd.edu/mcauley_group/data"
 CATEGORIES = {
     "2014": ["Amazon_Instant_Video", "Apps_for_Android", "Automotive", "Baby", "Beauty", "Books",
@@ -40,10 +42,10 @@ class AmazonConfig:
     """
 
     category: str = "???"
-    release: str = "2014"
+    release: str = option("2014", choices=tuple(CATEGORIES))
     root: str | None = None
-    format: str = "auto"
-    on_bad_lines: str = "error"
+    format: str = option("auto", choices=FORMATS)
+    on_bad_lines: str = option("error", choices=("error", "skip"))
     missing_title: str = "unknown title"
     url: str | None = None
     checksums: dict = field(default_factory=dict)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from palr_core import option
 from palr_core.kit.configs import RetrieverConfig
 
 
@@ -17,13 +18,9 @@ class BERT4RecConfig(RetrieverConfig):
     :param last_mask_prob: share of training sequences in which only the last item is masked.
     """
 
-    maxlen: int = 200
-    blocks: int = 2
-    heads: int = 2
-    dropout: float = 0.1
-    mask_prob: float = 0.2
-    last_mask_prob: float = 0.1
-
-    def __post_init__(self) -> None:
-        if not 0 < self.mask_prob < 1:
-            raise ValueError(f"retriever bert4rec: mask_prob must be in (0, 1), got {self.mask_prob}")
+    maxlen: int = option(200, min=1)
+    blocks: int = option(2, min=1)
+    heads: int = option(2, min=1)
+    dropout: float = option(0.1, min=0, below=1)
+    mask_prob: float = option(0.2, above=0, below=1)
+    last_mask_prob: float = option(0.1, min=0, max=1)

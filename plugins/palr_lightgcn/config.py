@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from palr_core import option
 from palr_core.kit.configs import RetrieverConfig
 
 
@@ -16,10 +17,8 @@ class LightGCNConfig(RetrieverConfig):
     :param maxlen: most recent items used to fold in a history of an unknown user.
     """
 
-    layers: int = 3
-    reg: float = 1e-4
-    batch_size: int = 2048
-    lr: float = 1e-3
-    dropout: float = 0.0
-    max_epochs: int | None = 300
-    patience: int | None = 10
+    layers: int = option(3, min=1)
+    reg: float = option(1e-4, min=0)
+    batch_size: int = option(2048, min=1)
+    dropout: float = option(0.0, choices=(0.0,))  # LightGCN has no dropout
+    max_epochs: int | None = option(300, min=1)

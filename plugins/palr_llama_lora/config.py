@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from palr_core import option
 from palr_core.kit.instructions import InstructionConfig
 from palr_core.kit.prompts import default_templates
 
@@ -14,21 +15,21 @@ DECODERS = ("score", "generate")
 class TinyModelSettings:
     """Shape of the ``model: tiny`` LLaMA (CPU runs and tests)."""
 
-    hidden_size: int = 64
-    layers: int = 2
-    heads: int = 4
-    intermediate_size: int = 256
-    vocab_size: int = 2048
-    max_positions: int = 2048
+    hidden_size: int = option(64, min=1)
+    layers: int = option(2, min=1)
+    heads: int = option(4, min=1)
+    intermediate_size: int = option(256, min=1)
+    vocab_size: int = option(2048, min=300)  # the byte-level alphabet and special tokens take 260
+    max_positions: int = option(2048, min=1)
 
 
 @dataclass
 class LoraSettings:
     """peft ``LoraConfig`` options (paper-style defaults: rank 8 on the attention projections)."""
 
-    r: int = 8
-    alpha: int = 16
-    dropout: float = 0.05
+    r: int = option(8, min=1)
+    alpha: int = option(16, above=0)
+    dropout: float = option(0.05, min=0, below=1)
     target_modules: list = field(default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj"])
 
 
@@ -68,25 +69,25 @@ class LlamaLoraConfig:
     """
 
     model: str = "tiny"
-    task: str = "v2"
-    decoder: str = "score"
-    num_generate: int = 10
-    epochs: int = 2
-    batch_size: int = 16
-    learning_rate: float = 3e-3
-    weight_decay: float = 0.0
-    warmup_steps: int = 20
-    max_length: int = 1024
+    task: str = option("v2", choices=("v1", "v2"))
+    decoder: str = option("score", choices=DECODERS)
+    num_generate: int = option(10, min=1)
+    epochs: int = option(2, min=1)
+    batch_size: int = option(16, min=1)
+    learning_rate: float = option(3e-3, above=0)
+    weight_decay: float = option(0.0, min=0)
+    warmup_steps: int = option(20, min=0)
+    max_length: int = option(1024, min=32)
     train_base: bool | None = None
     lora: LoraSettings = field(default_factory=LoraSettings)
     tiny: TinyModelSettings = field(default_factory=TinyModelSettings)
     instructions: InstructionConfig = field(default_factory=InstructionConfig)
     templates: dict = field(default_factory=default_templates)
-    dtype: str = "auto"
+    dtype: str = option("auto", choices=("auto", "float32", "bfloat16", "float16"))
     gradient_checkpointing: bool = False
     adapter: str | None = None
     resume: bool = True
-    checkpoint_every_n_steps: int = 100
-    rank_batch_size: int = 16
-    num_beams: int = 1
-    retriever_weight: float = 2.0
+    checkpoint_every_n_steps: int = option(100, min=1)
+    rank_batch_size: int = option(16, min=1)
+    num_beams: int = option(1, min=1)
+    retriever_weight: float = option(2.0, min=0)

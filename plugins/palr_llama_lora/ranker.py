@@ -10,7 +10,12 @@ decoder (one batched forward pass). Output layout under ``<work_dir>/llama_lora/
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
+import json
 import logging
+import os
+import shutil
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -18,10 +23,12 @@ import numpy as np
 import torch
 
 from palr_core import RankRequest, RunContext, TrainingData, complete_ranking
+from palr_core.config import check_options
+from palr_core.kit.files import write_atomic
 from palr_core.kit.instructions import InstructionConfig, build_instructions
 from palr_core.kit.llm import load_causal_lm
 from palr_core.kit.prompts import build_prompt, check_templates
-from palr_core.kit.training import make_trainer
+from palr_core.kit.training import claim_folder, fit, make_trainer
 
 from .config import DECODERS, LlamaLoraConfig, LoraSettings, TinyModelSettings
 from .decoding import ItemCoder, generate_rankings, order_by_scores, score_candidates
@@ -47,6 +54,7 @@ class LlamaLoraRanker:
         if cfg.decoder not in DECODERS:
             raise ValueError(f"ranker.decoder must be one of {DECODERS}, got {cfg.decoder!r}")
         check_templates(cfg.templates, "ranker.templates")
+        check_options(cfg, "ranker")
         self.config = cfg
         self.model = None
         self.coder: ItemCoder | None = None
@@ -62,6 +70,20 @@ class LlamaLoraRanker:
     def train_base(self) -> bool:
         return self.config.model == "tiny" if self.config.train_base is None else self.config.train_base
 
+    def check(self, context: RunContext) -> None:
+        """Before the run's first stage: the model (or the adapter) this ranker will load exists."""
+        from palr_core.kit.llm import resolve_language_model
+
+        if self.config.adapter:
+            folder = Path(self.config.adapter).expanduser()
+            if not (folder / "adapter" / "adapter_config.json").is_file():
+                raise FileNotFoundError(f"ranker.adapter={str(folder)!r}: no adapter/adapter_config.json there "
+                                        "(expected a previous run's <run dir>/llama_lora folder)")
+        if self.config.model != "tiny" and not (self.config.adapter and
+                                                (Path(self.config.adapter).expanduser() / "base").is_dir()):
+            resolve_language_model(self.config.model, context.cache_dir, models=context.language_models,
+                                   option="ranker.model")
+
     # -- model ---------------------------------------------------------------------------
     def _base(self, out: Path, context: RunContext):
         """The base model and tokenizer: a local checkpoint, or the run's tiny model (built once)."""
@@ -73,8 +95,12 @@ class LlamaLoraRanker:
             return load_causal_lm(base_dir, context.cache_dir, "float32")
         tokenizer = train_tokenizer(self._corpus(context), self.config.tiny.vocab_size)
         model = build_tiny_model(tokenizer, self.config.tiny)
-        model.save_pretrained(base_dir)
-        tokenizer.save_pretrained(base_dir)
+        partial = out / f"base.{os.getpid()}.tmp"  # renamed when complete: a killed save leaves no base/
+        shutil.rmtree(partial, ignore_errors=True)
+        model.save_pretrained(partial)
+        tokenizer.save_pretrained(partial)
+        shutil.rmtree(base_dir, ignore_errors=True)
+        partial.rename(base_dir)
         return model, tokenizer
 
     def _corpus(self, context: RunContext) -> list[str]:
@@ -100,13 +126,41 @@ class LlamaLoraRanker:
 
     # -- training ------------------------------------------------------------------------
     def fit(self, data: TrainingData, context: RunContext) -> None:
-        """Fine-tune on PALR instructions, or load ``adapter`` (a previous run's ``llama_lora`` dir)."""
+        """Fine-tune on PALR instructions, or load ``adapter`` (a previous run's ``llama_lora`` dir).
+
+        An interrupted fine-tuning in the same ``work_dir`` resumes from its last checkpoint (to the
+        result of an uninterrupted one); a finished one is loaded, not trained again.
+        """
         if self.config.adapter:
             self.load(self.config.adapter, context)
             return
-        out = self.setup(context)
+        out = Path(context.work_dir) / "llama_lora"
+        if not self.config.resume:  # start over: checkpoints of an earlier attempt would mix in
+            shutil.rmtree(out, ignore_errors=True)
+        claim_folder(out, self._fingerprint(data, context), "ranker llama_lora")
+        if (out / "done.json").is_file():
+            self.load(out, context)
+            self.fit_state = json.loads((out / "done.json").read_text())
+            log.info("llama_lora: fine-tuning in %s had finished; its adapter is used", out)
+            return
+        self.setup(context)
         batches = self._instruction_batches(data, context)
         self._train(batches, out, context)
+
+    def _fingerprint(self, data: TrainingData, context: RunContext) -> dict:
+        """What the fine-tuning checkpoints depend on (ranking-only options left out)."""
+        digest = hashlib.sha256()
+        for array in (*data.train, np.asarray(data.valid)):
+            digest.update(np.ascontiguousarray(array, dtype=np.int64).tobytes() + b"|")
+        ranking_only = {"decoder", "num_generate", "rank_batch_size", "num_beams", "retriever_weight", "adapter",
+                        "resume"}
+        config = {k: v for k, v in dataclasses.asdict(self.config).items() if k not in ranking_only}
+        profiles = context.profiles
+        trainer = {k: v for k, v in dataclasses.asdict(context.trainer).items()
+                   if k not in ("enable_progress_bar", "num_workers")}
+        return {"config": config, "data": digest.hexdigest(), "seed": context.seed, "trainer": trainer,
+                "profiles": None if profiles is None else
+                [type(profiles).__qualname__, repr(getattr(profiles, "config", None))]}
 
     def _instruction_batches(self, data: TrainingData, context: RunContext) -> InstructionBatches:
         # salt 5: the stream palr 0.1 drew instructions from, so documented runs stay reproducible
@@ -128,26 +182,23 @@ class LlamaLoraRanker:
         return context.profiles.generate(list(users), list(histories), context)
 
     def _train(self, batches: InstructionBatches, out: Path, context: RunContext) -> None:
-        from lightning.pytorch.callbacks import ModelCheckpoint
-
         module = LoraFineTuner(self.model, self.config.learning_rate, self.config.weight_decay,
                                self.config.warmup_steps)
-        checkpoints = ModelCheckpoint(dirpath=out / "checkpoints", save_last=True, save_top_k=0,
-                                      every_n_train_steps=self.config.checkpoint_every_n_steps)
         seed = int(context.rng("ranker batches").integers(2**31))
         loader = batches.loader(self.config.batch_size, seed, context.trainer.num_workers)
         trainer = make_trainer(context.trainer, out, max_epochs=self.config.epochs,
-                               callbacks=[checkpoints, AdapterOnlyCheckpoint(out / "adapter")],
-                               enable_checkpointing=True, log_every_n_steps=max(1, min(50, len(loader))))
-        last = out / "checkpoints" / "last.ckpt"
-        resume_from = str(last) if self.config.resume and last.is_file() else None
+                               last_every_n_steps=self.config.checkpoint_every_n_steps,
+                               callbacks=[AdapterOnlyCheckpoint(out / "adapter")],
+                               log_every_n_steps=max(1, min(50, len(loader))))
         self.model.train()  # from_pretrained returns eval mode: dropout must be on while training
-        trainer.fit(module, train_dataloaders=loader, ckpt_path=resume_from)
+        resumed = fit(trainer, module, loader)
         self.model.save_pretrained(out / "adapter", safe_serialization=True)
         self.model.eval()
         self.fit_state = {"examples": len(batches.pairs), "tokens": batches.tokens,
-                          "global_step": trainer.global_step, "resumed_from": resume_from,
+                          "global_step": trainer.global_step, "resumed_from": resumed,
                           "epochs": trainer.current_epoch}
+        if trainer.is_global_zero and not trainer.interrupted:
+            write_atomic(out / "done.json", json.dumps(self.fit_state, indent=1))
 
     def load(self, directory: str | Path, context: RunContext) -> None:
         """Base + adapter from a ``llama_lora`` output directory (``base/`` if tiny, ``adapter/``)."""

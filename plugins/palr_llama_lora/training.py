@@ -6,7 +6,8 @@ from pathlib import Path
 
 import lightning as L
 import torch
-from torch.utils.data import DataLoader
+
+from palr_core.kit.training import LengthBucketSampler, resumable_loader
 
 __all__ = ["InstructionBatches", "LoraFineTuner", "AdapterOnlyCheckpoint"]
 
@@ -31,10 +32,12 @@ class InstructionBatches:
     def tokens(self) -> int:
         return sum(len(p) + len(lab) for p, lab in self.pairs)
 
-    def loader(self, batch_size: int, seed: int, num_workers: int = 0) -> DataLoader:
-        generator = torch.Generator().manual_seed(seed)
-        return DataLoader(self.examples, batch_size=batch_size, shuffle=True, generator=generator,
-                          collate_fn=self.collate, num_workers=num_workers)
+    def loader(self, batch_size: int, seed: int, num_workers: int = 0):
+        """Batches of examples of similar length (less padding), in an order drawn from
+        ``(seed, epoch)`` and resumable mid-epoch (:func:`palr_core.kit.training.resumable_loader`)."""
+        lengths = [len(example["input_ids"]) for example in self.examples]
+        return resumable_loader(self.examples, batch_size, LengthBucketSampler(lengths, batch_size, seed=seed),
+                                num_workers, collate_fn=self.collate)
 
 
 class LoraFineTuner(L.LightningModule):

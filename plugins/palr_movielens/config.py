@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from palr_core import option
+
 BASE_URL = "https://files.grouplens.org/datasets/movielens"
 FORMATS = ("auto", "official", "chrono")
 
@@ -47,10 +49,10 @@ class MovieLensConfig:
     :param progress: show a progress bar while downloading.
     """
 
-    variant: str = "???"
+    variant: str = option("???", choices=tuple(VARIANTS))
     root: str | None = None
-    format: str = "auto"
-    on_bad_lines: str = "error"
+    format: str = option("auto", choices=FORMATS)
+    on_bad_lines: str = option("error", choices=("error", "skip"))
     url: str | None = None
     checksum: str | None = None
     progress: bool = True

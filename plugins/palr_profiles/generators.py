@@ -15,7 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
-from palr_core import RunContext
+from palr_core import RunContext, option
+from palr_core.kit.files import write_atomic
 from palr_core.kit.llm import chat_prompt_ids, load_causal_lm
 
 __all__ = ["KeywordsConfig", "KeywordProfiles", "LlmProfileConfig", "LlmProfiles", "keyword_lines"]
@@ -32,9 +33,9 @@ class KeywordsConfig:
     :param recent: only the last ``recent`` history items count (the ranker's history cap).
     """
 
-    num_keywords: int = 2
-    items_per_keyword: int = 2
-    recent: int = 20
+    num_keywords: int = option(2, min=1)
+    items_per_keyword: int = option(2, min=1)
+    recent: int = option(20, min=1)
 
 
 class KeywordProfiles:
@@ -96,10 +97,10 @@ class LlmProfileConfig:
                      "interactions. The output is an itemized list based on importance. The output "
                      'template is: {{1. KEY_WORD_1: "HISTORY_ITEM_1", "HISTORY_ITEM_2"; 2. KEY_WORD_2: '
                      '"HISTORY_ITEM_3"}} The history {noun} and their keywords are: {history} Output:')
-    max_new_tokens: int = 48
-    recent: int = 20
-    batch_size: int = 8
-    dtype: str = "auto"
+    max_new_tokens: int = option(48, min=1)
+    recent: int = option(20, min=1)
+    batch_size: int = option(8, min=1)
+    dtype: str = option("auto", choices=("auto", "float32", "bfloat16", "float16"))
 
 
 class LlmProfiles:
@@ -113,6 +114,13 @@ class LlmProfiles:
                              "local Hugging Face causal-LM folder or a .gguf file (no model hub is reachable)")
         self._model = None
 
+    def check(self, context: RunContext) -> None:
+        """Before the run's first stage: the model exists (a registered name, a folder or a .gguf file)."""
+        from palr_core.kit.llm import resolve_language_model
+
+        resolve_language_model(self.config.model, context.cache_dir, models=context.language_models,
+                               option="profile.model")
+
     def generate(self, users: Sequence[int], histories: Sequence[np.ndarray], context: RunContext) -> list[str]:
         prompts = [self._prompt(np.asarray(h)[-self.config.recent:], context) for h in histories]
         cache = Path(context.cache_dir) / "profiles"
@@ -125,7 +133,7 @@ class LlmProfiles:
                           disable=not todo or not context.trainer.enable_progress_bar):
             batch = todo[start:start + self.config.batch_size]
             for k, text in zip(batch, self._write([prompts[k] for k in batch], context)):
-                paths[k].write_text(json.dumps({"user": int(users[k]), "prompt": prompts[k], "profile": text}))
+                write_atomic(paths[k], json.dumps({"user": int(users[k]), "prompt": prompts[k], "profile": text}))
         return [json.loads(path.read_text())["profile"] for path in paths]
 
     def _prompt(self, history: np.ndarray, context: RunContext) -> str:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from palr_core import option
 from palr_core.kit.configs import RetrieverConfig
 
 LOSSES = ("ce", "bce")
@@ -18,14 +19,14 @@ class SASRecConfig(RetrieverConfig):
     :param loss: ``ce`` (full-catalogue softmax) or ``bce`` (one sampled negative per position).
     """
 
-    maxlen: int = 200
-    blocks: int = 2
-    heads: int = 2
-    loss: str = "ce"
+    maxlen: int = option(200, min=1)
+    blocks: int = option(2, min=1)
+    heads: int = option(2, min=1)
+    loss: str = option("ce", choices=LOSSES)
 
     def __post_init__(self) -> None:
         if self.loss not in LOSSES:
             raise ValueError(f"retriever sasrec: loss must be one of {LOSSES}, got {self.loss!r}")
-        if self.hidden % self.heads:
+        if self.heads >= 1 and self.hidden % self.heads:
             raise ValueError(f"retriever sasrec: hidden ({self.hidden}) must be divisible by heads "
                              f"({self.heads})")

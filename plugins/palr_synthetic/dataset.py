@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from palr_core import InteractionLog, ItemCatalog, RawDataset, RunContext
+from palr_core import InteractionLog, ItemCatalog, RawDataset, RunContext, option
 
 GENRES = ["Action", "Adventure", "Animation", "Comedy", "Crime", "Documentary", "Drama",
           "Fantasy", "Horror", "Musical", "Mystery", "Romance", "Sci-Fi", "Thriller", "Western"]
@@ -38,12 +38,12 @@ class SyntheticConfig:
     :param seed: generator seed (independent of the run seed, so the data never changes by accident).
     """
 
-    users: int = 600
-    franchises: int = 140
-    min_length: int = 12
-    mean_extra_length: float = 12.0
-    sequel_prob: float = 0.6
-    seed: int = 7
+    users: int = option(600, min=1)
+    franchises: int = option(140, min=1, max=len(ADJECTIVES) * len(NOUNS))
+    min_length: int = option(12, min=1)
+    mean_extra_length: float = option(12.0, min=0)
+    sequel_prob: float = option(0.6, min=0, max=1)
+    seed: int = option(7, min=0)
 
 
 class SyntheticMovies:

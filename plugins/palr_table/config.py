@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from palr_core import option
+
 
 @dataclass
 class TableConfig:
@@ -46,5 +48,5 @@ class TableConfig:
     item_columns: list = field(default_factory=list)
     separator: str | None = None
     encoding: str | None = None
-    domain: str = "products"
+    domain: str = option("products", choices=("movies", "products"))
     show_id: bool = False

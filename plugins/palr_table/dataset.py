@@ -30,6 +30,7 @@ class TableReport:
 
     rows_read: int = 0
     rows_kept: int = 0
+    ratings_missing: int = 0
     users: int = 0
     items_logged: int = 0
     users_with_one_interaction: int = 0
@@ -43,7 +44,8 @@ class TableReport:
         """A few lines for the console."""
         lines = [f"table {name}: {self.rows_read:,} rows read, {self.rows_kept:,} kept; "
                  f"{self.users:,} users, {self.items_logged:,} items"]
-        for key, text in [("items_without_row", "logged items without a row in the items file (titled by id)"),
+        for key, text in [("ratings_missing", "rows without a rating (NaN or empty: dropped by the rating filter)"),
+                          ("items_without_row", "logged items without a row in the items file (titled by id)"),
                           ("item_rows_never_interacted", "item rows never interacted with (preprocessing drops them)"),
                           ("empty_titles", "item rows with an empty title (titled by id)"),
                           ("users_with_one_interaction",
@@ -90,8 +92,10 @@ class TableDataset:
             raise DataError(f"{source.path}: the file has a header ({source.columns}) but no data rows")
         users.finish()
         if len(users.values) == 0:
+            largest = (f"all {self.report.rows_read:,} ratings are NaN or empty"
+                       if self.report.ratings_missing == self.report.rows_read else f"the largest rating is {best_rating}")
             raise DataError(f"{source.path}: no row has column {cfg.rating!r} (dataset.rating) >= "
-                            f"{cfg.rating_threshold} (dataset.rating_threshold); the largest rating is {best_rating}")
+                            f"{cfg.rating_threshold} (dataset.rating_threshold); {largest}")
         self.report.rows_kept = len(users.values)
         items.finish()
         return users, items, times.finish() if times is not None else None
@@ -112,8 +116,11 @@ class TableDataset:
                 keep = None
                 if ratings is not None:
                     values = ratings.read(chunk, block[cfg.rating])
-                    best_rating = max(best_rating, float(values.max()))
-                    keep = values >= cfg.rating_threshold
+                    missing = np.isnan(values)
+                    self.report.ratings_missing += int(missing.sum())
+                    if not missing.all():
+                        best_rating = max(best_rating, float(np.nanmax(values)))
+                    keep = values >= cfg.rating_threshold  # NaN compares False: dropped, and counted
                 for column, builder in builders:
                     builder.add(chunk, block[column], keep)
                 self.report.rows_read += len(block[cfg.user])
