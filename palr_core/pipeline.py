@@ -238,7 +238,8 @@ class RunFolder:
     def __init__(self, path: str | os.PathLike, config: PalrConfig) -> None:
         self.path = Path(path)
         self.config = dataclasses.asdict(config)
-        self.settings = self._settings(self.config)
+        # as the settings read back from run.json (tuples become lists), so that equal means equal
+        self.settings = json.loads(json.dumps(self._settings(self.config), default=str))
         self._lock = None
 
     def _settings(self, node):

@@ -29,6 +29,7 @@ from lightning.pytorch.callbacks import Callback, EarlyStopping, ModelCheckpoint
 
 from ..config import TrainerConfig
 from ..pipeline import RunFolderError
+from .files import write_atomic
 
 __all__ = ["make_trainer", "epoch_budget", "fit", "resumable_loader", "LengthBucketSampler",
            "RandomStateCheckpoint", "MovableCheckpoint", "claim_folder", "FolderInUse"]
@@ -218,6 +219,9 @@ class RandomStateCheckpoint(Callback):
 
     KEY = "palr_random_state"
 
+    def __init__(self) -> None:
+        self._again: dict | None = None
+
     def on_save_checkpoint(self, trainer, pl_module, checkpoint: dict) -> None:
         version, state, gauss = random.getstate()
         kind, keys, pos, has_gauss, cached = np.random.get_state()
@@ -227,9 +231,6 @@ class RandomStateCheckpoint(Callback):
             "torch": torch.get_rng_state(),
             "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
         }
-
-    def __init__(self) -> None:
-        self._again: dict | None = None
 
     def on_load_checkpoint(self, trainer, pl_module, checkpoint: dict) -> None:
         saved = checkpoint.get(self.KEY)
@@ -297,6 +298,7 @@ def claim_folder(folder: Path, fingerprint: dict, what: str) -> None:
     """
     folder = Path(folder)
     stamp = folder / "fingerprint.json"
+    fingerprint = json.loads(json.dumps(fingerprint, sort_keys=True, default=str))  # as it reads back
     if stamp.is_file():
         old = json.loads(stamp.read_text())
         if old != fingerprint:
@@ -304,5 +306,4 @@ def claim_folder(folder: Path, fingerprint: dict, what: str) -> None:
             raise FolderInUse(f"{folder} holds checkpoints of {what} with another {', '.join(changed)}; "
                               "resuming them would mix two runs: use another work folder, or delete this one")
         return
-    folder.mkdir(parents=True, exist_ok=True)
-    stamp.write_text(json.dumps(fingerprint, indent=1, sort_keys=True, default=str))
+    write_atomic(stamp, json.dumps(fingerprint, indent=1, sort_keys=True, default=str))
