@@ -9,6 +9,7 @@ import hashlib
 import json
 import os
 import pickle
+import re
 import signal
 import subprocess
 import sys
@@ -60,6 +61,21 @@ def test_a_crafted_checkpoint_cannot_run_code(training_data, run_context, tmp_pa
     assert not marker.exists()
 
 
+
+
+def test_a_crafted_adapter_or_base_model_is_refused(registry, run_context, training_data, tmp_path):
+    """ranker.adapter=<folder>: peft and transformers read .bin weights with weights_only=True."""
+    from tests.test_llama_lora import SMALL
+
+    ranker = registry.build("ranker", "llama_lora", SMALL)
+    ranker.fit(training_data, run_context)
+    folder = run_context.work_dir / "llama_lora"
+    marker = tmp_path / "pwned"
+    (folder / "adapter" / "adapter_model.safetensors").unlink()
+    torch.save({"weights": _Payload(marker)}, folder / "adapter" / "adapter_model.bin")
+    with pytest.raises(pickle.UnpicklingError):
+        registry.build("ranker", "llama_lora", {**SMALL, "adapter": str(folder)}).fit(training_data, run_context)
+    assert not marker.exists()
 
 
 def test_a_crafted_popularity_file_is_refused(tmp_path):
@@ -188,6 +204,64 @@ def test_a_folder_whose_data_changed_is_refused(tmp_path):
     log.write_text("user_id,item_id,timestamp\n" + "\n".join(rows[:-8]) + "\n")  # the last user gone
     proc = palr_run(*args, tmp_path=tmp_path, check=False)
     assert proc.returncode != 0 and "holds a run on other data" in proc.stderr
+
+
+# -- your own tables: every hole is refused or counted, by name ---------------------------------
+def _table(tmp_path, name, content):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    path = tmp_path / name
+    if name.endswith(".parquet"):
+        pq.write_table(pa.table(content), path)
+    else:
+        path.write_text(content)
+    return path
+
+
+@pytest.mark.parametrize("name, content, options, message", [
+    ("b.parquet", {"user_id": [1, 2], "item_id": [3, 4], "timestamp": [True, False]}, {},
+     "column 'timestamp' (dataset.timestamp) holds bool values"),
+    ("l.parquet", {"user_id": [1, 2], "item_id": [[3], [4]], "timestamp": [1, 2]}, {},
+     "column 'item_id' (dataset.item) holds list<element: int64> values"),
+    ("n.parquet", {"user_id": [1.0, float("nan")], "item_id": [3, 4], "timestamp": [1, 2]}, {},
+     "column 'user_id' (dataset.user) is empty (or NaN) in data row 2"),
+    ("t.parquet", {"user_id": [1, 2], "item_id": [3, 4], "timestamp": [1.0, float("nan")]}, {},
+     "column 'timestamp' (dataset.timestamp) is empty (or NaN) in data row 2"),
+    ("inf.csv", "user_id,item_id,timestamp\n1,2,1.5\n2,3,inf\n", {}, "a time must be a finite number"),
+    ("nan.csv", "user_id,item_id,timestamp\nnan,2,1\n1,3,2\n", {}, "pandas writes NaN as 'nan'"),
+    ("r.csv", "user_id,item_id,timestamp,rating\n1,2,3,nan\n2,3,4,\n", {"rating": "rating", "rating_threshold": 4},
+     "all 2 ratings are NaN or empty"),
+    ("tab.tsv", "user_id\titem_id\ttimestamp\n1\t2\t3\n", {"separator": " "},
+     "the header splits into columns on tab"),
+])
+def test_a_table_hole_is_refused_by_name(tmp_path, name, content, options, message):
+    from palr_table.dataset import TableDataset
+
+    from palr_core import DataError
+
+    with pytest.raises(DataError, match=re.escape(message)):
+        TableDataset(interactions=str(_table(tmp_path, name, content)), **options).load()
+
+
+def test_a_directory_given_as_the_table_and_spaces_after_commas(tmp_path):
+    from palr_table.dataset import TableDataset
+
+    from palr_core import DataError
+
+    with pytest.raises(DataError, match="is a directory; expected a file"):
+        TableDataset(interactions=str(tmp_path)).load()
+    spaced = _table(tmp_path, "s.csv", "user_id, item_id, timestamp\n1, 2, 3\n2, 3, 4\n")
+    assert TableDataset(interactions=str(spaced)).load().log.items.tolist() == [2, 3]
+
+
+def test_nan_ratings_are_counted(tmp_path):
+    from palr_table.dataset import TableDataset
+
+    table = TableDataset(interactions=str(_table(tmp_path, "r.csv", "user_id,item_id,timestamp,rating\n"
+                                                  "1,2,3,nan\n2,3,4,5\n3,4,5,\n")), rating="rating",
+                         rating_threshold=4)
+    assert table.load().log.users.tolist() == [2] and table.report.ratings_missing == 2
 
 
 # -- a killed run resumes to the uninterrupted result ------------------------------------------

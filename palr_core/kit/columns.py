@@ -92,8 +92,10 @@ class IdColumn(Column):
                 index = int(np.flatnonzero(fraction.to_numpy(zero_copy_only=False))[0])
                 raise self.fail(chunk, index, array[index].as_py(), "ids must be whole numbers or text")
             array = pc.cast(array, pa.int64())
-        if _arrow_kind(array.type) == "text":  # "nan" is a missing value written out by pandas
-            written_nan = pc.equal(pc.utf8_lower(pc.utf8_trim_whitespace(array)), "nan")
+        if _arrow_kind(array.type) == "text":
+            array = pc.utf8_trim_whitespace(array)  # "1, 2, 3": spaces after separators are not part of ids
+            self.check_present(chunk, array)  # a cell of spaces only is an empty one
+            written_nan = pc.equal(pc.utf8_lower(array), "nan")  # how pandas writes a missing value
             if pc.any(written_nan).as_py():
                 index = int(np.flatnonzero(written_nan.to_numpy(zero_copy_only=False))[0])
                 raise self.fail(chunk, index, array[index].as_py(), "that is how a missing value is written (pandas "
