@@ -11,10 +11,12 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import importlib.resources
+import json
 import logging
 import sys
 from pathlib import Path
 
+from . import __version__
 from .components import KINDS
 from .config import PalrConfig, store_schema
 from .plugins import PluginError, Registry, field_default, load_registry
@@ -144,20 +146,50 @@ def run(argv: list[str] | None = None) -> None:
 
     def task(cfg: DictConfig) -> float:
         work_dir = Path(HydraConfig.get().runtime.output_dir)
+        print(f"palr: run folder {work_dir}", flush=True)
         try:
             result = run_pipeline(typed_config(cfg), registry, work_dir)
         except (PluginError, DataError, ValueError, FileNotFoundError, RunFolderError) as exc:
-            log.error("%s", exc)
+            logging.getLogger("palr.results").error("palr: %s", exc)  # into palr.log; the console gets it below
             raise SystemExit(f"palr: {exc}") from None
+        print(f"palr: results in {work_dir / 'results.md'} and {work_dir / 'metrics.json'}")
         return result.rows[-1].get("NDCG@10", 0.0)
 
     task.__module__ = __name__
     hydra.main(config_path=PRIMARY_CONFIG, config_name="config", version_base="1.3")(task)()
 
 
-def _cmd_plugins(_: argparse.Namespace) -> int:
-    print_plugins(load_registry())
+def _cmd_plugins(args: argparse.Namespace) -> int:
+    registry = load_registry()
+    if args.json:
+        print(json.dumps(plugins_document(registry), indent=2))
+    else:
+        print_plugins(registry)
     return 0
+
+
+def plugins_document(registry: Registry) -> dict:
+    """What ``palr plugins --json`` prints: components, language models, config dirs, conflicts, skips."""
+    def where(model) -> dict:
+        try:
+            return {"path": str(model.locate()), "installed": True}
+        except FileNotFoundError as exc:
+            return {"installed": False, "install": str(exc)}
+
+    return {
+        "palr": __version__,
+        "components": [{"kind": r.kind, "name": r.name, "distribution": r.distribution, "version": r.version,
+                        "plugin": r.plugin, "plugin_api": r.api,
+                        "class": r.cls if isinstance(r.cls, str) else f"{r.cls.__module__}:{r.cls.__qualname__}"}
+                       for r in registry.all()],
+        "language_models": [{"name": m.name, "distribution": m.distribution, "version": m.version,
+                             "description": m.description, **where(m)}
+                            for m in sorted(registry.language_models.values(), key=lambda m: m.name)],
+        "config_dirs": registry.config_dirs,
+        "conflicts": [c.message() for c in registry.conflicts.values()] + registry.model_conflicts(),
+        "skipped": [{"plugin": b.plugin, "distribution": b.distribution, "error": b.error, "missing": b.missing}
+                    for b in registry.broken],
+    }
 
 
 def print_plugins(registry: Registry) -> None:
@@ -204,8 +236,11 @@ def _cmd_new_plugin(args: argparse.Namespace) -> int:
 def main(argv: list[str] | None = None) -> int:
     """``palr``: utility commands; experiments run with ``palr-run``."""
     parser = argparse.ArgumentParser(prog="palr", description="palr utilities; experiments run with palr-run")
+    parser.add_argument("--version", action="version", version=f"palr {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
-    sub.add_parser("plugins", help="list every registered component by kind").set_defaults(func=_cmd_plugins)
+    plugins = sub.add_parser("plugins", help="list every registered component by kind")
+    plugins.add_argument("--json", action="store_true", help="print it as JSON")
+    plugins.set_defaults(func=_cmd_plugins)
     new = sub.add_parser("new-plugin", help="write a working third-party retriever plugin distribution")
     new.add_argument("name", help="the retriever's name (palr-run retriever=NAME); letters, digits and _")
     new.add_argument("--directory", default=".", help="where to create palr-NAME/ (default: here)")

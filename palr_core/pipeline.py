@@ -148,6 +148,7 @@ def run_pipeline(config: PalrConfig, registry: Registry, work_dir: str | os.Path
             return result
         result = _run_stages(config, parts, context, folder)
         folder.finish(result, config.seed)
+    logging.getLogger("palr.results").info("results of %s\n%s", folder.path, result.table())
     print(f"Evaluated {result.users} of {result.stats['users']} test users (eval.max_users={config.eval.max_users}).")
     print(result.table())
     return result

@@ -118,12 +118,41 @@ def test_default_config_is_the_documented_pipeline(hydra_compose):
 def test_bare_default_runs_the_full_palr_pipeline(tmp_path):
     """The default composition end to end, shrunk (one epoch per component, 40 users): the full
     default run is the README's command, measured there, not a test."""
-    palr_run(f"hydra.run.dir={tmp_path}/run", "eval.max_users=40", "trainer.max_epochs=1", tmp_path=tmp_path,
-             fast=False)
+    proc = palr_run(f"hydra.run.dir={tmp_path}/run", "eval.max_users=40", "trainer.max_epochs=1",
+                    tmp_path=tmp_path, fast=False)
     metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
     models = [row["model"] for row in metrics["rows"]]
     assert models[0].startswith("retriever: sasrec") and "PALR v2 (llama_lora tiny" in models[1]
     assert "profile: keywords" in models[1] and metrics["users_evaluated"] == 40
+    # the console is palr's: where it writes, the results, and no library noise
+    console = proc.stdout + proc.stderr
+    assert f"palr: run folder {tmp_path}/run" in proc.stdout and "| model |" in proc.stdout
+    for noise in ("litlogger", "GPU available", "LeafSpec", "Writing model shards", "log_every_n_steps",
+                  "set_vital", "is_gradient_checkpointing", "it/s]", "Warning"):
+        assert noise not in console, noise
+    log_file = (tmp_path / "run" / "palr.log").read_text()
+    assert "fit_retriever ..." in log_file and "| model |" in log_file and "NDCG@10" in log_file
+
+
+def test_help_describes_palr_and_its_groups(tmp_path):
+    out = palr_run("--help", tmp_path=tmp_path, fast=False).stdout
+    assert out.startswith("palr-run: one PALR experiment") and "powered by Hydra" not in out
+    assert "retriever: bert4rec, lightgcn, popularity, sasrec" in out and "prompts" not in out
+
+
+def test_version_and_plugins_as_json():
+    from palr_core import __version__
+
+    def palr(*args):
+        return subprocess.run([sys.executable, "-c", "from palr_core.cli import main; main()", *args],
+                              capture_output=True, text=True, check=True).stdout
+
+    assert palr("--version").strip() == f"palr {__version__}"
+    document = json.loads(palr("plugins", "--json"))
+    assert {"kind": "retriever", "name": "sasrec", "distribution": "palr", "version": __version__,
+            "plugin": "palr_sasrec", "plugin_api": 2, "class": "palr_sasrec.model:SASRecRetriever"} in document["components"]
+    assert document["conflicts"] == [] and document["skipped"] == []
+    assert {m["name"] for m in document["language_models"]} >= {"smollm2-135m"}
 
 
 @pytest.mark.slow

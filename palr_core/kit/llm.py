@@ -24,12 +24,14 @@ import os
 import shutil
 import tempfile
 from collections.abc import Mapping
+from contextlib import contextmanager
 from pathlib import Path
 
 from ..components import LanguageModel, ModelNotInstalled
 from .files import FileHashes
 
-__all__ = ["resolve_language_model", "load_causal_lm", "convert_gguf", "resolve_dtype", "chat_prompt_ids"]
+__all__ = ["resolve_language_model", "load_causal_lm", "convert_gguf", "resolve_dtype", "chat_prompt_ids",
+           "transformers_quietly"]
 
 log = logging.getLogger("palr")
 
@@ -126,6 +128,21 @@ def convert_gguf(gguf: Path, models_dir: Path) -> Path:
     return target
 
 
+@contextmanager
+def transformers_quietly():
+    """transformers' progress bars ("Loading weights", "Writing model shards") off while palr
+    loads or saves a model it has already announced; restored afterwards."""
+    from transformers.utils import logging as hf_logging
+
+    was_enabled = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            hf_logging.enable_progress_bar()
+
+
 def load_causal_lm(spec: str | os.PathLike, cache_dir: str | os.PathLike, dtype: str = "auto",
                    padding_side: str = "right", option: str = "model",
                    models: Mapping[str, LanguageModel] | None = None):
@@ -137,7 +154,8 @@ def load_causal_lm(spec: str | os.PathLike, cache_dir: str | os.PathLike, dtype:
     tokenizer = AutoTokenizer.from_pretrained(path, padding_side=padding_side)
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
-    model = AutoModelForCausalLM.from_pretrained(path, dtype=resolve_dtype(dtype)).eval()
+    with transformers_quietly():
+        model = AutoModelForCausalLM.from_pretrained(path, dtype=resolve_dtype(dtype)).eval()
     return model, tokenizer
 
 

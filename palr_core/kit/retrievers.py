@@ -249,10 +249,11 @@ class TrainedRetriever:
             self._load_checkpoint(work_dir / "checkpoints" / self.fit_summary["best_checkpoint"])
             log.info("retriever: training in %s had finished; its best checkpoint is used", work_dir)
         else:
+            loader = self._train_loader(data, context)
             trainer = make_trainer(context.trainer, work_dir, max_epochs=self.config.max_epochs,
                                    patience=self.config.patience or 0, monitor="val/NDCG@10",
-                                   callbacks=list(callbacks))
-            resumed = fit(trainer, self.module, self._train_loader(data, context), self._val_loader(data, context))
+                                   callbacks=list(callbacks), log_every_n_steps=max(1, min(50, len(loader))))
+            resumed = fit(trainer, self.module, loader, self._val_loader(data, context))
             if resumed:
                 log.info("retriever: resumed the interrupted training from %s", resumed)
             self._restore_best(trainer)

@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import json
 import random
+import sys
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -30,6 +32,15 @@ from lightning.pytorch.callbacks import Callback, EarlyStopping, ModelCheckpoint
 from ..config import TrainerConfig
 from ..pipeline import RunFolderError
 from .files import write_atomic
+
+# Two deprecation notices raised inside Lightning and torchdata about their own use of torch APIs,
+# on every fit: nothing a palr user can act on. Filtered by their exact message, nothing else.
+warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated", category=FutureWarning)
+warnings.filterwarnings("ignore", message="'set_vital' is deprecated", category=UserWarning)
+# Resuming is palr's design, not an accident: the checkpoint folder is meant to hold the interrupted
+# run's checkpoints, and Lightning's own checkpoints are pickled with protocol 4 (read weights-only).
+warnings.filterwarnings("ignore", message=r"Checkpoint directory .* exists and is not empty", category=UserWarning)
+warnings.filterwarnings("ignore", message="Detected pickle protocol 4 in the checkpoint", category=UserWarning)
 
 __all__ = ["make_trainer", "epoch_budget", "fit", "resumable_loader", "LengthBucketSampler",
            "RandomStateCheckpoint", "MovableCheckpoint", "claim_folder", "FolderInUse"]
@@ -64,6 +75,9 @@ def make_trainer(
     :param last_every_n_steps: write ``checkpoints/last.ckpt`` every N optimizer steps (long
         epochs, e.g. an LLM's); ``None``: after every epoch.
     :param overrides: Lightning Trainer arguments that win over the config.
+
+    Lightning's start-up banners and tips are silenced at their logger; its progress bar is shown
+    on a terminal only (a log file would get one line per refresh).
     """
     from lightning.pytorch.loggers import CSVLogger
 
@@ -95,7 +109,7 @@ def make_trainer(
         check_val_every_n_epoch=config.check_val_every_n_epoch,
         gradient_clip_val=config.gradient_clip_val,
         accumulate_grad_batches=config.accumulate_grad_batches,
-        enable_progress_bar=config.enable_progress_bar,
+        enable_progress_bar=config.enable_progress_bar and sys.stderr.isatty(),
         deterministic=config.deterministic,
         default_root_dir=str(work_dir),
         logger=CSVLogger(str(work_dir), name="logs"),
@@ -105,7 +119,17 @@ def make_trainer(
         num_sanity_val_steps=0,
     )
     kwargs.update(overrides)
+    quiet_lightning()
     return L.Trainer(**kwargs)
+
+
+def quiet_lightning() -> None:
+    """Lightning's "GPU available", "TPU available" banners and its tips go through this logger;
+    palr says what runs where itself. Warnings are left as they are."""
+    import logging
+
+    for name in ("lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.rank_zero"):
+        logging.getLogger(name).setLevel(logging.WARNING)
 
 
 class LengthBucketSampler(torch.utils.data.Sampler):

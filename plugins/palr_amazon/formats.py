@@ -40,7 +40,7 @@ def _lines(path: Path, progress: bool):
 
     with open_binary(path) as f:
         for lineno, raw in enumerate(tqdm(f, desc=f"reading {path.name}", unit=" lines",
-                                          disable=not progress, mininterval=1.0), start=1):
+                                          disable=None if progress else True, mininterval=1.0), start=1):
             yield lineno, raw.decode("utf-8", errors="replace")
 
 

@@ -9,6 +9,7 @@ local Hugging Face folder or a ``.gguf`` file.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Iterable
 
 from .config import LoraSettings, TinyModelSettings
@@ -63,4 +64,6 @@ def wrap_lora(model, lora: LoraSettings, train_base: bool):
     config = LoraConfig(r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout,
                         target_modules=list(lora.target_modules), task_type="CAUSAL_LM",
                         modules_to_save=list(BASE_MODULES) if train_base else None)
-    return get_peft_model(model, config)
+    with warnings.catch_warnings():  # peft asks transformers an old question; nothing to act on
+        warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
+        return get_peft_model(model, config)

@@ -26,7 +26,7 @@ from palr_core import RankRequest, RunContext, TrainingData, complete_ranking
 from palr_core.config import check_options
 from palr_core.kit.files import write_atomic
 from palr_core.kit.instructions import InstructionConfig, build_instructions
-from palr_core.kit.llm import load_causal_lm
+from palr_core.kit.llm import load_causal_lm, transformers_quietly
 from palr_core.kit.prompts import build_prompt, check_templates
 from palr_core.kit.training import claim_folder, fit, make_trainer
 
@@ -97,8 +97,9 @@ class LlamaLoraRanker:
         model = build_tiny_model(tokenizer, self.config.tiny)
         partial = out / f"base.{os.getpid()}.tmp"  # renamed when complete: a killed save leaves no base/
         shutil.rmtree(partial, ignore_errors=True)
-        model.save_pretrained(partial)
-        tokenizer.save_pretrained(partial)
+        with transformers_quietly():
+            model.save_pretrained(partial)
+            tokenizer.save_pretrained(partial)
         shutil.rmtree(base_dir, ignore_errors=True)
         partial.rename(base_dir)
         return model, tokenizer
@@ -192,7 +193,8 @@ class LlamaLoraRanker:
                                log_every_n_steps=max(1, min(50, len(loader))))
         self.model.train()  # from_pretrained returns eval mode: dropout must be on while training
         resumed = fit(trainer, module, loader)
-        self.model.save_pretrained(out / "adapter", safe_serialization=True)
+        with transformers_quietly():
+            self.model.save_pretrained(out / "adapter", safe_serialization=True)
         self.model.eval()
         self.fit_state = {"examples": len(batches.pairs), "tokens": batches.tokens,
                           "global_step": trainer.global_step, "resumed_from": resumed,
@@ -212,7 +214,8 @@ class LlamaLoraRanker:
         else:
             model, tokenizer = load_causal_lm(self.config.model, context.cache_dir, self.config.dtype,
                                               option="ranker.model", models=context.language_models)
-        self.model = PeftModel.from_pretrained(model, directory / "adapter").eval()
+        with transformers_quietly():
+            self.model = PeftModel.from_pretrained(model, directory / "adapter").eval()
         self.coder = ItemCoder(tokenizer, context.catalog)
 
     # -- ranking -------------------------------------------------------------------------
@@ -228,7 +231,7 @@ class LlamaLoraRanker:
         ranked: list[list[int]] = []
         size = self.config.rank_batch_size
         for start in tqdm(range(0, len(requests), size), desc=f"ranking ({self.config.decoder})",
-                          disable=not context.trainer.enable_progress_bar):
+                          disable=None if context.trainer.enable_progress_bar else True):  # None: a terminal only
             ranked += self._rank_batch(requests[start:start + size], context)
         return ranked
 

@@ -7,6 +7,7 @@ from pathlib import Path
 import lightning as L
 import torch
 
+from palr_core.kit.llm import transformers_quietly
 from palr_core.kit.training import LengthBucketSampler, resumable_loader
 
 __all__ = ["InstructionBatches", "LoraFineTuner", "AdapterOnlyCheckpoint"]
@@ -80,4 +81,5 @@ class AdapterOnlyCheckpoint(L.Callback):
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: LoraFineTuner) -> None:
         if trainer.is_global_zero:
-            pl_module.model.save_pretrained(self.directory, safe_serialization=True)
+            with transformers_quietly():
+                pl_module.model.save_pretrained(self.directory, safe_serialization=True)

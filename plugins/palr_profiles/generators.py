@@ -130,7 +130,7 @@ class LlmProfiles:
         from tqdm.auto import tqdm
 
         for start in tqdm(range(0, len(todo), self.config.batch_size), desc="profiles (llm)",
-                          disable=not todo or not context.trainer.enable_progress_bar):
+                          disable=None if todo and context.trainer.enable_progress_bar else True):
             batch = todo[start:start + self.config.batch_size]
             for k, text in zip(batch, self._write([prompts[k] for k in batch], context)):
                 write_atomic(paths[k], json.dumps({"user": int(users[k]), "prompt": prompts[k], "profile": text}))
