@@ -13,6 +13,7 @@ import dataclasses
 import importlib.resources
 import json
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -25,17 +26,29 @@ PRIMARY_CONFIG = "pkg://palr_conf"
 log = logging.getLogger("palr")
 
 
+#: the plugins' config directories Hydra searches (set by :func:`prepare_hydra`)
+_SEARCH_PATH: list[str] = []
+
+
 def _install_search_path(config_dirs: list[str]) -> None:
+    """Add the plugins' config directories to Hydra's search path (registered once per process:
+    ``palr.run`` may compose many times)."""
     from hydra.core.config_search_path import ConfigSearchPath
     from hydra.core.plugins import Plugins
     from hydra.plugins.search_path_plugin import SearchPathPlugin
 
+    first = not _SEARCH_PATH and not getattr(_install_search_path, "done", False)
+    _SEARCH_PATH[:] = config_dirs
+    if not first:
+        return
+
     class PalrPluginConfigs(SearchPathPlugin):
         def manipulate_search_path(self, search_path: ConfigSearchPath) -> None:
-            for path in config_dirs:
+            for path in _SEARCH_PATH:
                 search_path.append(provider="palr-plugin", path=path)
 
     Plugins.instance().register(PalrPluginConfigs)
+    _install_search_path.done = True
 
 
 def yaml_options(config_dirs: list[str], group: str) -> set[str]:
@@ -130,6 +143,7 @@ def run(argv: list[str] | None = None) -> None:
     """``palr-run``: compose the config with Hydra and run the pipeline (``-m`` for sweeps)."""
     import hydra
     from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
     from omegaconf import DictConfig
 
     from .data import DataError
@@ -148,12 +162,15 @@ def run(argv: list[str] | None = None) -> None:
         work_dir = Path(HydraConfig.get().runtime.output_dir)
         print(f"palr: run folder {work_dir}", flush=True)
         try:
-            result = run_pipeline(typed_config(cfg), registry, work_dir)
+            config = typed_config(cfg)
+            result = run_pipeline(config, registry, work_dir)
         except (PluginError, DataError, ValueError, FileNotFoundError, RunFolderError) as exc:
             logging.getLogger("palr.results").error("palr: %s", exc)  # into palr.log; the console gets it below
+            if HydraConfig.get().mode == RunMode.MULTIRUN:  # a failed job, recorded by sweepers and launchers
+                raise RuntimeError(f"palr: {exc}") from None
             raise SystemExit(f"palr: {exc}") from None
         print(f"palr: results in {work_dir / 'results.md'} and {work_dir / 'metrics.json'}")
-        return result.rows[-1].get("NDCG@10", 0.0)
+        return config.objective_value(result)
 
     task.__module__ = __name__
     hydra.main(config_path=PRIMARY_CONFIG, config_name="config", version_base="1.3")(task)()
@@ -233,6 +250,74 @@ def _cmd_new_plugin(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_recommend(args: argparse.Namespace) -> int:
+    from .api import load_run
+    from .data import DataError
+    from .pipeline import RunFolderError
+
+    try:
+        run = load_run(args.run_dir)
+        users = [run.data.user_ids[run.user_index(u)] for u in args.user]
+        recommended = run.recommend_many(users, args.k)
+    except KeyError as exc:
+        print(f"palr: {exc.args[0]}", file=sys.stderr)
+        return 2
+    except (PluginError, DataError, ValueError, FileNotFoundError, RunFolderError) as exc:
+        print(f"palr: {exc}", file=sys.stderr)
+        return 2
+    if args.json:
+        print(json.dumps([{"user": user, "recommendations": [dataclasses.asdict(r) for r in recs]}
+                          for user, recs in recommended.items()], indent=1, default=str))
+        return 0
+    ranker, retriever = run.names["ranker"], run.names["retriever"]
+    for user, recs in recommended.items():
+        seen = run.history(user)
+        print(f"user {user}: top {len(recs)} by {getattr(run.ranker, 'label', ranker)} over {retriever}'s "
+              f"top-{max(run.config.eval.candidates, args.k)} (after {len(seen)} interactions, last: "
+              f"{seen[-1][1]})")
+        width = max(len(str(r.item)) for r in recs)
+        print(f"  rank  {'item':<{width}}  retriever rank  score     title")
+        for r in recs:
+            print(f"  {r.rank:>4}  {str(r.item):<{width}}  {r.retriever_rank:>14}  {r.retriever_score:<8.4g}  {r.title}")
+    return 0
+
+
+def _cmd_export(args: argparse.Namespace) -> int:
+    import pyarrow.compute as pc
+    import pyarrow.csv
+    import pyarrow.parquet as pq
+
+    from .pipeline import RANKINGS
+
+    run_dir = Path(args.run_dir).expanduser()
+    source = run_dir / RANKINGS
+    if not source.is_file():
+        why = ("the run has not finished" if (run_dir / "run.json").is_file() and not (run_dir / "metrics.json").is_file()
+               else "it is not a palr run folder, or its run finished before palr wrote rankings")
+        print(f"palr: no {RANKINGS} in {run_dir}: {why}", file=sys.stderr)
+        return 2
+    fmt = args.format or (Path(args.output).suffix.lstrip(".") if args.output else "csv")
+    if fmt not in ("csv", "parquet"):
+        print(f"palr: --format must be csv or parquet, got {fmt!r}", file=sys.stderr)
+        return 2
+    table = pq.read_table(source)
+    if args.k is not None:
+        table = table.filter(pc.less_equal(table["rank"], args.k))
+    target = Path(args.output).expanduser() if args.output else run_dir / f"rankings{'' if args.k is None else f'_top{args.k}'}.{fmt}"
+    if target.resolve() == source.resolve():
+        print(f"palr: {target} is the run's own {RANKINGS}; give another --output", file=sys.stderr)
+        return 2
+    target.parent.mkdir(parents=True, exist_ok=True)
+    if fmt == "csv":
+        pyarrow.csv.write_csv(table, target)
+    else:
+        pq.write_table(table, target)
+    users = len(pc.unique(table["user"]))
+    print(f"palr: {table.num_rows:,} rows ({users:,} users, ranked lists of up to "
+          f"{pc.max(table['rank']).as_py()} items) written to {target}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     """``palr``: utility commands; experiments run with ``palr-run``."""
     parser = argparse.ArgumentParser(prog="palr", description="palr utilities; experiments run with palr-run")
@@ -245,5 +330,22 @@ def main(argv: list[str] | None = None) -> int:
     new.add_argument("name", help="the retriever's name (palr-run retriever=NAME); letters, digits and _")
     new.add_argument("--directory", default=".", help="where to create palr-NAME/ (default: here)")
     new.set_defaults(func=_cmd_new_plugin)
+    rec = sub.add_parser("recommend", help="a user's top-K from a finished run (retriever + ranker, nothing retrained)")
+    rec.add_argument("run_dir", help="a finished run's folder (palr-run prints it)")
+    rec.add_argument("--user", "-u", action="append", required=True,
+                     help="a user id as in the dataset (repeat for several users)")
+    rec.add_argument("-k", type=int, default=10, help="how many items (default 10)")
+    rec.add_argument("--json", action="store_true", help="print JSON: ids, titles, ranks and retriever scores")
+    rec.set_defaults(func=_cmd_recommend)
+    export = sub.add_parser("export", help="every evaluated user's ranked list from a run, as CSV or Parquet")
+    export.add_argument("run_dir", help="a finished run's folder")
+    export.add_argument("--format", "-f", choices=("csv", "parquet"), help="default: from --output, else csv")
+    export.add_argument("--output", "-o", help="the file to write (default: <run_dir>/rankings[_topK].<format>)")
+    export.add_argument("-k", type=int, help="only each user's top K (default: every candidate)")
+    export.set_defaults(func=_cmd_export)
     args = parser.parse_args(argv)
-    return args.func(args)
+    try:
+        return args.func(args)
+    except BrokenPipeError:  # `palr ... | head`: the reader left, nothing is wrong
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at exit
+        return 0

@@ -113,7 +113,30 @@ class TrainerConfig:
     :param enable_progress_bar: show progress bars (Lightning's, and palr's own long loops).
     :param num_workers: DataLoader worker processes.
     :param deterministic: ask torch for deterministic kernels.
+    :param logger: experiment trackers, one name or a list: ``csv``, ``tensorboard``, ``mlflow``,
+        ``none`` (:mod:`palr_core.tracking`; ``tensorboard`` and ``mlflow`` need
+        ``pip install 'palr[tracking]'``).
+    :param experiment_name: the MLflow experiment a run is filed under.
+    :param mlflow_tracking_uri: where MLflow writes (``null``: ``./mlruns`` in the directory the run
+        was started from, shared by all jobs of a sweep; a folder, ``file:``, ``sqlite:`` or
+        ``http(s):`` URI).
+    :param log_every_n_steps: log training metrics every N steps (``null``: every 50 steps, or once
+        per epoch when an epoch is shorter).
+    :param fast_dev_run: ``true`` or N: run N (1) batches of training and validation, to find bugs
+        (no checkpoints, no loggers; the model is barely trained).
+    :param limit_train_batches: train on this fraction (a float ``<= 1``) or number of batches per
+        epoch (``null``: all).
+    :param limit_val_batches: the same for validation.
+    :param profiler: ``simple``, ``advanced`` or ``pytorch``: Lightning's profiler, whose report is
+        written to ``<training folder>/fit-profile.txt`` (``null``: none).
+    :param extra: any other ``lightning.Trainer`` argument, e.g. ``+trainer.extra.detect_anomaly=true``
+        (checked against the Trainer's signature before the run starts).
     """
+
+    #: settings that change how a run is watched, not what it computes: a run folder may be resumed
+    #: or read back with other values (progress bars, workers, trackers, profiling)
+    OBSERVATION = ("enable_progress_bar", "num_workers", "logger", "experiment_name", "mlflow_tracking_uri",
+                   "log_every_n_steps", "profiler")
 
     accelerator: str = option("cpu", choices=("cpu", "gpu", "cuda", "mps", "tpu", "auto"))
     devices: Any = 1
@@ -128,6 +151,20 @@ class TrainerConfig:
     enable_progress_bar: bool = True
     num_workers: int = option(0, min=0)
     deterministic: bool = False
+    logger: Any = "csv"
+    experiment_name: str = "palr"
+    mlflow_tracking_uri: str | None = None
+    log_every_n_steps: int | None = option(None, min=1)
+    fast_dev_run: Any = option(False, min=0)
+    limit_train_batches: Any = option(None, above=0)
+    limit_val_batches: Any = option(None, min=0)
+    profiler: str | None = option(None, choices=("simple", "advanced", "pytorch"))
+    extra: dict = option({})
+
+    def results_settings(self) -> dict:
+        """The settings that can change what a training computes (:attr:`OBSERVATION` left out):
+        what a training folder's checkpoints depend on."""
+        return {k: v for k, v in dataclasses.asdict(self).items() if k not in self.OBSERVATION}
 
 
 @dataclass
@@ -158,6 +195,9 @@ class PalrConfig:
     :param seed: the one seed of the run (data sampling, initialisation, training order, decoding).
     :param cache_dir: a directory shared across runs (downloads, parsed data, converted models,
         profiles); ``null``: ``$PALR_CACHE_DIR``, else ``~/.cache/palr``.
+    :param objective: the number ``palr-run`` returns to a sweeper (Optuna maximises it with
+        ``hydra.sweeper.direction=maximize``): ``<retriever|ranker>/<HR|NDCG>@K`` of the results
+        table, with K one of ``eval.ks``. It is a test-split metric: see docs/sweeps.md.
     """
 
     dataset: Any = MISSING
@@ -169,6 +209,13 @@ class PalrConfig:
     preprocess: PreprocessConfig = field(default_factory=PreprocessConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     cache_dir: str | None = None
+    objective: str = option("ranker/NDCG@10", pattern=r"(retriever|ranker)/(HR|NDCG)@\d+",
+                            hint="<retriever|ranker>/<HR|NDCG>@K, e.g. ranker/NDCG@10")
+
+    def objective_value(self, result) -> float:
+        """The :attr:`objective` read from a run's result."""
+        role, metric = self.objective.split("/")
+        return float(result.metrics(role)[metric])
 
 
 def default_cache_dir(cache_dir: str | os.PathLike | None = None) -> Path:

@@ -26,7 +26,7 @@ import numpy as np
 
 from .cache import cached
 from .components import RankRequest, RunContext, TrainingData
-from .config import PalrConfig, check_options, default_cache_dir
+from .config import PalrConfig, TrainerConfig, check_options, default_cache_dir
 from .data import (
     SequenceData,
     Split,
@@ -39,11 +39,12 @@ from .data import (
 )
 from .metrics import complete_ranking, metrics_from_ranks, rank_from_lists
 from .plugins import Registry
+from .tracking import RunTracker, check_tracking
 
 log = logging.getLogger("palr")
 
 __all__ = ["Components", "RunResult", "RunFolder", "RunFolderError", "build_components", "check_resources",
-           "prepare_data", "run_pipeline", "seed_stage"]
+           "prepare_data", "run_pipeline", "seed_stage", "write_rankings", "RANKINGS"]
 
 
 @dataclass
@@ -60,11 +61,28 @@ class Components:
 
 @dataclass
 class RunResult:
+    """A finished run: its results table, dataset statistics, stage times and folder.
+
+    :param rows: one dict per model: ``model`` (the row's name) and ``HR@K``/``NDCG@K``.
+    :param stats: the dataset after preprocessing (users, items, interactions).
+    :param timings: wall-clock seconds per stage.
+    :param users: how many test users were evaluated.
+    :param run_dir: the run folder (``metrics.json``, ``rankings.parquet``, checkpoints).
+    """
+
     rows: list[dict]
     stats: dict
     timings: dict[str, float]
     dataset: str = ""
     users: int = 0
+    run_dir: Path | None = None
+
+    def metrics(self, role: str = "ranker") -> dict[str, float]:
+        """The ``retriever`` or ``ranker`` row's metrics, e.g. ``result.metrics()["NDCG@10"]``."""
+        for row in self.rows:
+            if row["model"].split(":", 1)[0] == role:
+                return {k: v for k, v in row.items() if k != "model"}
+        raise KeyError(f"no {role!r} row in this result (rows: {[r['model'] for r in self.rows]})")
 
     def table(self) -> str:
         """The results as a markdown table, one row per model (the shape of the paper's Table 2)."""
@@ -135,6 +153,9 @@ def run_pipeline(config: PalrConfig, registry: Registry, work_dir: str | os.Path
     finished one is read back without any work, and another run's folder is refused by name.
     """
     check_options(config, "")
+    cutoff = int(config.objective.rsplit("@", 1)[1])
+    if cutoff not in config.eval.ks:
+        raise ValueError(f"objective={config.objective} needs {cutoff} in eval.ks, which is {list(config.eval.ks)}")
     parts = build_components(config, registry)
     context = RunContext(seed=config.seed, work_dir=Path(work_dir), cache_dir=default_cache_dir(config.cache_dir),
                          trainer=config.trainer, profiles=parts.profile,
@@ -146,8 +167,16 @@ def run_pipeline(config: PalrConfig, registry: Registry, work_dir: str | os.Path
             print(f"{folder.path} holds this run, finished: its results (nothing was trained or evaluated again)")
             print(result.table())
             return result
-        result = _run_stages(config, parts, context, folder)
+        tracker = RunTracker(config, folder.path, folder.record())
+        folder.remember(tracker.start())
+        try:
+            result = _run_stages(config, parts, context, folder)
+        except BaseException:
+            tracker.fail()
+            raise
+        result.run_dir = folder.path
         folder.finish(result, config.seed)
+        tracker.finish(result)
     logging.getLogger("palr.results").info("results of %s\n%s", folder.path, result.table())
     print(f"Evaluated {result.users} of {result.stats['users']} test users (eval.max_users={config.eval.max_users}).")
     print(result.table())
@@ -191,6 +220,7 @@ def _run_stages(config: PalrConfig, parts: Components, context: RunContext, fold
     with _stage("rank", timings, config.seed):
         ranked = parts.ranker.rank(requests, context)
     final = [complete_ranking(r, req.candidates) for r, req in zip(ranked, requests)]
+    write_rankings(work_dir / RANKINGS, data, users, targets, cand_ids, cand_scores, final)
     # a ranker may name its row (e.g. "PALR v2 (llama_lora tiny, score)"), as in the paper's Table 2
     label = getattr(parts.ranker, "label", parts.names["ranker"])
     profile_name = parts.names["profile"]
@@ -202,6 +232,7 @@ def _run_stages(config: PalrConfig, parts: Components, context: RunContext, fold
 def check_resources(parts: Components, context: RunContext) -> None:
     """What a run needs from the machine, before the first stage: the ``trainer`` group's devices,
     and whatever a component checks in its optional ``check(context)`` (a model file, an adapter)."""
+    check_tracking(context.trainer)
     accelerator = context.trainer.accelerator
     if accelerator in ("gpu", "cuda", "mps"):
         import torch
@@ -234,7 +265,7 @@ class RunFolder:
     process on the same folder is refused while the first holds its lock (released on any exit).
     """
 
-    VOLATILE = {"cache_dir", "enable_progress_bar", "progress", "num_workers"}
+    VOLATILE = {"cache_dir", "progress", "objective", *TrainerConfig.OBSERVATION}
 
     def __init__(self, path: str | os.PathLike, config: PalrConfig) -> None:
         self.path = Path(path)
@@ -264,14 +295,20 @@ class RunFolder:
         record = self._record()
         if record is None:
             self._write({"settings": self.settings})
-        elif record.get("settings") != self.settings:
+        elif _differences(record.get("settings"), self.settings, defaults=self._defaults()):
             raise RunFolderError(f"{self.path} holds another run (it differs in "
-                                 f"{', '.join(_differences(record.get('settings'), self.settings))}); continuing "
+                                 f"{', '.join(_differences(record.get('settings'), self.settings, defaults=self._defaults()))}); continuing "
                                  "there would mix two runs: use another folder (hydra.run.dir=...) or delete it")
         from omegaconf import OmegaConf
 
         (self.path / "config_resolved.yaml").write_text(OmegaConf.to_yaml(OmegaConf.create(self.config)))
         return self
+
+    def _defaults(self) -> dict:
+        """palr's own settings at their defaults: a folder written before an option existed holds
+        no value for it, which matches the default."""
+        blank = PalrConfig(**{kind: {} for kind in ("dataset", "retriever", "profile", "ranker")})
+        return self._settings(json.loads(json.dumps(dataclasses.asdict(blank), default=str)))
 
     def __exit__(self, *exc) -> None:
         if self._lock is not None:
@@ -281,22 +318,37 @@ class RunFolder:
         file = self.path / "run.json"
         return json.loads(file.read_text()) if file.is_file() else None
 
+    def record(self) -> dict:
+        """What ``run.json`` holds: ``settings``, ``data`` (fingerprint), ``finished``, tracker ids."""
+        return self._record() or {}
+
+    def remember(self, entries: dict) -> None:
+        """Add ``entries`` to ``run.json`` (e.g. the run's MLflow id, so a resumed run continues it)."""
+        if entries:
+            self._write({**self.record(), **entries})
+
     def _write(self, record: dict) -> None:
         tmp = self.path / "run.json.tmp"
         tmp.write_text(json.dumps(record, indent=1, default=str))
         tmp.replace(self.path / "run.json")
 
-    def check_data(self, data: SequenceData) -> None:
-        """Record the data's fingerprint, or refuse when the folder's run used other data."""
+    @staticmethod
+    def data_fingerprint(data: SequenceData) -> str:
+        """What identifies a run's data: its sequences and item ids."""
         digest = hashlib.sha256()
         for sequence in data.sequences:
             digest.update(np.ascontiguousarray(sequence, dtype=np.int64).tobytes() + b"|")
         digest.update(json.dumps([str(i) for i in data.catalog.ids]).encode())
+        return digest.hexdigest()
+
+    def check_data(self, data: SequenceData) -> None:
+        """Record the data's fingerprint, or refuse when the folder's run used other data."""
+        fingerprint = self.data_fingerprint(data)
         record = self._record() or {}
-        if record.get("data") not in (None, digest.hexdigest()):
+        if record.get("data") not in (None, fingerprint):
             raise RunFolderError(f"{self.path} holds a run on other data (the same settings, but the dataset's "
                                  "files changed since); use another folder or delete it")
-        self._write({**record, "data": digest.hexdigest()})
+        self._write({**record, "data": fingerprint})
 
     def finished(self) -> bool:
         return bool((self._record() or {}).get("finished")) and (self.path / "metrics.json").is_file()
@@ -304,7 +356,7 @@ class RunFolder:
     def result(self) -> RunResult:
         saved = json.loads((self.path / "metrics.json").read_text())
         return RunResult(rows=saved["rows"], stats=saved["stats"], timings=saved["timings_s"],
-                         dataset=saved["dataset"], users=saved["users_evaluated"])
+                         dataset=saved["dataset"], users=saved["users_evaluated"], run_dir=self.path)
 
     def finish(self, result: RunResult, seed: int) -> None:
         """Write the results, then mark the run finished (a crash in between leaves it resumable)."""
@@ -315,11 +367,21 @@ class RunFolder:
         self._write({**(self._record() or {}), "finished": True})
 
 
-def _differences(old, new, prefix: str = "") -> list[str]:
-    """Dotted paths whose values differ, e.g. ``seed (1 -> 2)``."""
+_ABSENT = object()
+
+
+def _differences(old, new, prefix: str = "", defaults: dict | None = None) -> list[str]:
+    """Dotted paths whose values differ, e.g. ``seed (1 -> 2)``. With ``defaults``, a key missing
+    from ``old`` whose new value is its default is no difference (an option added since)."""
     if isinstance(old, dict) and isinstance(new, dict):
-        return [d for key in sorted(set(old) | set(new))
-                for d in _differences(old.get(key), new.get(key), f"{prefix}.{key}" if prefix else key)]
+        found = []
+        for key in sorted(set(old) | set(new)):
+            below = defaults.get(key, {}) if isinstance(defaults, dict) else None
+            if key not in old and isinstance(defaults, dict) and defaults.get(key, _ABSENT) == new.get(key):
+                continue
+            found += _differences(old.get(key), new.get(key), f"{prefix}.{key}" if prefix else key,
+                                  below if defaults is not None else None)
+        return found
     return [] if old == new else [f"{prefix} ({old!r} -> {new!r})"]
 
 
@@ -340,6 +402,50 @@ def cached_preprocess(raw, k_core: int, cache_dir: str | os.PathLike) -> Sequenc
     key = {"stage": "preprocess", "k_core": k_core, "raw": fingerprint(raw)}
     return cached(cache_dir, "preprocessed", f"{raw.name}-{k_core}core", key,
                   lambda: preprocess(raw, k_core=k_core), save_sequences, load_sequences)
+
+
+#: every evaluated user's ranked candidates, written by each run (``palr export`` converts it)
+RANKINGS = "rankings.parquet"
+
+
+def write_rankings(path: Path, data: SequenceData, users: np.ndarray, targets: np.ndarray, candidates: np.ndarray,
+                   scores: np.ndarray, final: Sequence[Sequence[int]]) -> None:
+    """One row per evaluated user and candidate, in the ranker's order: ``user`` and ``item`` (the
+    dataset's own ids), ``rank`` (the ranker's, from 1), ``title``, ``retriever_rank``,
+    ``retriever_score`` and ``held_out`` (the user's test item)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    columns: dict[str, list] = {k: [] for k in ("user", "rank", "item", "title", "retriever_rank",
+                                                 "retriever_score", "held_out")}
+    catalog = data.catalog
+    for user, target, cands, cand_scores, order in zip(users, targets, candidates, scores, final):
+        position = {int(item): i for i, item in enumerate(cands)}
+        for rank, item in enumerate(order, start=1):
+            columns["user"].append(data.user_ids[int(user)])
+            columns["rank"].append(rank)
+            columns["item"].append(catalog.ids[item])
+            columns["title"].append(catalog.titles[item])
+            columns["retriever_rank"].append(position[item] + 1)
+            columns["retriever_score"].append(float(cand_scores[position[item]]))
+            columns["held_out"].append(item == int(target))
+    table = pa.table({"user": _id_column(columns["user"]), "rank": pa.array(columns["rank"], pa.int32()),
+                      "item": _id_column(columns["item"]), "title": pa.array(columns["title"], pa.string()),
+                      "retriever_rank": pa.array(columns["retriever_rank"], pa.int32()),
+                      "retriever_score": pa.array(columns["retriever_score"], pa.float32()),
+                      "held_out": pa.array(columns["held_out"], pa.bool_())})
+    tmp = path.with_name(path.name + ".tmp")
+    pq.write_table(table, tmp)
+    tmp.replace(path)
+
+
+def _id_column(ids: list):
+    """Dataset ids as one Arrow type: integers stay integers, anything else becomes text."""
+    import pyarrow as pa
+
+    if all(isinstance(i, (int, np.integer)) and not isinstance(i, bool) for i in ids):
+        return pa.array([int(i) for i in ids], pa.int64())
+    return pa.array([str(i) for i in ids], pa.string())
 
 
 def _evaluation_users(n_users: int, max_users: int | None, context: RunContext) -> np.ndarray:

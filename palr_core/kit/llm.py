@@ -131,13 +131,18 @@ def convert_gguf(gguf: Path, models_dir: Path) -> Path:
 @contextmanager
 def transformers_quietly():
     """transformers' progress bars ("Loading weights", "Writing model shards") off while palr
-    loads or saves a model it has already announced; restored afterwards."""
+    loads or saves a model it has already announced, and peft's question to transformers about
+    gradient checkpointing (a deprecation inside those libraries) unsaid; restored afterwards."""
+    import warnings
+
     from transformers.utils import logging as hf_logging
 
     was_enabled = hf_logging.is_progress_bar_enabled()
     hf_logging.disable_progress_bar()
     try:
-        yield
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
+            yield
     finally:
         if was_enabled:
             hf_logging.enable_progress_bar()

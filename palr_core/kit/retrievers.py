@@ -356,8 +356,7 @@ class TrainedRetriever:
         for array in (*data.train, np.asarray(data.valid)):
             digest.update(np.ascontiguousarray(array, dtype=np.int64).tobytes() + b"|")
         config = {k: v for k, v in dataclasses.asdict(self.config).items() if k not in ("save", "load_from")}
-        trainer = {k: v for k, v in dataclasses.asdict(context.trainer).items()
-                   if k not in ("enable_progress_bar", "num_workers")}
+        trainer = context.trainer.results_settings()
         return {"model": f"{type(self).__module__}.{type(self).__qualname__}", "config": config,
                 "num_items": data.num_items, "data": digest.hexdigest(), "seed": context.seed, "trainer": trainer}
 

@@ -76,10 +76,14 @@ def make_trainer(
         epochs, e.g. an LLM's); ``None``: after every epoch.
     :param overrides: Lightning Trainer arguments that win over the config.
 
-    Lightning's start-up banners and tips are silenced at their logger; its progress bar is shown
-    on a terminal only (a log file would get one line per refresh).
+    Loggers come from ``trainer.logger`` (:func:`palr_core.tracking.training_loggers`), and the
+    Trainer flags users reach for (``log_every_n_steps``, ``fast_dev_run``, ``limit_*_batches``,
+    ``profiler``, any other through ``trainer.extra``) from the config; ``log_every_n_steps`` set
+    here by a component is its default, which the config's wins over. Lightning's start-up banners
+    and tips are silenced at their logger; its progress bar is shown on a terminal only (a log
+    file would get one line per refresh).
     """
-    from lightning.pytorch.loggers import CSVLogger
+    from ..tracking import training_loggers
 
     work_dir = Path(work_dir)
     epochs = epoch_budget(config, max_epochs)
@@ -112,15 +116,33 @@ def make_trainer(
         enable_progress_bar=config.enable_progress_bar and sys.stderr.isatty(),
         deterministic=config.deterministic,
         default_root_dir=str(work_dir),
-        logger=CSVLogger(str(work_dir), name="logs"),
+        logger=training_loggers(config, work_dir),
         callbacks=cbs,
         enable_model_summary=False,
         enable_checkpointing=True,
         num_sanity_val_steps=0,
+        fast_dev_run=config.fast_dev_run,
     )
+    for flag in ("limit_train_batches", "limit_val_batches"):
+        if getattr(config, flag) is not None:
+            kwargs[flag] = getattr(config, flag)
+    if config.profiler:
+        kwargs["profiler"] = _profiler(config.profiler, work_dir)
     kwargs.update(overrides)
+    if config.log_every_n_steps is not None:
+        kwargs["log_every_n_steps"] = config.log_every_n_steps
+    kwargs.update(config.extra or {})
     quiet_lightning()
     return L.Trainer(**kwargs)
+
+
+def _profiler(name: str, work_dir: Path):
+    """Lightning's profiler ``name``, writing its report to ``<work_dir>/fit-profile.txt``."""
+    from lightning.pytorch import profilers
+
+    classes = {"simple": profilers.SimpleProfiler, "advanced": profilers.AdvancedProfiler,
+               "pytorch": profilers.PyTorchProfiler}
+    return classes[name](dirpath=str(work_dir), filename="profile")
 
 
 def quiet_lightning() -> None:

@@ -9,8 +9,9 @@ local Hugging Face folder or a ``.gguf`` file.
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Iterable
+
+from palr_core.kit.llm import transformers_quietly
 
 from .config import LoraSettings, TinyModelSettings
 
@@ -64,6 +65,5 @@ def wrap_lora(model, lora: LoraSettings, train_base: bool):
     config = LoraConfig(r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout,
                         target_modules=list(lora.target_modules), task_type="CAUSAL_LM",
                         modules_to_save=list(BASE_MODULES) if train_base else None)
-    with warnings.catch_warnings():  # peft asks transformers an old question; nothing to act on
-        warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
+    with transformers_quietly():  # peft asks transformers a deprecated question; nothing to act on
         return get_peft_model(model, config)

@@ -157,8 +157,7 @@ class LlamaLoraRanker:
                         "resume"}
         config = {k: v for k, v in dataclasses.asdict(self.config).items() if k not in ranking_only}
         profiles = context.profiles
-        trainer = {k: v for k, v in dataclasses.asdict(context.trainer).items()
-                   if k not in ("enable_progress_bar", "num_workers")}
+        trainer = context.trainer.results_settings()
         return {"config": config, "data": digest.hexdigest(), "seed": context.seed, "trainer": trainer,
                 "profiles": None if profiles is None else
                 [type(profiles).__qualname__, repr(getattr(profiles, "config", None))]}

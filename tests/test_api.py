@@ -1,0 +1,165 @@
+"""palr from Python (palr.run, palr.load_run) and from a finished run (palr recommend, palr export)."""
+
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+
+import palr
+from palr_core import RankRequest
+from palr_core.pipeline import RunFolderError
+from tests.test_cli import FAST, REPO, palr_run
+from tests.test_faults import PIPELINE
+
+FAST_OVERRIDES = [f"{group}={name}" for group, name in FAST.items()]
+
+
+@pytest.fixture
+def in_tmp(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("PALR_CACHE_DIR", str(tmp_path / "cache"))
+    return tmp_path
+
+
+@pytest.mark.slow
+def test_palr_run_runs_what_palr_run_runs(in_tmp):
+    overrides = [*FAST_OVERRIDES, "eval.candidates=30", "seed=3"]
+    result = palr.run(overrides)
+    assert result.run_dir.parent.parent.name == "outputs" and (result.run_dir / "metrics.json").is_file()
+    assert (result.run_dir / "palr.log").read_text().count("| model |") == 1
+    palr_run(*overrides, f"hydra.run.dir={in_tmp}/cli", tmp_path=in_tmp)
+    assert result.rows == json.loads((in_tmp / "cli" / "metrics.json").read_text())["rows"]
+    assert result.metrics("ranker")["NDCG@10"] == result.rows[1]["NDCG@10"]
+    again = palr.run(overrides, run_dir=result.run_dir)  # a finished folder is read back
+    assert again.rows == result.rows and again.run_dir == result.run_dir
+
+
+def test_palr_run_refuses_a_wrong_option_by_name(in_tmp):
+    with pytest.raises(Exception, match=r"no retriever named 'sasrek' \(did you mean 'sasrec'\?\)"):
+        palr.run(["retriever=sasrek"])
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory):
+    """A whole small PALR pipeline (SASRec, keyword profiles, the tiny LLaMA ranker), finished."""
+    tmp = tmp_path_factory.mktemp("finished")
+    palr_run(*PIPELINE, f"hydra.run.dir={tmp}/run", tmp_path=tmp, fast=False)
+    return tmp / "run"
+
+
+def _load(run_dir: Path):
+    os.environ["PALR_CACHE_DIR"] = str(run_dir.parent / "cache")
+    return palr.load_run(run_dir)
+
+
+@pytest.mark.slow
+def test_a_loaded_run_ranks_its_evaluated_users_as_the_run_did(finished_run):
+    checkpoints = {p: p.stat().st_mtime_ns for p in finished_run.rglob("*.ckpt")}
+    run = _load(finished_run)
+    assert {p: p.stat().st_mtime_ns for p in finished_run.rglob("*.ckpt")} == checkpoints  # nothing retrained
+    saved = pq.read_table(finished_run / "rankings.parquet").to_pylist()
+    users = sorted({row["user"] for row in saved})[:8]
+    index = [run.user_index(u) for u in users]
+    histories = [run.data.sequences[i][:-1] for i in index]  # what the run saw: all but the test item
+    candidates, scores = run.retriever.retrieve(histories, run.config.eval.candidates)
+    profiles = run.profile.generate(index, histories, run.context)
+    requests = [RankRequest(user=i, history=h, candidates=c, candidate_scores=s, profile=p or None)
+                for i, h, c, s, p in zip(index, histories, candidates, scores, profiles)]
+    ranked = run.ranker.rank(requests, run.context)
+    for user, request, order in zip(users, requests, ranked):
+        rows = sorted((r for r in saved if r["user"] == user), key=lambda r: r["rank"])
+        assert [r["item"] for r in rows] == [run.data.catalog.ids[i] for i in order]
+        assert [r["retriever_rank"] for r in rows] == [list(request.candidates).index(i) + 1 for i in order]
+        held_out = [r["item"] for r in rows if r["held_out"]]
+        assert held_out in ([], [run.data.catalog.ids[run.data.sequences[run.user_index(user)][-1]]])
+
+
+@pytest.mark.slow
+def test_recommend_gives_unseen_items_by_dataset_ids(finished_run):
+    run = _load(finished_run)
+    user = run.users[7]
+    recs = run.recommend(user, k=10)
+    assert [r.rank for r in recs] == list(range(1, 11))
+    seen = {item for item, _ in run.history(user)}
+    assert not seen & {r.item for r in recs} and len({r.item for r in recs}) == 10
+    assert all(r.title == run.data.catalog.titles[run.data.catalog.ids.index(r.item)] for r in recs)
+    assert run.recommend(str(user), k=10) == recs  # "42" names user 42; and it is deterministic
+    many = run.recommend_many(run.users[:3], k=4)
+    assert list(many) == run.users[:3] and all(len(v) == 4 for v in many.values())
+    with pytest.raises(KeyError, match=r"no user 'nobody' in this run's dataset 'synthetic' \(after 5-core"):
+        run.recommend("nobody")
+
+
+def test_load_run_refuses_what_is_not_a_finished_run(tmp_path):
+    with pytest.raises(RunFolderError, match="is not a palr run folder"):
+        palr.load_run(tmp_path)
+
+
+def palr_cli(capsys, *args: str) -> tuple[int, str, str]:
+    """``palr <args>`` in this process (the command-line entry point, without a new interpreter)."""
+    from palr_core.cli import main
+
+    capsys.readouterr()
+    code = main(list(args))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+@pytest.mark.slow
+def test_palr_recommend_and_export(finished_run, capsys):
+    tmp = finished_run.parent
+    run = _load(finished_run)
+    user = run.users[4]
+    code, out, _ = palr_cli(capsys, "recommend", str(finished_run), "--user", str(user), "-k", "3", "--json")
+    [answer] = json.loads(out)
+    assert code == 0 and answer["user"] == user
+    assert [r["item"] for r in answer["recommendations"]] == [r.item for r in run.recommend(user, k=3)]
+    code, text, _ = palr_cli(capsys, "recommend", str(finished_run), "-u", str(user))
+    assert text.startswith(f"user {user}: top 10 by PALR v2") and run.recommend(user)[0].title in text
+    code, _, err = palr_cli(capsys, "recommend", str(finished_run), "-u", "nobody")
+    assert code == 2 and err.startswith("palr: no user 'nobody'")
+
+    code, said, _ = palr_cli(capsys, "export", str(finished_run), "-k", "5")
+    csv = (finished_run / "rankings_top5.csv").read_text().splitlines()
+    assert csv[0] == '"user","rank","item","title","retriever_rank","retriever_score","held_out"'
+    assert len(csv) - 1 == 5 * json.loads((finished_run / "metrics.json").read_text())["users_evaluated"]
+    assert re.search(r"300 rows \(60 users, ranked lists of up to 5 items\)", said)
+    palr_cli(capsys, "export", str(finished_run), "-o", str(tmp / "all.parquet"))
+    assert pq.read_table(tmp / "all.parquet").equals(pq.read_table(finished_run / "rankings.parquet"))
+    code, _, err = palr_cli(capsys, "export", str(tmp))
+    assert code == 2 and "no rankings.parquet in" in err
+
+
+def _python_blocks(page: Path) -> str:
+    return "\n".join(re.findall(r"```python\n(.*?)```", page.read_text(), flags=re.S))
+
+
+@pytest.mark.slow
+def test_the_python_api_page_runs_as_written(tmp_path):
+    """docs/python-api.md's code, run top to bottom like a notebook."""
+    code = _python_blocks(REPO / "docs" / "python-api.md")
+    assert "palr.run(" in code and "palr.load_run(" in code and ".recommend(" in code
+    env = {**os.environ, "PALR_CACHE_DIR": str(tmp_path / "cache")}
+    proc = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True,
+                          timeout=600)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "| model |" in proc.stdout and np.any(["rank" in line for line in proc.stdout.splitlines()])
+
+
+def test_the_objective_is_the_named_row_and_metric():
+    from palr_core import PalrConfig
+    from palr_core.pipeline import RunResult
+
+    result = RunResult(rows=[{"model": "retriever: sasrec (its own order)", "HR@20": 0.5, "NDCG@10": 0.25},
+                             {"model": "ranker: PALR v2 over sasrec top-50", "HR@20": 0.75, "NDCG@10": 0.5}],
+                       stats={}, timings={})
+    config = PalrConfig(dataset={}, retriever={}, profile={}, ranker={})
+    assert config.objective_value(result) == 0.5
+    config.objective = "retriever/HR@20"
+    assert config.objective_value(result) == 0.5 and result.metrics("ranker")["HR@20"] == 0.75
