@@ -1,5 +1,6 @@
 """The llama_lora ranker: trie-grounded generation, the score decoder, adapters, resume, learning."""
 
+import json
 from dataclasses import replace
 
 import numpy as np
@@ -101,6 +102,12 @@ def test_saved_adapter_reloads_to_identical_rankings(registry, run_context, trai
     ranker.fit(training_data, run_context)
     out = run_context.work_dir / "llama_lora"
     assert (out / "adapter" / "adapter_model.safetensors").is_file()
+    # the adapter names its base model, in peft's config and in its model card
+    base = str((out / "base").resolve())
+    assert json.loads((out / "adapter" / "adapter_config.json").read_text())["base_model_name_or_path"] == base
+    card = (out / "adapter" / "README.md").read_text()
+    assert card.startswith(f'---\nbase_model: "{base}"\n') and "# PALR ranker adapter (v2)" in card
+    assert "More Information Needed" not in card
     requests = _requests(small_split, range(6))
     reloaded = _ranker(registry, adapter=str(out))
     reloaded.fit(training_data, run_context)

@@ -85,3 +85,31 @@ def test_chat_prompt_wraps_the_text_and_truncates_only_the_text():
 def test_without_a_chat_template_the_prompt_is_the_text():
     tokenizer = word_tokenizer("one two three".split())
     assert tokenizer.convert_ids_to_tokens(chat_prompt_ids(tokenizer, "one two three", max_length=2)) == ["two", "three"]
+
+
+def _hub_cache(root, repo_id, model_dir):
+    """A local Hugging Face cache holding ``repo_id`` as the hub's downloader lays it out."""
+    import shutil
+
+    repo = root / f"models--{repo_id.replace('/', '--')}"
+    (repo / "refs").mkdir(parents=True)
+    (repo / "refs" / "main").write_text("0123abcd")
+    shutil.copytree(model_dir, repo / "snapshots" / "0123abcd")
+    return root
+
+
+def test_a_hugging_face_id_resolves_from_the_local_cache_only(tiny_lm_dir, tmp_path, monkeypatch):
+    from huggingface_hub import constants
+
+    cache = _hub_cache(tmp_path / "hub", "acme/tiny-lm", tiny_lm_dir)
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(cache))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "0")  # even allowed online, palr asks the cache only
+    folder = resolve_language_model("acme/tiny-lm", tmp_path / "cache", models={}, option="ranker.model")
+    assert folder == cache / "models--acme--tiny-lm" / "snapshots" / "0123abcd"
+    model, _ = load_causal_lm("acme/tiny-lm", tmp_path / "cache", "float32", option="ranker.model", models={})
+    assert model.config.hidden_size == 16
+    with pytest.raises(ModelNotInstalled, match=r"ranker.model='HuggingFaceTB/SmolLM2-135M-Instruct': no folder of "
+                                                r"that name here, and no copy of the Hugging Face model "
+                                                r"HuggingFaceTB/SmolLM2-135M-Instruct in the local Hugging Face "
+                                                rf"cache \({cache}; .*`hf download HuggingFaceTB/SmolLM2-135M-Instruct`"):
+        resolve_language_model("HuggingFaceTB/SmolLM2-135M-Instruct", tmp_path, models={}, option="ranker.model")

@@ -21,6 +21,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import shutil
 import tempfile
 from collections.abc import Mapping
@@ -52,14 +53,17 @@ def resolve_dtype(name: str):
 def resolve_language_model(spec: str | os.PathLike, cache_dir: str | os.PathLike,
                            models: Mapping[str, LanguageModel] | None = None,
                            option: str = "model") -> Path:
-    """The Hugging Face folder for ``spec`` (a registered name, a folder or a ``.gguf`` file),
-    converting a GGUF file into the cache the first time.
+    """The Hugging Face folder for ``spec`` (a registered name, a folder, a ``.gguf`` file, or a
+    Hugging Face id such as ``HuggingFaceTB/SmolLM2-135M-Instruct`` already in the local Hugging
+    Face cache), converting a GGUF file into the cache the first time.
 
     :param models: the registered names (``context.language_models``); without them only paths work.
     :param option: the config option being resolved, named in errors (``ranker.model``).
     """
     text = str(spec)
     path = Path(text).expanduser()
+    if not path.exists() and HUB_ID.fullmatch(text) and text not in (models or {}):
+        return hub_snapshot(text, option)
     if not path.exists() and os.sep not in text and not text.endswith(".gguf"):
         models = models or {}
         if text not in models:
@@ -82,6 +86,30 @@ def resolve_language_model(spec: str | os.PathLike, cache_dir: str | os.PathLike
         return convert_gguf(path, Path(cache_dir).expanduser() / "models")
     raise FileNotFoundError(f"{option}={text!r}: {path} does not exist (expected a Hugging Face "
                             "model folder or a .gguf file; no model hub is reachable)")
+
+
+#: ``organisation/name``: how the Hugging Face Hub names a model
+HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[\w.-]+")
+
+
+def hub_snapshot(repo_id: str, option: str = "model") -> Path:
+    """The local Hugging Face cache's copy of ``repo_id`` (``local_files_only``: palr never
+    downloads), or :class:`ModelNotInstalled` saying where it looked and how to get it there."""
+    from huggingface_hub import constants, snapshot_download
+    from huggingface_hub.errors import LocalEntryNotFoundError
+
+    try:
+        folder = Path(snapshot_download(repo_id, local_files_only=True))
+    except (LocalEntryNotFoundError, FileNotFoundError, OSError):
+        raise ModelNotInstalled(
+            f"{option}={repo_id!r}: no folder of that name here, and no copy of the Hugging Face model "
+            f"{repo_id} in the local Hugging Face cache ({constants.HF_HUB_CACHE}; HF_HUB_CACHE or HF_HOME "
+            f"moves it). palr does not download: where a network exists, run `hf download {repo_id}` "
+            "(the same cache), or give a local folder or .gguf file") from None
+    if not (folder / "config.json").is_file():
+        raise ModelNotInstalled(f"{option}={repo_id!r}: the cached copy {folder} has no config.json "
+                                f"(an incomplete download?); run `hf download {repo_id}` again")
+    return folder
 
 
 def convert_gguf(gguf: Path, models_dir: Path) -> Path:

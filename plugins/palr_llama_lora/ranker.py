@@ -116,7 +116,14 @@ class LlamaLoraRanker:
         out = Path(context.work_dir) / "llama_lora"
         model, tokenizer = self._base(out, context)
         self._prepare(model, tokenizer, context)
+        # what the adapter's config and model card name as its base (peft would leave it empty)
+        self.model.peft_config["default"].base_model_name_or_path = self._base_name(out)
         return out
+
+    def _base_name(self, out: Path) -> str:
+        """The base model as a reader can find it again: the run's tiny model folder, or
+        ``ranker.model`` as given (a registered name, a Hugging Face id or a path)."""
+        return str((out / "base").resolve()) if self.config.model == "tiny" else str(self.config.model)
 
     def _prepare(self, model, tokenizer, context: RunContext) -> None:
         if self.config.gradient_checkpointing:
@@ -198,8 +205,47 @@ class LlamaLoraRanker:
         self.fit_state = {"examples": len(batches.pairs), "tokens": batches.tokens,
                           "global_step": trainer.global_step, "resumed_from": resumed,
                           "epochs": trainer.current_epoch}
+        if trainer.is_global_zero:
+            write_atomic(out / "adapter" / "README.md", self._model_card(out, context))
         if trainer.is_global_zero and not trainer.interrupted:
             write_atomic(out / "done.json", json.dumps(self.fit_state, indent=1))
+
+    def _model_card(self, out: Path, context: RunContext) -> str:
+        """The adapter's README.md: its base model, what it was trained on and how, how to use it."""
+        import palr_core
+
+        cfg, base = self.config, self._base_name(out)
+        registered = context.language_models.get(str(cfg.model))
+        about = (f"the run's own tiny LLaMA (random init, tokenizer trained on the catalogue), saved in {base}"
+                 if cfg.model == "tiny" else
+                 f"`{base}`" + (f", registered by {registered.distribution or registered.plugin}: "
+                                f"{registered.description}" if registered else ""))
+        catalog = context.catalog
+        lora = cfg.lora
+        return f"""---
+base_model: {json.dumps(base)}
+library_name: peft
+pipeline_tag: text-generation
+tags:
+- palr
+- lora
+- recommendation
+---
+
+# PALR ranker adapter ({cfg.task})
+
+A LoRA adapter that ranks a user's candidate items from their history and profile, trained by
+palr {palr_core.__version__} (PALR, "Personalization Aware LLMs for Recommendation").
+
+- **Base model:** {about}
+- **Task:** {cfg.task} ({"Recommend + Recommend_Retrieval" if cfg.task == "v2" else "Recommend"}), {self.fit_state["examples"]:,} instruction examples, {self.fit_state["epochs"]} epochs, {self.fit_state["global_step"]} optimizer steps
+- **Data:** {len(catalog) if catalog is not None else "?"} items ({catalog.domain if catalog is not None else "?"}), {cfg.instructions.user_fraction:.0%} of the training users
+- **LoRA:** r={lora.r}, alpha={lora.alpha}, dropout={lora.dropout}, target modules {", ".join(lora.target_modules)}{"; the base model's embeddings and head trained too" if self.train_base else ""}
+- **Run folder:** {Path(context.work_dir).resolve()} (its `config_resolved.yaml` has every setting)
+
+Use it: `palr-run ranker=llama_lora ranker.model={cfg.model} ranker.adapter={out.resolve()}` ranks
+with it in another run; `palr.load_run("{Path(context.work_dir).resolve()}")` loads the whole run in Python.
+"""
 
     def load(self, directory: str | Path, context: RunContext) -> None:
         """Base + adapter from a ``llama_lora`` output directory (``base/`` if tiny, ``adapter/``)."""
