@@ -2,8 +2,9 @@
 
 ``palr_core`` is the framework: the plugin contract (hooks, component interfaces, the registry,
 the plugin-API version), the run configuration, the data model with preprocessing and the split,
-the metrics, the pipeline and the command line. It knows no concrete model and imports neither
-torch nor any plugin. ``palr_core.kit`` is the toolkit that plugins share (trained-retriever
+the metrics, the pipeline, experiment tracking (``tracking``), the command line and the Python API
+(``api``, which ``import palr`` re-exports). It knows no concrete model and imports neither torch
+nor any plugin. ``palr_core.kit`` is the toolkit that plugins share (trained-retriever
 machinery, Lightning trainer, language-model loading, prompts, instruction data, file and table
 readers); ``palr_core.testing`` gives a plugin's own tests tiny data and a run context.
 
