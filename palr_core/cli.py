@@ -19,7 +19,7 @@ from pathlib import Path
 
 from . import __version__
 from .components import KINDS
-from .config import PalrConfig, store_schema
+from .config import OptionError, PalrConfig, store_schema
 from .plugins import PluginError, Registry, field_default, load_registry
 
 PRIMARY_CONFIG = "pkg://palr_conf"
@@ -161,12 +161,18 @@ def run(argv: list[str] | None = None) -> None:
     def task(cfg: DictConfig) -> float:
         work_dir = Path(HydraConfig.get().runtime.output_dir)
         print(f"palr: run folder {work_dir}", flush=True)
+        multirun = HydraConfig.get().mode == RunMode.MULTIRUN
+        if multirun:  # a sweeper optimises the objective: one it cannot read stops the sweep, not a job
+            try:
+                typed_config(cfg).check_objective()
+            except OptionError as exc:
+                raise SystemExit(f"palr: {exc}") from None
         try:
             config = typed_config(cfg)
             result = run_pipeline(config, registry, work_dir)
         except (PluginError, DataError, ValueError, FileNotFoundError, RunFolderError) as exc:
             logging.getLogger("palr.results").error("palr: %s", exc)  # into palr.log; the console gets it below
-            if HydraConfig.get().mode == RunMode.MULTIRUN:  # a failed job, recorded by sweepers and launchers
+            if multirun:  # a failed job, recorded by sweepers and launchers
                 raise RuntimeError(f"palr: {exc}") from None
             raise SystemExit(f"palr: {exc}") from None
         print(f"palr: results in {work_dir / 'results.md'} and {work_dir / 'metrics.json'}")

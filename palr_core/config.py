@@ -212,10 +212,18 @@ class PalrConfig:
     objective: str = option("ranker/NDCG@10", pattern=r"(retriever|ranker)/(HR|NDCG)@\d+",
                             hint="<retriever|ranker>/<HR|NDCG>@K, e.g. ranker/NDCG@10")
 
+    def check_objective(self) -> None:
+        """Refuse an :attr:`objective` the results table will not have (its K not in ``eval.ks``):
+        checked before the first job of a sweep, where the objective is what a sweeper optimises."""
+        cutoff = int(self.objective.rsplit("@", 1)[1])
+        if cutoff not in self.eval.ks:
+            raise OptionError(f"objective={self.objective} needs {cutoff} in eval.ks, which is {list(self.eval.ks)}; "
+                              f"choose another objective or add {cutoff} to eval.ks")
+
     def objective_value(self, result) -> float:
-        """The :attr:`objective` read from a run's result."""
+        """The :attr:`objective` read from a run's result (NaN when the table lacks it)."""
         role, metric = self.objective.split("/")
-        return float(result.metrics(role)[metric])
+        return float(result.metrics(role).get(metric, math.nan))
 
 
 def default_cache_dir(cache_dir: str | os.PathLike | None = None) -> Path:

@@ -153,9 +153,6 @@ def run_pipeline(config: PalrConfig, registry: Registry, work_dir: str | os.Path
     finished one is read back without any work, and another run's folder is refused by name.
     """
     check_options(config, "")
-    cutoff = int(config.objective.rsplit("@", 1)[1])
-    if cutoff not in config.eval.ks:
-        raise ValueError(f"objective={config.objective} needs {cutoff} in eval.ks, which is {list(config.eval.ks)}")
     parts = build_components(config, registry)
     context = RunContext(seed=config.seed, work_dir=Path(work_dir), cache_dir=default_cache_dir(config.cache_dir),
                          trainer=config.trainer, profiles=parts.profile,
