@@ -137,7 +137,8 @@ def test_bare_default_runs_the_full_palr_pipeline(tmp_path):
 def test_help_describes_palr_and_its_groups(tmp_path):
     out = palr_run("--help", tmp_path=tmp_path, fast=False).stdout
     assert out.startswith("palr-run: one PALR experiment") and "powered by Hydra" not in out
-    assert "retriever: bert4rec, lightgcn, popularity, sasrec" in out and "prompts" not in out
+    assert "retriever: bert4rec, bpr, caser, gru4rec, lightgcn, ncf, popularity, sasrec" in out
+    assert "prompts" not in out
 
 
 def test_version_and_plugins_as_json():

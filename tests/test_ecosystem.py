@@ -214,8 +214,9 @@ done
     out = subprocess.run(["bash", "-c", script], cwd=tmp_path, env=env, capture_output=True, text=True,
                          check=True, timeout=120).stdout
     assert "-F hydra_bash_completion palr-run" in out
-    assert set(out.split("palr-run retriever= -> ")[1].splitlines()[0].split()) == {
-        "retriever=bert4rec", "retriever=lightgcn", "retriever=popularity", "retriever=sasrec"}
+    offered = set(out.split("palr-run retriever= -> ")[1].splitlines()[0].split())
+    assert {"retriever=bert4rec", "retriever=lightgcn", "retriever=popularity", "retriever=sasrec"} <= offered
+    assert all(word.startswith("retriever=") for word in offered) and "retriever=ml-1m" not in offered
     assert "palr-run retriever=po -> retriever=popularity\n" in out
     assert "palr-run dataset.us -> dataset.users=\n" in out
 

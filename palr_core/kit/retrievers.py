@@ -50,10 +50,41 @@ __all__ = [
     "TrainedRetriever",
     "top_k_unseen",
     "TransformerEncoder",
+    "interaction_keys",
+    "sample_unseen",
 ]
 
 #: the padding id inside padded batches (real items are shifted by +1)
 PAD = 0
+
+#: most rounds of redrawing negatives that hit one of the user's training items (:func:`sample_unseen`)
+MAX_REDRAWS = 50
+
+
+def interaction_keys(train: Sequence[np.ndarray], num_items: int) -> torch.Tensor:
+    """Sorted unique ``user * num_items + item`` of the training interactions (int64)."""
+    users = np.repeat(np.arange(len(train), dtype=np.int64), [len(s) for s in train])
+    items = np.concatenate(train).astype(np.int64) if len(train) else np.zeros(0, np.int64)
+    return torch.from_numpy(np.unique(users * num_items + items))
+
+
+def sample_unseen(users: torch.Tensor, keys: torch.Tensor, num_items: int, shape: tuple[int, ...]) -> torch.Tensor:
+    """Items drawn uniformly from those each user has no training interaction with.
+
+    ``users``: ``[B]``; ``shape``: ``(B,)`` or ``(B, n)``; ``keys``: :func:`interaction_keys`. A draw that
+    hits a training item is redrawn (at most :data:`MAX_REDRAWS` rounds).
+    """
+    negatives = torch.randint(0, num_items, shape, device=users.device)
+    if not len(keys):
+        return negatives
+    base = (users.long() * num_items).view(-1, *([1] * (len(shape) - 1)))
+    for _ in range(MAX_REDRAWS):
+        query = base + negatives
+        found = keys[torch.searchsorted(keys, query).clamp(max=len(keys) - 1)] == query
+        if not found.any():
+            break
+        negatives[found] = torch.randint(0, num_items, (int(found.sum()),), device=users.device)
+    return negatives
 
 
 def left_pad(histories: Sequence[Sequence[int]], maxlen: int) -> torch.Tensor:

@@ -1,0 +1,12 @@
+"""Built-in plugin: the ``bpr`` retriever (matrix factorisation with the BPR loss, Rendle et al. 2009)."""
+
+from palr_core import hookimpl
+
+from .config import BPRConfig
+
+PALR_PLUGIN_API = 2
+
+
+@hookimpl
+def register_retrievers(register):
+    register("bpr", "palr_bpr.model:BPRRetriever", config=BPRConfig)

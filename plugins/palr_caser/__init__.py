@@ -1,0 +1,12 @@
+"""Built-in plugin: the ``caser`` retriever (convolutional sequence embedding, Tang & Wang 2018)."""
+
+from palr_core import hookimpl
+
+from .config import CaserConfig
+
+PALR_PLUGIN_API = 2
+
+
+@hookimpl
+def register_retrievers(register):
+    register("caser", "palr_caser.model:CaserRetriever", config=CaserConfig)

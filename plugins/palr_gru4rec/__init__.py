@@ -1,0 +1,12 @@
+"""Built-in plugin: the ``gru4rec`` retriever (a GRU over the item sequence, Hidasi et al. 2016)."""
+
+from palr_core import hookimpl
+
+from .config import GRU4RecConfig
+
+PALR_PLUGIN_API = 2
+
+
+@hookimpl
+def register_retrievers(register):
+    register("gru4rec", "palr_gru4rec.model:GRU4RecRetriever", config=GRU4RecConfig)

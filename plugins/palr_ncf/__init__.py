@@ -1,0 +1,12 @@
+"""Built-in plugin: the ``ncf`` retriever (NeuMF: GMF and MLP towers with a BCE loss, He et al. 2017)."""
+
+from palr_core import hookimpl
+
+from .config import NCFConfig
+
+PALR_PLUGIN_API = 2
+
+
+@hookimpl
+def register_retrievers(register):
+    register("ncf", "palr_ncf.model:NCFRetriever", config=NCFConfig)
