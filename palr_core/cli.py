@@ -324,6 +324,23 @@ def _cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_report(args: argparse.Namespace) -> int:
+    from .report import write_report
+
+    out = args.output or (args.dirs[0] if len(args.dirs) == 1 else ".")
+    try:
+        report, written = write_report(args.dirs, out, args.metric, args.reference)
+    except (ValueError, OSError) as exc:
+        print(f"palr: {exc}", file=sys.stderr)
+        return 2
+    print(written[0].read_text())
+    for problem in report.skipped:
+        print(f"palr: skipped {problem}", file=sys.stderr)
+    print("palr: wrote " + ", ".join(str(p) for p in written)
+          + ("" if len(written) == 3 else " (no report.png: pip install matplotlib, or palr[report])"))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     """``palr``: utility commands; experiments run with ``palr-run``."""
     parser = argparse.ArgumentParser(prog="palr", description="palr utilities; experiments run with palr-run")
@@ -349,6 +366,13 @@ def main(argv: list[str] | None = None) -> int:
     export.add_argument("--output", "-o", help="the file to write (default: <run_dir>/rankings[_topK].<format>)")
     export.add_argument("-k", type=int, help="only each user's top K (default: every candidate)")
     export.set_defaults(func=_cmd_export)
+    report = sub.add_parser("report", help="one table across runs and sweeps, with paired significance tests")
+    report.add_argument("dirs", nargs="+", metavar="DIR", help="run or sweep folders (or folders above them)")
+    report.add_argument("--metric", "-m", default="NDCG@10", help="the main metric (default NDCG@10)")
+    report.add_argument("--reference", "-r", help="text picking the reference row (default: the SASRec retriever "
+                                                   "row, else the first)")
+    report.add_argument("--output", "-o", help="where report.{md,csv,png} go (default: the one DIR, else here)")
+    report.set_defaults(func=_cmd_report)
     args = parser.parse_args(argv)
     try:
         return args.func(args)

@@ -176,6 +176,11 @@ def test_multirun_writes_one_result_per_job(tmp_path):
     results = sorted((tmp_path / "sweep").glob("*/metrics.json"))
     assert len(results) == 2
     assert [json.loads(p.read_text())["rows"][1]["model"].split("top-")[-1] for p in results] == ["20", "30"]
+    # the sweep's report labels each row by the setting it swept, not by job number
+    report = (tmp_path / "sweep" / "report.md").read_text()
+    assert "| eval.candidates=20 · retriever | 600 |" in report and "| eval.candidates=30 · retriever |" in report
+    assert "+0.0000 [+0.0000, +0.0000] (n=600) | 1.0000 | 1.0000 |" in report  # same model, same users
+    assert (tmp_path / "sweep" / "report.csv").is_file() and (tmp_path / "sweep" / "report.png").is_file()
 
 
 def test_unknown_option_lists_the_available_ones(tmp_path):

@@ -31,6 +31,8 @@ GRID = "palr-run -m retriever=popularity,sasrec trainer.max_epochs=3 ranker=iden
 COMPARE = ("python -c \"import glob, json, yaml; [print(job, *yaml.safe_load(open(job + '.hydra/overrides.yaml')), "
            "json.load(open(job + 'metrics.json'))['rows'][-1]['NDCG@10']) "
            "for job in sorted(glob.glob('multirun/*/*/*/'))]\"")
+REPORT = "palr report multirun"
+REPORT_OTHER = "palr report multirun --metric HR@10 --reference popularity -o cmp"
 OPTUNA = ("palr-run -m hydra/sweeper=optuna hydra.sweeper.direction=maximize hydra.sweeper.n_trials=3 "
           "hydra.sweeper.sampler.seed=1 retriever=sasrec trainer.max_epochs=3 'retriever.hidden=choice(16,32)' "
           "'retriever.lr=tag(log,interval(0.001,0.01))' ranker=identity profile=none")
@@ -44,7 +46,7 @@ SLURM_KEYS = "palr-run hydra/launcher=submitit_slurm hydra.launcher.partition=gp
 #: run by tests/test_cli.py::test_parallel_sweep_with_the_joblib_launcher (its helper adds the
 #: fast components and hydra.sweep.dir)
 JOBLIB = "palr-run -m hydra/launcher=joblib hydra.launcher.n_jobs=2 seed=1,2 retriever=popularity ranker=identity profile=none"
-TESTED = {GRID, COMPARE, OPTUNA, OPTUNA_FAILURES, SUBMITIT, INSTALL, SLURM_KEYS, JOBLIB}
+TESTED = {GRID, COMPARE, REPORT, REPORT_OTHER, OPTUNA, OPTUNA_FAILURES, SUBMITIT, INSTALL, SLURM_KEYS, JOBLIB}
 
 #: single-threaded torch in every job: the machine's two cores are shared with other tests
 ENV = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
@@ -92,6 +94,19 @@ def test_a_grid_sweep_and_the_page_s_way_to_compare_its_jobs(tmp_path):
     for line, job in zip(lines, found.values()):
         assert "retriever=" + job["overrides"]["retriever"] in line.split()
         assert float(line.split()[-1]) == job["ndcg10"]
+    # the sweep's own report (written when it ended), then the page's two report commands
+    sweep_report = (sweep_dir(tmp_path) / "report.md").read_text()
+    for command in (REPORT, REPORT_OTHER):
+        assert command in PAGE.read_text()
+        out = subprocess.run(["bash", "-c", command], cwd=tmp_path, env=env, capture_output=True, text=True,
+                             check=True).stdout
+        assert "| retriever=popularity · retriever | 600 |" in out and "| retriever=sasrec · retriever | 600 |" in out
+    rows = [line for line in (tmp_path / "multirun" / "report.md").read_text().splitlines()
+            if line.startswith("| retriever=")]
+    assert rows == [line for line in sweep_report.splitlines() if line.startswith("| retriever=")]
+    assert "| reference |" in rows[1]  # the SASRec retriever row is the default reference
+    assert "Best HR@10: **retriever=popularity · retriever**" in (tmp_path / "cmp" / "report.md").read_text()
+    assert {p.name for p in (tmp_path / "cmp").iterdir()} == {"report.md", "report.csv", "report.png"}
 
 
 @pytest.mark.slow

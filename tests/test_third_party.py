@@ -1,6 +1,7 @@
 """Real distributions outside palr, found only through their entry points, with their own config
 files: written against plugin API 1, they check that what a third party relied on still works."""
 
+import csv
 import json
 import os
 import shutil
@@ -55,6 +56,12 @@ def test_sweep_over_builtin_and_third_party_retrievers(installed_example, tmp_pa
     assert set(rows) == {"popularity", "markov"}
     # the synthetic data's sequel habit is exactly what a transition model captures
     assert rows["markov"]["NDCG@10"] > rows["popularity"]["NDCG@10"]
+    # and the sweep's report says so with a paired test on the same 600 users
+    with open(tmp_path / "sweep" / "report.csv") as f:
+        report = {row["label"]: row for row in csv.DictReader(f)}
+    assert set(report) == {"retriever=popularity", "retriever=markov"}
+    assert report["retriever=markov"]["reference"] == "retriever=popularity · retriever"
+    assert float(report["retriever=markov"]["ci_low"]) > 0 and float(report["retriever=markov"]["p_wilcoxon"]) < 0.01
 
 
 def test_without_the_plugin_its_option_does_not_exist(tmp_path):

@@ -1,0 +1,133 @@
+"""The sweep report: per-user metrics, paired tests, labels from differing settings, the CLI."""
+
+import json
+import math
+import subprocess
+import sys
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+import yaml
+from scipy import stats
+
+from palr_core.metrics import metrics_from_ranks
+from palr_core.report import build_report, paired_comparison, per_user, run_labels, write_report
+
+
+def _fake_run(folder, config: dict, rows: dict[str, list], dataset="ml-1m", users=None):
+    """A finished run folder: config, metrics.json and a rankings.parquet in which each row's
+    held-out item sits at the given 0-based ranks (``inf``: not among the 50 candidates)."""
+    folder.mkdir(parents=True)
+    (folder / "config_resolved.yaml").write_text(yaml.safe_dump(config))
+    ranker_ranks, retriever_ranks = rows["ranker"], rows["retriever"]
+    users = users or list(range(len(ranker_ranks)))
+    table = {"user": [], "rank": [], "retriever_rank": [], "held_out": []}
+    for user, ranker_rank, retriever_rank in zip(users, ranker_ranks, retriever_ranks):
+        for position in range(50):  # the ranker's order; the held-out item where the ranks say
+            held = position == ranker_rank
+            table["user"].append(user)
+            table["rank"].append(position + 1)
+            table["retriever_rank"].append(retriever_rank + 1 if held else 50 - position)
+            table["held_out"].append(held)
+    pq.write_table(pa.table(table), folder / "rankings.parquet")
+    names = {"ranker": f"ranker: PALR v2 (llama_lora tiny, score) over {config['retriever']['name']} top-50",
+             "retriever": f"retriever: {config['retriever']['name']} (its own order)"}
+    metric_rows = [{"model": names[role], **metrics_from_ranks(np.array(rows[role], float), (10,))}
+                   for role in ("retriever", "ranker")]
+    (folder / "metrics.json").write_text(json.dumps({"dataset": dataset, "stats": {}, "users_evaluated": len(users),
+                                                     "rows": metric_rows, "timings_s": {"fit": 3.0}, "seed": 0}))
+
+
+def _config(retriever="sasrec", hidden=64, seed=0, **extra):
+    return {"seed": seed, "cache_dir": f"/tmp/cache{seed}", "retriever": {"name": retriever, "hidden": hidden, **extra},
+            "ranker": {"name": "llama_lora"}, "dataset": {"name": "movielens", "root": f"/data/{seed}"}}
+
+
+def test_per_user_metrics_average_to_the_run_metrics():
+    ranks = np.array([0, 3, 9, 10, math.inf, 1, 25])
+    for metric in ("HR@10", "NDCG@10", "HR@5", "NDCG@20"):
+        assert per_user(ranks, metric).mean() == pytest.approx(
+            metrics_from_ranks(ranks, (int(metric.split("@")[1]),))[metric])
+
+
+def test_paired_comparison_is_scipy_s_tests_on_the_common_users():
+    rng = np.random.default_rng(0)
+    reference = {u: float(r) for u, r in enumerate(rng.integers(0, 30, 400))}
+    better = {u: max(r - 3.0, 0.0) for u, r in reference.items()}
+    better[9999] = 0.0  # a user only this row evaluated does not count
+    result = paired_comparison(better, reference, "NDCG@10")
+    a = per_user(np.array([better[u] for u in reference]), "NDCG@10")
+    b = per_user(np.array(list(reference.values())), "NDCG@10")
+    assert result["users"] == 400
+    assert result["difference"] == pytest.approx((a - b).mean())
+    assert result["p_ttest"] == pytest.approx(stats.ttest_rel(a, b).pvalue)
+    assert result["p_wilcoxon"] < 1e-6 and 0 < result["ci_low"] < result["difference"] < result["ci_high"]
+
+
+def test_identical_rows_differ_by_nothing():
+    ranks = {u: float(u % 13) for u in range(100)}
+    assert paired_comparison(ranks, dict(ranks), "HR@10") == {
+        "users": 100, "difference": 0.0, "ci_low": 0.0, "ci_high": 0.0, "p_ttest": 1.0, "p_wilcoxon": 1.0}
+
+
+def test_labels_name_the_component_and_only_the_settings_that_differ(tmp_path):
+    dirs = []
+    for i, config in enumerate([_config("sasrec", 64), _config("sasrec", 32), _config("bpr", 64, reg=0.01),
+                                _config("bpr", 64, reg=0.01, seed=1)]):
+        dirs.append(tmp_path / str(i))
+        _fake_run(dirs[-1], config, {"ranker": [1] * 5, "retriever": [2] * 5})
+    # cache_dir and dataset.root differ too, but they do not change a result; a component's own
+    # options appear only where runs of that component differ in them (bpr's hidden does not)
+    assert run_labels(dirs) == ["retriever=sasrec, retriever.hidden=64, seed=0",
+                                "retriever=sasrec, retriever.hidden=32, seed=0",
+                                "retriever=bpr, seed=0", "retriever=bpr, seed=1"]
+
+
+def test_the_report_compares_every_row_with_the_sasrec_retriever_and_quotes_the_paper(tmp_path):
+    n = 300
+    rng = np.random.default_rng(1)
+    sasrec = rng.integers(0, 40, n).astype(float)
+    _fake_run(tmp_path / "sweep" / "0", _config("bpr"), {"retriever": list(sasrec + 10), "ranker": list(sasrec + 5)})
+    _fake_run(tmp_path / "sweep" / "1", _config("sasrec"), {"retriever": list(sasrec),
+                                                           "ranker": list(np.maximum(sasrec - 2, 0))})
+    report, written = write_report([tmp_path / "sweep"], tmp_path / "out")
+    assert [p.name for p in written] == ["report.md", "report.csv", "report.png"]
+    names = [r.name for r in report.rows]
+    assert names == ["retriever=bpr · retriever", "retriever=bpr · ranker: PALR v2 (llama_lora tiny, score)",
+                     "retriever=sasrec · retriever", "retriever=sasrec · ranker: PALR v2 (llama_lora tiny, score)"]
+    reference = report.references["ml-1m"]
+    assert reference.name == "retriever=sasrec · retriever" and reference.comparison is None
+    bpr, palr = report.rows[0], report.rows[3]
+    assert bpr.comparison["difference"] < 0 and bpr.comparison["ci_high"] < 0
+    assert palr.comparison["difference"] > 0 and palr.comparison["p_wilcoxon"] < 0.001
+    assert bpr.paper == (0.0354, 0.0158) and palr.paper == (0.2110, 0.1276)
+    text = (tmp_path / "out" / "report.md").read_text()
+    assert "Best NDCG@10: **retriever=sasrec · ranker: PALR v2 (llama_lora tiny, score)**" in text
+    assert "significant at 5 % by both tests." in text
+    assert "| 0.2110 / 0.1276 |" in text
+
+
+def test_a_chosen_reference_and_a_run_without_per_user_ranks(tmp_path):
+    _fake_run(tmp_path / "a", _config("bpr"), {"retriever": [1, 2, 3], "ranker": [0, 2, 3]})
+    _fake_run(tmp_path / "b", _config("sasrec"), {"retriever": [0, 1, 2], "ranker": [0, 1, 2]})
+    (tmp_path / "b" / "rankings.parquet").unlink()  # a run from before palr wrote rankings
+    report = build_report([tmp_path / "a", tmp_path / "b"], metric="HR@10", reference="bpr · ranker")
+    assert report.references["ml-1m"].name == "retriever=bpr · ranker: PALR v2 (llama_lora tiny, score)"
+    assert report.rows[0].comparison["users"] == 3 and report.rows[2].comparison is None
+    with pytest.raises(ValueError, match="no row on ml-1m matches reference 'lightgcn'"):
+        build_report([tmp_path], reference="lightgcn")
+    with pytest.raises(ValueError, match="metric must look like NDCG@10"):
+        build_report([tmp_path], metric="ndcg10")
+    with pytest.raises(ValueError, match=r"the runs have no NDCG@20 \(they have HR@10, NDCG@10\)"):
+        build_report([tmp_path], metric="NDCG@20")
+
+
+def test_palr_report_names_a_folder_without_runs(tmp_path):
+    (tmp_path / "empty").mkdir()
+    proc = subprocess.run([sys.executable, "-c", "from palr_core.cli import main; raise SystemExit(main())",
+                           "report", str(tmp_path / "empty"), str(tmp_path / "missing")],
+                          capture_output=True, text=True)
+    assert proc.returncode == 2
+    assert "no finished palr run in it (no metrics.json)" in proc.stderr and "missing: not a folder" in proc.stderr
