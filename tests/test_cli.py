@@ -1,5 +1,6 @@
 """palr-run and palr plugins: composition, a full default run, sweeps and the errors users hit."""
 
+import dataclasses
 import json
 import os
 import subprocess
@@ -13,6 +14,7 @@ from omegaconf import OmegaConf
 
 from palr_core import PalrConfig
 from palr_core.cli import prepare_hydra, typed_config, yaml_options
+from palr_core.plugins import field_default
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -87,7 +89,34 @@ def test_yaml_files_say_only_what_their_dataclass_does_not(registry):
     top = OmegaConf.load(REPO / "conf" / "config.yaml")
     assert set(top) <= {"defaults", "hydra"}, f"config.yaml sets values: {set(top) - {'defaults', 'hydra'}}"
     assert preset_problems("pkg://palr_conf", registry) == []
-    assert sorted(p.parent.name for p in (REPO / "conf").glob("*/*.yaml")) == ["dataset"] * 5 + ["trainer"] * 3
+    groups = sorted({p.parent.name for p in (REPO / "conf").glob("*/*.yaml")})
+    assert groups == ["dataset", "experiment", "table2", "trainer"]
+    assert len(list((REPO / "conf" / "dataset").glob("*.yaml"))) == 5
+
+
+@pytest.mark.parametrize("path", sorted((REPO / "conf").glob("experiment/*.yaml")) + sorted(
+    (REPO / "conf").glob("table2/*.yaml")), ids=lambda p: f"{p.parent.name}/{p.stem}")
+def test_experiment_presets_choose_registered_components_and_change_only_non_defaults(path, registry):
+    """An experiment (or Table 2 row) file is global: it overrides groups with registered options
+    and sets values that differ from the chosen components' defaults."""
+    from palr_core import TrainerConfig
+
+    assert path.read_text().startswith("# @package _global_\n")
+    body = OmegaConf.to_container(OmegaConf.load(path))
+    chosen = {"ranker": "llama_lora", "retriever": "sasrec", "profile": "keywords"}
+    for entry in body.pop("defaults", []):
+        (group, option), = entry.items()
+        group = group.removeprefix("override /")
+        assert option in registry.names(group), f"{path.name}: {group}={option} is not registered"
+        chosen[group] = option
+    body.pop("hydra", None)
+    for group, values in body.items():
+        if group == "trainer":
+            defaults = {f.name: field_default(f) for f in dataclasses.fields(TrainerConfig)}
+        else:
+            defaults = {f.name: field_default(f) for f in dataclasses.fields(registry.get(group, chosen[group]).config_class())}
+        for key, value in values.items():
+            assert key in defaults and value != defaults[key], f"{path.name}: {group}.{key}: {value!r}"
 
 
 def test_the_preset_check_finds_each_kind_of_mistake(registry, tmp_path):
