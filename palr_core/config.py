@@ -197,7 +197,8 @@ class PalrConfig:
         profiles); ``null``: ``$PALR_CACHE_DIR``, else ``~/.cache/palr``.
     :param objective: the number ``palr-run`` returns to a sweeper (Optuna maximises it with
         ``hydra.sweeper.direction=maximize``): ``<retriever|ranker>/<HR|NDCG>@K`` of the results
-        table, with K one of ``eval.ks``. It is a test-split metric: see docs/sweeps.md.
+        table (test items), or ``validation/<HR|NDCG>@K``, the retriever on the validation items,
+        the one to choose settings by; K one of ``eval.ks``. See docs/sweeps.md.
     """
 
     dataset: Any = MISSING
@@ -209,8 +210,8 @@ class PalrConfig:
     preprocess: PreprocessConfig = field(default_factory=PreprocessConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     cache_dir: str | None = None
-    objective: str = option("ranker/NDCG@10", pattern=r"(retriever|ranker)/(HR|NDCG)@\d+",
-                            hint="<retriever|ranker>/<HR|NDCG>@K, e.g. ranker/NDCG@10")
+    objective: str = option("ranker/NDCG@10", pattern=r"(retriever|ranker|validation)/(HR|NDCG)@\d+",
+                            hint="<retriever|ranker|validation>/<HR|NDCG>@K, e.g. validation/NDCG@10")
 
     def check_objective(self) -> None:
         """Refuse an :attr:`objective` the results table will not have (its K not in ``eval.ks``):
@@ -223,7 +224,8 @@ class PalrConfig:
     def objective_value(self, result) -> float:
         """The :attr:`objective` read from a run's result (NaN when the table lacks it)."""
         role, metric = self.objective.split("/")
-        return float(result.metrics(role).get(metric, math.nan))
+        values = result.validation if role == "validation" else result.metrics(role)
+        return float(values.get(metric, math.nan))
 
 
 def default_cache_dir(cache_dir: str | os.PathLike | None = None) -> Path:

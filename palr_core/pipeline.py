@@ -18,7 +18,7 @@ import time
 import zlib
 from collections.abc import Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -68,6 +68,8 @@ class RunResult:
     :param timings: wall-clock seconds per stage.
     :param users: how many test users were evaluated.
     :param run_dir: the run folder (``metrics.json``, ``rankings.parquet``, checkpoints).
+    :param validation: the retriever's metrics on the same users' validation items (history: the
+        training prefix), the number to choose settings by (``objective=validation/NDCG@10``).
     """
 
     rows: list[dict]
@@ -76,6 +78,7 @@ class RunResult:
     dataset: str = ""
     users: int = 0
     run_dir: Path | None = None
+    validation: dict[str, float] = field(default_factory=dict)
 
     def metrics(self, role: str = "ranker") -> dict[str, float]:
         """The ``retriever`` or ``ranker`` row's metrics, e.g. ``result.metrics()["NDCG@10"]``."""
@@ -204,6 +207,10 @@ def _run_stages(config: PalrConfig, parts: Components, context: RunContext, fold
         cand_ids, cand_scores = parts.retriever.retrieve(eval_histories, n_cand)
     retriever_name = parts.names["retriever"]
     rows = [_row(f"retriever: {retriever_name} (its own order)", cand_ids, targets, ks)]
+    with _stage("validate", timings, config.seed):  # never the test item: the prefix predicts the validation item
+        valid_ids, _ = parts.retriever.retrieve([split.train[u] for u in users], max(ks))
+        validation = metrics_from_ranks(rank_from_lists(valid_ids, split.valid[users]), ks)
+    log.info("retriever on the validation items: %s", ", ".join(f"{k} {v:.4f}" for k, v in validation.items()))
 
     with _stage("profiles", timings, config.seed):
         profiles = parts.profile.generate(users.tolist(), eval_histories, context)
@@ -223,7 +230,8 @@ def _run_stages(config: PalrConfig, parts: Components, context: RunContext, fold
     profile_name = parts.names["profile"]
     rows.append(_row(f"ranker: {label} over {retriever_name} top-{n_cand}"
                      + (f" + profile: {profile_name}" if profile_name != "none" else ""), final, targets, ks))
-    return RunResult(rows=rows, stats=stats.as_dict(), timings=timings, dataset=data.name, users=len(users))
+    return RunResult(rows=rows, stats=stats.as_dict(), timings=timings, dataset=data.name, users=len(users),
+                     validation=validation)
 
 
 def check_resources(parts: Components, context: RunContext) -> None:
@@ -353,13 +361,15 @@ class RunFolder:
     def result(self) -> RunResult:
         saved = json.loads((self.path / "metrics.json").read_text())
         return RunResult(rows=saved["rows"], stats=saved["stats"], timings=saved["timings_s"],
-                         dataset=saved["dataset"], users=saved["users_evaluated"], run_dir=self.path)
+                         dataset=saved["dataset"], users=saved["users_evaluated"], run_dir=self.path,
+                         validation=saved.get("validation", {}).get("retriever", {}))
 
     def finish(self, result: RunResult, seed: int) -> None:
         """Write the results, then mark the run finished (a crash in between leaves it resumable)."""
         (self.path / "results.md").write_text(result.table() + "\n")
         metrics = {"dataset": result.dataset, "stats": result.stats, "users_evaluated": result.users,
-                   "rows": result.rows, "timings_s": result.timings, "seed": seed}
+                   "rows": result.rows, "validation": {"retriever": result.validation},
+                   "timings_s": result.timings, "seed": seed}
         (self.path / "metrics.json").write_text(json.dumps(_finite(metrics), indent=2, allow_nan=False))
         self._write({**(self._record() or {}), "finished": True})
 

@@ -67,6 +67,7 @@ class ReportRow:
     ranks: dict | None = None  # user id -> 0-based rank of the held-out item (inf: not in the list)
     paper: tuple[float, float] | None = None
     comparison: dict | None = None
+    validation: dict[str, float] = field(default_factory=dict)  # a retriever row's validation-item metrics
 
     @property
     def name(self) -> str:
@@ -272,7 +273,9 @@ def build_report(folders: Iterable[str | Path], metric: str = "NDCG@10", referen
             per_role = None if ranks is None else (ranks[0] if role == "ranker" else ranks[1])
             rows.append(ReportRow(label, model, role, saved.get("dataset", ""), run_dir,
                                   saved.get("users_evaluated", 0), metrics, seconds, per_role,
-                                  PAPER_TABLE2.get((saved.get("dataset", ""), _model_key(model)))))
+                                  PAPER_TABLE2.get((saved.get("dataset", ""), _model_key(model))),
+                                  validation=saved.get("validation", {}).get("retriever", {})
+                                  if role == "retriever" else {}))
     report = Report(metric, rows, skipped=skipped)
     if rows and metric not in rows[0].metrics:
         raise ValueError(f"report: the runs have no {metric} (they have {', '.join(rows[0].metrics)}); "
@@ -330,16 +333,20 @@ def markdown(report: Report) -> str:
                             "not significant at 5 % by both tests (it could be noise)."))
         lines += [verdict, ""]
         header = ["row", "users", *keys, f"Δ {m} vs reference [95 % CI]", "p (paired t)", "p (Wilcoxon)",
-                  "paper HR@10 / NDCG@10", "run s", "run folder"]
-        lines += ["| " + " | ".join(header) + " |", "|---|" + "---:|" * (len(keys) + 1) + "---|---:|---:|---|---:|---|"]
+                  f"validation {m}", "paper HR@10 / NDCG@10", "run s", "run folder"]
+        lines += ["| " + " | ".join(header) + " |",
+                  "|---|" + "---:|" * (len(keys) + 1) + "---|---:|---:|---:|---|---:|---|"]
         for r in rows:
             diff, p_t, p_w = _comparison_text(r, ref)
             paper = f"{r.paper[0]:.4f} / {r.paper[1]:.4f}" if r.paper else ""
             seconds = f"{r.seconds:.0f}" if r.seconds else ""
+            valid = f"{r.validation[m]:.4f}" if m in r.validation else ""
             lines.append("| " + " | ".join([r.name, f"{r.users:,}", *(f"{r.metrics.get(k, float('nan')):.4f}" for k in keys),
-                                           diff, p_t, p_w, paper, seconds, str(r.run_dir)]) + " |")
+                                           diff, p_t, p_w, valid, paper, seconds, str(r.run_dir)]) + " |")
         lines.append("")
-    lines += [f"Δ: the row's mean per-user {m} minus the reference row's, over the users both evaluated; "
+    lines += [f"Validation: the retriever's {m} on the same users' validation items (history: the training "
+              "prefix), the column to choose settings by; the other columns are on the test items. "
+              f"Δ: the row's mean per-user {m} minus the reference row's, over the users both evaluated; "
               "the interval is a 2,000-sample percentile bootstrap of that mean; the p-values are a paired "
               "t-test and a Wilcoxon signed-rank test (zero differences split) on the same users. "
               "Paper: PALR (Yang et al. 2023), Table 2, where the dataset and model match.", ""]
@@ -352,13 +359,14 @@ def write_csv(report: Report, path: Path) -> None:
     keys = list(report.rows[0].metrics) if report.rows else []
     with path.open("w", newline="") as f:
         out = csv.writer(f)
-        out.writerow(["dataset", "label", "model", "role", "users", *keys, "reference", "difference", "ci_low",
-                      "ci_high", "p_ttest", "p_wilcoxon", "paper_HR@10", "paper_NDCG@10", "seconds", "run_dir"])
+        out.writerow(["dataset", "label", "model", "role", "users", *keys, *(f"validation_{k}" for k in keys),
+                      "reference", "difference", "ci_low", "ci_high", "p_ttest", "p_wilcoxon", "paper_HR@10",
+                      "paper_NDCG@10", "seconds", "run_dir"])
         for r in report.rows:
             ref = report.references[r.dataset]
             c = r.comparison or {}
             out.writerow([r.dataset, r.label, r.model, r.role, r.users, *(r.metrics.get(k) for k in keys),
-                          ref.name, c.get("difference", 0.0 if r is ref else ""), c.get("ci_low", ""),
+                          *(r.validation.get(k, "") for k in keys), ref.name, c.get("difference", 0.0 if r is ref else ""), c.get("ci_low", ""),
                           c.get("ci_high", ""), c.get("p_ttest", ""), c.get("p_wilcoxon", ""),
                           r.paper[0] if r.paper else "", r.paper[1] if r.paper else "",
                           f"{r.seconds:.1f}" if r.seconds else "", r.run_dir])

@@ -40,6 +40,37 @@ def test_palr_run_runs_what_palr_run_runs(in_tmp):
     assert again.rows == result.rows and again.run_dir == result.run_dir
 
 
+def test_the_validation_metrics_are_the_retriever_on_validation_items_never_the_test_item(in_tmp):
+    """A run's ``validation`` is the retriever ranking each evaluated user's validation item from the
+    training prefix: computed here independently with the same (deterministic) popularity model."""
+    from palr_popularity.retriever import PopularityRetriever
+    from palr_synthetic.dataset import SyntheticMovies
+
+    from palr_core import (
+        PalrConfig,
+        TrainingData,
+        leave_one_out_split,
+        metrics_from_ranks,
+        preprocess,
+        rank_from_lists,
+    )
+
+    result = palr.run([*FAST_OVERRIDES, "objective=validation/NDCG@10"])
+    data = preprocess(SyntheticMovies().load(), k_core=5)
+    split = leave_one_out_split(data)
+    popularity = PopularityRetriever()
+    popularity.fit(TrainingData(split.train, split.valid, data.catalog), None)
+    ids, _ = popularity.retrieve(split.histories("valid"), 20)
+    expected = metrics_from_ranks(rank_from_lists(ids, split.valid), (5, 10, 20))
+    assert result.validation == pytest.approx(expected)
+    assert result.validation != result.metrics("retriever")  # the test row ranks other items
+    saved = json.loads((result.run_dir / "metrics.json").read_text())["validation"]["retriever"]
+    again = palr.run([*FAST_OVERRIDES, "objective=validation/NDCG@10"], run_dir=result.run_dir)  # read back
+    assert saved == pytest.approx(expected) and again.validation == saved
+    config = PalrConfig(dataset={}, retriever={}, profile={}, ranker={}, objective="validation/NDCG@10")
+    assert config.objective_value(result) == expected["NDCG@10"]
+
+
 def test_palr_run_refuses_a_wrong_option_by_name(in_tmp):
     with pytest.raises(Exception, match=r"no retriever named 'sasrek' \(did you mean 'sasrec'\?\)"):
         palr.run(["retriever=sasrek"])

@@ -379,7 +379,7 @@ def test_a_run_killed_mid_training_resumes_to_the_uninterrupted_metrics(tmp_path
     ("retriever=sasrec retriever.dropout=1.5", "retriever.dropout must be >= 0 and < 1, got 1.5"),
     ("ranker=llama_lora ranker.lora.r=0", "ranker.lora.r must be >= 1, got 0"),
     ("ranker=llama_lora ranker.instructions.user_fraction=0", "ranker.instructions.user_fraction must be > 0"),
-    ("objective=ranker/MRR", "objective must be <retriever|ranker>/<HR|NDCG>@K, e.g. ranker/NDCG@10"),
+    ("objective=ranker/MRR", "objective must be <retriever|ranker|validation>/<HR|NDCG>@K, e.g. validation/NDCG@10"),
     ("-m objective=retriever/HR@50", "objective=retriever/HR@50 needs 50 in eval.ks, which is [5, 10, 20]"),
     ("trainer.logger=wandb", "trainer.logger: unknown logger 'wandb'; choose from csv, tensorboard, mlflow, none"),
     ("trainer.profiler=fast", "trainer.profiler must be one of simple, advanced, pytorch"),
