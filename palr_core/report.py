@@ -83,6 +83,7 @@ class Report:
     rows: list[ReportRow]
     references: dict[str, ReportRow] = field(default_factory=dict)
     skipped: list[str] = field(default_factory=list)
+    repeated: list[str] = field(default_factory=list)  # retriever rows identical to one shown
 
     def datasets(self) -> list[str]:
         return list(dict.fromkeys(r.dataset for r in self.rows))
@@ -260,6 +261,7 @@ def build_report(folders: Iterable[str | Path], metric: str = "NDCG@10", referen
         raise ValueError(f"report: metric must look like NDCG@10 or HR@20, got {metric!r}")
     run_dirs, skipped = collect_runs(folders)
     rows: list[ReportRow] = []
+    repeated: list[str] = []
     for run_dir, label in zip(run_dirs, run_labels(run_dirs)):
         saved = json.loads((run_dir / "metrics.json").read_text())
         ranks = _read_ranks(run_dir)
@@ -271,12 +273,19 @@ def build_report(folders: Iterable[str | Path], metric: str = "NDCG@10", referen
                 continue  # the identity ranker repeats the retriever's row
             metrics = {k: v for k, v in row.items() if k != "model"}
             per_role = None if ranks is None else (ranks[0] if role == "ranker" else ranks[1])
-            rows.append(ReportRow(label, model, role, saved.get("dataset", ""), run_dir,
-                                  saved.get("users_evaluated", 0), metrics, seconds, per_role,
-                                  PAPER_TABLE2.get((saved.get("dataset", ""), _model_key(model))),
-                                  validation=saved.get("validation", {}).get("retriever", {})
-                                  if role == "retriever" else {}))
-    report = Report(metric, rows, skipped=skipped)
+            new = ReportRow(label, model, role, saved.get("dataset", ""), run_dir,
+                            saved.get("users_evaluated", 0), metrics, seconds, per_role,
+                            PAPER_TABLE2.get((saved.get("dataset", ""), _model_key(model))),
+                            validation=saved.get("validation", {}).get("retriever", {})
+                            if role == "retriever" else {})
+            same = next((r for r in rows if role == "retriever" and r.role == "retriever"
+                         and (r.dataset, r.model, r.metrics) == (new.dataset, new.model, new.metrics)
+                         and r.ranks == new.ranks), None)
+            if same is not None:  # e.g. each PALR row's own SASRec, trained again with the same seed
+                repeated.append(f"{new.name} (the same ranks as {same.name})")
+                continue
+            rows.append(new)
+    report = Report(metric, rows, skipped=skipped, repeated=repeated)
     if rows and metric not in rows[0].metrics:
         raise ValueError(f"report: the runs have no {metric} (they have {', '.join(rows[0].metrics)}); "
                          "choose one of those, or rerun with that K in eval.ks")
@@ -350,6 +359,9 @@ def markdown(report: Report) -> str:
               "the interval is a 2,000-sample percentile bootstrap of that mean; the p-values are a paired "
               "t-test and a Wilcoxon signed-rank test (zero differences split) on the same users. "
               "Paper: PALR (Yang et al. 2023), Table 2, where the dataset and model match.", ""]
+    if report.repeated:
+        lines += ["Left out as repeats of a row above (same model, same per-user ranks): "
+                  + "; ".join(report.repeated) + ".", ""]
     if report.skipped:
         lines += ["Not included: " + "; ".join(report.skipped), ""]
     return "\n".join(lines)

@@ -131,3 +131,15 @@ def test_palr_report_names_a_folder_without_runs(tmp_path):
                           capture_output=True, text=True)
     assert proc.returncode == 2
     assert "no finished palr run in it (no metrics.json)" in proc.stderr and "missing: not a folder" in proc.stderr
+
+
+def test_a_retriever_row_repeated_by_another_run_is_shown_once(tmp_path):
+    """Each PALR row trains the same SASRec again: its retriever row is left out, and said so."""
+    sasrec = [0, 4, 9, 30]
+    _fake_run(tmp_path / "0", _config("sasrec", seed=0), {"retriever": sasrec, "ranker": [1, 4, 9, 30]})
+    _fake_run(tmp_path / "1", _config("sasrec", seed=0, task="v1"), {"retriever": sasrec, "ranker": [0, 2, 9, 30]})
+    _fake_run(tmp_path / "2", _config("sasrec", seed=0, task="v2"), {"retriever": [1, 4, 9, 30], "ranker": sasrec})
+    report = build_report([tmp_path])
+    assert [(r.run_dir.name, r.role) for r in report.rows] == [
+        ("0", "retriever"), ("0", "ranker"), ("1", "ranker"), ("2", "retriever"), ("2", "ranker")]
+    assert report.repeated == ["retriever.task=v1 · retriever (the same ranks as retriever.task=None · retriever)"]
