@@ -11,6 +11,7 @@ from palr_synthetic.dataset import SyntheticMovies
 
 from palr_core import TrainingData, leave_one_out_split, metrics_from_ranks, preprocess, rank_from_lists
 from palr_core.kit.retrievers import interaction_keys, sample_unseen
+from palr_core.testing import check_retriever
 
 TINY = dict(hidden=16, lr=0.01, batch_size=512)
 
@@ -46,16 +47,9 @@ def test_negatives_are_drawn_uniformly_from_the_items_the_user_has_not_seen():
     assert np.delete(counts, 3).min() > 2000 / 9 * 0.7  # every other item, about equally often
 
 
-def test_candidates_never_include_history_items(training_data, run_context, small_split):
-    bpr = BPRRetriever(**TINY, max_epochs=1)
-    bpr.fit(training_data, run_context)
-    histories = small_split.histories("test")
-    ids, scores = bpr.retrieve(histories, 50)
-    assert ids.shape == scores.shape == (len(histories), 50)
-    for history, row in zip(histories, ids):
-        assert not set(history.tolist()) & set(row.tolist())
-    assert (np.diff(scores, axis=1) <= 0).all()
-
+def test_the_retriever_contract_holds(tmp_path):
+    """palr_core.testing's check: shapes, catalogue ids, no repeats, never a history item, best first."""
+    check_retriever(BPRRetriever(**TINY, max_epochs=1), tmp_path, k=50)
 
 def test_save_and_load_give_identical_scores(training_data, run_context, small_split):
     bpr = BPRRetriever(**TINY, max_epochs=2)

@@ -10,6 +10,7 @@ from palr_popularity.retriever import PopularityRetriever
 from palr_synthetic.dataset import SyntheticMovies
 
 from palr_core import TrainingData, leave_one_out_split, metrics_from_ranks, preprocess, rank_from_lists
+from palr_core.testing import check_retriever
 
 TINY = dict(hidden=16, n_h=4, n_v=2, lr=5e-3, batch_size=256)
 
@@ -49,14 +50,9 @@ def test_caser_beats_popularity_on_default_synthetic_data(run_context):
     assert _test_ndcg(caser, split) > 1.5 * _test_ndcg(popularity, split)
 
 
-def test_candidates_never_include_history_items(fitted, small_split):
-    histories = small_split.histories("test")
-    ids, scores = fitted.retrieve(histories, 50)
-    assert ids.shape == scores.shape == (len(histories), 50)
-    for history, row in zip(histories, ids):
-        assert not set(history.tolist()) & set(row.tolist())
-    assert (np.diff(scores, axis=1) <= 0).all()
-
+def test_the_retriever_contract_holds(tmp_path):
+    """palr_core.testing's check: shapes, catalogue ids, no repeats, never a history item, best first."""
+    check_retriever(CaserRetriever(**TINY, max_epochs=1), tmp_path, k=50)
 
 def test_save_and_load_give_identical_scores(fitted, run_context, small_split):
     loaded = CaserRetriever.load(run_context.work_dir / "retriever")

@@ -74,6 +74,20 @@ def test_lightgcn_save_load_and_masking(training_data, run_context, small_split)
     assert all(not set(h.tolist()) & set(row.tolist()) for h, row in zip(histories, ids))
 
 
+def test_a_lightgcn_saved_by_palr_0_2_still_loads(training_data, run_context, small_split):
+    """palr 0.2 saved LightGCN's training prefixes as one tensor per user ("train")."""
+    lightgcn = LightGCNRetriever(**TINY, max_epochs=1)
+    lightgcn.fit(training_data, run_context)
+    file = run_context.work_dir / "retriever" / "retriever.pt"
+    state = torch.load(file, weights_only=True)
+    state["extra"] = {"train": [torch.from_numpy(np.asarray(s, dtype=np.int64)) for s in training_data.train]}
+    torch.save(state, file)
+    loaded = LightGCNRetriever.load(file.parent)
+    histories = small_split.histories("test")
+    assert torch.equal(lightgcn.score(histories), loaded.score(histories))
+    assert loaded.known_user(training_data.train[5]) == 5
+
+
 def test_unknown_history_is_folded_in(training_data, run_context):
     lightgcn = LightGCNRetriever(**TINY, max_epochs=1)
     lightgcn.fit(training_data, run_context)

@@ -48,6 +48,7 @@ __all__ = [
     "RetrieverConfig",
     "RetrieverModule",
     "TrainedRetriever",
+    "UserRetriever",
     "top_k_unseen",
     "TransformerEncoder",
     "interaction_keys",
@@ -420,3 +421,68 @@ def _safe_load(file: Path) -> dict:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise ValueError(f"{file} holds something other than weights and plain data, and was not loaded "
                          f"(torch.load weights_only=True refused it: {first})") from None
+
+
+class UserRetriever(TrainedRetriever):
+    """Base for transductive retrievers: models with a parameter per training user (BPR-MF, NeuMF,
+    LightGCN, Caser's user embedding).
+
+    :meth:`prepare` indexes the training prefixes (:meth:`index_users`; extend it, calling
+    ``super()``, to build per-user structures such as a graph). :meth:`queries` gives
+    ``[user, left-padded history]`` rows: ``user`` is the training user whose prefix the history
+    is, optionally followed by one more item (the validation item at test time), else ``-1`` (the
+    module folds such a history in its own way). The prefixes are saved with the model, so a
+    loaded model recognises its users. :meth:`interaction_dataset` is the usual one
+    ``(user, item)`` row per training interaction.
+    """
+
+    def __init__(self, **params: Any) -> None:
+        super().__init__(**params)
+        self.train_prefixes: list[np.ndarray] = []
+        self._user_of: dict[bytes, int] = {}
+
+    @property
+    def num_users(self) -> int:
+        return len(self.train_prefixes)
+
+    def prepare(self, data: TrainingData) -> None:
+        self.index_users(list(data.train), data.num_items)
+
+    def index_users(self, train: Sequence[np.ndarray], num_items: int) -> None:
+        """Remember the training prefixes (user ``u`` is ``train[u]``)."""
+        self.train_prefixes = [np.asarray(s, dtype=np.int64) for s in train]
+        self._user_of = {}
+        for user, seq in enumerate(self.train_prefixes):
+            self._user_of.setdefault(seq.tobytes(), user)
+
+    def known_user(self, history: np.ndarray) -> int:
+        """The training user whose prefix is ``history``, or all of it but its last item; ``-1``: none."""
+        history = np.asarray(history, dtype=np.int64)
+        for candidate in (history, history[:-1]):
+            user = self._user_of.get(candidate.tobytes())
+            if user is not None:
+                return user
+        return -1
+
+    def queries(self, histories: Sequence[np.ndarray]) -> torch.Tensor:
+        users = torch.tensor([self.known_user(h) for h in histories], dtype=torch.long)
+        return torch.cat([users[:, None], left_pad(histories, self.config.maxlen)], dim=1)
+
+    def interaction_dataset(self, data: TrainingData) -> torch.utils.data.TensorDataset:
+        """One ``(user, item)`` row per training interaction."""
+        users = np.repeat(np.arange(len(data.train)), [len(s) for s in data.train])
+        items = np.concatenate(data.train).astype(np.int64) if len(data.train) else np.zeros(0, np.int64)
+        return torch.utils.data.TensorDataset(torch.from_numpy(users), torch.from_numpy(items))
+
+    def extra_state(self) -> dict[str, Any]:
+        lengths = [len(s) for s in self.train_prefixes]
+        flat = np.concatenate(self.train_prefixes) if self.train_prefixes else np.zeros(0, np.int64)
+        return {"train_items": torch.from_numpy(flat), "train_lengths": torch.tensor(lengths, dtype=torch.long)}
+
+    def restore_extra_state(self, state: dict[str, Any]) -> None:
+        if "train" in state:  # saved by palr 0.2's LightGCN: one tensor per user
+            train = [t.numpy() for t in state["train"]]
+        else:
+            flat, lengths = state["train_items"].numpy(), state["train_lengths"].numpy()
+            train = np.split(flat, np.cumsum(lengths)[:-1]) if len(lengths) else []
+        self.index_users(train, self.num_items)

@@ -27,13 +27,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from palr_core import RunContext, TrainingData
-from palr_core.kit.retrievers import (
-    RetrieverModule,
-    TrainedRetriever,
-    interaction_keys,
-    left_pad,
-    sample_unseen,
-)
+from palr_core.kit.retrievers import RetrieverModule, UserRetriever, interaction_keys, sample_unseen
 
 from .config import BPRConfig
 
@@ -81,49 +75,21 @@ class BPRModule(RetrieverModule):
         return scores + self.bias if self.bias is not None else scores
 
 
-class BPRRetriever(TrainedRetriever):
+class BPRRetriever(UserRetriever):
     """``palr-run retriever=bpr``: one BPR triple per training interaction and epoch."""
 
     config_class = BPRConfig
 
     def __init__(self, **params) -> None:
         super().__init__(**params)
-        self._train: list[np.ndarray] = []
         self._keys = torch.zeros(0, dtype=torch.long)
-        self._user_of: dict[bytes, int] = {}
 
-    def prepare(self, data: TrainingData) -> None:
-        self._index(list(data.train), data.num_items)
-
-    def _index(self, train: list[np.ndarray], num_items: int) -> None:
-        self._train = [np.asarray(s, dtype=np.int64) for s in train]
-        self._keys = interaction_keys(self._train, num_items)
-        self._user_of = {}
-        for user, seq in enumerate(self._train):
-            self._user_of.setdefault(seq.tobytes(), user)
+    def index_users(self, train: Sequence[np.ndarray], num_items: int) -> None:
+        super().index_users(train, num_items)
+        self._keys = interaction_keys(self.train_prefixes, num_items)
 
     def build_module(self, num_items: int) -> BPRModule:
-        return BPRModule(len(self._train), num_items, self._keys, self.config)
+        return BPRModule(self.num_users, num_items, self._keys, self.config)
 
     def training_dataset(self, data: TrainingData, context: RunContext) -> torch.utils.data.Dataset:
-        users = np.repeat(np.arange(len(data.train)), [len(s) for s in data.train])
-        items = np.concatenate(data.train).astype(np.int64)
-        return torch.utils.data.TensorDataset(torch.from_numpy(users), torch.from_numpy(items))
-
-    def queries(self, histories: Sequence[np.ndarray]) -> torch.Tensor:
-        users = torch.tensor([self._known_user(np.asarray(h, dtype=np.int64)) for h in histories],
-                             dtype=torch.long)
-        return torch.cat([users[:, None], left_pad(histories, self.config.maxlen)], dim=1)
-
-    def _known_user(self, history: np.ndarray) -> int:
-        for candidate in (history, history[:-1]):
-            user = self._user_of.get(candidate.tobytes())
-            if user is not None:
-                return user
-        return -1
-
-    def extra_state(self) -> dict:
-        return {"train": [torch.from_numpy(s) for s in self._train]}
-
-    def restore_extra_state(self, state: dict) -> None:
-        self._index([t.numpy() for t in state["train"]], self.num_items)
+        return self.interaction_dataset(data)

@@ -33,7 +33,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from palr_core import RunContext, TrainingData
-from palr_core.kit.retrievers import PAD, RetrieverModule, TrainedRetriever, left_pad
+from palr_core.kit.retrievers import PAD, RetrieverModule, UserRetriever
 
 from .config import CaserConfig
 
@@ -116,52 +116,16 @@ class CaserModule(RetrieverModule):
         return loss
 
 
-class CaserRetriever(TrainedRetriever):
+class CaserRetriever(UserRetriever):
     """``palr-run retriever=caser``: one training window per training interaction, user embeddings
     for training users (recognised by their training prefix)."""
 
     config_class = CaserConfig
 
-    def __init__(self, **params) -> None:
-        super().__init__(**params)
-        self._user_of: dict[bytes, int] = {}
-        self._train: list[np.ndarray] = []
-
-    def prepare(self, data: TrainingData) -> None:
-        self._index(list(data.train))
-
-    def _index(self, train: list[np.ndarray]) -> None:
-        self._train = [np.asarray(s, dtype=np.int64) for s in train]
-        self._user_of = {}
-        for user, seq in enumerate(self._train):
-            self._user_of.setdefault(seq.tobytes(), user)
-
     def build_module(self, num_items: int) -> CaserModule:
-        return CaserModule(len(self._train), num_items, self.config)
+        return CaserModule(self.num_users, num_items, self.config)
 
     def training_dataset(self, data: TrainingData, context: RunContext) -> torch.utils.data.Dataset:
         users, windows, targets = training_windows(data.train, self.config.maxlen, self.config.targets)
         return torch.utils.data.TensorDataset(torch.from_numpy(users), torch.from_numpy(windows),
                                               torch.from_numpy(targets))
-
-    def queries(self, histories: Sequence[np.ndarray]) -> torch.Tensor:
-        users = torch.tensor([self.known_user(np.asarray(h, dtype=np.int64)) for h in histories],
-                             dtype=torch.long)
-        return torch.cat([users[:, None], left_pad(histories, self.config.maxlen)], dim=1)
-
-    def known_user(self, history: np.ndarray) -> int:
-        """The training user whose training prefix is ``history`` (or all of it but the last item); -1: none."""
-        for candidate in (history, history[:-1]):
-            user = self._user_of.get(candidate.tobytes())
-            if user is not None:
-                return user
-        return -1
-
-    def extra_state(self) -> dict:
-        lengths = [len(s) for s in self._train]
-        flat = np.concatenate(self._train) if self._train else np.zeros(0, np.int64)
-        return {"train_items": torch.from_numpy(flat), "train_lengths": torch.tensor(lengths, dtype=torch.long)}
-
-    def restore_extra_state(self, state: dict) -> None:
-        flat, lengths = state["train_items"].numpy(), state["train_lengths"].numpy()
-        self._index(np.split(flat, np.cumsum(lengths)[:-1]) if len(lengths) else [])

@@ -37,13 +37,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from palr_core import RunContext, TrainingData
-from palr_core.kit.retrievers import (
-    RetrieverModule,
-    TrainedRetriever,
-    interaction_keys,
-    left_pad,
-    sample_unseen,
-)
+from palr_core.kit.retrievers import RetrieverModule, UserRetriever, interaction_keys, sample_unseen
 
 from .config import NCFConfig
 
@@ -156,51 +150,23 @@ class NCFModule(RetrieverModule):
         return scores + torch.cat(mlp_scores)
 
 
-class NCFRetriever(TrainedRetriever):
+class NCFRetriever(UserRetriever):
     """``palr-run retriever=ncf``: each training interaction and ``num_negatives`` negatives per epoch."""
 
     config_class = NCFConfig
 
     def __init__(self, **params) -> None:
         super().__init__(**params)
-        self._train: list[np.ndarray] = []
         self._keys = torch.zeros(0, dtype=torch.long)
         self._interactions: torch.Tensor | None = None
-        self._user_of: dict[bytes, int] = {}
 
-    def prepare(self, data: TrainingData) -> None:
-        self._index(list(data.train), data.num_items)
-
-    def _index(self, train: list[np.ndarray], num_items: int) -> None:
-        self._train = [np.asarray(s, dtype=np.int64) for s in train]
-        self._keys = interaction_keys(self._train, num_items)
-        self._interactions = user_item_matrix(self._train, num_items)
-        self._user_of = {}
-        for user, seq in enumerate(self._train):
-            self._user_of.setdefault(seq.tobytes(), user)
+    def index_users(self, train: Sequence[np.ndarray], num_items: int) -> None:
+        super().index_users(train, num_items)
+        self._keys = interaction_keys(self.train_prefixes, num_items)
+        self._interactions = user_item_matrix(self.train_prefixes, num_items)
 
     def build_module(self, num_items: int) -> NCFModule:
-        return NCFModule(len(self._train), num_items, self._keys, self._interactions, self.config)
+        return NCFModule(self.num_users, num_items, self._keys, self._interactions, self.config)
 
     def training_dataset(self, data: TrainingData, context: RunContext) -> torch.utils.data.Dataset:
-        users = np.repeat(np.arange(len(data.train)), [len(s) for s in data.train])
-        items = np.concatenate(data.train).astype(np.int64)
-        return torch.utils.data.TensorDataset(torch.from_numpy(users), torch.from_numpy(items))
-
-    def queries(self, histories: Sequence[np.ndarray]) -> torch.Tensor:
-        users = torch.tensor([self._known_user(np.asarray(h, dtype=np.int64)) for h in histories],
-                             dtype=torch.long)
-        return torch.cat([users[:, None], left_pad(histories, self.config.maxlen)], dim=1)
-
-    def _known_user(self, history: np.ndarray) -> int:
-        for candidate in (history, history[:-1]):
-            user = self._user_of.get(candidate.tobytes())
-            if user is not None:
-                return user
-        return -1
-
-    def extra_state(self) -> dict:
-        return {"train": [torch.from_numpy(s) for s in self._train]}
-
-    def restore_extra_state(self, state: dict) -> None:
-        self._index([t.numpy() for t in state["train"]], self.num_items)
+        return self.interaction_dataset(data)
