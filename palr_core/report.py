@@ -149,14 +149,15 @@ def _overrides(run_dir: Path) -> dict[str, str] | None:
 def run_labels(run_dirs: Sequence[Path]) -> list[str]:
     """Per run, the overrides in which it differs from the others (``retriever=bpr, seed=2``).
 
-    Runs started by ``palr-run`` are labelled by the command-line overrides Hydra recorded for
-    them; otherwise (``palr.run``, older folders) by their resolved configs, where a component
+    The runs of one sweep are labelled by the command-line overrides Hydra recorded for them (when
+    every run overrode the same keys); otherwise (runs of different commands, ``palr.run``) by
+    their resolved configs, where a component
     group whose ``name`` differs is shown as ``group=name`` and its other keys only where runs of
     that same component differ in them. Runs that differ in nothing are told apart by their
     folder names.
     """
     overrides = [_overrides(d) for d in run_dirs]
-    if run_dirs and all(o is not None for o in overrides):
+    if run_dirs and all(o is not None for o in overrides) and len({frozenset(o) for o in overrides}) == 1:
         keys = list(dict.fromkeys(k for o in overrides for k in o))
         differing = [k for k in keys if len({o.get(k) for o in overrides}) > 1]
         labels = [", ".join(f"{k}={o[k]}" for k in o if k in differing) for o in overrides]
@@ -187,7 +188,8 @@ def _config_labels(run_dirs: Sequence[Path]) -> list[str]:
                 same_component = [o for o in settings if o.get(f"{group}.name") == s.get(f"{group}.name")]
                 if len({json.dumps(o.get(key), default=str) for o in same_component}) <= 1:
                     continue
-            parts.append(f"{key}={s.get(key)}")
+            value = s.get(key)
+            parts.append(f"{key}={value:.4g}" if isinstance(value, float) else f"{key}={value}")
         labels.append(", ".join(parts))
     return labels
 

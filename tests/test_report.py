@@ -143,3 +143,19 @@ def test_a_retriever_row_repeated_by_another_run_is_shown_once(tmp_path):
     assert [(r.run_dir.name, r.role) for r in report.rows] == [
         ("0", "retriever"), ("0", "ranker"), ("1", "ranker"), ("2", "retriever"), ("2", "ranker")]
     assert report.repeated == ["retriever.task=v1 · retriever (the same ranks as retriever.task=None · retriever)"]
+
+
+def test_one_sweep_is_labelled_by_its_overrides_runs_of_different_commands_by_their_configs(tmp_path):
+    def hydra_overrides(folder, overrides):
+        (folder / ".hydra").mkdir()
+        (folder / ".hydra" / "overrides.yaml").write_text(yaml.safe_dump(overrides))
+
+    for i, lr in enumerate((0.001, 0.0093795)):
+        _fake_run(tmp_path / "sweep" / str(i), _config("sasrec", lr=lr), {"retriever": [1, 2], "ranker": [1, 2]})
+        hydra_overrides(tmp_path / "sweep" / str(i), [f"retriever.lr={lr}", "hydra.run.dir=x", "dataset.root=/d"])
+    assert run_labels(sorted((tmp_path / "sweep").iterdir())) == ["retriever.lr=0.001", "retriever.lr=0.0093795"]
+    _fake_run(tmp_path / "other", _config("sasrec", lr=0.001, hidden=32), {"retriever": [1, 2], "ranker": [1, 2]})
+    hydra_overrides(tmp_path / "other", ["retriever.hidden=32"])
+    assert run_labels([tmp_path / "other", *sorted((tmp_path / "sweep").iterdir())]) == [
+        "retriever.hidden=32, retriever.lr=0.001", "retriever.hidden=64, retriever.lr=0.001",
+        "retriever.hidden=64, retriever.lr=0.00938"]
