@@ -12,7 +12,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-__all__ = ["DEFAULT_KS", "rank_from_lists", "metrics_from_ranks", "complete_ranking"]
+__all__ = ["DEFAULT_KS", "rank_from_lists", "per_user", "metrics_from_ranks", "complete_ranking"]
 
 DEFAULT_KS: tuple[int, ...] = (5, 10, 20)
 
@@ -27,20 +27,25 @@ def rank_from_lists(ranked: Sequence[Sequence[int]], targets: Sequence[int]) -> 
     return ranks
 
 
+def per_user(ranks, metric: str) -> np.ndarray:
+    """Each user's ``HR@K`` (0/1) or ``NDCG@K`` (``metric``, e.g. ``"NDCG@10"``) from 0-based ranks."""
+    ranks = np.asarray(ranks, dtype=np.float64)
+    kind, k = metric.split("@")
+    hit = ranks < int(k)
+    if kind == "HR":
+        return hit.astype(np.float64)
+    gain = np.zeros_like(ranks)
+    gain[hit] = 1.0 / np.log2(ranks[hit] + 2.0)
+    return gain
+
+
 def metrics_from_ranks(ranks, ks: Sequence[int] = DEFAULT_KS) -> dict[str, float]:
-    """Mean HR@K and NDCG@K over users, keyed ``"HR@10"``, ``"NDCG@10"``...
+    """Mean HR@K and NDCG@K over users (:func:`per_user` averaged), keyed ``"HR@10"``, ``"NDCG@10"``...
 
     :param ranks: one rank per user (a numpy array, a list, or a CPU tensor).
     """
     ranks = np.asarray(ranks, dtype=np.float64)
-    out: dict[str, float] = {}
-    for k in ks:
-        hit = ranks < k
-        gain = np.zeros_like(ranks)
-        gain[hit] = 1.0 / np.log2(ranks[hit] + 2.0)
-        out[f"HR@{k}"] = float(hit.mean())
-        out[f"NDCG@{k}"] = float(gain.mean())
-    return out
+    return {f"{kind}@{k}": float(per_user(ranks, f"{kind}@{k}").mean()) for k in ks for kind in ("HR", "NDCG")}
 
 
 def complete_ranking(ranked: Sequence[int], candidates: Sequence[int]) -> list[int]:

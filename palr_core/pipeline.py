@@ -298,11 +298,11 @@ class RunFolder:
             raise RunFolderError(f"{self.path} is in use by another palr run right now; give this run its "
                                  "own folder (hydra.run.dir=...)") from None
         record = self._record()
+        differs = [] if record is None else _differences(record.get("settings"), self.settings, defaults=self._defaults())
         if record is None:
             self._write({"settings": self.settings})
-        elif _differences(record.get("settings"), self.settings, defaults=self._defaults()):
-            raise RunFolderError(f"{self.path} holds another run (it differs in "
-                                 f"{', '.join(_differences(record.get('settings'), self.settings, defaults=self._defaults()))}); continuing "
+        elif differs:
+            raise RunFolderError(f"{self.path} holds another run (it differs in {', '.join(differs)}); continuing "
                                  "there would mix two runs: use another folder (hydra.run.dir=...) or delete it")
         from omegaconf import OmegaConf
 

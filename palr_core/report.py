@@ -30,6 +30,9 @@ from pathlib import Path
 
 import numpy as np
 
+from .metrics import per_user
+from .pipeline import RunFolder
+
 log = logging.getLogger("palr")
 
 __all__ = ["PAPER_TABLE2", "ReportRow", "Report", "collect_runs", "build_report", "write_report",
@@ -47,9 +50,9 @@ PAPER_TABLE2: dict[tuple[str, str], tuple[float, float]] = {
     ("ml-1m", "palr v2"): (0.2110, 0.1276),
 }
 RANKINGS = "rankings.parquet"
-#: config keys that never distinguish two runs' results (where files go, how runs are observed)
-_NOT_A_SETTING = re.compile(r"^(cache_dir|progress|objective|trainer\.(enable_progress_bar|num_workers|logger|"
-                            r"experiment_name|mlflow_tracking_uri|log_every_n_steps|profiler))$|(^|\.)root$")
+#: config keys that never distinguish two runs' results: what a run folder ignores (where files go,
+#: how runs are observed), and data roots
+_NOT_A_SETTING = re.compile(r"(^|\.)(" + "|".join(sorted({*RunFolder.VOLATILE, "root"})) + r")$")
 
 
 @dataclass
@@ -216,17 +219,6 @@ def _read_ranks(run_dir: Path) -> tuple[dict, dict] | None:
         if held_out:
             ranker[user], retriever[user] = rank - 1, retriever_rank - 1
     return ranker, retriever
-
-
-def per_user(ranks: np.ndarray, metric: str) -> np.ndarray:
-    """Each user's ``HR@K`` (0/1) or ``NDCG@K`` from 0-based ranks (``inf`` = not ranked)."""
-    kind, k = metric.split("@")
-    hit = ranks < int(k)
-    if kind == "HR":
-        return hit.astype(np.float64)
-    gain = np.zeros_like(ranks, dtype=np.float64)
-    gain[hit] = 1.0 / np.log2(ranks[hit] + 2.0)
-    return gain
 
 
 def paired_comparison(row: dict, reference: dict, metric: str, seed: int = 0) -> dict | None:
