@@ -36,6 +36,7 @@ from .pipeline import (
     RunFolder,
     RunFolderError,
     RunResult,
+    _tune_ranker,
     build_components,
     prepare_data,
     run_pipeline,
@@ -249,5 +250,8 @@ def load_run(run_dir: str | os.PathLike, registry: Registry | None = None) -> Lo
     parts.retriever.fit(training, context)
     seed_stage(config.seed, "fit_ranker")
     parts.ranker.fit(training, context)
+    if callable(getattr(parts.ranker, "tune", None)):  # the settings the run chose on validation items, again
+        seed_stage(config.seed, "tune_ranker")
+        _tune_ranker(parts, split, config, context, max(config.eval.candidates, max(config.eval.ks)))
     return LoadedRun(run_dir, config, folder.result(), data, parts, context)
 

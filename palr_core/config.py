@@ -127,6 +127,10 @@ class TrainerConfig:
     :param limit_train_batches: train on this fraction (a float ``<= 1``) or number of batches per
         epoch (``null``: all).
     :param limit_val_batches: the same for validation.
+    :param threads: torch's CPU threads for the whole run, set once when it starts: a number, or
+        ``auto`` (the CPUs this process may use minus the machine's 1-minute load average, at least
+        one), so a run beside other work does not oversubscribe the cores (on a shared 2-core
+        machine torch's default ran the default pipeline 5-13x slower than one thread).
     :param profiler: ``simple``, ``advanced`` or ``pytorch``: Lightning's profiler, whose report is
         written to ``<training folder>/fit-profile.txt`` (``null``: none).
     :param extra: any other ``lightning.Trainer`` argument, e.g. ``+trainer.extra.detect_anomaly=true``
@@ -136,7 +140,7 @@ class TrainerConfig:
     #: settings that change how a run is watched, not what it computes: a run folder may be resumed
     #: or read back with other values (progress bars, workers, trackers, profiling)
     OBSERVATION = ("enable_progress_bar", "num_workers", "logger", "experiment_name", "mlflow_tracking_uri",
-                   "log_every_n_steps", "profiler")
+                   "log_every_n_steps", "profiler", "threads")
 
     accelerator: str = option("cpu", choices=("cpu", "gpu", "cuda", "mps", "tpu", "auto"))
     devices: Any = 1
@@ -159,7 +163,18 @@ class TrainerConfig:
     limit_train_batches: Any = option(None, above=0)
     limit_val_batches: Any = option(None, min=0)
     profiler: str | None = option(None, choices=("simple", "advanced", "pytorch"))
+    threads: Any = option("auto", min=1, hint="a number of threads, or auto")
     extra: dict = option({})
+
+    def cpu_threads(self) -> int:
+        """The number :attr:`threads` stands for on this machine now."""
+        if self.threads != "auto":
+            if isinstance(self.threads, bool) or not str(self.threads).isdigit() or int(self.threads) < 1:
+                raise OptionError(f"trainer.threads must be a number of threads >= 1 or auto, got {self.threads!r}")
+            return int(self.threads)
+        usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+        busy = round(os.getloadavg()[0]) if hasattr(os, "getloadavg") else 0
+        return max(1, min(usable, usable - busy))
 
     def results_settings(self) -> dict:
         """The settings that can change what a training computes (:attr:`OBSERVATION` left out):
@@ -181,11 +196,15 @@ class EvalConfig:
     :param ks: cut-offs for HR@K and NDCG@K.
     :param candidates: the retriever's top-K handed to the ranker (the paper: 50).
     :param max_users: evaluate a seeded sample of this many test users (``null``: all).
+    :param tune_users: users whose validation item (history: their training prefix, candidates: the
+        retriever's) a ranker with a ``tune`` method chooses its own settings on, e.g.
+        ``ranker.retriever_weight=auto`` (a seeded sample; never a test item).
     """
 
     ks: list[int] = option([5, 10, 20], each_min=1, nonempty=True)
     candidates: int = option(50, min=1)
     max_users: int | None = option(None, min=1)
+    tune_users: int = option(200, min=1)
 
 
 @dataclass

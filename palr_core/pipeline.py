@@ -79,6 +79,7 @@ class RunResult:
     users: int = 0
     run_dir: Path | None = None
     validation: dict[str, float] = field(default_factory=dict)
+    tuning: dict = field(default_factory=dict)
 
     def metrics(self, role: str = "ranker") -> dict[str, float]:
         """The ``retriever`` or ``ranker`` row's metrics, e.g. ``result.metrics()["NDCG@10"]``."""
@@ -161,6 +162,7 @@ def run_pipeline(config: PalrConfig, registry: Registry, work_dir: str | os.Path
                          trainer=config.trainer, profiles=parts.profile,
                          language_models=registry.language_models)
     check_resources(parts, context)
+    use_threads(config.trainer)
     with RunFolder(work_dir, config) as folder:
         if folder.finished():
             result = folder.result()
@@ -216,6 +218,10 @@ def _run_stages(config: PalrConfig, parts: Components, context: RunContext, fold
         profiles = parts.profile.generate(users.tolist(), eval_histories, context)
     with _stage("fit_ranker", timings, config.seed):
         parts.ranker.fit(training, context)
+    tuning = {}
+    if callable(getattr(parts.ranker, "tune", None)):
+        with _stage("tune_ranker", timings, config.seed):
+            tuning = _tune_ranker(parts, split, config, context, n_cand)
     requests = [
         RankRequest(user=int(u), history=h, candidates=np.asarray(c), candidate_scores=np.asarray(s),
                     profile=p or None)
@@ -231,7 +237,30 @@ def _run_stages(config: PalrConfig, parts: Components, context: RunContext, fold
     rows.append(_row(f"ranker: {label} over {retriever_name} top-{n_cand}"
                      + (f" + profile: {profile_name}" if profile_name != "none" else ""), final, targets, ks))
     return RunResult(rows=rows, stats=stats.as_dict(), timings=timings, dataset=data.name, users=len(users),
-                     validation=validation)
+                     validation=validation, tuning=tuning)
+
+
+def _tune_ranker(parts: Components, split: Split, config: PalrConfig, context: RunContext, n_cand: int) -> dict:
+    """Let the ranker choose its own settings (``tune(requests, targets, context)``) on validation items:
+    a seeded sample of ``eval.tune_users`` users, their training prefix as history, the retriever's
+    candidates for it, and their validation item as the target. The test item is never shown."""
+    users = _evaluation_users(len(split.valid), config.eval.tune_users, context, salt="tune users")
+    histories = [split.train[u] for u in users]
+    ids, scores = parts.retriever.retrieve(histories, n_cand)
+    profiles = parts.profile.generate(users.tolist(), histories, context)
+    requests = [RankRequest(user=int(u), history=h, candidates=np.asarray(c), candidate_scores=np.asarray(s),
+                            profile=p or None) for u, h, c, s, p in zip(users, histories, ids, scores, profiles)]
+    return parts.ranker.tune(requests, split.valid[users], context) or {}
+
+
+def use_threads(trainer: TrainerConfig) -> int:
+    """Set torch's CPU threads once for the run (``trainer.threads``) and return the number."""
+    import torch
+
+    threads = trainer.cpu_threads()
+    torch.set_num_threads(threads)
+    log.info("torch uses %d CPU thread(s) (trainer.threads=%s)", threads, trainer.threads)
+    return threads
 
 
 def check_resources(parts: Components, context: RunContext) -> None:
@@ -362,13 +391,15 @@ class RunFolder:
         saved = json.loads((self.path / "metrics.json").read_text())
         return RunResult(rows=saved["rows"], stats=saved["stats"], timings=saved["timings_s"],
                          dataset=saved["dataset"], users=saved["users_evaluated"], run_dir=self.path,
-                         validation=saved.get("validation", {}).get("retriever", {}))
+                         validation=saved.get("validation", {}).get("retriever", {}),
+                         tuning=saved.get("validation", {}).get("ranker", {}))
 
     def finish(self, result: RunResult, seed: int) -> None:
         """Write the results, then mark the run finished (a crash in between leaves it resumable)."""
         (self.path / "results.md").write_text(result.table() + "\n")
         metrics = {"dataset": result.dataset, "stats": result.stats, "users_evaluated": result.users,
-                   "rows": result.rows, "validation": {"retriever": result.validation},
+                   "rows": result.rows, "validation": {"retriever": result.validation,
+                                                            **({"ranker": result.tuning} if result.tuning else {})},
                    "timings_s": result.timings, "seed": seed}
         (self.path / "metrics.json").write_text(json.dumps(_finite(metrics), indent=2, allow_nan=False))
         self._write({**(self._record() or {}), "finished": True})
@@ -455,10 +486,11 @@ def _id_column(ids: list):
     return pa.array([str(i) for i in ids], pa.string())
 
 
-def _evaluation_users(n_users: int, max_users: int | None, context: RunContext) -> np.ndarray:
+def _evaluation_users(n_users: int, max_users: int | None, context: RunContext, salt: int | str = 1) -> np.ndarray:
+    """All users, or a sorted seeded sample of ``max_users`` of them (salt 1: the test users since palr 0.1)."""
     if max_users is None or max_users >= n_users:
         return np.arange(n_users)
-    return np.sort(context.rng(1).choice(n_users, size=max_users, replace=False))  # salt 1 since palr 0.1
+    return np.sort(context.rng(salt).choice(n_users, size=max_users, replace=False))
 
 
 def _row(model: str, ranked: Sequence[Sequence[int]], targets: np.ndarray, ks: Sequence[int]) -> dict:

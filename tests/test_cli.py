@@ -140,7 +140,7 @@ def test_default_config_is_the_documented_pipeline(hydra_compose):
     names = (config.retriever["name"], config.profile["name"], config.ranker["name"])
     assert names == ("sasrec", "keywords", "llama_lora")
     assert config.eval.ks == [5, 10, 20] and config.eval.candidates == 50 and config.preprocess.k_core == 5
-    assert config.ranker["retriever_weight"] == 2.0 and config.trainer.accelerator == "cpu"
+    assert config.ranker["retriever_weight"] == "auto" and config.trainer.accelerator == "cpu"
 
 
 @pytest.mark.slow
@@ -294,3 +294,22 @@ def test_a_component_with_neither_yaml_nor_dataclass_can_be_chosen(tmp_path):
     GlobalHydra.instance().clear()
     node = dict(config.retriever)
     assert registry.build("retriever", node.pop("name"), node).width == 5
+
+
+def test_trainer_threads_is_a_number_or_auto_and_is_applied_once(monkeypatch):
+    import torch
+
+    from palr_core.config import OptionError, TrainerConfig
+    from palr_core.pipeline import use_threads
+
+    assert TrainerConfig(threads=3).cpu_threads() == 3
+    monkeypatch.setattr(os, "getloadavg", lambda: (1.2, 0.0, 0.0))  # one core busy with other work
+    usable = len(os.sched_getaffinity(0))
+    assert TrainerConfig().cpu_threads() == max(1, usable - 1)
+    with pytest.raises(OptionError, match="trainer.threads must be a number of threads >= 1 or auto, got 'four'"):
+        TrainerConfig(threads="four").cpu_threads()
+    before = torch.get_num_threads()
+    try:
+        assert use_threads(TrainerConfig(threads=1)) == 1 and torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(before)

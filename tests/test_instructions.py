@@ -4,7 +4,12 @@ import numpy as np
 import pytest
 
 from palr_core import TrainingData
-from palr_core.kit.instructions import InstructionConfig, InteractionGraph, build_instructions
+from palr_core.kit.instructions import (
+    InstructionConfig,
+    InteractionGraph,
+    build_choice_instructions,
+    build_instructions,
+)
 
 
 def _build(data, **overrides):
@@ -99,3 +104,20 @@ def catalog_four():
     from palr_core import ItemCatalog
 
     return ItemCatalog(ids=list(range(8)), titles=[f"Film {i}" for i in range(8)])
+
+
+def test_choice_examples_hold_the_next_item_among_similar_negatives(training_data):
+    """One target (the item after the cut), ``num_choices`` distinct candidates, none of them a later
+    item of the user or a validation item: the verbalizer learns which candidate comes next."""
+    config = InstructionConfig(swap_prob=0.0)
+    examples = build_choice_instructions(training_data, 6, config, rng=0)
+    assert examples and {e.task for e in examples} == {"choice"}
+    for e in examples:
+        sequence = training_data.train[e.user].tolist()
+        assert len(e.targets) == 1 and len(set(e.candidates.tolist())) == 6 and e.targets[0] in e.candidates
+        cut = len(sequence) - sequence[::-1].index(int(e.history[-1]))  # the history ends at the cut
+        assert sequence[cut] == e.targets[0]
+        negatives = set(e.candidates.tolist()) - {int(e.targets[0])}
+        assert not negatives & set(sequence) and training_data.valid[e.user] not in negatives
+    assert build_choice_instructions(training_data, 6, config, rng=0)[0].candidates.tolist() == \
+        examples[0].candidates.tolist()

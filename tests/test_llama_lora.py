@@ -1,12 +1,13 @@
 """The llama_lora ranker: trie-grounded generation, the score decoder, adapters, resume, learning."""
 
+import dataclasses
 import json
 from dataclasses import replace
 
 import numpy as np
 import pytest
 import torch
-from palr_llama_lora.decoding import CandidateTrie, _block_scores, generate_rankings
+from palr_llama_lora.decoding import CandidateTrie, generate_rankings, packed_block_scores
 
 from palr_core import RankRequest, complete_ranking, metrics_from_ranks, rank_from_lists
 from palr_core.pipeline import seed_stage
@@ -14,7 +15,7 @@ from palr_core.pipeline import seed_stage
 SMALL = {
     "tiny": {"hidden_size": 32, "layers": 1, "heads": 2, "intermediate_size": 64, "vocab_size": 600},
     "instructions": {"max_history": 5, "max_targets": 3, "num_negatives": 3},
-    "epochs": 1, "batch_size": 8, "rank_batch_size": 8, "num_generate": 4,
+    "epochs": 1, "batch_size": 8, "rank_batch_size": 8, "num_generate": 4, "retriever_weight": 2.0,
 }
 
 
@@ -80,20 +81,34 @@ def test_rank_returns_a_full_ordering_of_the_candidates(registry, run_context, s
         assert sorted(ranked) == sorted(request.candidates.tolist())
 
 
-def test_cached_scoring_equals_full_sequence_likelihood(registry, run_context):
+def test_packed_scoring_equals_each_blocks_full_sequence_likelihood(registry, run_context):
+    """Two users of different prompt lengths in one forward pass, each with its own blocks: every
+    block's score is what the model gives it written right after its own prompt, alone."""
     ranker = _ranker(registry)
     ranker.setup(run_context)
-    model, prompt = ranker.model.eval(), list(range(5, 30))
-    blocks = [list(ranker.coder.block(i)) for i in (0, 1, 2)]
+    model = ranker.model.eval()
+    prompts = [list(range(5, 30)), list(range(40, 48))]
+    blocks = [[list(ranker.coder.block(i)) for i in (0, 1, 2)], [list(ranker.coder.block(i)) for i in (3, 4)]]
     with torch.no_grad():
-        first = model(input_ids=torch.tensor([prompt]), use_cache=True)
-        cached = _block_scores(model, first.past_key_values, first.logits[0, -1].log_softmax(-1),
-                               len(prompt), blocks, ranker.coder.tokenizer.pad_token_id)
-        full = []
-        for block in blocks:
-            logp = model(input_ids=torch.tensor([prompt + block])).logits[0].log_softmax(-1)
-            full.append(np.mean([logp[len(prompt) - 1 + j, t].item() for j, t in enumerate(block)]))
-    np.testing.assert_allclose(cached, full, rtol=1e-4, atol=1e-5)
+        packed = packed_block_scores(model, prompts, blocks, ranker.coder.tokenizer.pad_token_id)
+        for prompt, user_blocks, scores in zip(prompts, blocks, packed):
+            full = []
+            for block in user_blocks:
+                logp = model(input_ids=torch.tensor([prompt + block])).logits[0].log_softmax(-1)
+                full.append(np.mean([logp[len(prompt) - 1 + j, t].item() for j, t in enumerate(block)]))
+            np.testing.assert_allclose(scores, full, rtol=1e-4, atol=1e-5)
+
+
+def test_answer_loss_equals_the_full_vocabulary_loss(registry, run_context, training_data):
+    """The LM head on answer positions only gives the loss transformers computes over every position."""
+    from palr_llama_lora.training import answer_loss
+
+    ranker = _ranker(registry)
+    ranker.setup(run_context)
+    batches = ranker._instruction_batches(training_data, run_context)
+    batch = batches.collate(batches.examples[:4])
+    with torch.no_grad():
+        torch.testing.assert_close(answer_loss(ranker.model, **batch), ranker.model(**batch).loss)
 
 
 @pytest.mark.slow
@@ -200,3 +215,120 @@ def test_retriever_fusion_interpolates_between_model_and_retriever_order():
     assert sorted(range(4), key=lambda k: -strong[k]) == [0, 1, 2, 3]  # retriever order kept
     mild = fuse_with_retriever(model_scores, 1.0)
     assert sorted(range(4), key=lambda k: -mild[k]) == [1, 3, 0, 2]
+
+
+def test_choice_loss_is_cross_entropy_over_the_candidates_labels(registry, run_context, training_data):
+    from palr_llama_lora.training import choice_loss
+
+    ranker = _ranker(registry, decoder="verbalizer", choices=5)
+    ranker.setup(run_context)
+    batches = ranker._instruction_batches(training_data, run_context)
+    rows = batches.examples[:3]
+    batch = batches.collate(rows)
+    with torch.no_grad():
+        loss = choice_loss(ranker.model, **batch)
+        expected = []
+        for row in rows:  # each prompt alone, unpadded: the label's share of the softmax over the labels
+            logits = ranker.model(input_ids=torch.tensor([row["input_ids"]])).logits[0, -1]
+            expected.append(-logits[row["choices"]].log_softmax(-1)[row["answer"]])
+    torch.testing.assert_close(loss, torch.stack(expected).mean(), rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("decoder", ["score", "verbalizer"])
+def test_batched_ranking_equals_ranking_one_user_at_a_time(registry, run_context, small_split, decoder):
+    """Users of different prompt lengths share a forward pass (padded, sorted by length): each one's
+    scores are those it gets alone."""
+    ranker = _ranker(registry, decoder=decoder, choices=6)
+    ranker.setup(run_context)
+    requests = _requests(small_split, range(7), k=8)
+    together = ranker.candidate_scores(requests, run_context)
+    ranker.config.rank_batch_size = 1
+    alone = ranker.candidate_scores(requests, run_context)
+    np.testing.assert_allclose(np.array(together), np.array(alone), rtol=1e-4, atol=1e-5)
+    assert len(together[0]) == (6 if decoder == "verbalizer" else 8)  # the verbalizer shows the top `choices`
+
+
+@pytest.mark.slow
+def test_fine_tuned_verbalizer_learns_the_sequel_habit(registry, run_context, training_data, small_split):
+    """Users whose test item is a sequel of a film in their history ("The X II" after "The X"),
+    among nine random others in random order: the fine-tuned verbalizer picks the sequel's label
+    more often than the identity order (chance)."""
+    import re
+
+    catalog = run_context.catalog
+
+    def series(item):
+        return re.sub(r"( I+)? \(\d{4}\)$", "", catalog.render(int(item)))
+
+    histories, tests = small_split.histories("test"), small_split.test
+    users = [u for u in range(len(tests)) if re.search(r" I+ \(\d{4}\)$", catalog.render(int(tests[u])))
+             and series(tests[u]) in {series(i) for i in histories[u]}]
+    rng = np.random.default_rng(0)
+    candidates = [rng.permutation(np.append(rng.choice(np.setdiff1d(np.arange(small_split.num_items),
+                                                                    np.append(histories[u], tests[u])), 9,
+                                                       replace=False), tests[u])) for u in users]
+    requests = [RankRequest(user=u, history=histories[u], candidates=c) for u, c in zip(users, candidates)]
+    ranker = _fit(registry.build("ranker", "llama_lora", {**LEARNING, "task": "v2", "decoder": "verbalizer",
+                                                          "choices": 10, "epochs": 3}), training_data, run_context)
+    targets = tests[users]
+    palr = metrics_from_ranks(rank_from_lists(ranker.rank(requests, run_context), targets), [5])
+    identity = metrics_from_ranks(rank_from_lists([c.tolist() for c in candidates], targets), [5])
+    assert len(users) >= 40
+    assert palr["NDCG@5"] > identity["NDCG@5"] + 0.05, (palr, identity)
+
+
+def test_auto_fusion_is_chosen_on_validation_items_never_on_test_items(registry, run_context, training_data,
+                                                                        small_split, monkeypatch):
+    """The pipeline's tune stage hands the ranker training prefixes and validation items; the weight
+    it chooses does not move when every test item is changed."""
+    from palr_llama_lora.ranker import LlamaLoraRanker
+
+    from palr_core import PalrConfig
+    from palr_core.pipeline import Components, _tune_ranker
+
+    seen = {}
+    tune = LlamaLoraRanker.tune
+
+    def spy(self, requests, targets, context):
+        seen["requests"], seen["targets"] = requests, targets
+        return tune(self, requests, targets, context)
+
+    monkeypatch.setattr(LlamaLoraRanker, "tune", spy)
+    ranker = _ranker(registry, retriever_weight="auto", retriever_weights=[0.0, 1.0, 1000.0])
+    ranker.setup(run_context)
+    retriever = registry.build("retriever", "popularity", {})
+    retriever.fit(training_data, run_context)
+    parts = Components(dataset=None, retriever=retriever, profile=registry.build("profile", "none", {}),
+                       ranker=ranker, names={}, apis={})
+    config = PalrConfig()
+    config.eval.tune_users = 40
+    chosen = _tune_ranker(parts, small_split, config, run_context, n_cand=10)
+    for request, target in zip(seen["requests"], seen["targets"]):
+        assert request.history.tolist() == small_split.train[request.user].tolist()  # no validation, no test item
+        assert target == small_split.valid[request.user]
+    assert chosen["retriever_weight"] == ranker.weight and set(chosen["NDCG@10 by retriever_weight"]) == {"0", "1", "1000"}
+    scrambled = dataclasses.replace(small_split, test=np.roll(small_split.test, 1))
+    assert _tune_ranker(parts, scrambled, config, run_context, n_cand=10) == chosen
+
+
+def test_micro_batches_shrink_to_the_memory_budget_and_an_impossible_fit_stops_first(
+        registry, run_context, training_data, monkeypatch):
+    import palr_llama_lora.ranker as module
+
+    ranker = _ranker(registry, batch_size=8)
+    ranker.setup(run_context)
+    batches = ranker._instruction_batches(training_data, run_context)
+    micro, whole = ranker._micro_batch(batches, run_context)
+    assert micro == 8  # the tiny model fits the default 4 GB with the whole batch
+    ranker.config.max_memory_gb = (whole - 1) / 1e9  # one byte short of the whole batch
+    assert ranker._micro_batch(batches, run_context)[0] == 4
+    monkeypatch.setattr(module, "available_memory", lambda device="cpu": 10**6)  # 1 MB free
+    with pytest.raises(ValueError, match=r"fine-tuning needs about .* GB at micro-batches of 1 .* lower ranker\.max_length"):
+        ranker._micro_batch(batches, run_context)
+
+
+def test_a_bad_retriever_weight_is_named(registry):
+    with pytest.raises(ValueError, match="ranker.retriever_weight must be a number >= 0 or auto, got 'fast'"):
+        _ranker(registry, retriever_weight="fast")
+    with pytest.raises(ValueError, match="retriever_weight"):
+        _ranker(registry, retriever_weight=-1.0)

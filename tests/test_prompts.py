@@ -14,8 +14,16 @@ def catalog():
 def test_default_templates_cover_both_domains_and_tasks():
     templates = default_templates()
     assert {d: sorted(t) for d, t in templates.items()} == {
-        "movies": ["recommend", "retrieval"], "products": ["recommend", "retrieval"]}
+        "movies": ["choice", "recommend", "retrieval"], "products": ["choice", "recommend", "retrieval"]}
     check_templates(templates)
+
+
+def test_choice_prompt_labels_each_candidate(catalog):
+    text = build_prompt(default_templates(), "choice", catalog, [0], [1, 2], n=1, labels="AB")
+    assert 'User watched movies "Gigi". The candidates are (A) "Alien", (B) "Heat". Answer with' in text
+    assert text.endswith("Output: ")
+    with pytest.raises(PromptError, match="a label for every candidate"):
+        build_prompt(default_templates(), "choice", catalog, [0], [1, 2], labels="A")
 
 
 def test_retrieval_prompt_lists_history_candidates_and_profile(catalog):

@@ -20,7 +20,7 @@ from ..components import TrainingData
 from ..config import check_options, option
 
 __all__ = ["InstructionConfig", "InstructionExample", "InteractionGraph", "build_instructions",
-           "select_users", "VERSIONS"]
+           "build_choice_instructions", "select_users", "VERSIONS"]
 
 #: PALR version -> the instruction tasks it is fine-tuned on
 VERSIONS = {"v1": ("recommend",), "v2": ("recommend", "retrieval")}
@@ -60,10 +60,10 @@ class InstructionExample:
     """One fine-tuning example: the prompt's items and the label's items (catalogue indices)."""
 
     user: int
-    task: str  #: "recommend" or "retrieval"
+    task: str  #: "recommend", "retrieval" or "choice"
     history: np.ndarray
     targets: np.ndarray
-    candidates: np.ndarray | None = None  #: targets + negatives, shuffled (retrieval only)
+    candidates: np.ndarray | None = None  #: targets + negatives, shuffled (retrieval and choice)
 
 
 class InteractionGraph:
@@ -118,21 +118,55 @@ def build_instructions(
     graph = InteractionGraph(data.train, data.num_items)
     similar = _SimilarItems(data, graph)
     examples = []
+    for user, exclude, history, targets in _cut_points(data, config, rng):
+        if len(targets) < config.enrich_below:
+            targets = _enrich(targets, graph.three_hop(user), exclude, config.enrich_below)
+        for task in VERSIONS[version]:
+            candidates = None
+            if task == "retrieval":
+                negatives = similar.negatives(targets, exclude, config.num_negatives, rng)
+                candidates = rng.permutation(np.concatenate([targets, negatives]))
+            examples.append(InstructionExample(user, task, history, targets, candidates))
+    return examples
+
+
+def _cut_points(data: TrainingData, config: InstructionConfig, rng: np.random.Generator):
+    """``(user, items never to use as negatives, history, targets)`` per example: the seeded users,
+    a cut point in each one's training prefix, and the optional swap. Drawn lazily, so a caller's
+    own draws for one example (negatives) come before the next example's."""
     for user in select_users(len(data.train), config.user_fraction, rng).tolist():
         sequence = np.asarray(data.train[user], dtype=np.int64)
         if len(sequence) <= config.min_history:
             continue
         exclude = np.append(sequence, data.valid[user])
         for _ in range(config.examples_per_user):
-            history, targets = _maybe_swap(*_cut(sequence, config, rng), config.swap_prob, rng)
-            if len(targets) < config.enrich_below:
-                targets = _enrich(targets, graph.three_hop(user), exclude, config.enrich_below)
-            for task in VERSIONS[version]:
-                candidates = None
-                if task == "retrieval":
-                    negatives = similar.negatives(targets, exclude, config.num_negatives, rng)
-                    candidates = rng.permutation(np.concatenate([targets, negatives]))
-                examples.append(InstructionExample(user, task, history, targets, candidates))
+            yield (user, exclude, *_maybe_swap(*_cut(sequence, config, rng), config.swap_prob, rng))
+
+
+def build_choice_instructions(
+    data: TrainingData, num_choices: int, config: InstructionConfig | None = None,
+    rng: np.random.Generator | int = 0,
+) -> list[InstructionExample]:
+    """Examples for a verbalizer ranker (task ``"choice"``): the history before a cut point, and
+    ``num_choices`` shuffled candidates, the item right after the cut (the one target) and
+    ``num_choices - 1`` negatives similar to it. Later items of the user are never negatives.
+
+    Users, cut points and swaps are drawn as in :func:`build_instructions`; validation items are
+    never used. ``config.num_negatives`` and enrichment do not apply (one target, fixed list size).
+    """
+    config = config or InstructionConfig()
+    check_options(config, "instructions")
+    if num_choices < 2:
+        raise ValueError(f"num_choices must be >= 2 (the target and at least one negative), got {num_choices}")
+    rng = np.random.default_rng(rng)
+    graph = InteractionGraph(data.train, data.num_items)
+    similar = _SimilarItems(data, graph)
+    examples = []
+    for user, exclude, history, targets in _cut_points(data, config, rng):
+        target = targets[:1]
+        negatives = similar.negatives(target, exclude, num_choices - 1, rng)
+        examples.append(InstructionExample(user, "choice", history, target,
+                                           rng.permutation(np.concatenate([target, negatives]))))
     return examples
 
 

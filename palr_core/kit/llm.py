@@ -32,18 +32,32 @@ from ..components import LanguageModel, ModelNotInstalled
 from .files import FileHashes
 
 __all__ = ["resolve_language_model", "load_causal_lm", "convert_gguf", "resolve_dtype", "chat_prompt_ids",
-           "transformers_quietly"]
+           "transformers_quietly", "cpu_has_bf16", "fine_tuning_memory", "available_memory", "resident_memory"]
 
 log = logging.getLogger("palr")
 
 
-def resolve_dtype(name: str):
-    """``auto``: bf16 on a CUDA GPU that supports it, else float32; or a torch dtype name."""
+def cpu_has_bf16() -> bool:
+    """Whether this CPU has bf16 matrix instructions (``avx512_bf16`` or ``amx_bf16``; Linux only).
+
+    Where it does, bf16 matmuls run about twice as fast as float32 (a 2048² matmul on one thread of
+    this project's machines: 149 against 72 GFLOP/s)."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def resolve_dtype(name: str, device: str | None = None):
+    """``auto``: bf16 on a CUDA GPU that supports it, or (``device="cpu"`` or no GPU) on a CPU with
+    bf16 instructions (:func:`cpu_has_bf16`), else float32; or a torch dtype name."""
     import torch
 
     if name == "auto":
-        cuda_bf16 = torch.cuda.is_available() and torch.cuda.is_bf16_supported()
-        return torch.bfloat16 if cuda_bf16 else torch.float32
+        if torch.cuda.is_available() and device != "cpu":
+            return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float32
+        return torch.bfloat16 if cpu_has_bf16() else torch.float32
     try:
         return {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[name]
     except KeyError:
@@ -170,6 +184,10 @@ def transformers_quietly():
     try:
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
+            # peft saving an adapter looks its base up on the Hub to see if the vocabulary changed; palr's
+            # bases are local and a LoRA adapter leaves the vocabulary alone
+            warnings.filterwarnings("ignore", message="Unable to fetch remote file", category=UserWarning)
+            warnings.filterwarnings("ignore", message="Could not find a config file in", category=UserWarning)
             yield
     finally:
         if was_enabled:
@@ -190,6 +208,65 @@ def load_causal_lm(spec: str | os.PathLike, cache_dir: str | os.PathLike, dtype:
     with transformers_quietly():
         model = AutoModelForCausalLM.from_pretrained(path, dtype=resolve_dtype(dtype)).eval()
     return model, tokenizer
+
+
+def available_memory(device: str = "cpu") -> int:
+    """Bytes of memory a new allocation can take now: ``MemAvailable`` of the machine (or of its
+    cgroup limit, when lower), or the free memory of the current CUDA device."""
+    if device != "cpu":
+        import torch
+
+        return int(torch.cuda.mem_get_info()[0])
+    available = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                available = int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    try:  # a container's limit
+        limit = Path("/sys/fs/cgroup/memory.max").read_text().strip()
+        used = int(Path("/sys/fs/cgroup/memory.current").read_text())
+        if limit != "max":
+            available = min(available, int(limit) - used)
+    except (OSError, ValueError):
+        pass
+    return int(available)
+
+
+def resident_memory() -> int:
+    """Bytes this process holds in memory now (Linux; 0 where unknown)."""
+    try:
+        return int(Path("/proc/self/statm").read_text().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError):
+        return 0
+
+
+def fine_tuning_memory(config, batch: int, length: int, answer_tokens: int, parameters: int, weight_bytes: int,
+                       trainable: int, checkpointing: bool = False) -> int:
+    """Estimated peak bytes of a LoRA fine-tuning step of a decoder-only model.
+
+    :param config: the model's transformers config (``num_hidden_layers``, ``hidden_size``,
+        ``intermediate_size``, ``vocab_size``).
+    :param batch: examples per forward pass; ``length``: tokens of the longest (padding included).
+    :param answer_tokens: label tokens in the batch (the LM head runs on these only).
+    :param parameters: weights of the model; ``weight_bytes``: bytes per weight (4: float32, 2: bf16).
+    :param trainable: trainable parameters (float32, with a gradient and two AdamW moments).
+
+    Activations saved for the backward pass cost ``(3.5 * weight_bytes + 18)`` bytes per token, layer
+    and hidden + intermediate unit, fitted to SmolLM2-135M's peak resident memory measured at 1,220
+    and 4,880 tokens per batch in float32 and bf16: the estimate is 2-22 % above those peaks, on the
+    safe side. Gradient checkpointing keeps
+    one hidden state per layer and one layer's activations. A fixed 600 MB stands for the
+    libraries and the allocator.
+    """
+    layers, hidden = config.num_hidden_layers, config.hidden_size
+    width = hidden + config.intermediate_size
+    per_layer = width * (3.5 * weight_bytes + 18)
+    tokens = batch * length
+    activations = tokens * ((hidden * weight_bytes * layers + per_layer) if checkpointing else per_layer * layers)
+    head = answer_tokens * config.vocab_size * 4 * 3  # float32 logits, their log-softmax and gradient
+    return int(activations + head + parameters * weight_bytes + trainable * 16 + 600e6)
 
 
 _SENTINEL = "\u2063PALR-PROMPT\u2063"

@@ -17,7 +17,7 @@ __all__ = ["TASKS", "PLACEHOLDERS", "PromptError", "default_templates", "check_t
            "render_item", "render_items", "build_prompt"]
 
 #: instruction task -> the placeholders its template must contain
-TASKS = {"recommend": {"history"}, "retrieval": {"history", "candidates"}}
+TASKS = {"recommend": {"history"}, "retrieval": {"history", "candidates"}, "choice": {"history", "candidates"}}
 PLACEHOLDERS = {"n", "history", "candidates", "profile"}
 
 
@@ -57,9 +57,11 @@ def render_item(catalog: ItemCatalog, item: int) -> str:
     return f'"{catalog.render(int(item))}"'
 
 
-def render_items(catalog: ItemCatalog, items: Sequence[int]) -> str:
-    """A comma-separated list of quoted items."""
-    return ", ".join(render_item(catalog, i) for i in items)
+def render_items(catalog: ItemCatalog, items: Sequence[int], labels: Sequence[str] | None = None) -> str:
+    """A comma-separated list of quoted items; with ``labels``, each one after its label: ``(A) "Heat (1995)"``."""
+    if labels is None:
+        return ", ".join(render_item(catalog, i) for i in items)
+    return ", ".join(f"({label}) {render_item(catalog, i)}" for label, i in zip(labels, items))
 
 
 def build_prompt(
@@ -70,12 +72,15 @@ def build_prompt(
     candidates: Sequence[int] | None = None,
     profile: str | None = None,
     n: int = 10,
+    labels: Sequence[str] | None = None,
 ) -> str:
     """The instruction for ``task`` in the catalogue's domain, ending with ``"Output: "``.
 
     :param templates: ``{domain: {task: template}}`` (see ``palr_core/kit/prompts.yaml``).
-    :param task: ``"recommend"`` (history only) or ``"retrieval"`` (history and candidates).
+    :param task: ``"recommend"`` (history only), ``"retrieval"`` (history and candidates) or
+        ``"choice"`` (history and labelled candidates; the answer is one label).
     :param n: how many items the instruction asks for.
+    :param labels: the candidates' labels (``"choice"``: one per candidate).
     """
     try:
         template = templates[catalog.domain][task]
@@ -84,12 +89,15 @@ def build_prompt(
             f"no prompt template for domain {catalog.domain!r}, task {task!r}; templates has "
             f"{ {d: sorted(t) for d, t in templates.items()} }"
         ) from None
-    if task == "retrieval" and candidates is None:
-        raise PromptError("the retrieval task needs candidates")
+    if task in ("retrieval", "choice") and candidates is None:
+        raise PromptError(f"the {task} task needs candidates")
+    if task == "choice" and (labels is None or len(labels) < len(candidates)):
+        raise PromptError("the choice task needs a label for every candidate")
     text = template.format(
         n=n,
         history=render_items(catalog, history),
-        candidates=render_items(catalog, candidates if candidates is not None else []),
+        candidates=render_items(catalog, candidates if candidates is not None else [],
+                                labels if task == "choice" else None),
         profile=f"{profile.strip()} " if profile and profile.strip() else "",
     )
     # the output follows after exactly one space, whatever the YAML folding left

@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 from palr_core import option
 from palr_core.kit.instructions import InstructionConfig
 from palr_core.kit.prompts import default_templates
 
-DECODERS = ("score", "generate")
+DECODERS = ("score", "generate", "verbalizer")
+
+#: the verbalizer's candidate labels, one token each in the tokenizers palr has met
+CHOICE_LABELS = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
 
 
 @dataclass
@@ -41,10 +45,23 @@ class LlamaLoraConfig:
         catalogue), a registered name (``smollm2-135m``; ``palr plugins`` lists them), a local
         Hugging Face folder or a ``.gguf`` file.
     :param task: ``v1`` (Recommend only) or ``v2`` (Recommend + Recommend_Retrieval: the paper's PALR v2).
-    :param decoder: ``score`` (one batched forward pass per user) or ``generate`` (trie-constrained generation).
+    :param decoder: ``score`` (each candidate's title likelihood; all users of a batch in one forward
+        pass), ``generate`` (trie-constrained generation, the paper's way) or ``verbalizer`` (the
+        prompt lists the top ``choices`` candidates labelled ``A``, ``B``, ...; one forward pass reads
+        the next-token distribution over the labels; fine-tuned with a listwise cross-entropy on the
+        label of the true next item, after LlamaRec; needs ``task=v2``).
+    :param choices: verbalizer: candidates shown with labels (at most 52), in training (the true
+        next item and ``choices - 1`` similar negatives) and ranking (the retriever's top ``choices``,
+        the rest follow in retriever order).
     :param num_generate: items the generate decoder writes (the rest follow in retriever order).
     :param epochs: fine-tuning epochs (capped by ``trainer.max_epochs``).
-    :param batch_size: fine-tuning batch size.
+    :param batch_size: fine-tuning batch size (examples per optimizer step).
+    :param micro_batch_size: examples per forward pass; gradients are accumulated over
+        ``batch_size / micro_batch_size`` of them (``null``: the largest power-of-two share of
+        ``batch_size`` whose estimated peak memory fits ``max_memory_gb``).
+    :param max_memory_gb: the fine-tuning's memory budget in GB, for choosing ``micro_batch_size``
+        (``null``: the memory available when the run starts). A run whose smallest micro-batch
+        cannot fit the memory available stops before training, saying what to change.
     :param learning_rate: AdamW learning rate (3e-3 suits the tiny model trained from scratch; use
         ~2e-4 for LoRA on a 7B model).
     :param weight_decay: AdamW weight decay.
@@ -56,24 +73,32 @@ class LlamaLoraConfig:
     :param tiny: shape of ``model=tiny``.
     :param instructions: how fine-tuning examples are cut (the paper's values).
     :param templates: prompts per item domain and task (default: the paper's, ``palr_core/kit/prompts.yaml``).
-    :param dtype: ``auto`` (bf16 on a CUDA GPU, float32 on CPU), ``float32``, ``bfloat16``, ``float16``.
+    :param dtype: the base model's weights: ``auto`` (bfloat16 on a CUDA GPU and on a CPU with bf16
+        instructions (``avx512_bf16``/``amx_bf16``) when the base is frozen; float32 otherwise),
+        ``float32``, ``bfloat16``, ``float16``. LoRA weights train in float32 either way.
     :param gradient_checkpointing: trade compute for memory on large models.
     :param adapter: a previous run's ``<work_dir>/llama_lora`` folder: load it instead of training.
     :param resume: continue from ``<work_dir>/llama_lora/checkpoints/last.ckpt`` if present.
     :param checkpoint_every_n_steps: how often ``last.ckpt`` is written during fine-tuning.
     :param rank_batch_size: users per ranking batch.
     :param num_beams: generate decoder: 1 = greedy.
-    :param retriever_weight: score decoder: add ``weight * -log(1 + retriever rank)`` to the model's
-        score (0: the model alone; the tiny random-init model alone reorders SASRec worse than SASRec,
-        see docs/ranker.md).
+    :param retriever_weight: score and verbalizer decoders: add ``weight * -log(1 + retriever rank)``
+        to the model's score (0: the model alone; large: the retriever's order, the model breaking
+        ties). ``auto``: the weight of ``retriever_weights`` with the best NDCG@10 on the validation
+        items of ``eval.tune_users`` users (their training prefix as history; never a test item),
+        chosen after fine-tuning and reported in ``metrics.json`` (``validation.ranker``).
+    :param retriever_weights: the grid ``auto`` chooses from (its largest keeps the retriever's order).
     """
 
     model: str = "tiny"
     task: str = option("v2", choices=("v1", "v2"))
     decoder: str = option("score", choices=DECODERS)
+    choices: int = option(20, min=2, max=len(CHOICE_LABELS))
     num_generate: int = option(10, min=1)
     epochs: int = option(2, min=1)
     batch_size: int = option(16, min=1)
+    micro_batch_size: int | None = option(None, min=1)
+    max_memory_gb: float | None = option(4.0, above=0)
     learning_rate: float = option(3e-3, above=0)
     weight_decay: float = option(0.0, min=0)
     warmup_steps: int = option(20, min=0)
@@ -90,4 +115,5 @@ class LlamaLoraConfig:
     checkpoint_every_n_steps: int = option(100, min=1)
     rank_batch_size: int = option(16, min=1)
     num_beams: int = option(1, min=1)
-    retriever_weight: float = option(2.0, min=0)
+    retriever_weight: Any = option("auto", min=0)
+    retriever_weights: list = option([0.0, 0.5, 1.0, 2.0, 4.0, 1000.0], each_min=0, nonempty=True)

@@ -1,10 +1,12 @@
-"""Grounded decoding: items as fixed token blocks, a prefix trie over candidates, and two decoders.
+"""Grounded decoding: items as fixed token blocks, a prefix trie over candidates, and three decoders.
 
 Every item is written as the same token block in training labels and at decoding time (its
 quoted rendering and a comma, tokenized on its own), so a trie over the candidates' blocks
 describes exactly the outputs that name a candidate. ``generate`` lets the model write items
 under that trie (an item leaves the trie once written: no repeats); ``score`` reads each
-candidate's mean token log-likelihood from one batched forward pass.
+candidate's mean token log-likelihood, all users of a batch and all their candidates in one
+forward pass (:func:`packed_block_scores`); ``verbalizer`` reads the next-token distribution over
+the candidates' labels (``A``, ``B``, ...) after a prompt that lists them (:func:`choice_scores`).
 """
 
 from __future__ import annotations
@@ -18,8 +20,8 @@ from palr_core import ItemCatalog
 from palr_core.kit.llm import chat_prompt_ids
 from palr_core.kit.prompts import render_item
 
-__all__ = ["ItemCoder", "CandidateTrie", "generate_rankings", "score_candidates", "score_rankings", "fuse_with_retriever",
-           "order_by_scores"]
+__all__ = ["ItemCoder", "CandidateTrie", "generate_rankings", "score_candidates", "packed_block_scores",
+           "choice_scores", "score_rankings", "fuse_with_retriever", "order_by_scores", "body_and_head"]
 
 
 class ItemCoder:
@@ -40,6 +42,19 @@ class ItemCoder:
     def label(self, items: Sequence[int]) -> list[int]:
         """The output for ``items``: their blocks in order, then end-of-sequence."""
         return [t for i in items for t in self.block(i)] + [self.tokenizer.eos_token_id]
+
+    def choice_ids(self, n: int) -> list[int]:
+        """The token ids of the first ``n`` verbalizer labels (``A``, ``B``, ...), one token each."""
+        from .config import CHOICE_LABELS
+
+        if not hasattr(self, "_choices"):
+            ids = [self.tokenizer(label, add_special_tokens=False)["input_ids"] for label in CHOICE_LABELS]
+            self._choices = [i[0] if len(i) == 1 else None for i in ids]
+        if None in self._choices[:n]:
+            bad = [label for label, i in zip(CHOICE_LABELS, self._choices[:n]) if i is None]
+            raise ValueError(f"ranker.decoder=verbalizer: this tokenizer writes the labels {bad} as more than one "
+                             "token; use ranker.choices below that or another decoder")
+        return list(self._choices[:n])
 
     def prompt(self, text: str, max_length: int) -> list[int]:
         """Prompt token ids in the model's chat template if it has one (else with BOS if the
@@ -118,23 +133,91 @@ def generate_rankings(model, coder: ItemCoder, prompts: list[list[int]],
     return [trie.parse(row[width:].tolist())[0] for trie, row in zip(tries, out)]
 
 
+def body_and_head(model):
+    """The transformer body (hidden states) and the LM head of a causal LM, a peft wrapper looked
+    through: so that logits are computed only at the positions that are read."""
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    return base.get_decoder(), base.get_output_embeddings()
+
+
 @torch.no_grad()
 def score_candidates(model, coder: ItemCoder, prompt: list[int], candidates: Sequence[int],
                      batch_size: int = 64) -> list[float]:
-    """The mean log-likelihood of each candidate's block right after the prompt.
-
-    The prompt is encoded once; its key/value cache is repeated for a batch of candidate blocks,
-    so each batch is a single forward pass over the blocks' tokens only.
-    """
-    prompt_ids = torch.tensor([prompt], device=model.device)
-    first = model(input_ids=prompt_ids, use_cache=True)
-    first_logp = first.logits[0, -1].float().log_softmax(-1)
+    """The mean log-likelihood of each candidate's block right after the prompt (one user)."""
     scores: list[float] = []
     for start in range(0, len(candidates), batch_size):
         chunk = [list(coder.block(int(c))) for c in candidates[start:start + batch_size]]
-        scores += _block_scores(model, first.past_key_values, first_logp, len(prompt), chunk,
-                                coder.tokenizer.pad_token_id)
+        scores += packed_block_scores(model, [prompt], [chunk], coder.tokenizer.pad_token_id)[0]
     return scores
+
+
+@torch.no_grad()
+def packed_block_scores(model, prompts: list[list[int]], blocks: list[list[list[int]]], pad_id: int) -> list[list[float]]:
+    """For each prompt, the mean token log-likelihood of each of its blocks written right after it.
+
+    One forward pass for all users: row ``u`` holds prompt ``u`` followed by all of its blocks,
+    and a 4-D attention mask lets each block see the prompt and itself only, at the positions it
+    would have right after the prompt. The prompt is encoded once per user (no key/value cache
+    copied per candidate), and the LM head runs only where a block token is predicted.
+    """
+    rows, spans = [], []
+    for prompt, user_blocks in zip(prompts, blocks):
+        row, user_spans = list(prompt), []
+        for block in user_blocks:
+            user_spans.append((len(row), len(block)))
+            row += block
+        rows.append(row)
+        spans.append(user_spans)
+    width = max(len(r) for r in rows)
+    device = model.device
+    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
+    positions = torch.zeros((len(rows), width), dtype=torch.long)
+    allowed = torch.zeros((len(rows), width, width), dtype=torch.bool)
+    causal = torch.ones((width, width), dtype=torch.bool).tril()
+    for u, (row, prompt) in enumerate(zip(rows, prompts)):
+        n = len(prompt)
+        ids[u, :len(row)] = torch.tensor(row)
+        positions[u, :n] = torch.arange(n)
+        allowed[u, :n, :n] = causal[:n, :n]
+        for start, length in spans[u]:
+            stop = start + length
+            positions[u, start:stop] = torch.arange(n, n + length)
+            allowed[u, start:stop, :n] = True
+            allowed[u, start:stop, start:stop] = causal[:length, :length]
+        allowed[u, len(row):, 0] = True  # padding rows attend somewhere (their output is never read)
+    dtype = next(model.parameters()).dtype
+    mask = torch.zeros(allowed.shape, dtype=dtype).masked_fill(~allowed, torch.finfo(dtype).min)[:, None]
+    body, head = body_and_head(model)
+    hidden = body(input_ids=ids.to(device), attention_mask=mask.to(device), position_ids=positions.to(device),
+                  use_cache=False).last_hidden_state
+    # block token j is predicted at the position before it: the prompt's last token for j = 0
+    read, tokens, owner = [], [], []
+    for u, (row, prompt) in enumerate(zip(rows, prompts)):
+        for k, (start, length) in enumerate(spans[u]):
+            before = [len(prompt) - 1] + list(range(start, start + length - 1))
+            read += [(u, p) for p in before]
+            tokens += row[start:start + length]
+            owner += [(u, k)] * length
+    index = torch.tensor(read, dtype=torch.long, device=device)
+    logp = head(hidden[index[:, 0], index[:, 1]]).float().log_softmax(-1)
+    token_logp = logp.gather(1, torch.tensor(tokens, device=device)[:, None]).squeeze(1).cpu()
+    sums = [[0.0] * len(s) for s in spans]
+    for (u, k), value in zip(owner, token_logp.tolist()):
+        sums[u][k] += value
+    return [[total / length for total, (_, length) in zip(user_sums, user_spans)]
+            for user_sums, user_spans in zip(sums, spans)]
+
+
+@torch.no_grad()
+def choice_scores(model, prompts: list[list[int]], choices: list[list[int]], pad_id: int) -> list[list[float]]:
+    """The verbalizer: for each prompt, the log-probability of each choice token (a candidate's
+    label, ``A``, ``B``, ...) as the next token, normalised over that prompt's choices. One forward
+    pass for all prompts (left-padded), the LM head on each prompt's last position only."""
+    ids, mask = _left_pad(prompts, pad_id, model.device)
+    body, head = body_and_head(model)
+    hidden = body(input_ids=ids, attention_mask=mask, use_cache=False).last_hidden_state[:, -1]
+    logits = head(hidden).float()
+    return [logits[u, torch.tensor(c, device=logits.device)].log_softmax(-1).tolist() for u, c in enumerate(choices)]
 
 
 def fuse_with_retriever(scores: Sequence[float], weight: float) -> list[float]:
@@ -157,23 +240,3 @@ def score_rankings(model, coder: ItemCoder, prompt: list[int], candidates: Seque
                    batch_size: int = 64, retriever_weight: float = 0.0) -> list[int]:
     """Candidates ordered by :func:`score_candidates`, fused with their retriever rank by ``retriever_weight``."""
     return order_by_scores(candidates, score_candidates(model, coder, prompt, candidates, batch_size), retriever_weight)
-
-
-def _block_scores(model, cache, first_logp, prompt_len: int, blocks: list[list[int]], pad_id: int) -> list[float]:
-    import copy
-
-    width = max(len(b) for b in blocks)
-    ids = torch.full((len(blocks), width), pad_id, dtype=torch.long, device=first_logp.device)
-    mask = torch.zeros((len(blocks), prompt_len + width), dtype=torch.long, device=first_logp.device)
-    mask[:, :prompt_len] = 1
-    for k, block in enumerate(blocks):
-        ids[k, :len(block)] = torch.tensor(block)
-        mask[k, prompt_len:prompt_len + len(block)] = 1
-    batch_cache = copy.deepcopy(cache)
-    batch_cache.batch_repeat_interleave(len(blocks))
-    positions = torch.arange(prompt_len, prompt_len + width, device=ids.device).expand(len(blocks), -1)
-    logits = model(input_ids=ids, attention_mask=mask, position_ids=positions,
-                   past_key_values=batch_cache, use_cache=True).logits.float()
-    logp = logits[:, :-1].log_softmax(-1).gather(-1, ids[:, 1:].unsqueeze(-1)).squeeze(-1)
-    logp = torch.cat([first_logp[ids[:, 0]].unsqueeze(1), logp], dim=1)
-    return [logp[k, :len(b)].mean().item() for k, b in enumerate(blocks)]

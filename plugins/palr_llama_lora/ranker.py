@@ -14,6 +14,7 @@ import dataclasses
 import hashlib
 import json
 import logging
+import math
 import os
 import shutil
 from collections.abc import Sequence
@@ -22,18 +23,32 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from palr_core import RankRequest, RunContext, TrainingData, complete_ranking
+from palr_core import (
+    RankRequest,
+    RunContext,
+    TrainingData,
+    complete_ranking,
+    metrics_from_ranks,
+    rank_from_lists,
+)
 from palr_core.config import check_options
 from palr_core.kit.files import write_atomic
-from palr_core.kit.instructions import InstructionConfig, build_instructions
-from palr_core.kit.llm import load_causal_lm, transformers_quietly
+from palr_core.kit.instructions import InstructionConfig, build_choice_instructions, build_instructions
+from palr_core.kit.llm import (
+    available_memory,
+    fine_tuning_memory,
+    load_causal_lm,
+    resident_memory,
+    resolve_dtype,
+    transformers_quietly,
+)
 from palr_core.kit.prompts import build_prompt, check_templates
 from palr_core.kit.training import claim_folder, fit, make_trainer
 
-from .config import DECODERS, LlamaLoraConfig, LoraSettings, TinyModelSettings
-from .decoding import ItemCoder, generate_rankings, order_by_scores, score_candidates
+from .config import CHOICE_LABELS, DECODERS, LlamaLoraConfig, LoraSettings, TinyModelSettings
+from .decoding import ItemCoder, choice_scores, generate_rankings, order_by_scores, packed_block_scores
 from .model import build_tiny_model, train_tokenizer, wrap_lora
-from .training import AdapterOnlyCheckpoint, InstructionBatches, LoraFineTuner
+from .training import AdapterOnlyCheckpoint, ChoiceBatches, InstructionBatches, LoraFineTuner
 
 log = logging.getLogger("palr")
 
@@ -53,18 +68,24 @@ class LlamaLoraRanker:
             raise ValueError(f"ranker.task must be v1 or v2, got {cfg.task!r}")
         if cfg.decoder not in DECODERS:
             raise ValueError(f"ranker.decoder must be one of {DECODERS}, got {cfg.decoder!r}")
+        if cfg.retriever_weight != "auto" and (isinstance(cfg.retriever_weight, (bool, str))
+                                               or not isinstance(cfg.retriever_weight, (int, float))):
+            raise ValueError(f"ranker.retriever_weight must be a number >= 0 or auto, got {cfg.retriever_weight!r}")
         check_templates(cfg.templates, "ranker.templates")
         check_options(cfg, "ranker")
         self.config = cfg
         self.model = None
         self.coder: ItemCoder | None = None
         self.fit_state: dict = {}
+        #: the fusion weight in use: ``retriever_weight``, or what :meth:`tune` chose for ``auto``
+        self.weight: float | None = None if cfg.retriever_weight == "auto" else float(cfg.retriever_weight)
 
     @property
     def label(self) -> str:
         """The row name in results tables, e.g. ``PALR v2 (llama_lora tiny, score)``."""
         name = Path(self.config.model).name  # "tiny", a registered name, or a folder's name
-        return f"PALR {self.config.task} (llama_lora {name}, {self.config.decoder})"
+        task = "choice" if self.config.decoder == "verbalizer" else self.config.task
+        return f"PALR {task} (llama_lora {name}, {self.config.decoder})"
 
     @property
     def train_base(self) -> bool:
@@ -88,7 +109,7 @@ class LlamaLoraRanker:
     def _base(self, out: Path, context: RunContext):
         """The base model and tokenizer: a local checkpoint, or the run's tiny model (built once)."""
         if self.config.model != "tiny":
-            return load_causal_lm(self.config.model, context.cache_dir, self.config.dtype, option="ranker.model",
+            return load_causal_lm(self.config.model, context.cache_dir, self._dtype(context), option="ranker.model",
                                   models=context.language_models)
         base_dir = out / "base"
         if (base_dir / "config.json").is_file():  # resuming: the same random init and tokenizer
@@ -103,6 +124,16 @@ class LlamaLoraRanker:
         shutil.rmtree(base_dir, ignore_errors=True)
         partial.rename(base_dir)
         return model, tokenizer
+
+    def _dtype(self, context: RunContext) -> str:
+        """The base weights' dtype name: ``auto`` is bf16 where the device has fast bf16 and the
+        base is frozen (trained base weights stay float32)."""
+        if self.config.dtype != "auto":
+            return self.config.dtype
+        if self.train_base:
+            return "float32"
+        device = "cpu" if context.trainer.accelerator == "cpu" else None
+        return str(resolve_dtype("auto", device)).removeprefix("torch.")
 
     def _corpus(self, context: RunContext) -> list[str]:
         catalog = context.catalog
@@ -160,8 +191,10 @@ class LlamaLoraRanker:
         digest = hashlib.sha256()
         for array in (*data.train, np.asarray(data.valid)):
             digest.update(np.ascontiguousarray(array, dtype=np.int64).tobytes() + b"|")
-        ranking_only = {"decoder", "num_generate", "rank_batch_size", "num_beams", "retriever_weight", "adapter",
-                        "resume"}
+        ranking_only = {"num_generate", "rank_batch_size", "num_beams", "retriever_weight", "retriever_weights",
+                        "adapter", "resume"}
+        if self.config.decoder != "verbalizer":  # score and generate read the same fine-tuning
+            ranking_only |= {"decoder", "choices"}
         config = {k: v for k, v in dataclasses.asdict(self.config).items() if k not in ranking_only}
         profiles = context.profiles
         trainer = context.trainer.results_settings()
@@ -170,6 +203,8 @@ class LlamaLoraRanker:
                 [type(profiles).__qualname__, repr(getattr(profiles, "config", None))]}
 
     def _instruction_batches(self, data: TrainingData, context: RunContext) -> InstructionBatches:
+        if self.config.decoder == "verbalizer":
+            return self._choice_batches(data, context)
         # salt 5: the stream palr 0.1 drew instructions from, so documented runs stay reproducible
         examples = build_instructions(data, self.config.task, self.config.instructions, context.rng(5))
         profiles = self._profiles([e.user for e in examples], [e.history for e in examples], context)
@@ -183,6 +218,25 @@ class LlamaLoraRanker:
                  len({e.user for e in examples}))
         return InstructionBatches(pairs, self.coder.tokenizer)
 
+    def _choice_batches(self, data: TrainingData, context: RunContext) -> ChoiceBatches:
+        examples = build_choice_instructions(data, self.config.choices, self.config.instructions,
+                                             context.rng("choice instructions"))
+        profiles = self._profiles([e.user for e in examples], [e.history for e in examples], context)
+        rows = []
+        for example, profile in zip(examples, profiles):
+            candidates = [int(c) for c in example.candidates]
+            prompt = self._choice_prompt(example.history, candidates, profile, context)
+            rows.append((prompt, self.coder.choice_ids(len(candidates)), candidates.index(int(example.targets[0]))))
+        log.info("llama_lora: %d choice examples (%d candidates each) from %d users", len(rows),
+                 self.config.choices, len({e.user for e in examples}))
+        return ChoiceBatches(rows, self.coder.tokenizer)
+
+    def _choice_prompt(self, history, candidates: Sequence[int], profile: str | None, context: RunContext) -> list[int]:
+        text = build_prompt(self.config.templates, "choice", context.catalog,
+                            history[-self.config.instructions.max_history:], candidates, profile, n=1,
+                            labels=CHOICE_LABELS[:len(candidates)])
+        return self.coder.prompt(text, self.config.max_length - 1)
+
     def _profiles(self, users: Sequence[int], histories: Sequence[np.ndarray], context: RunContext) -> list[str]:
         if context.profiles is None or not users:
             return [""] * len(users)
@@ -192,11 +246,14 @@ class LlamaLoraRanker:
         module = LoraFineTuner(self.model, self.config.learning_rate, self.config.weight_decay,
                                self.config.warmup_steps)
         seed = int(context.rng("ranker batches").integers(2**31))
-        loader = batches.loader(self.config.batch_size, seed, context.trainer.num_workers)
+        micro, estimate = self._micro_batch(batches, context)
+        accumulate = -(-self.config.batch_size // micro) * context.trainer.accumulate_grad_batches
+        loader = batches.loader(micro, seed, context.trainer.num_workers)
         trainer = make_trainer(context.trainer, out, max_epochs=self.config.epochs,
                                last_every_n_steps=self.config.checkpoint_every_n_steps,
                                callbacks=[AdapterOnlyCheckpoint(out / "adapter")],
-                               log_every_n_steps=max(1, min(50, len(loader))))
+                               log_every_n_steps=max(1, min(50, len(loader) // accumulate)),
+                               accumulate_grad_batches=accumulate)
         self.model.train()  # from_pretrained returns eval mode: dropout must be on while training
         resumed = fit(trainer, module, loader)
         with transformers_quietly():
@@ -204,11 +261,48 @@ class LlamaLoraRanker:
         self.model.eval()
         self.fit_state = {"examples": len(batches.pairs), "tokens": batches.tokens,
                           "global_step": trainer.global_step, "resumed_from": resumed,
-                          "epochs": trainer.current_epoch}
+                          "epochs": trainer.current_epoch, "micro_batch_size": micro,
+                          "accumulate_grad_batches": accumulate, "estimated_peak_gb": round(estimate / 1e9, 2),
+                          "dtype": str(next(self.model.parameters()).dtype).removeprefix("torch.")}
         if trainer.is_global_zero:
             write_atomic(out / "adapter" / "README.md", self._model_card(out, context))
         if trainer.is_global_zero and not trainer.interrupted:
             write_atomic(out / "done.json", json.dumps(self.fit_state, indent=1))
+
+    def _micro_batch(self, batches: InstructionBatches, context: RunContext) -> tuple[int, int]:
+        """Examples per forward pass and the estimated peak bytes of one
+        (:func:`palr_core.kit.llm.fine_tuning_memory`, at the longest example): ``micro_batch_size``,
+        or the largest power-of-two share of ``batch_size`` within ``max_memory_gb``. Stops the run
+        before training when even that cannot fit the memory available now."""
+        cfg = self.config
+        model = self.model.get_base_model()
+        longest = max(len(e["input_ids"]) for e in batches.examples)
+        answer = max(1, max(len(label) for _, label in batches.pairs))
+        weights = list(model.parameters())
+        size = dict(parameters=sum(p.numel() for p in weights), weight_bytes=weights[0].element_size(),
+                    trainable=sum(p.numel() for p in weights if p.requires_grad),
+                    checkpointing=cfg.gradient_checkpointing)
+
+        def need(micro: int) -> int:
+            return fine_tuning_memory(model.config, micro, longest, micro * answer, **size)
+
+        on_gpu = context.trainer.accelerator != "cpu" and torch.cuda.is_available()
+        available = available_memory("cuda" if on_gpu else "cpu")
+        held = 0 if on_gpu else resident_memory()  # the estimate counts what this process holds already
+        budget = min(cfg.max_memory_gb * 1e9 if cfg.max_memory_gb else math.inf, available + held)
+        micro = min(cfg.micro_batch_size or cfg.batch_size, cfg.batch_size)
+        while cfg.micro_batch_size is None and micro > 1 and need(micro) > budget:
+            micro = (micro + 1) // 2
+        if need(micro) - held > available:
+            raise ValueError(
+                f"ranker llama_lora: fine-tuning needs about {need(micro) / 1e9:.1f} GB at micro-batches of {micro} "
+                f"(examples up to {longest} tokens, {cfg.model}, {size['weight_bytes'] * 8}-bit weights), and "
+                f"{available / 1e9:.1f} GB is available; lower ranker.max_length or ranker.micro_batch_size, set "
+                "ranker.gradient_checkpointing=true or ranker.dtype=bfloat16, or free memory")
+        log.info("llama_lora: micro-batches of %d (%d per optimizer step), estimated peak %.1f GB (budget %.1f GB, "
+                 "%.1f GB available)", micro, -(-cfg.batch_size // micro), need(micro) / 1e9, budget / 1e9,
+                 available / 1e9)
+        return micro, need(micro)
 
     def _model_card(self, out: Path, context: RunContext) -> str:
         """The adapter's README.md: its base model, what it was trained on and how, how to use it."""
@@ -266,43 +360,91 @@ with it in another run; `palr.load_run("{Path(context.work_dir).resolve()}")` lo
     # -- ranking -------------------------------------------------------------------------
     def rank(self, requests: Sequence[RankRequest], context: RunContext) -> list[list[int]]:
         """Each request's candidates, best first (v1 generates over the catalogue: see docs)."""
-        if self.model is None:
-            raise RuntimeError("llama_lora: call fit() (or set ranker.adapter) before rank()")
-        from tqdm.auto import tqdm
+        self._ready(context, "rank()")
+        if self.weight is None and self.config.decoder != "generate":
+            raise RuntimeError("llama_lora: ranker.retriever_weight=auto is chosen by tune() on validation items "
+                               "(palr's pipeline calls it before ranking); call it first, or set a number")
+        if self.config.decoder == "generate":
+            n = min(self.config.num_generate, min(len(r.candidates) for r in requests))
+            prompts = self._prompts(requests, context, n)
+            pools = [self._pool(r, context) for r in requests]
+            orders = self._batched(prompts, lambda idx: generate_rankings(
+                self.model, self.coder, [prompts[i] for i in idx], [pools[i] for i in idx],
+                min(n, min(len(pools[i]) for i in idx)), self.config.num_beams), context)
+        else:
+            orders = [self._order(r, scores, self.weight) for r, scores in zip(requests, self._scores(requests, context))]
+        return [complete_ranking(order, r.candidates) for order, r in zip(orders, requests)]
 
+    def tune(self, requests: Sequence[RankRequest], targets: Sequence[int], context: RunContext) -> dict:
+        """``retriever_weight=auto``: choose the weight of ``retriever_weights`` with the best mean
+        NDCG@10 on ``requests`` (palr's pipeline passes users' training prefixes with the
+        retriever's candidates, and their validation items as ``targets``: never a test item).
+        Returns what was chosen and every weight's score (empty for a fixed weight)."""
+        if self.config.retriever_weight != "auto" or self.config.decoder == "generate":
+            return {}
+        self._ready(context, "tune()")
+        scores = self._scores(requests, context)
+        grid = {}
+        for weight in sorted(set(float(w) for w in self.config.retriever_weights)):
+            ranked = [complete_ranking(self._order(r, s, weight), r.candidates) for r, s in zip(requests, scores)]
+            grid[weight] = metrics_from_ranks(rank_from_lists(ranked, np.asarray(targets)), (10,))["NDCG@10"]
+        best = max(grid.values())
+        self.weight = max(w for w, v in grid.items() if v == best)  # a tie goes to the retriever's side
+        log.info("llama_lora: retriever_weight=auto chose %g (validation NDCG@10 %.4f on %d users)", self.weight,
+                 best, len(requests))
+        return {"retriever_weight": self.weight, "users": len(requests),
+                "NDCG@10 by retriever_weight": {f"{w:g}": round(v, 6) for w, v in grid.items()}}
+
+    def candidate_scores(self, requests: Sequence[RankRequest], context: RunContext) -> list[list[float]]:
+        """The model's own score of each candidate before any fusion with the retriever (for studies
+        of ``retriever_weight``): the mean token log-likelihood of its title after the prompt
+        (``score``), or the log-probability of its label among the listed ones (``verbalizer``: the
+        top ``choices`` candidates only)."""
+        self._ready(context, "candidate_scores()")
+        return self._scores(requests, context)
+
+    def _ready(self, context: RunContext, what: str) -> None:
+        if self.model is None:
+            raise RuntimeError(f"llama_lora: call fit() (or set ranker.adapter) before {what}")
         self.model.eval()
         if torch.cuda.is_available() and context.trainer.accelerator in ("gpu", "cuda", "auto"):
             self.model.to("cuda")  # Lightning hands the model back on the CPU after fit
-        ranked: list[list[int]] = []
-        size = self.config.rank_batch_size
-        for start in tqdm(range(0, len(requests), size), desc=f"ranking ({self.config.decoder})",
-                          disable=None if context.trainer.enable_progress_bar else True):  # None: a terminal only
-            ranked += self._rank_batch(requests[start:start + size], context)
-        return ranked
 
-    def _rank_batch(self, requests: Sequence[RankRequest], context: RunContext) -> list[list[int]]:
-        if self.config.decoder == "score":
-            orders = [order_by_scores(r.candidates, scores, self.config.retriever_weight)
-                      for r, scores in zip(requests, self._scores(requests, context))]
-        else:
-            pools = [self._pool(r, context) for r in requests]
-            n = min(self.config.num_generate, min(len(p) for p in pools))
-            orders = generate_rankings(self.model, self.coder, self._prompts(requests, context, n), pools, n,
-                                       self.config.num_beams)
-        return [complete_ranking(order, r.candidates) for order, r in zip(orders, requests)]
-
-    def candidate_scores(self, requests: Sequence[RankRequest], context: RunContext) -> list[list[float]]:
-        """The model's own score of every candidate (mean token log-likelihood of its title after
-        the prompt), before any fusion with the retriever: for studies of ``retriever_weight``."""
-        if self.model is None:
-            raise RuntimeError("llama_lora: call fit() (or set ranker.adapter) before candidate_scores()")
-        self.model.eval()
-        return self._scores(requests, context)
+    def _order(self, request: RankRequest, scores: Sequence[float], weight: float) -> list[int]:
+        """The scored candidates (the top ``choices`` for the verbalizer) by fused score, then the rest."""
+        scored = request.candidates[:len(scores)]
+        return order_by_scores(scored, scores, weight) + [int(c) for c in request.candidates[len(scores):]]
 
     def _scores(self, requests: Sequence[RankRequest], context: RunContext) -> list[list[float]]:
+        pad = self.coder.tokenizer.pad_token_id
+        if self.config.decoder == "verbalizer":
+            shown = [[int(c) for c in r.candidates[:self.config.choices]] for r in requests]
+            prompts = [self._choice_prompt(r.history, c, r.profile, context) for r, c in zip(requests, shown)]
+            choices = [self.coder.choice_ids(len(c)) for c in shown]
+            return self._batched(prompts, lambda idx: choice_scores(
+                self.model, [prompts[i] for i in idx], [choices[i] for i in idx], pad), context)
         n = min(self.config.num_generate, min(len(r.candidates) for r in requests))
-        return [score_candidates(self.model, self.coder, prompt, [int(c) for c in r.candidates])
-                for prompt, r in zip(self._prompts(requests, context, n), requests)]
+        prompts = self._prompts(requests, context, n)
+        blocks = [[list(self.coder.block(int(c))) for c in r.candidates] for r in requests]
+        return self._batched(prompts, lambda idx: packed_block_scores(
+            self.model, [prompts[i] for i in idx], [blocks[i] for i in idx], pad), context)
+
+    def _batched(self, prompts: list[list[int]], run, context: RunContext) -> list:
+        """``run(indices)`` over batches of ``rank_batch_size`` prompts of similar length (less
+        padding), with a progress bar; results back in the prompts' order."""
+        from tqdm.auto import tqdm
+
+        order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
+        size = self.config.rank_batch_size
+        results: list = [None] * len(prompts)
+        with tqdm(total=len(prompts), desc=f"ranking ({self.config.decoder})", unit="user",
+                  disable=None if context.trainer.enable_progress_bar else True) as bar:  # None: a terminal only
+            for start in range(0, len(order), size):
+                idx = order[start:start + size]
+                for i, result in zip(idx, run(idx)):
+                    results[i] = result
+                bar.update(len(idx))
+        return results
 
     def _prompts(self, requests: Sequence[RankRequest], context: RunContext, n: int) -> list[list[int]]:
         task = "retrieval" if self.config.task == "v2" else "recommend"
@@ -318,4 +460,3 @@ with it in another run; `palr.load_run("{Path(context.work_dir).resolve()}")` lo
             return [int(c) for c in request.candidates]
         seen = set(int(i) for i in request.history)
         return [i for i in range(len(context.catalog)) if i not in seen]
-

@@ -1,4 +1,10 @@
-"""Instruction fine-tuning in Lightning: token batches, the LightningModule, adapter-only checkpoints."""
+"""Instruction fine-tuning in Lightning: token batches, the LightningModule, adapter-only checkpoints.
+
+Two losses, both computing the LM head only where it is read (a 49,152-way vocabulary at every
+prompt position cost SmolLM2 more memory than the rest of the step): :func:`answer_loss`, the
+causal-LM loss on the answer tokens, and :func:`choice_loss`, the verbalizer's listwise
+cross-entropy over the candidates' label tokens at the prompt's last position.
+"""
 
 from __future__ import annotations
 
@@ -10,9 +16,37 @@ import torch
 from palr_core.kit.llm import transformers_quietly
 from palr_core.kit.training import LengthBucketSampler, resumable_loader
 
-__all__ = ["InstructionBatches", "LoraFineTuner", "AdapterOnlyCheckpoint"]
+__all__ = ["InstructionBatches", "ChoiceBatches", "LoraFineTuner", "AdapterOnlyCheckpoint", "answer_loss",
+           "choice_loss"]
 
 IGNORE = -100
+
+
+def answer_loss(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """The causal-LM loss of ``model(..., labels=labels).loss`` (mean over label tokens), with the
+    LM head run only at the positions that predict a label token."""
+    from .decoding import body_and_head
+
+    body, head = body_and_head(model)
+    hidden = body(input_ids=input_ids, attention_mask=attention_mask, use_cache=False).last_hidden_state
+    targets = labels[:, 1:]
+    read = targets != IGNORE
+    logits = head(hidden[:, :-1][read]).float()
+    return torch.nn.functional.cross_entropy(logits, targets[read])
+
+
+def choice_loss(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, choices: torch.Tensor,
+                answer: torch.Tensor) -> torch.Tensor:
+    """The verbalizer's listwise cross-entropy: at each prompt's last token, a softmax over its
+    candidates' label tokens (``choices``, padded with -1), against the true next item's label."""
+    from .decoding import body_and_head
+
+    body, head = body_and_head(model)
+    hidden = body(input_ids=input_ids, attention_mask=attention_mask, use_cache=False).last_hidden_state
+    last = attention_mask.shape[1] - 1 - attention_mask.flip(1).argmax(1)  # each prompt's last real token
+    logits = head(hidden[torch.arange(len(last), device=last.device), last]).float()
+    picked = logits.gather(1, choices.clamp(min=0)).masked_fill(choices < 0, float("-inf"))
+    return torch.nn.functional.cross_entropy(picked, answer)
 
 
 class InstructionBatches:
@@ -41,6 +75,25 @@ class InstructionBatches:
                                 num_workers, collate_fn=self.collate)
 
 
+class ChoiceBatches(InstructionBatches):
+    """Verbalizer examples: a prompt, its candidates' label token ids and the index of the true one;
+    prompts right-padded by the tokenizer, label lists padded with -1."""
+
+    def __init__(self, examples: list[tuple[list[int], list[int], int]], tokenizer) -> None:
+        self.pairs = [(prompt, []) for prompt, _, _ in examples]
+        self.examples = [{"input_ids": prompt, "choices": choices, "answer": answer}
+                         for prompt, choices, answer in examples]
+        self.tokenizer = tokenizer
+        self.collate = self._collate
+
+    def _collate(self, rows: list[dict]) -> dict[str, torch.Tensor]:
+        batch = self.tokenizer.pad([{"input_ids": r["input_ids"]} for r in rows], return_tensors="pt")
+        width = max(len(r["choices"]) for r in rows)
+        batch["choices"] = torch.tensor([r["choices"] + [-1] * (width - len(r["choices"])) for r in rows])
+        batch["answer"] = torch.tensor([r["answer"] for r in rows])
+        return dict(batch)
+
+
 class LoraFineTuner(L.LightningModule):
     """Causal-LM loss on instruction answers; optimises only the parameters left trainable."""
 
@@ -55,7 +108,7 @@ class LoraFineTuner(L.LightningModule):
         self.strict_loading = False
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
-        loss = self.model(**batch).loss
+        loss = choice_loss(self.model, **batch) if "choices" in batch else answer_loss(self.model, **batch)
         self.log("train/loss", loss, prog_bar=True, on_step=True, on_epoch=True,
                  batch_size=batch["input_ids"].shape[0])
         return loss

