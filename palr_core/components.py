@@ -120,6 +120,11 @@ class RankRequest:
 #: Every component may also have ``check(context) -> None``: palr calls it for all four before the
 #: run's first stage, so that a resource the component will need (a model file, an adapter, a
 #: device) is found missing in seconds, not after the retriever trained for an hour.
+#: A Ranker may also have ``tune(requests, targets, context) -> dict``: palr calls it after ``fit``
+#: with ``eval.tune_users`` users' training prefixes as histories, the retriever's candidates for
+#: them and their validation items as ``targets`` (never a test item), so the ranker can choose its
+#: own settings (``llama_lora``'s ``retriever_weight=auto``); the dict returned is recorded in
+#: ``metrics.json`` under ``validation.ranker``.
 
 
 @runtime_checkable

@@ -128,8 +128,9 @@ class TrainerConfig:
         epoch (``null``: all).
     :param limit_val_batches: the same for validation.
     :param threads: torch's CPU threads for the whole run, set once when it starts: a number, or
-        ``auto`` (the CPUs this process may use minus the machine's 1-minute load average, at least
-        one), so a run beside other work does not oversubscribe the cores (on a shared 2-core
+        ``auto`` (``OMP_NUM_THREADS`` when set, as joblib sweeps set it; else the CPUs this process
+        may use minus the machine's 1-minute load average, at least one), so a run beside other work
+        does not oversubscribe the cores (on a shared 2-core
         machine torch's default ran the default pipeline 5-13x slower than one thread).
     :param profiler: ``simple``, ``advanced`` or ``pytorch``: Lightning's profiler, whose report is
         written to ``<training folder>/fit-profile.txt`` (``null``: none).
@@ -172,6 +173,8 @@ class TrainerConfig:
             if isinstance(self.threads, bool) or not str(self.threads).isdigit() or int(self.threads) < 1:
                 raise OptionError(f"trainer.threads must be a number of threads >= 1 or auto, got {self.threads!r}")
             return int(self.threads)
+        if os.environ.get("OMP_NUM_THREADS", "").isdigit() and int(os.environ["OMP_NUM_THREADS"]) > 0:
+            return int(os.environ["OMP_NUM_THREADS"])  # set by the user or a launcher (joblib does)
         usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
         busy = round(os.getloadavg()[0]) if hasattr(os, "getloadavg") else 0
         return max(1, min(usable, usable - busy))

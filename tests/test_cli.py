@@ -303,11 +303,14 @@ def test_trainer_threads_is_a_number_or_auto_and_is_applied_once(monkeypatch):
     from palr_core.pipeline import use_threads
 
     assert TrainerConfig(threads=3).cpu_threads() == 3
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
     monkeypatch.setattr(os, "getloadavg", lambda: (1.2, 0.0, 0.0))  # one core busy with other work
     usable = len(os.sched_getaffinity(0))
     assert TrainerConfig().cpu_threads() == max(1, usable - 1)
     with pytest.raises(OptionError, match="trainer.threads must be a number of threads >= 1 or auto, got 'four'"):
         TrainerConfig(threads="four").cpu_threads()
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")  # a launcher's share
+    assert TrainerConfig().cpu_threads() == 1
     before = torch.get_num_threads()
     try:
         assert use_threads(TrainerConfig(threads=1)) == 1 and torch.get_num_threads() == 1

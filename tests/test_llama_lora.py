@@ -81,9 +81,11 @@ def test_rank_returns_a_full_ordering_of_the_candidates(registry, run_context, s
         assert sorted(ranked) == sorted(request.candidates.tolist())
 
 
-def test_packed_scoring_equals_each_blocks_full_sequence_likelihood(registry, run_context):
+def test_packed_scoring_equals_each_blocks_full_sequence_likelihood(registry, run_context, monkeypatch):
     """Two users of different prompt lengths in one forward pass, each with its own blocks: every
-    block's score is what the model gives it written right after its own prompt, alone."""
+    block's score is what the model gives it written right after its own prompt, alone (the LM
+    head read in chunks of 3 positions, so chunk edges are crossed)."""
+    monkeypatch.setattr("palr_llama_lora.decoding.READ_CHUNK", 3)
     ranker = _ranker(registry)
     ranker.setup(run_context)
     model = ranker.model.eval()

@@ -254,11 +254,11 @@ def fine_tuning_memory(config, batch: int, length: int, answer_tokens: int, para
     :param trainable: trainable parameters (float32, with a gradient and two AdamW moments).
 
     Activations saved for the backward pass cost ``(3.5 * weight_bytes + 18)`` bytes per token, layer
-    and hidden + intermediate unit, fitted to SmolLM2-135M's peak resident memory measured at 1,220
-    and 4,880 tokens per batch in float32 and bf16: the estimate is 2-22 % above those peaks, on the
-    safe side. Gradient checkpointing keeps
-    one hidden state per layer and one layer's activations. A fixed 600 MB stands for the
-    libraries and the allocator.
+    and hidden + intermediate unit, fitted to SmolLM2-135M's training steps at 1,220 and 4,880 tokens
+    per batch in float32 and bf16. Gradient checkpointing keeps one hidden state per layer and one
+    layer's activations. A fixed 1.4 GB stands for the libraries, the data, loading the weights and
+    the allocator's slack: with it the estimate came within -1 % and +7 % of the peak resident
+    memory of the two SmolLM2 fine-tunes of ``benchmarks/llm_cost.py`` (3.99 and 3.39 GB).
     """
     layers, hidden = config.num_hidden_layers, config.hidden_size
     width = hidden + config.intermediate_size
@@ -266,7 +266,7 @@ def fine_tuning_memory(config, batch: int, length: int, answer_tokens: int, para
     tokens = batch * length
     activations = tokens * ((hidden * weight_bytes * layers + per_layer) if checkpointing else per_layer * layers)
     head = answer_tokens * config.vocab_size * 4 * 3  # float32 logits, their log-softmax and gradient
-    return int(activations + head + parameters * weight_bytes + trainable * 16 + 600e6)
+    return int(activations + head + parameters * weight_bytes + trainable * 16 + 1.4e9)
 
 
 _SENTINEL = "\u2063PALR-PROMPT\u2063"

@@ -24,6 +24,11 @@ __all__ = ["ItemCoder", "CandidateTrie", "generate_rankings", "score_candidates"
            "choice_scores", "score_rankings", "fuse_with_retriever", "order_by_scores", "body_and_head"]
 
 
+#: positions whose vocabulary-wide log-probabilities :func:`packed_block_scores` holds at once
+#: (16 users x 20 candidates x 12 tokens in float32 would be 1.5 GB in one piece)
+READ_CHUNK = 256
+
+
 class ItemCoder:
     """Token blocks of items, cached: ``block(i)`` is how item ``i`` appears in any output."""
 
@@ -199,8 +204,10 @@ def packed_block_scores(model, prompts: list[list[int]], blocks: list[list[list[
             tokens += row[start:start + length]
             owner += [(u, k)] * length
     index = torch.tensor(read, dtype=torch.long, device=device)
-    logp = head(hidden[index[:, 0], index[:, 1]]).float().log_softmax(-1)
-    token_logp = logp.gather(1, torch.tensor(tokens, device=device)[:, None]).squeeze(1).cpu()
+    wanted = torch.tensor(tokens, device=device)[:, None]
+    token_logp = torch.cat([  # a vocabulary-wide row per read position, a few hundred rows at a time
+        head(hidden[index[rows, 0], index[rows, 1]]).float().log_softmax(-1).gather(1, wanted[rows]).squeeze(1)
+        for rows in torch.arange(len(read), device=device).split(READ_CHUNK)]).cpu()
     sums = [[0.0] * len(s) for s in spans]
     for (u, k), value in zip(owner, token_logp.tolist()):
         sums[u][k] += value
