@@ -32,7 +32,8 @@ from ..components import LanguageModel, ModelNotInstalled
 from .files import FileHashes
 
 __all__ = ["resolve_language_model", "load_causal_lm", "convert_gguf", "resolve_dtype", "chat_prompt_ids",
-           "transformers_quietly", "cpu_has_bf16", "fine_tuning_memory", "available_memory", "resident_memory"]
+           "transformers_quietly", "cpu_has_bf16", "fine_tuning_memory", "available_memory", "resident_memory",
+           "release_memory"]
 
 log = logging.getLogger("palr")
 
@@ -232,6 +233,31 @@ def available_memory(device: str = "cpu") -> int:
     except (OSError, ValueError):
         pass
     return int(available)
+
+
+def release_memory() -> None:
+    """Hand the memory freed by tensors back to the operating system (glibc's ``malloc_trim``; a
+    no-op elsewhere).
+
+    Batches of changing shapes (prompts of every length) fragment glibc's heap: ranking 943 ML-100K
+    users with SmolLM2 grew a process past 13 GB, and 96 users grew one by 0.34 GB, against 0.03 GB
+    with a trim after every batch. palr's LLM ranker calls this after each batch."""
+    import ctypes
+    import ctypes.util
+
+    global _LIBC
+    if _LIBC is None:
+        name = ctypes.util.find_library("c")
+        try:
+            _LIBC = ctypes.CDLL(name) if name else False
+            _LIBC and _LIBC.malloc_trim  # noqa: B018  (absent outside glibc)
+        except (OSError, AttributeError):
+            _LIBC = False
+    if _LIBC:
+        _LIBC.malloc_trim(0)
+
+
+_LIBC = None
 
 
 def resident_memory() -> int:

@@ -38,6 +38,7 @@ from palr_core.kit.llm import (
     available_memory,
     fine_tuning_memory,
     load_causal_lm,
+    release_memory,
     resident_memory,
     resolve_dtype,
     transformers_quietly,
@@ -443,6 +444,7 @@ with it in another run; `palr.load_run("{Path(context.work_dir).resolve()}")` lo
                 idx = order[start:start + size]
                 for i, result in zip(idx, run(idx)):
                     results[i] = result
+                release_memory()  # batches of every width fragment the heap
                 bar.update(len(idx))
         return results
 

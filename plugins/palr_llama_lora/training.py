@@ -13,7 +13,7 @@ from pathlib import Path
 import lightning as L
 import torch
 
-from palr_core.kit.llm import transformers_quietly
+from palr_core.kit.llm import release_memory, transformers_quietly
 from palr_core.kit.training import LengthBucketSampler, resumable_loader
 
 __all__ = ["InstructionBatches", "ChoiceBatches", "LoraFineTuner", "AdapterOnlyCheckpoint", "answer_loss",
@@ -120,6 +120,9 @@ class LoraFineTuner(L.LightningModule):
         optimizer = torch.optim.AdamW(params, lr=self.learning_rate, weight_decay=self.weight_decay)
         schedule = get_constant_schedule_with_warmup(optimizer, num_warmup_steps=self.warmup_steps)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
+
+    def on_train_batch_end(self, outputs, batch, batch_idx: int) -> None:
+        release_memory()  # micro-batches of every length fragment the heap
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         trainable = {f"model.{n}" for n, p in self.model.named_parameters() if p.requires_grad}
