@@ -334,3 +334,15 @@ def test_a_bad_retriever_weight_is_named(registry):
         _ranker(registry, retriever_weight="fast")
     with pytest.raises(ValueError, match="retriever_weight"):
         _ranker(registry, retriever_weight=-1.0)
+
+
+def test_auto_without_tune_ranks_at_the_old_default_and_says_so(registry, run_context, small_split, caplog):
+    ranker = _ranker(registry, retriever_weight="auto")
+    ranker.setup(run_context)
+    requests = _requests(small_split, range(3))
+    with caplog.at_level("WARNING", logger="palr"):
+        ranked = ranker.rank(requests, run_context)
+    assert "tune() was not called" in caplog.text and ranker.weight == 2.0
+    fixed = _ranker(registry, retriever_weight=2.0)
+    fixed.model, fixed.coder = ranker.model, ranker.coder
+    assert fixed.rank(requests, run_context) == ranked

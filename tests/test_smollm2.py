@@ -77,7 +77,8 @@ def test_generates_through_the_chat_template(smollm2):
 
 @pytest.mark.parametrize("decoder", ["score", "generate"])
 def test_ranks_three_candidates_with_both_decoders(registry, context, decoder):
-    ranker = registry.build("ranker", "llama_lora", {"model": "smollm2-135m", "decoder": decoder, "dtype": "float32"})
+    ranker = registry.build("ranker", "llama_lora", {"model": "smollm2-135m", "decoder": decoder, "dtype": "float32",
+                                                    "retriever_weight": 2.0})
     ranker.setup(context)  # base model + fresh LoRA: the pretrained model as it is
     request = RankRequest(user=0, history=np.array([0, 1]), candidates=np.array([4, 2, 3]))
     first = ranker.rank([request], context)

@@ -86,7 +86,8 @@ class LlamaLoraConfig:
         to the model's score (0: the model alone; large: the retriever's order, the model breaking
         ties). ``auto``: the weight of ``retriever_weights`` with the best NDCG@10 on the validation
         items of ``eval.tune_users`` users (their training prefix as history; never a test item),
-        chosen after fine-tuning and reported in ``metrics.json`` (``validation.ranker``).
+        chosen after fine-tuning and reported in ``metrics.json`` (``validation.ranker``); a ranker used
+        outside the pipeline without ``tune`` uses 2 and warns.
     :param retriever_weights: the grid ``auto`` chooses from (its largest keeps the retriever's order).
     """
 

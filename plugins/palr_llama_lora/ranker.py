@@ -53,6 +53,9 @@ from .training import AdapterOnlyCheckpoint, ChoiceBatches, InstructionBatches, 
 
 log = logging.getLogger("palr")
 
+#: the fusion weight ``auto`` stands for when :meth:`LlamaLoraRanker.rank` is called without ``tune``
+AUTO_FALLBACK = 2.0
+
 
 def _as(cls, value):
     return value if isinstance(value, cls) else cls(**dict(value or {}))
@@ -363,8 +366,9 @@ with it in another run; `palr.load_run("{Path(context.work_dir).resolve()}")` lo
         """Each request's candidates, best first (v1 generates over the catalogue: see docs)."""
         self._ready(context, "rank()")
         if self.weight is None and self.config.decoder != "generate":
-            raise RuntimeError("llama_lora: ranker.retriever_weight=auto is chosen by tune() on validation items "
-                               "(palr's pipeline calls it before ranking); call it first, or set a number")
+            log.warning("llama_lora: ranker.retriever_weight=auto, but tune() was not called (palr's pipeline calls "
+                        "it on validation items before ranking); using %g, the default before auto", AUTO_FALLBACK)
+            self.weight = AUTO_FALLBACK
         if self.config.decoder == "generate":
             n = min(self.config.num_generate, min(len(r.candidates) for r in requests))
             prompts = self._prompts(requests, context, n)
