@@ -18,6 +18,7 @@ There is no model hub at run time, so every model is local. ``spec`` may be:
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
@@ -242,22 +243,23 @@ def release_memory() -> None:
     Batches of changing shapes (prompts of every length) fragment glibc's heap: ranking 943 ML-100K
     users with SmolLM2 grew a process past 13 GB, and 96 users grew one by 0.34 GB, against 0.03 GB
     with a trim after every batch. palr's LLM ranker calls this after each batch."""
+    libc = _glibc()
+    if libc is not None:
+        libc.malloc_trim(0)
+
+
+@functools.cache
+def _glibc():
+    """The C library when it is glibc (it has ``malloc_trim``), else ``None``."""
     import ctypes
     import ctypes.util
 
-    global _LIBC
-    if _LIBC is None:
-        name = ctypes.util.find_library("c")
-        try:
-            _LIBC = ctypes.CDLL(name) if name else False
-            _LIBC and _LIBC.malloc_trim  # noqa: B018  (absent outside glibc)
-        except (OSError, AttributeError):
-            _LIBC = False
-    if _LIBC:
-        _LIBC.malloc_trim(0)
-
-
-_LIBC = None
+    name = ctypes.util.find_library("c")
+    try:
+        libc = ctypes.CDLL(name) if name else None
+        return libc if libc is not None and hasattr(libc, "malloc_trim") else None
+    except OSError:
+        return None
 
 
 def resident_memory() -> int:
