@@ -71,6 +71,18 @@ class ReportRow:
     paper: tuple[float, float] | None = None
     comparison: dict | None = None
     validation: dict[str, float] = field(default_factory=dict)  # a retriever row's validation-item metrics
+    training: dict = field(default_factory=dict)  # a retriever row's fit summary: stopped_by, epochs
+
+    @property
+    def stopped(self) -> str:
+        """What ended the retriever's training, e.g. ``early stopping, 40 epochs`` or ``time box, 17 epochs``."""
+        reason = self.training.get("stopped_by")
+        if not reason:
+            return ""
+        epochs = self.training.get("epochs")
+        words = {"max_time": "time box (trainer.max_time)", "max_epochs": "epoch cap",
+                 "early_stopping": "early stopping"}.get(reason, reason)
+        return f"{words}, {epochs} epochs" if epochs is not None else words
 
     @property
     def name(self) -> str:
@@ -204,6 +216,17 @@ def _model_key(model: str) -> str:
     return f"palr {found.group(1)}" if found else text.split(" ", 1)[0]
 
 
+def _fit_summary(run_dir: Path) -> dict:
+    """The retriever's training summary (``retriever_training/done.json``, written by
+    :class:`palr_core.kit.retrievers.TrainedRetriever`); ``{}`` when there is none (popularity, a
+    loaded or third-party retriever)."""
+    path = run_dir / "retriever_training" / "done.json"
+    try:
+        return json.loads(path.read_text()) if path.is_file() else {}
+    except (OSError, ValueError):
+        return {}
+
+
 def _read_ranks(run_dir: Path) -> tuple[dict, dict] | None:
     """Per user, the ranker's and the retriever's 0-based rank of the held-out item."""
     path = run_dir / RANKINGS
@@ -271,7 +294,8 @@ def build_report(folders: Iterable[str | Path], metric: str = "NDCG@10", referen
                             saved.get("users_evaluated", 0), metrics, seconds, per_role,
                             PAPER_TABLE2.get((saved.get("dataset", ""), _model_key(model))),
                             validation=saved.get("validation", {}).get("retriever", {})
-                            if role == "retriever" else {})
+                            if role == "retriever" else {},
+                            training=_fit_summary(run_dir) if role == "retriever" else {})
             same = next((r for r in rows if role == "retriever" and r.role == "retriever"
                          and (r.dataset, r.model, r.metrics) == (new.dataset, new.model, new.metrics)
                          and r.ranks == new.ranks), None)
@@ -336,22 +360,24 @@ def markdown(report: Report) -> str:
                             "not significant at 5 % by both tests (it could be noise)."))
         lines += [verdict, ""]
         header = ["row", "users", *keys, f"Δ {m} vs reference [95 % CI]", "p (paired t)", "p (Wilcoxon)",
-                  f"validation {m}", "paper HR@10 / NDCG@10", "run s", "run folder"]
+                  f"validation {m}", "training stopped by", "paper HR@10 / NDCG@10", "run s", "run folder"]
         lines += ["| " + " | ".join(header) + " |",
-                  "|---|" + "---:|" * (len(keys) + 1) + "---|---:|---:|---:|---|---:|---|"]
+                  "|---|" + "---:|" * (len(keys) + 1) + "---|---:|---:|---:|---|---|---:|---|"]
         for r in rows:
             diff, p_t, p_w = _comparison_text(r, ref)
             paper = f"{r.paper[0]:.4f} / {r.paper[1]:.4f}" if r.paper else ""
             seconds = f"{r.seconds:.0f}" if r.seconds else ""
             valid = f"{r.validation[m]:.4f}" if m in r.validation else ""
             lines.append("| " + " | ".join([r.name, f"{r.users:,}", *(f"{r.metrics.get(k, float('nan')):.4f}" for k in keys),
-                                           diff, p_t, p_w, valid, paper, seconds, str(r.run_dir)]) + " |")
+                                           diff, p_t, p_w, valid, r.stopped, paper, seconds, str(r.run_dir)]) + " |")
         lines.append("")
     lines += [f"Validation: the retriever's {m} on the same users' validation items (history: the training "
               "prefix), the column to choose settings by; the other columns are on the test items. "
               f"Δ: the row's mean per-user {m} minus the reference row's, over the users both evaluated; "
               "the interval is a 2,000-sample percentile bootstrap of that mean; the p-values are a paired "
               "t-test and a Wilcoxon signed-rank test (zero differences split) on the same users. "
+              "Training stopped by: what ended the retriever's training; a time box or an epoch cap means "
+              "it had not converged (its best checkpoint so far was evaluated). "
               "Paper: PALR (Yang et al. 2023), Table 2, where the dataset and model match.", ""]
     if report.repeated:
         lines += ["Left out as repeats of a row above (same model, same per-user ranks): "
@@ -366,7 +392,8 @@ def write_csv(report: Report, path: Path) -> None:
     with path.open("w", newline="") as f:
         out = csv.writer(f)
         out.writerow(["dataset", "label", "model", "role", "users", *keys, *(f"validation_{k}" for k in keys),
-                      "reference", "difference", "ci_low", "ci_high", "p_ttest", "p_wilcoxon", "paper_HR@10",
+                      "reference", "difference", "ci_low", "ci_high", "p_ttest", "p_wilcoxon", "stopped_by", "epochs",
+                      "paper_HR@10",
                       "paper_NDCG@10", "seconds", "run_dir"])
         for r in report.rows:
             ref = report.references[r.dataset]
@@ -374,6 +401,7 @@ def write_csv(report: Report, path: Path) -> None:
             out.writerow([r.dataset, r.label, r.model, r.role, r.users, *(r.metrics.get(k) for k in keys),
                           *(r.validation.get(k, "") for k in keys), ref.name, c.get("difference", 0.0 if r is ref else ""), c.get("ci_low", ""),
                           c.get("ci_high", ""), c.get("p_ttest", ""), c.get("p_wilcoxon", ""),
+                          r.training.get("stopped_by", ""), r.training.get("epochs", ""),
                           r.paper[0] if r.paper else "", r.paper[1] if r.paper else "",
                           f"{r.seconds:.1f}" if r.seconds else "", r.run_dir])
 

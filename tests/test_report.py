@@ -109,6 +109,22 @@ def test_the_report_compares_every_row_with_the_sasrec_retriever_and_quotes_the_
     assert "| 0.2110 / 0.1276 |" in text
 
 
+def test_a_time_boxed_retriever_is_marked_as_such(tmp_path):
+    """The report says what ended each retriever's training (the kit's done.json): a time box is not convergence."""
+    _fake_run(tmp_path / "s" / "0", _config("bpr"), {"retriever": [1, 2, 3], "ranker": [0, 2, 3]})
+    _fake_run(tmp_path / "s" / "1", _config("sasrec"), {"retriever": [0, 1, 2], "ranker": [0, 1, 2]})
+    for job, reason, epochs in (("0", "early_stopping", 40), ("1", "max_time", 17)):
+        (tmp_path / "s" / job / "retriever_training").mkdir()
+        (tmp_path / "s" / job / "retriever_training" / "done.json").write_text(
+            json.dumps({"best_checkpoint": "best.ckpt", "epochs": epochs, "stopped_by": reason}))
+    report, _ = write_report([tmp_path / "s"], tmp_path / "out")
+    assert [r.stopped for r in report.rows] == ["early stopping, 40 epochs", "", "time box (trainer.max_time), 17 epochs", ""]
+    text = (tmp_path / "out" / "report.md").read_text()
+    assert "| time box (trainer.max_time), 17 epochs |" in text
+    rows = (tmp_path / "out" / "report.csv").read_text().splitlines()
+    assert rows[0].split(",")[-6:-4] == ["stopped_by", "epochs"] and ",max_time,17," in rows[3]
+
+
 def test_a_chosen_reference_and_a_run_without_per_user_ranks(tmp_path):
     _fake_run(tmp_path / "a", _config("bpr"), {"retriever": [1, 2, 3], "ranker": [0, 2, 3]})
     _fake_run(tmp_path / "b", _config("sasrec"), {"retriever": [0, 1, 2], "ranker": [0, 1, 2]})
