@@ -38,6 +38,15 @@ def registry():
 
 
 @pytest.fixture(scope="session")
+def default_synthetic():
+    """palr-run's default dataset (``synthetic`` with its defaults), preprocessed and split: the data
+    every retriever's "beats popularity" test learns on (:func:`palr_core.testing.check_retriever`)."""
+    from palr_synthetic.dataset import SyntheticConfig
+
+    return tiny_data(users=SyntheticConfig.users, franchises=SyntheticConfig.franchises, seed=SyntheticConfig.seed)
+
+
+@pytest.fixture(scope="session")
 def small_synthetic():
     """A small synthetic dataset (preprocessed SequenceData), quick enough for any test."""
     return tiny_data().data

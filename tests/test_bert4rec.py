@@ -1,37 +1,22 @@
 """BERT4Rec on synthetic data: learns, save/load round trip, history masking."""
 
-from dataclasses import replace
-
 import numpy as np
 import pytest
 import torch
 from palr_bert4rec.model import BERT4RecRetriever
-from palr_popularity.retriever import PopularityRetriever
-from palr_synthetic.dataset import SyntheticMovies
 
-from palr_core import TrainingData, leave_one_out_split, metrics_from_ranks, preprocess, rank_from_lists
+from palr_core.testing import check_retriever
 
 TINY = dict(maxlen=20, hidden=32, heads=2, blocks=1, dropout=0.1, lr=5e-3, batch_size=64)
 
 
-def _test_ndcg(retriever, split) -> float:
-    ids, _ = retriever.retrieve(split.histories("test"), 10)
-    return metrics_from_ranks(rank_from_lists(ids, split.test), (10,))["NDCG@10"]
-
-
 @pytest.mark.slow
-def test_bert4rec_beats_popularity_on_default_synthetic_data(run_context):
-    data = preprocess(SyntheticMovies().load(), k_core=5)
-    split = leave_one_out_split(data)
-    training = TrainingData(split.train, split.valid, data.catalog)
-    context = replace(run_context, catalog=data.catalog)
+def test_bert4rec_beats_popularity_on_default_synthetic_data(default_synthetic, tmp_path):
     # cloze training is slow to start on this data: no early stopping for a fixed 35 epochs
     bert = BERT4RecRetriever(**{**TINY, "lr": 3e-3, "dropout": 0.2}, mask_prob=0.4, last_mask_prob=0.2,
                              max_epochs=35, patience=0)
-    bert.fit(training, context)
-    popularity = PopularityRetriever()
-    popularity.fit(training, context)
-    assert _test_ndcg(bert, split) > 1.3 * _test_ndcg(popularity, split)
+    report = check_retriever(bert, tmp_path, default_synthetic)
+    assert report["NDCG@10"] > 1.3 * report["popularity NDCG@10"]
 
 
 def test_bert4rec_save_load_and_masking(training_data, run_context, small_split):

@@ -1,23 +1,14 @@
 """LightGCN: the normalised graph, learning on synthetic data, save/load, history masking."""
 
-from dataclasses import replace
-
 import numpy as np
 import pytest
 import torch
 from palr_lightgcn.config import LightGCNConfig
 from palr_lightgcn.model import LightGCNModule, LightGCNRetriever, normalized_adjacency
-from palr_popularity.retriever import PopularityRetriever
-from palr_synthetic.dataset import SyntheticMovies
 
-from palr_core import TrainingData, leave_one_out_split, metrics_from_ranks, preprocess, rank_from_lists
+from palr_core.testing import check_retriever
 
 TINY = dict(hidden=16, layers=2, lr=0.01, batch_size=512)
-
-
-def _test_ndcg(retriever, split) -> float:
-    ids, _ = retriever.retrieve(split.histories("test"), 10)
-    return metrics_from_ranks(rank_from_lists(ids, split.test), (10,))["NDCG@10"]
 
 
 def test_adjacency_is_symmetric_and_degree_normalised():
@@ -50,18 +41,12 @@ def test_propagation_and_its_gradient_equal_the_dense_computation():
 
 
 @pytest.mark.slow
-def test_lightgcn_beats_popularity_on_default_synthetic_data(run_context):
-    data = preprocess(SyntheticMovies().load(), k_core=5)
-    split = leave_one_out_split(data)
-    training = TrainingData(split.train, split.valid, data.catalog)
-    context = replace(run_context, catalog=data.catalog)
-    lightgcn = LightGCNRetriever(hidden=32, layers=2, lr=0.01, batch_size=512, reg=1e-3,
-                                 max_epochs=60, patience=10)
-    lightgcn.fit(training, context)
-    popularity = PopularityRetriever()
-    popularity.fit(training, context)
+def test_lightgcn_beats_popularity_on_default_synthetic_data(default_synthetic, tmp_path):
+    lightgcn = LightGCNRetriever(hidden=32, layers=2, lr=0.01, batch_size=512, reg=1e-3, max_epochs=60,
+                                 patience=10)
+    report = check_retriever(lightgcn, tmp_path, default_synthetic)
     # measured: 0.130 vs 0.081
-    assert _test_ndcg(lightgcn, split) > 1.3 * _test_ndcg(popularity, split)
+    assert report["NDCG@10"] > 1.3 * report["popularity NDCG@10"]
 
 
 def test_lightgcn_save_load_and_masking(training_data, run_context, small_split):

@@ -1,39 +1,23 @@
 """NeuMF: learning on synthetic data, batched full-catalogue scoring, negatives, save/load, masking, fold-in."""
 
-from dataclasses import replace
-
 import numpy as np
 import pytest
 import torch
 from palr_ncf import model as ncf_model
 from palr_ncf.model import NCFRetriever
-from palr_popularity.retriever import PopularityRetriever
-from palr_synthetic.dataset import SyntheticMovies
 
-from palr_core import TrainingData, leave_one_out_split, metrics_from_ranks, preprocess, rank_from_lists
 from palr_core.kit.retrievers import interaction_keys, sample_unseen
 from palr_core.testing import check_retriever
 
 TINY = dict(hidden=8, mlp_layers=[16, 8], lr=0.01, batch_size=512)
 
 
-def _test_ndcg(retriever, split) -> float:
-    ids, _ = retriever.retrieve(split.histories("test"), 10)
-    return metrics_from_ranks(rank_from_lists(ids, split.test), (10,))["NDCG@10"]
-
-
 @pytest.mark.slow
-def test_ncf_beats_popularity_on_default_synthetic_data(run_context):
-    data = preprocess(SyntheticMovies().load(), k_core=5)
-    split = leave_one_out_split(data)
-    training = TrainingData(split.train, split.valid, data.catalog)
-    context = replace(run_context, catalog=data.catalog)
+def test_ncf_beats_popularity_on_default_synthetic_data(default_synthetic, tmp_path):
     ncf = NCFRetriever(lr=5e-3, max_epochs=40, patience=10)
-    ncf.fit(training, context)
-    popularity = PopularityRetriever()
-    popularity.fit(training, context)
+    report = check_retriever(ncf, tmp_path, default_synthetic)
     # measured: 0.140 vs 0.081
-    assert _test_ndcg(ncf, split) > 1.4 * _test_ndcg(popularity, split)
+    assert report["NDCG@10"] > 1.4 * report["popularity NDCG@10"]
 
 
 def test_full_catalogue_scores_equal_the_pairwise_forward_pass(training_data, run_context, small_split,

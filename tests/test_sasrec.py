@@ -5,37 +5,19 @@ from dataclasses import replace
 import numpy as np
 import pytest
 import torch
-from palr_popularity.retriever import PopularityRetriever
 from palr_sasrec.model import SASRecRetriever
-from palr_synthetic.dataset import SyntheticMovies
 
-from palr_core import TrainingData, leave_one_out_split, metrics_from_ranks, preprocess, rank_from_lists
+from palr_core.testing import check_retriever
 
 TINY = dict(maxlen=20, hidden=16, heads=2, blocks=1, dropout=0.1, lr=5e-3, batch_size=64)
 
 
-def _test_ndcg(retriever, split) -> float:
-    ids, _ = retriever.retrieve(split.histories("test"), 10)
-    return metrics_from_ranks(rank_from_lists(ids, split.test), (10,))["NDCG@10"]
-
-
-@pytest.fixture(scope="module")
-def default_synthetic():
-    data = preprocess(SyntheticMovies().load(), k_core=5)
-    return data, leave_one_out_split(data)
-
-
 @pytest.mark.slow
 @pytest.mark.parametrize("loss", ["ce", "bce"])
-def test_sasrec_beats_popularity_on_default_synthetic_data(default_synthetic, run_context, loss):
-    data, split = default_synthetic
-    training = TrainingData(split.train, split.valid, data.catalog)
-    context = replace(run_context, catalog=data.catalog)
+def test_sasrec_beats_popularity_on_default_synthetic_data(default_synthetic, tmp_path, loss):
     sasrec = SASRecRetriever(**{**TINY, "hidden": 32}, loss=loss, max_epochs=15, patience=0)
-    sasrec.fit(training, context)
-    popularity = PopularityRetriever()
-    popularity.fit(training, context)
-    assert _test_ndcg(sasrec, split) > 1.5 * _test_ndcg(popularity, split)
+    report = check_retriever(sasrec, tmp_path, default_synthetic)
+    assert report["NDCG@10"] > 1.5 * report["popularity NDCG@10"]
 
 
 def test_candidates_never_include_history_items(training_data, run_context, small_split):
