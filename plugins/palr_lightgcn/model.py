@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from palr_core import RunContext, TrainingData
-from palr_core.kit.retrievers import RetrieverModule, UserRetriever
+from palr_core.kit.retrievers import RetrieverModule, UserRetriever, interaction_keys, sample_unseen
 
 from .config import LightGCNConfig
 
@@ -78,7 +78,8 @@ def _product(adjacency: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
 class LightGCNModule(RetrieverModule):
     """Embeddings, propagation and BPR; ``score`` takes ``[user or -1, left-padded history...]`` rows."""
 
-    def __init__(self, num_users: int, num_items: int, adjacency: sp.csr_matrix, config: LightGCNConfig):
+    def __init__(self, num_users: int, num_items: int, adjacency: sp.csr_matrix, config: LightGCNConfig,
+                 keys: torch.Tensor | None = None):
         super().__init__(num_items, config.lr, config.weight_decay)
         self.config = config
         self.num_users = num_users
@@ -89,6 +90,8 @@ class LightGCNModule(RetrieverModule):
         # not a buffer: DDP would try to broadcast a sparse tensor; moved to the device on use
         self._adjacency = _to_torch_csr(adjacency)
         self._cache: tuple[torch.Tensor, torch.Tensor] | None = None
+        # the training interactions' keys, for negatives the user has not seen (as BPR-MF draws them)
+        self._keys = keys if keys is not None else torch.zeros(0, dtype=torch.long)
 
     def propagate(self) -> tuple[torch.Tensor, torch.Tensor]:
         """Final (layer-mean) user and item embeddings."""
@@ -105,7 +108,9 @@ class LightGCNModule(RetrieverModule):
     def training_step(self, batch, batch_idx: int) -> torch.Tensor:
         self._cache = None
         users, positives = batch
-        negatives = torch.randint(0, self.num_items, positives.shape, device=positives.device)
+        if self._keys.device != positives.device:
+            self._keys = self._keys.to(positives.device)
+        negatives = sample_unseen(users, self._keys, self.num_items, tuple(positives.shape))
         user_final, item_final = self.propagate()
         u = user_final[users]
         margin = (u * item_final[positives]).sum(-1) - (u * item_final[negatives]).sum(-1)
@@ -146,7 +151,8 @@ class LightGCNRetriever(UserRetriever):
         self._adjacency = normalized_adjacency(self.train_prefixes, num_items)
 
     def build_module(self, num_items: int) -> LightGCNModule:
-        return LightGCNModule(self.num_users, num_items, self._adjacency, self.config)
+        return LightGCNModule(self.num_users, num_items, self._adjacency, self.config,
+                              interaction_keys(self.train_prefixes, num_items))
 
     def training_dataset(self, data: TrainingData, context: RunContext) -> torch.utils.data.Dataset:
         return self.interaction_dataset(data)
