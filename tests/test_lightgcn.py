@@ -73,6 +73,19 @@ def test_a_lightgcn_saved_by_palr_0_2_still_loads(training_data, run_context, sm
     assert loaded.known_user(training_data.train[5]) == 5
 
 
+def test_scores_come_from_the_weights_loaded_last(training_data, run_context, small_split):
+    """Restoring the best checkpoint after training must not leave the last epoch's propagated
+    embeddings cached: scores follow load_state_dict."""
+    lightgcn = LightGCNRetriever(**TINY, max_epochs=1)
+    lightgcn.fit(training_data, run_context)
+    histories = small_split.histories("test")[:20]
+    before = lightgcn.score(histories)  # fills the cache
+    doubled = {key: 2 * value for key, value in lightgcn.module.state_dict().items()}
+    lightgcn.module.load_state_dict(doubled)
+    # propagation is linear: user and item embeddings both double, their dot products quadruple
+    torch.testing.assert_close(lightgcn.score(histories), 4 * before)
+
+
 def test_unknown_history_is_folded_in(training_data, run_context):
     lightgcn = LightGCNRetriever(**TINY, max_epochs=1)
     lightgcn.fit(training_data, run_context)

@@ -123,6 +123,12 @@ class LightGCNModule(RetrieverModule):
     def on_validation_epoch_start(self) -> None:
         self._cache = None
 
+    def load_state_dict(self, *args, **kwargs):
+        """New weights (the best checkpoint restored after training, a saved model) invalidate the
+        propagated embeddings that ``score`` caches."""
+        self._cache = None
+        return super().load_state_dict(*args, **kwargs)
+
     def score(self, queries: torch.Tensor) -> torch.Tensor:
         if self._cache is None or self.training:
             self._cache = tuple(t.detach() for t in self.propagate())
