@@ -165,8 +165,10 @@ def run_labels(run_dirs: Sequence[Path]) -> list[str]:
     """Per run, the overrides in which it differs from the others (``retriever=bpr, seed=2``).
 
     The runs of one sweep are labelled by the command-line overrides Hydra recorded for them (when
-    every run overrode the same keys); otherwise (runs of different commands, ``palr.run``) by
-    their resolved configs, where a component
+    every run overrode the same keys). Runs of several sweeps are labelled by the overrides every
+    run has and whose values differ, if those alone tell every run apart (``+table2=caser`` in
+    one sweep, ``+table2=palr-v2`` in a second that added ``retriever.load_from``). Otherwise (runs
+    of different commands, ``palr.run``) they are labelled by their resolved configs, where a component
     group whose ``name`` differs is shown as ``group=name`` and its other keys only where runs of
     that same component differ in them. Runs that differ in nothing are told apart by their
     folder names.
@@ -177,6 +179,12 @@ def run_labels(run_dirs: Sequence[Path]) -> list[str]:
         differing = [k for k in keys if len({o.get(k) for o in overrides}) > 1]
         labels = [", ".join(f"{k}={o[k]}" for k in o if k in differing) for o in overrides]
         return _distinct(labels, run_dirs)
+    if run_dirs and all(o is not None for o in overrides):
+        shared = [k for k in overrides[0] if all(k in o for o in overrides)]
+        differing = [k for k in shared if len({o[k] for o in overrides}) > 1]
+        labels = [", ".join(f"{k}={o[k]}" for k in differing) for o in overrides]
+        if differing and len(set(labels)) == len(labels):
+            return labels
     return _distinct(_config_labels(run_dirs), run_dirs)
 
 

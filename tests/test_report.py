@@ -175,3 +175,21 @@ def test_one_sweep_is_labelled_by_its_overrides_runs_of_different_commands_by_th
     assert run_labels([tmp_path / "other", *sorted((tmp_path / "sweep").iterdir())]) == [
         "retriever.hidden=32, retriever.lr=0.001", "retriever.hidden=64, retriever.lr=0.001",
         "retriever.hidden=64, retriever.lr=0.00938"]
+
+
+def test_runs_of_two_sweeps_are_labelled_by_the_override_they_share(tmp_path):
+    """Table 2's retriever rows in one sweep, its PALR rows in a second that loads the SASRec row's
+    model: each run is named by its +table2 choice, not by every config key that differs."""
+    def hydra_overrides(folder, overrides):
+        (folder / ".hydra").mkdir()
+        (folder / ".hydra" / "overrides.yaml").write_text(yaml.safe_dump(overrides))
+
+    runs = []
+    for sweep, rows, extra in (("a", ("bpr", "sasrec"), "trainer.max_time=00:00:20:00"),
+                               ("b", ("palr-v1", "palr-v2"), "retriever.load_from=a/1/retriever")):
+        for i, row in enumerate(rows):
+            folder = tmp_path / sweep / str(i)
+            _fake_run(folder, _config("sasrec" if row != "bpr" else "bpr", task=row), {"retriever": [1, 2], "ranker": [1, 2]})
+            hydra_overrides(folder, [f"+table2={row}", "experiment=palr-table2", extra])
+            runs.append(folder)
+    assert run_labels(runs) == ["table2=bpr", "table2=sasrec", "table2=palr-v1", "table2=palr-v2"]
