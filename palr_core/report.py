@@ -75,7 +75,7 @@ class ReportRow:
 
     @property
     def stopped(self) -> str:
-        """What ended the retriever's training, e.g. ``early stopping, 40 epochs`` or ``time box, 17 epochs``."""
+        """What ended the retriever's training: ``early stopping, 40 epochs``, ``time box (trainer.max_time), 17 epochs``."""
         reason = self.training.get("stopped_by")
         if not reason:
             return ""
