@@ -40,6 +40,12 @@ def _fake_run(folder, config: dict, rows: dict[str, list], dataset="ml-1m", user
                                                      "rows": metric_rows, "timings_s": {"fit": 3.0}, "seed": 0}))
 
 
+def _hydra_overrides(folder, overrides):
+    """The command-line overrides Hydra records in a run folder."""
+    (folder / ".hydra").mkdir()
+    (folder / ".hydra" / "overrides.yaml").write_text(yaml.safe_dump(overrides))
+
+
 def _config(retriever="sasrec", hidden=64, seed=0, **extra):
     return {"seed": seed, "cache_dir": f"/tmp/cache{seed}", "retriever": {"name": retriever, "hidden": hidden, **extra},
             "ranker": {"name": "llama_lora"}, "dataset": {"name": "movielens", "root": f"/data/{seed}"}}
@@ -162,16 +168,12 @@ def test_a_retriever_row_repeated_by_another_run_is_shown_once(tmp_path):
 
 
 def test_one_sweep_is_labelled_by_its_overrides_runs_of_different_commands_by_their_configs(tmp_path):
-    def hydra_overrides(folder, overrides):
-        (folder / ".hydra").mkdir()
-        (folder / ".hydra" / "overrides.yaml").write_text(yaml.safe_dump(overrides))
-
     for i, lr in enumerate((0.001, 0.0093795)):
         _fake_run(tmp_path / "sweep" / str(i), _config("sasrec", lr=lr), {"retriever": [1, 2], "ranker": [1, 2]})
-        hydra_overrides(tmp_path / "sweep" / str(i), [f"retriever.lr={lr}", "hydra.run.dir=x", "dataset.root=/d"])
+        _hydra_overrides(tmp_path / "sweep" / str(i), [f"retriever.lr={lr}", "hydra.run.dir=x", "dataset.root=/d"])
     assert run_labels(sorted((tmp_path / "sweep").iterdir())) == ["retriever.lr=0.001", "retriever.lr=0.0093795"]
     _fake_run(tmp_path / "other", _config("sasrec", lr=0.001, hidden=32), {"retriever": [1, 2], "ranker": [1, 2]})
-    hydra_overrides(tmp_path / "other", ["retriever.hidden=32"])
+    _hydra_overrides(tmp_path / "other", ["retriever.hidden=32"])
     assert run_labels([tmp_path / "other", *sorted((tmp_path / "sweep").iterdir())]) == [
         "retriever.hidden=32, retriever.lr=0.001", "retriever.hidden=64, retriever.lr=0.001",
         "retriever.hidden=64, retriever.lr=0.00938"]
@@ -180,16 +182,12 @@ def test_one_sweep_is_labelled_by_its_overrides_runs_of_different_commands_by_th
 def test_runs_of_two_sweeps_are_labelled_by_the_override_they_share(tmp_path):
     """Table 2's retriever rows in one sweep, its PALR rows in a second that loads the SASRec row's
     model: each run is named by its +table2 choice, not by every config key that differs."""
-    def hydra_overrides(folder, overrides):
-        (folder / ".hydra").mkdir()
-        (folder / ".hydra" / "overrides.yaml").write_text(yaml.safe_dump(overrides))
-
     runs = []
     for sweep, rows, extra in (("a", ("bpr", "sasrec"), "trainer.max_time=00:00:20:00"),
                                ("b", ("palr-v1", "palr-v2"), "retriever.load_from=a/1/retriever")):
         for i, row in enumerate(rows):
             folder = tmp_path / sweep / str(i)
             _fake_run(folder, _config("sasrec" if row != "bpr" else "bpr", task=row), {"retriever": [1, 2], "ranker": [1, 2]})
-            hydra_overrides(folder, [f"+table2={row}", "experiment=palr-table2", extra])
+            _hydra_overrides(folder, [f"+table2={row}", "experiment=palr-table2", extra])
             runs.append(folder)
     assert run_labels(runs) == ["table2=bpr", "table2=sasrec", "table2=palr-v1", "table2=palr-v2"]
