@@ -8,10 +8,14 @@ warm-up step, then ``--steps`` timed steps of forward, backward and AdamW on the
   (palr's training step before the LM head moved to the answer positions);
 - ``answer``: the LM head on answer positions only (``palr_llama_lora.training.answer_loss``);
 - ``answer-bf16``: the same with the frozen base in bf16 (palr's default on CPUs with bf16);
-- ``answer-autocast``: float32 weights under ``torch.autocast("cpu", bfloat16)`` instead.
+- ``answer-autocast``: float32 weights under ``torch.autocast("cpu", bfloat16)`` instead;
+- ``answer-bf16-nodropout``: ``answer-bf16`` with ``ranker.lora.dropout=0`` (peft then draws no
+  dropout mask on each adapted projection's input).
 
     python benchmarks/llm_levers.py --threads 1                 # ~15 min on one core
     python benchmarks/llm_levers.py --threads 1 --batch 2 --levers answer-bf16 full
+    python benchmarks/llm_levers.py --threads 1 --batch 2 --levers answer-bf16 answer-bf16-nodropout \
+        --steps 4 --out benchmarks/results/llm_levers_dropout.json    # ~4 min on one core
 
 Prints a table and writes ``benchmarks/results/llm_levers.json``.
 """
@@ -28,7 +32,7 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-LEVERS = ("full", "answer", "answer-bf16", "answer-autocast")
+LEVERS = ("full", "answer", "answer-bf16", "answer-autocast", "answer-bf16-nodropout")
 
 
 def step_rate(lever: str, threads: int, batch: int, prompt: int, answer: int, steps: int) -> dict:
@@ -42,9 +46,9 @@ def step_rate(lever: str, threads: int, batch: int, prompt: int, answer: int, st
     from palr_core.plugins import load_registry
 
     torch.set_num_threads(threads)
-    dtype = "bfloat16" if lever == "answer-bf16" else "float32"
+    dtype = "bfloat16" if lever.startswith("answer-bf16") else "float32"
     model, _ = load_causal_lm("smollm2-135m", default_cache_dir(), dtype, models=load_registry().language_models)
-    model = wrap_lora(model, LoraSettings(), False)
+    model = wrap_lora(model, LoraSettings(dropout=0.0) if lever.endswith("nodropout") else LoraSettings(), False)
     model.train()
     ids = torch.randint(100, 40000, (batch, prompt + answer), generator=torch.Generator().manual_seed(0))
     mask = torch.ones_like(ids)

@@ -14,6 +14,7 @@ import json
 import logging
 import os
 import random
+import sys
 import time
 import zlib
 from collections.abc import Sequence
@@ -66,6 +67,8 @@ class RunResult:
     :param rows: one dict per model: ``model`` (the row's name) and ``HR@K``/``NDCG@K``.
     :param stats: the dataset after preprocessing (users, items, interactions).
     :param timings: wall-clock seconds per stage.
+    :param peak_memory_gb: the process's peak resident memory (GiB) at the end of each stage: a
+        high-water mark, so a stage's value covers every stage before it too.
     :param users: how many test users were evaluated.
     :param run_dir: the run folder (``metrics.json``, ``rankings.parquet``, checkpoints).
     :param validation: the retriever's metrics on the same users' validation items (history: the
@@ -80,6 +83,7 @@ class RunResult:
     run_dir: Path | None = None
     validation: dict[str, float] = field(default_factory=dict)
     tuning: dict = field(default_factory=dict)
+    peak_memory_gb: dict[str, float] = field(default_factory=dict)
 
     def metrics(self, role: str = "ranker") -> dict[str, float]:
         """The ``retriever`` or ``ranker`` row's metrics, e.g. ``result.metrics()["NDCG@10"]``."""
@@ -128,14 +132,27 @@ def seed_stage(seed: int, stage: str) -> None:
     os.environ["PL_SEED_WORKERS"] = "1"
 
 
+def peak_memory_gb() -> float:
+    """This process's peak resident memory so far in GiB (``ru_maxrss``; 0 where there is none)."""
+    try:
+        import resource
+    except ImportError:  # Windows
+        return 0.0
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux, bytes on macOS
+    return round(peak / (1024**3 if sys.platform == "darwin" else 1024**2), 2)
+
+
 @contextmanager
-def _stage(name: str, timings: dict[str, float], seed: int):
-    """Seed the stage, log its start and record its wall-clock seconds in ``timings``."""
+def _stage(name: str, timings: dict[str, float], seed: int, peaks: dict[str, float] | None = None):
+    """Seed the stage, log its start and record its wall-clock seconds in ``timings`` (and the
+    process's peak memory at its end in ``peaks``)."""
     log.info("%s ...", name)
     seed_stage(seed, name)
     t0 = time.perf_counter()
     yield
     timings[name] = round(time.perf_counter() - t0, 3)
+    if peaks is not None:
+        peaks[name] = peak_memory_gb()
 
 
 def prepare_data(dataset, context: RunContext, k_core: int = 5, api: int = 2) -> tuple[SequenceData, Split]:
@@ -186,10 +203,10 @@ def run_pipeline(config: PalrConfig, registry: Registry, work_dir: str | os.Path
 
 
 def _run_stages(config: PalrConfig, parts: Components, context: RunContext, folder: RunFolder) -> RunResult:
-    work_dir, timings = context.work_dir, {}
+    work_dir, timings, peaks = context.work_dir, {}, {}
     k_core, ks = config.preprocess.k_core, tuple(config.eval.ks)
 
-    with _stage("load", timings, config.seed):
+    with _stage("load", timings, config.seed, peaks):
         data, split = prepare_data(parts.dataset, context, k_core, parts.apis["dataset"])
     folder.check_data(data)
     context.catalog = data.catalog
@@ -198,36 +215,36 @@ def _run_stages(config: PalrConfig, parts: Components, context: RunContext, fold
     save_stats(stats, work_dir / "dataset_stats", title)
     training = TrainingData(train=split.train, valid=split.valid, catalog=data.catalog)
 
-    with _stage("fit_retriever", timings, config.seed):
+    with _stage("fit_retriever", timings, config.seed, peaks):
         parts.retriever.fit(training, context)
     users = _evaluation_users(len(split.test), config.eval.max_users, context)
     histories = split.histories("test")
     eval_histories = [histories[u] for u in users]
     targets = split.test[users]
     n_cand = max(config.eval.candidates, max(ks))
-    with _stage("retrieve", timings, config.seed):
+    with _stage("retrieve", timings, config.seed, peaks):
         cand_ids, cand_scores = parts.retriever.retrieve(eval_histories, n_cand)
     retriever_name = parts.names["retriever"]
     rows = [_row(f"retriever: {retriever_name} (its own order)", cand_ids, targets, ks)]
-    with _stage("validate", timings, config.seed):  # never the test item: the prefix predicts the validation item
+    with _stage("validate", timings, config.seed, peaks):  # never the test item: the prefix predicts the validation item
         valid_ids, _ = parts.retriever.retrieve([split.train[u] for u in users], max(ks))
         validation = metrics_from_ranks(rank_from_lists(valid_ids, split.valid[users]), ks)
     log.info("retriever on the validation items: %s", ", ".join(f"{k} {v:.4f}" for k, v in validation.items()))
 
-    with _stage("profiles", timings, config.seed):
+    with _stage("profiles", timings, config.seed, peaks):
         profiles = parts.profile.generate(users.tolist(), eval_histories, context)
-    with _stage("fit_ranker", timings, config.seed):
+    with _stage("fit_ranker", timings, config.seed, peaks):
         parts.ranker.fit(training, context)
     tuning = {}
     if callable(getattr(parts.ranker, "tune", None)):
-        with _stage("tune_ranker", timings, config.seed):
+        with _stage("tune_ranker", timings, config.seed, peaks):
             tuning = _tune_ranker(parts, split, config, context, n_cand)
     requests = [
         RankRequest(user=int(u), history=h, candidates=np.asarray(c), candidate_scores=np.asarray(s),
                     profile=p or None)
         for u, h, c, s, p in zip(users, eval_histories, cand_ids, cand_scores, profiles)
     ]
-    with _stage("rank", timings, config.seed):
+    with _stage("rank", timings, config.seed, peaks):
         ranked = parts.ranker.rank(requests, context)
     final = [complete_ranking(r, req.candidates) for r, req in zip(ranked, requests)]
     write_rankings(work_dir / RANKINGS, data, users, targets, cand_ids, cand_scores, final)
@@ -237,7 +254,7 @@ def _run_stages(config: PalrConfig, parts: Components, context: RunContext, fold
     rows.append(_row(f"ranker: {label} over {retriever_name} top-{n_cand}"
                      + (f" + profile: {profile_name}" if profile_name != "none" else ""), final, targets, ks))
     return RunResult(rows=rows, stats=stats.as_dict(), timings=timings, dataset=data.name, users=len(users),
-                     validation=validation, tuning=tuning)
+                     validation=validation, tuning=tuning, peak_memory_gb=peaks)
 
 
 def _tune_ranker(parts: Components, split: Split, config: PalrConfig, context: RunContext, n_cand: int) -> dict:
@@ -392,7 +409,8 @@ class RunFolder:
         return RunResult(rows=saved["rows"], stats=saved["stats"], timings=saved["timings_s"],
                          dataset=saved["dataset"], users=saved["users_evaluated"], run_dir=self.path,
                          validation=saved.get("validation", {}).get("retriever", {}),
-                         tuning=saved.get("validation", {}).get("ranker", {}))
+                         tuning=saved.get("validation", {}).get("ranker", {}),
+                         peak_memory_gb=saved.get("peak_memory_gb", {}))
 
     def finish(self, result: RunResult, seed: int) -> None:
         """Write the results, then mark the run finished (a crash in between leaves it resumable)."""
@@ -400,7 +418,7 @@ class RunFolder:
         metrics = {"dataset": result.dataset, "stats": result.stats, "users_evaluated": result.users,
                    "rows": result.rows, "validation": {"retriever": result.validation,
                                                             **({"ranker": result.tuning} if result.tuning else {})},
-                   "timings_s": result.timings, "seed": seed}
+                   "timings_s": result.timings, "peak_memory_gb": result.peak_memory_gb, "seed": seed}
         (self.path / "metrics.json").write_text(json.dumps(_finite(metrics), indent=2, allow_nan=False))
         self._write({**(self._record() or {}), "finished": True})
 

@@ -151,13 +151,14 @@ def flat_settings(config: Any, prefix: str = "") -> dict[str, Any]:
 
 def result_metrics(result) -> dict[str, float]:
     """A :class:`~palr_core.pipeline.RunResult` as tracker metrics: ``<role>/<metric>`` per row
-    (the role is the row's ``retriever:``/``ranker:`` prefix), stage times, users evaluated."""
+    (the role is the row's ``retriever:``/``ranker:`` prefix), stage times and peak memory, users evaluated."""
     metrics: dict[str, float] = {}
     for position, row in enumerate(result.rows):
         role = row["model"].split(":", 1)[0].strip() if ":" in row["model"] else f"row{position}"
         metrics.update({f"{role}/{k}": float(v) for k, v in row.items()
                         if k.startswith(("HR@", "NDCG@")) and v is not None})
     metrics.update({f"time/{stage}_s": float(s) for stage, s in result.timings.items()})
+    metrics.update({f"memory/{stage}_peak_gb": float(g) for stage, g in getattr(result, "peak_memory_gb", {}).items()})
     metrics["users_evaluated"] = float(result.users)
     return metrics
 

@@ -38,6 +38,10 @@ def test_palr_run_runs_what_palr_run_runs(in_tmp):
     assert result.metrics("ranker")["NDCG@10"] == result.rows[1]["NDCG@10"]
     again = palr.run(overrides, run_dir=result.run_dir)  # a finished folder is read back
     assert again.rows == result.rows and again.run_dir == result.run_dir
+    # each stage's peak memory is the process's high-water mark: never falling, kept in metrics.json
+    peaks = list(result.peak_memory_gb.values())
+    assert list(result.peak_memory_gb) == list(result.timings) and peaks == sorted(peaks) and peaks[0] > 0
+    assert again.peak_memory_gb == result.peak_memory_gb
 
 
 def test_the_validation_metrics_are_the_retriever_on_validation_items_never_the_test_item(in_tmp):

@@ -113,6 +113,36 @@ def test_answer_loss_equals_the_full_vocabulary_loss(registry, run_context, trai
         torch.testing.assert_close(answer_loss(ranker.model, **batch), ranker.model(**batch).loss)
 
 
+def test_ranking_reads_a_bf16_base_with_its_adapter_in_bf16_and_close_to_float32():
+    """A 16-bit base ranks with its adapter cast to the same dtype (no float32 copy per projection);
+    the scores stay within bf16 rounding of the float32 adapter's, and a float32 base is left alone."""
+    from palr_llama_lora.config import LoraSettings
+    from palr_llama_lora.model import adapters_in_base_dtype, wrap_lora
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(0)
+    config = LlamaConfig(vocab_size=300, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                         num_attention_heads=4, num_key_value_heads=2)
+    ids = torch.randint(0, 300, (2, 12))
+    for dtype in (torch.float32, torch.bfloat16):
+        model = wrap_lora(LlamaForCausalLM(config).to(dtype), LoraSettings(), False).eval()
+        for name, parameter in model.named_parameters():
+            if "lora_B" in name:  # a trained adapter: peft starts B at zero
+                torch.nn.init.normal_(parameter, std=0.2)
+        lora = [p for n, p in model.named_parameters() if "lora_" in n]
+        assert {p.dtype for p in lora} == {torch.float32}
+        with torch.no_grad():
+            before = model(input_ids=ids).logits.float()
+            adapters_in_base_dtype(model)
+            after = model(input_ids=ids).logits.float()
+        assert {p.dtype for p in lora} == {dtype}
+        if dtype == torch.float32:
+            assert torch.equal(before, after)
+        else:
+            torch.testing.assert_close(after, before, atol=0.1, rtol=0.05)
+            assert not torch.equal(before, after)  # the cast took effect
+
+
 @pytest.mark.slow
 def test_saved_adapter_reloads_to_identical_rankings(registry, run_context, training_data, small_split):
     ranker = _ranker(registry)

@@ -48,7 +48,7 @@ from palr_core.kit.training import claim_folder, fit, make_trainer
 
 from .config import CHOICE_LABELS, DECODERS, LlamaLoraConfig, LoraSettings, TinyModelSettings
 from .decoding import ItemCoder, choice_scores, generate_rankings, order_by_scores, packed_block_scores
-from .model import build_tiny_model, train_tokenizer, wrap_lora
+from .model import adapters_in_base_dtype, build_tiny_model, train_tokenizer, wrap_lora
 from .training import AdapterOnlyCheckpoint, ChoiceBatches, InstructionBatches, LoraFineTuner
 
 log = logging.getLogger("palr")
@@ -414,6 +414,7 @@ with it in another run; `palr.load_run("{Path(context.work_dir).resolve()}")` lo
         self.model.eval()
         if torch.cuda.is_available() and context.trainer.accelerator in ("gpu", "cuda", "auto"):
             self.model.to("cuda")  # Lightning hands the model back on the CPU after fit
+        adapters_in_base_dtype(self.model)
 
     def _order(self, request: RankRequest, scores: Sequence[float], weight: float) -> list[int]:
         """The scored candidates (the top ``choices`` for the verbalizer) by fused score, then the rest."""
