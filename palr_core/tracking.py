@@ -158,7 +158,7 @@ def result_metrics(result) -> dict[str, float]:
         metrics.update({f"{role}/{k}": float(v) for k, v in row.items()
                         if k.startswith(("HR@", "NDCG@")) and v is not None})
     metrics.update({f"time/{stage}_s": float(s) for stage, s in result.timings.items()})
-    metrics.update({f"memory/{stage}_peak_gb": float(g) for stage, g in getattr(result, "peak_memory_gb", {}).items()})
+    metrics.update({f"memory/{stage}_peak_gb": float(g) for stage, g in result.peak_memory_gb.items()})
     metrics["users_evaluated"] = float(result.users)
     return metrics
 

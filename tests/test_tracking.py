@@ -46,9 +46,10 @@ def test_result_metrics_are_named_by_role():
 
     result = RunResult(rows=[{"model": "retriever: sasrec (its own order)", "HR@10": 0.5, "NDCG@10": 0.25},
                              {"model": "ranker: PALR v2 over sasrec top-50", "HR@10": 0.75, "NDCG@10": 0.5}],
-                       stats={}, timings={"rank": 1.5}, users=30)
+                       stats={}, timings={"rank": 1.5}, users=30, peak_memory_gb={"rank": 2.25})
     assert result_metrics(result) == {"retriever/HR@10": 0.5, "retriever/NDCG@10": 0.25, "ranker/HR@10": 0.75,
-                                      "ranker/NDCG@10": 0.5, "time/rank_s": 1.5, "users_evaluated": 30.0}
+                                      "ranker/NDCG@10": 0.5, "time/rank_s": 1.5, "memory/rank_peak_gb": 2.25,
+                                      "users_evaluated": 30.0}
 
 
 def _scalars(folder: Path) -> dict[str, float]:
