@@ -69,6 +69,8 @@ class RunResult:
     :param timings: wall-clock seconds per stage.
     :param peak_memory_gb: the process's peak resident memory (GiB) at the end of each stage: a
         high-water mark, so a stage's value covers every stage before it too.
+    :param training: what each component's training did, by role (``retriever``, ``ranker``): its
+        ``fit_summary`` dict where it has one (epochs, what stopped it, examples, tokens, ...).
     :param users: how many test users were evaluated.
     :param run_dir: the run folder (``metrics.json``, ``rankings.parquet``, checkpoints).
     :param validation: the retriever's metrics on the same users' validation items (history: the
@@ -84,6 +86,7 @@ class RunResult:
     validation: dict[str, float] = field(default_factory=dict)
     tuning: dict = field(default_factory=dict)
     peak_memory_gb: dict[str, float] = field(default_factory=dict)
+    training: dict[str, dict] = field(default_factory=dict)
 
     def metrics(self, role: str = "ranker") -> dict[str, float]:
         """The ``retriever`` or ``ranker`` row's metrics, e.g. ``result.metrics()["NDCG@10"]``."""
@@ -253,8 +256,19 @@ def _run_stages(config: PalrConfig, parts: Components, context: RunContext, fold
     profile_name = parts.names["profile"]
     rows.append(_row(f"ranker: {label} over {retriever_name} top-{n_cand}"
                      + (f" + profile: {profile_name}" if profile_name != "none" else ""), final, targets, ks))
+    training = {role: summary for role, summary in (("retriever", fit_summary(parts.retriever)),
+                                                    ("ranker", fit_summary(parts.ranker))) if summary}
     return RunResult(rows=rows, stats=stats.as_dict(), timings=timings, dataset=data.name, users=len(users),
-                     validation=validation, tuning=tuning, peak_memory_gb=peaks)
+                     validation=validation, tuning=tuning, peak_memory_gb=peaks, training=training)
+
+
+def fit_summary(component) -> dict:
+    """A component's optional ``fit_summary`` (a dict saying what its training did), as plain JSON
+    values; ``{}`` when it has none."""
+    summary = getattr(component, "fit_summary", None)
+    if not isinstance(summary, dict):
+        return {}
+    return json.loads(json.dumps(summary, default=str))
 
 
 def _tune_ranker(parts: Components, split: Split, config: PalrConfig, context: RunContext, n_cand: int) -> dict:
@@ -410,7 +424,7 @@ class RunFolder:
                          dataset=saved["dataset"], users=saved["users_evaluated"], run_dir=self.path,
                          validation=saved.get("validation", {}).get("retriever", {}),
                          tuning=saved.get("validation", {}).get("ranker", {}),
-                         peak_memory_gb=saved.get("peak_memory_gb", {}))
+                         peak_memory_gb=saved.get("peak_memory_gb", {}), training=saved.get("training", {}))
 
     def finish(self, result: RunResult, seed: int) -> None:
         """Write the results, then mark the run finished (a crash in between leaves it resumable)."""
@@ -418,7 +432,8 @@ class RunFolder:
         metrics = {"dataset": result.dataset, "stats": result.stats, "users_evaluated": result.users,
                    "rows": result.rows, "validation": {"retriever": result.validation,
                                                             **({"ranker": result.tuning} if result.tuning else {})},
-                   "timings_s": result.timings, "peak_memory_gb": result.peak_memory_gb, "seed": seed}
+                   "training": result.training, "timings_s": result.timings, "peak_memory_gb": result.peak_memory_gb,
+                   "seed": seed}
         (self.path / "metrics.json").write_text(json.dumps(_finite(metrics), indent=2, allow_nan=False))
         self._write({**(self._record() or {}), "finished": True})
 

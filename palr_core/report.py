@@ -225,14 +225,18 @@ def _model_key(model: str) -> str:
 
 
 def _fit_summary(run_dir: Path) -> dict:
-    """The retriever's training summary (``retriever_training/done.json``, written by
-    :class:`palr_core.kit.retrievers.TrainedRetriever`); ``{}`` when there is none (popularity, a
-    loaded or third-party retriever)."""
-    path = run_dir / "retriever_training" / "done.json"
-    try:
-        return json.loads(path.read_text()) if path.is_file() else {}
-    except (OSError, ValueError):
-        return {}
+    """The retriever's training summary: ``training.retriever`` in ``metrics.json`` (its
+    ``fit_summary``), or for runs from before palr recorded it there the kit's
+    ``retriever_training/done.json``; ``{}`` when there is none (popularity, a loaded retriever)."""
+    for path, read in ((run_dir / "metrics.json", lambda saved: saved.get("training", {}).get("retriever")),
+                       (run_dir / "retriever_training" / "done.json", lambda saved: saved)):
+        try:
+            found = read(json.loads(path.read_text())) if path.is_file() else None
+        except (OSError, ValueError, AttributeError):
+            found = None
+        if found:
+            return found
+    return {}
 
 
 def _read_ranks(run_dir: Path) -> tuple[dict, dict] | None:

@@ -42,6 +42,7 @@ def test_palr_run_runs_what_palr_run_runs(in_tmp):
     peaks = list(result.peak_memory_gb.values())
     assert list(result.peak_memory_gb) == list(result.timings) and peaks == sorted(peaks) and peaks[0] > 0
     assert again.peak_memory_gb == result.peak_memory_gb
+    assert again.training == result.training == {}  # popularity and identity train nothing
 
 
 def test_the_validation_metrics_are_the_retriever_on_validation_items_never_the_test_item(in_tmp):

@@ -153,6 +153,9 @@ def test_bare_default_runs_the_full_palr_pipeline(tmp_path):
     models = [row["model"] for row in metrics["rows"]]
     assert models[0].startswith("retriever: sasrec") and "PALR v2 (llama_lora tiny" in models[1]
     assert "profile: keywords" in models[1] and metrics["users_evaluated"] == 40
+    # what each training did: the retriever's stop reason, the ranker's fine-tuning
+    assert metrics["training"]["retriever"]["stopped_by"] == "max_epochs"
+    assert metrics["training"]["ranker"]["examples"] > 0 and metrics["training"]["ranker"]["tokens"] > 0
     # the console is palr's: where it writes, the results, and no library noise
     console = proc.stdout + proc.stderr
     assert f"palr: run folder {tmp_path}/run" in proc.stdout and "| model |" in proc.stdout

@@ -131,6 +131,19 @@ def test_a_time_boxed_retriever_is_marked_as_such(tmp_path):
     assert rows[0].split(",")[-6:-4] == ["stopped_by", "epochs"] and ",max_time,17," in rows[3]
 
 
+def test_the_stop_reason_comes_from_metrics_json_before_the_kits_done_json(tmp_path):
+    """Runs record each training's fit_summary in metrics.json; the kit's done.json is the fallback."""
+    _fake_run(tmp_path / "s" / "0", _config("sasrec"), {"retriever": [0, 1, 2], "ranker": [0, 1, 2]})
+    saved = json.loads((tmp_path / "s" / "0" / "metrics.json").read_text())
+    saved["training"] = {"retriever": {"epochs": 22, "stopped_by": "max_time"}}
+    (tmp_path / "s" / "0" / "metrics.json").write_text(json.dumps(saved))
+    (tmp_path / "s" / "0" / "retriever_training").mkdir()
+    (tmp_path / "s" / "0" / "retriever_training" / "done.json").write_text(
+        json.dumps({"epochs": 99, "stopped_by": "early_stopping"}))
+    report, _ = write_report([tmp_path / "s"], tmp_path / "out")
+    assert report.rows[0].stopped == "time box (trainer.max_time), 22 epochs"
+
+
 def test_a_chosen_reference_and_a_run_without_per_user_ranks(tmp_path):
     _fake_run(tmp_path / "a", _config("bpr"), {"retriever": [1, 2, 3], "ranker": [0, 2, 3]})
     _fake_run(tmp_path / "b", _config("sasrec"), {"retriever": [0, 1, 2], "ranker": [0, 1, 2]})

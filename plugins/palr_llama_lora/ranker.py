@@ -168,6 +168,12 @@ class LlamaLoraRanker:
         self.coder = ItemCoder(tokenizer, context.catalog)
 
     # -- training ------------------------------------------------------------------------
+    @property
+    def fit_summary(self) -> dict:
+        """What fine-tuning did (examples, tokens, steps, micro-batch, dtype); palr's pipeline keeps
+        it in ``metrics.json`` under ``training.ranker``."""
+        return self.fit_state
+
     def fit(self, data: TrainingData, context: RunContext) -> None:
         """Fine-tune on PALR instructions, or load ``adapter`` (a previous run's ``llama_lora`` dir).
 
