@@ -146,16 +146,15 @@ def peak_memory_gb() -> float:
 
 
 @contextmanager
-def _stage(name: str, timings: dict[str, float], seed: int, peaks: dict[str, float] | None = None):
-    """Seed the stage, log its start and record its wall-clock seconds in ``timings`` (and the
-    process's peak memory at its end in ``peaks``)."""
+def _stage(name: str, timings: dict[str, float], seed: int, peaks: dict[str, float]):
+    """Seed the stage, log its start and record its wall-clock seconds in ``timings`` and the
+    process's peak memory at its end in ``peaks``."""
     log.info("%s ...", name)
     seed_stage(seed, name)
     t0 = time.perf_counter()
     yield
     timings[name] = round(time.perf_counter() - t0, 3)
-    if peaks is not None:
-        peaks[name] = peak_memory_gb()
+    peaks[name] = peak_memory_gb()
 
 
 def prepare_data(dataset, context: RunContext, k_core: int = 5, api: int = 2) -> tuple[SequenceData, Split]:

@@ -224,19 +224,18 @@ def _model_key(model: str) -> str:
     return f"palr {found.group(1)}" if found else text.split(" ", 1)[0]
 
 
-def _fit_summary(run_dir: Path) -> dict:
-    """The retriever's training summary: ``training.retriever`` in ``metrics.json`` (its
-    ``fit_summary``), or for runs from before palr recorded it there the kit's
+def _fit_summary(run_dir: Path, saved: dict) -> dict:
+    """The retriever's training summary: ``training.retriever`` of the run's ``metrics.json``
+    (``saved``: its ``fit_summary``), or for runs from before palr recorded it there the kit's
     ``retriever_training/done.json``; ``{}`` when there is none (popularity, a loaded retriever)."""
-    for path, read in ((run_dir / "metrics.json", lambda saved: saved.get("training", {}).get("retriever")),
-                       (run_dir / "retriever_training" / "done.json", lambda saved: saved)):
-        try:
-            found = read(json.loads(path.read_text())) if path.is_file() else None
-        except (OSError, ValueError, AttributeError):
-            found = None
-        if found:
-            return found
-    return {}
+    recorded = saved.get("training", {}).get("retriever")
+    if recorded:
+        return recorded
+    path = run_dir / "retriever_training" / "done.json"
+    try:
+        return json.loads(path.read_text()) if path.is_file() else {}
+    except (OSError, ValueError):
+        return {}
 
 
 def _read_ranks(run_dir: Path) -> tuple[dict, dict] | None:
@@ -307,7 +306,7 @@ def build_report(folders: Iterable[str | Path], metric: str = "NDCG@10", referen
                             PAPER_TABLE2.get((saved.get("dataset", ""), _model_key(model))),
                             validation=saved.get("validation", {}).get("retriever", {})
                             if role == "retriever" else {},
-                            training=_fit_summary(run_dir) if role == "retriever" else {})
+                            training=_fit_summary(run_dir, saved) if role == "retriever" else {})
             same = next((r for r in rows if role == "retriever" and r.role == "retriever"
                          and (r.dataset, r.model, r.metrics) == (new.dataset, new.model, new.metrics)
                          and r.ranks == new.ranks), None)
