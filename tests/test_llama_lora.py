@@ -338,7 +338,8 @@ def test_auto_fusion_is_chosen_on_validation_items_never_on_test_items(registry,
     for request, target in zip(seen["requests"], seen["targets"]):
         assert request.history.tolist() == small_split.train[request.user].tolist()  # no validation, no test item
         assert target == small_split.valid[request.user]
-    assert chosen["retriever_weight"] == ranker.weight and set(chosen["NDCG@10 by retriever_weight"]) == {"0", "1", "1000"}
+    assert set(chosen["NDCG@10 by retriever_weight"]) == {"0", "1", "1000"}
+    assert chosen["retriever_weight"] == (ranker.weight if ranker.weight < float("inf") else "retriever order")
     scrambled = dataclasses.replace(small_split, test=np.roll(small_split.test, 1))
     assert _tune_ranker(parts, scrambled, config, run_context, n_cand=10) == chosen
 
@@ -357,6 +358,49 @@ def test_micro_batches_shrink_to_the_memory_budget_and_an_impossible_fit_stops_f
     monkeypatch.setattr(module, "available_memory", lambda device="cpu": 10**6)  # 1 MB free
     with pytest.raises(ValueError, match=r"fine-tuning needs about .* GB at micro-batches of 1 .* lower ranker\.max_length"):
         ranker._micro_batch(batches, run_context)
+
+
+def _tuned(registry, run_context, small_split, monkeypatch, model_scores, **overrides):
+    """A ranker whose model scores each request's candidates by ``model_scores(request, target)``,
+    tuned by ``auto`` on 60 users whose targets sit at retriever rank 3 (of 8)."""
+    ranker = _ranker(registry, retriever_weight="auto", **overrides)
+    ranker.setup(run_context)
+    requests = _requests(small_split, range(60))
+    targets = np.array([int(r.candidates[3]) for r in requests])
+    fake = [model_scores(r, t) for r, t in zip(requests, targets)]
+    monkeypatch.setattr(type(ranker), "_scores", lambda self, reqs, ctx: fake[:len(reqs)])
+    return ranker, requests, targets, ranker.tune(requests, targets, run_context)
+
+
+def test_auto_leaves_the_retriever_only_for_a_weight_that_beats_it_significantly(
+        registry, run_context, small_split, monkeypatch):
+    def oracle(request, target):  # the model puts the target first for two users in three
+        found = request.user % 3 != 0
+        return [5.0 if (found and c == target) else 0.0 for c in request.candidates]
+
+    ranker, requests, targets, chosen = _tuned(registry, run_context, small_split, monkeypatch, oracle)
+    assert chosen["retriever_weight"] == 2.0 == ranker.weight  # 0 to 2 tie (5 > 2 ln 4): the tie's largest wins
+    assert chosen["p (one-sided paired t) by retriever_weight"]["0"] < chosen["significance level"] == 0.05 / 6
+    assert chosen["NDCG@10 by retriever_weight"]["0"] > 0.8 > 0.5 > chosen["retriever order NDCG@10"]
+
+
+def test_auto_keeps_the_retriever_order_against_a_lucky_weight_and_then_skips_the_model(
+        registry, run_context, small_split, monkeypatch):
+    lucky = {3}  # the model finds one user's target: a higher mean, far from significant
+
+    def one_hit(request, target):
+        hit = request.user in lucky
+        return [5.0 if (hit and c == target) else -float(k) for k, c in enumerate(request.candidates)]
+
+    ranker, requests, targets, chosen = _tuned(registry, run_context, small_split, monkeypatch, one_hit)
+    assert chosen["NDCG@10 by retriever_weight"]["0"] > chosen["retriever order NDCG@10"]
+    assert chosen["retriever_weight"] == "retriever order" and ranker.weight == float("inf")
+    monkeypatch.setattr(type(ranker), "_scores", lambda *a: pytest.fail("the model ran for the retriever's order"))
+    assert ranker.rank(requests, run_context) == [r.candidates.tolist() for r in requests]
+    json.dumps(chosen, allow_nan=False)  # metrics.json takes it as it is
+
+    greedy, *_, took = _tuned(registry, run_context, small_split, monkeypatch, one_hit, auto_alpha=1.0)
+    assert took["retriever_weight"] == 2.0 == greedy.weight  # no test: the best mean wins, as before the guard
 
 
 def test_a_bad_retriever_weight_is_named(registry):

@@ -87,8 +87,15 @@ class LlamaLoraConfig:
         ties). ``auto``: the weight of ``retriever_weights`` with the best NDCG@10 on the validation
         items of ``eval.tune_users`` users (their training prefix as history; never a test item),
         chosen after fine-tuning and reported in ``metrics.json`` (``validation.ranker``); a ranker used
-        outside the pipeline without ``tune`` uses 2 and warns.
+        outside the pipeline without ``tune`` uses 2 and warns. ``auto`` keeps the retriever's own
+        order (and ranks without running the model) unless a weight beats it (``auto_alpha``).
     :param retriever_weights: the grid ``auto`` chooses from (its largest keeps the retriever's order).
+    :param auto_alpha: ``auto`` leaves the retriever's order only for a weight whose per-user
+        validation NDCG@10 beats it by a one-sided paired t-test at ``auto_alpha`` divided by the
+        grid's size (Bonferroni), choosing the best mean among those. The best of several weights on
+        a few hundred users is often luck (a winner's curse, ``docs/llm.md``), so without this test
+        the ranker can land below its retriever. ``1``: no test, the best mean that beats the
+        retriever's order.
     """
 
     model: str = "tiny"
@@ -118,3 +125,4 @@ class LlamaLoraConfig:
     num_beams: int = option(1, min=1)
     retriever_weight: Any = option("auto", min=0)
     retriever_weights: list = option([0.0, 0.5, 1.0, 2.0, 4.0, 1000.0], each_min=0, nonempty=True)
+    auto_alpha: float = option(0.05, above=0, max=1)

@@ -28,7 +28,6 @@ from palr_core import (
     RunContext,
     TrainingData,
     complete_ranking,
-    metrics_from_ranks,
     rank_from_lists,
 )
 from palr_core.config import check_options
@@ -82,6 +81,7 @@ class LlamaLoraRanker:
         self.coder: ItemCoder | None = None
         self.fit_state: dict = {}
         #: the fusion weight in use: ``retriever_weight``, or what :meth:`tune` chose for ``auto``
+        #: (``inf``: the retriever's order, without running the model)
         self.weight: float | None = None if cfg.retriever_weight == "auto" else float(cfg.retriever_weight)
 
     @property
@@ -202,7 +202,7 @@ class LlamaLoraRanker:
         for array in (*data.train, np.asarray(data.valid)):
             digest.update(np.ascontiguousarray(array, dtype=np.int64).tobytes() + b"|")
         ranking_only = {"num_generate", "rank_batch_size", "num_beams", "retriever_weight", "retriever_weights",
-                        "adapter", "resume"}
+                        "auto_alpha", "adapter", "resume"}
         if self.config.decoder != "verbalizer":  # score and generate read the same fine-tuning
             ranking_only |= {"decoder", "choices"}
         config = {k: v for k, v in dataclasses.asdict(self.config).items() if k not in ranking_only}
@@ -382,29 +382,60 @@ with it in another run; `palr.load_run("{Path(context.work_dir).resolve()}")` lo
             orders = self._batched(prompts, lambda idx: generate_rankings(
                 self.model, self.coder, [prompts[i] for i in idx], [pools[i] for i in idx],
                 min(n, min(len(pools[i]) for i in idx)), self.config.num_beams), context)
+        elif math.isinf(self.weight):  # auto kept the retriever's order: the model would not change it
+            orders = [[int(c) for c in r.candidates] for r in requests]
         else:
             orders = [self._order(r, scores, self.weight) for r, scores in zip(requests, self._scores(requests, context))]
         return [complete_ranking(order, r.candidates) for order, r in zip(orders, requests)]
 
     def tune(self, requests: Sequence[RankRequest], targets: Sequence[int], context: RunContext) -> dict:
-        """``retriever_weight=auto``: choose the weight of ``retriever_weights`` with the best mean
-        NDCG@10 on ``requests`` (palr's pipeline passes users' training prefixes with the
-        retriever's candidates, and their validation items as ``targets``: never a test item).
-        Returns what was chosen and every weight's score (empty for a fixed weight)."""
+        """``retriever_weight=auto``: keep the retriever's order unless a weight of
+        ``retriever_weights`` beats it on ``requests`` (palr's pipeline passes users' training
+        prefixes with the retriever's candidates, and their validation items as ``targets``: never a
+        test item) by a one-sided paired t-test on per-user NDCG@10 at ``auto_alpha`` / the grid's
+        size; the best mean among such weights wins. Returns what was chosen, every weight's score
+        and p-value (empty for a fixed weight)."""
+        from scipy import stats
+
+        from palr_core.metrics import per_user
+
         if self.config.retriever_weight != "auto" or self.config.decoder == "generate":
             return {}
         self._ready(context, "tune()")
+        targets = np.asarray(targets)
+
+        def ndcg(ranked: list[list[int]]) -> np.ndarray:
+            return per_user(rank_from_lists(ranked, targets), "NDCG@10")
+
+        retriever = ndcg([complete_ranking(list(r.candidates), r.candidates) for r in requests])
         scores = self._scores(requests, context)
-        grid = {}
-        for weight in sorted(set(float(w) for w in self.config.retriever_weights)):
-            ranked = [complete_ranking(self._order(r, s, weight), r.candidates) for r, s in zip(requests, scores)]
-            grid[weight] = metrics_from_ranks(rank_from_lists(ranked, np.asarray(targets)), (10,))["NDCG@10"]
-        best = max(grid.values())
-        self.weight = max(w for w, v in grid.items() if v == best)  # a tie goes to the retriever's side
-        log.info("llama_lora: retriever_weight=auto chose %g (validation NDCG@10 %.4f on %d users)", self.weight,
-                 best, len(requests))
-        return {"retriever_weight": self.weight, "users": len(requests),
-                "NDCG@10 by retriever_weight": {f"{w:g}": round(v, 6) for w, v in grid.items()}}
+        grid = {float(w): ndcg([complete_ranking(self._order(r, s, float(w)), r.candidates)
+                                for r, s in zip(requests, scores)]) for w in self.config.retriever_weights}
+        level = self.config.auto_alpha / len(grid)
+        p_values = {}
+        for weight, values in grid.items():
+            gain = values - retriever
+            if gain.mean() <= 0 or np.ptp(gain) == 0:  # no gain, or the same gain for every user (t undefined)
+                p_values[weight] = 1.0 if gain.mean() <= 0 else 0.0
+            else:
+                p_values[weight] = float(stats.ttest_rel(values, retriever, alternative="greater").pvalue)
+        winners = [w for w in grid if grid[w].mean() > retriever.mean()
+                   and (self.config.auto_alpha >= 1 or p_values[w] < level)]
+        best = max(winners, key=lambda w: (grid[w].mean(), w), default=None)  # a tie goes to the retriever's side
+        self.weight = math.inf if best is None else best
+        if best is None:
+            log.info("llama_lora: retriever_weight=auto kept the retriever's order (validation NDCG@10 %.4f on %d "
+                     "users; no weight beat it at p < %.3g): ranking returns it without running the model",
+                     retriever.mean(), len(requests), level)
+        else:
+            log.info("llama_lora: retriever_weight=auto chose %g (validation NDCG@10 %.4f against the retriever's "
+                     "%.4f on %d users, one-sided paired t p = %.3g < %.3g)", best, grid[best].mean(),
+                     retriever.mean(), len(requests), p_values[best], level)
+        return {"retriever_weight": "retriever order" if best is None else best, "users": len(requests),
+                "retriever order NDCG@10": round(float(retriever.mean()), 6),
+                "NDCG@10 by retriever_weight": {f"{w:g}": round(float(v.mean()), 6) for w, v in grid.items()},
+                "p (one-sided paired t) by retriever_weight": {f"{w:g}": float(f"{p:.4g}") for w, p in p_values.items()},
+                "significance level": level}
 
     def candidate_scores(self, requests: Sequence[RankRequest], context: RunContext) -> list[list[float]]:
         """The model's own score of each candidate before any fusion with the retriever (for studies
