@@ -102,6 +102,10 @@ class RunResult:
                  "|---|" + "---:|" * len(metric_keys)]
         for row in self.rows:
             lines.append(f"| {row['model']} | " + " | ".join(f"{row[k]:.4f}" for k in metric_keys) + " |")
+        chosen = {k: v for k, v in self.tuning.items() if not isinstance(v, (dict, list))}
+        if chosen:  # what the ranker chose on validation items (its tune()): why its row reads as it does
+            lines.append("\nThe ranker's choice on validation items: "
+                         + ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in chosen.items()))
         return "\n".join(lines)
 
 

@@ -199,3 +199,16 @@ def test_the_objective_is_the_named_row_and_metric():
     assert config.objective_value(result) == 0.5
     config.objective = "retriever/HR@20"
     assert config.objective_value(result) == 0.5 and result.metrics("ranker")["HR@20"] == 0.75
+
+
+def test_the_results_table_says_what_the_ranker_chose_on_validation_items():
+    from palr_core.pipeline import RunResult
+
+    rows = [{"model": "retriever: sasrec (its own order)", "NDCG@10": 0.25},
+            {"model": "ranker: PALR v2 over sasrec top-50", "NDCG@10": 0.25}]
+    tuning = {"retriever_weight": "retriever order", "users": 200, "retriever order NDCG@10": 0.340401,
+              "NDCG@10 by retriever_weight": {"0": 0.09}}
+    table = RunResult(rows=rows, stats={}, timings={}, tuning=tuning).table()
+    assert table.endswith("The ranker's choice on validation items: retriever_weight=retriever order, users=200, "
+                          "retriever order NDCG@10=0.3404")
+    assert "validation" not in RunResult(rows=rows, stats={}, timings={}).table()  # a ranker without tune()
