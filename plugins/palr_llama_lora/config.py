@@ -84,11 +84,11 @@ class LlamaLoraConfig:
     :param num_beams: generate decoder: 1 = greedy.
     :param retriever_weight: score and verbalizer decoders: add ``weight * -log(1 + retriever rank)``
         to the model's score (0: the model alone; large: the retriever's order, the model breaking
-        ties). ``auto``: the weight of ``retriever_weights`` with the best NDCG@10 on the validation
-        items of ``eval.tune_users`` users (their training prefix as history; never a test item),
-        chosen after fine-tuning and reported in ``metrics.json`` (``validation.ranker``); a ranker used
-        outside the pipeline without ``tune`` uses 2 and warns. ``auto`` keeps the retriever's own
-        order (and ranks without running the model) unless a weight beats it (``auto_alpha``).
+        ties). ``auto``: chosen after fine-tuning on the validation items of ``eval.tune_users``
+        users (their training prefix as history; never a test item): the retriever's own order
+        (ranking then skips the model), unless a weight of ``retriever_weights`` beats it there
+        (``auto_alpha``); reported in ``metrics.json`` (``validation.ranker``). A ranker used
+        outside the pipeline without ``tune`` uses 2 and warns.
     :param retriever_weights: the grid ``auto`` chooses from (its largest keeps the retriever's order).
     :param auto_alpha: ``auto`` leaves the retriever's order only for a weight whose per-user
         validation NDCG@10 beats it by a one-sided paired t-test at ``auto_alpha`` divided by the

@@ -410,7 +410,7 @@ with it in another run; `palr.load_run("{Path(context.work_dir).resolve()}")` lo
         retriever = ndcg([complete_ranking(list(r.candidates), r.candidates) for r in requests])
         scores = self._scores(requests, context)
         grid = {float(w): ndcg([complete_ranking(self._order(r, s, float(w)), r.candidates)
-                                for r, s in zip(requests, scores)]) for w in self.config.retriever_weights}
+                                for r, s in zip(requests, scores)]) for w in sorted(set(self.config.retriever_weights))}
         level = self.config.auto_alpha / len(grid)
         p_values = {}
         for weight, values in grid.items():
