@@ -12,7 +12,8 @@ warm-up step, then ``--steps`` timed steps of forward, backward and AdamW on the
 - ``answer-bf16-nodropout``: ``answer-bf16`` with ``ranker.lora.dropout=0`` (peft then draws no
   dropout mask on each adapted projection's input);
 - ``answer-bf16-eager``: ``answer-bf16`` with transformers' eager attention (batched matrix
-  multiplications and a softmax) instead of torch's fused ``scaled_dot_product_attention``.
+  multiplications and a softmax) instead of torch's fused ``scaled_dot_product_attention``;
+- ``answer-bf16-eager-nodropout``: both of the last two.
 
     python benchmarks/llm_levers.py --threads 1                 # ~15 min on one core
     python benchmarks/llm_levers.py --threads 1 --batch 2 --levers answer-bf16 full
@@ -34,7 +35,8 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-LEVERS = ("full", "answer", "answer-bf16", "answer-autocast", "answer-bf16-nodropout", "answer-bf16-eager")
+LEVERS = ("full", "answer", "answer-bf16", "answer-autocast", "answer-bf16-nodropout", "answer-bf16-eager",
+          "answer-bf16-eager-nodropout")
 
 
 def step_rate(lever: str, threads: int, batch: int, prompt: int, answer: int, steps: int) -> dict:
@@ -50,7 +52,7 @@ def step_rate(lever: str, threads: int, batch: int, prompt: int, answer: int, st
     torch.set_num_threads(threads)
     dtype = "bfloat16" if lever.startswith("answer-bf16") else "float32"
     model, _ = load_causal_lm("smollm2-135m", default_cache_dir(), dtype, models=load_registry().language_models)
-    if lever.endswith("eager"):
+    if "eager" in lever:
         model.set_attn_implementation("eager")
     model = wrap_lora(model, LoraSettings(dropout=0.0) if lever.endswith("nodropout") else LoraSettings(), False)
     model.train()
