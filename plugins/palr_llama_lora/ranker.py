@@ -415,8 +415,10 @@ with it in another run; `palr.load_run("{Path(context.work_dir).resolve()}")` lo
         p_values = {}
         for weight, values in grid.items():
             gain = values - retriever
-            if gain.mean() <= 0 or np.ptp(gain) == 0:  # no gain, or the same gain for every user (t undefined)
-                p_values[weight] = 1.0 if gain.mean() <= 0 else 0.0
+            if gain.mean() <= 0:
+                p_values[weight] = 1.0
+            elif np.ptp(gain) == 0:  # the same gain for every user: t is undefined, the gain certain
+                p_values[weight] = 0.0
             else:
                 p_values[weight] = float(stats.ttest_rel(values, retriever, alternative="greater").pvalue)
         winners = [w for w in grid if grid[w].mean() > retriever.mean()
