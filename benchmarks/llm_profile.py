@@ -87,7 +87,8 @@ def profile_ranking(decoder: str, users: int) -> dict:
 
 def attention_implementations(decoder: str, users: int, rounds: int = 2) -> list[dict]:
     """Ranking speed with torch's fused ``sdpa`` attention and transformers' ``eager`` one,
-    alternately on the same requests; the orders must agree."""
+    alternately on the same requests, and how many users' top 10 come out the same under both
+    (bf16 rounding can swap near-ties)."""
     ranker, requests, context = ranking_setup(decoder, users)
     ranker.rank(requests[:2], context)  # loads and casts the adapter
     rows, orders = [], {}
