@@ -124,7 +124,8 @@ class RankRequest:
 #: with ``eval.tune_users`` users' training prefixes as histories, the retriever's candidates for
 #: them and their validation items as ``targets`` (never a test item), so the ranker can choose its
 #: own settings (``llama_lora``'s ``retriever_weight=auto``); the dict returned is recorded in
-#: ``metrics.json`` under ``validation.ranker``.
+#: ``metrics.json`` under ``validation.ranker``, and its top-level scalars are printed under the
+#: results table.
 
 
 @runtime_checkable
