@@ -271,7 +271,7 @@ def resident_memory() -> int:
 
 
 def fine_tuning_memory(config, batch: int, length: int, answer_tokens: int, parameters: int, weight_bytes: int,
-                       trainable: int, checkpointing: bool = False) -> int:
+                       trainable: int, checkpointing: bool = False, saved_attention: float = 0.0) -> int:
     """Estimated peak bytes of a LoRA fine-tuning step of a decoder-only model.
 
     :param config: the model's transformers config (``num_hidden_layers``, ``hidden_size``,
@@ -280,6 +280,9 @@ def fine_tuning_memory(config, batch: int, length: int, answer_tokens: int, para
     :param answer_tokens: label tokens in the batch (the LM head runs on these only).
     :param parameters: weights of the model; ``weight_bytes``: bytes per weight (4: float32, 2: bf16).
     :param trainable: trainable parameters (float32, with a gradient and two AdamW moments).
+    :param saved_attention: the share of each head's ``length x length`` attention probabilities
+        that the attention keeps for the backward pass (0: a fused kernel that recomputes them;
+        1: transformers' eager attention; about 0.5: a causal one that skips the masked half).
 
     Activations saved for the backward pass cost ``(3.5 * weight_bytes + 18)`` bytes per token, layer
     and hidden + intermediate unit, fitted to SmolLM2-135M's training steps at 1,220 and 4,880 tokens
@@ -293,6 +296,9 @@ def fine_tuning_memory(config, batch: int, length: int, answer_tokens: int, para
     per_layer = width * (3.5 * weight_bytes + 18)
     tokens = batch * length
     activations = tokens * ((hidden * weight_bytes * layers + per_layer) if checkpointing else per_layer * layers)
+    if saved_attention:
+        kept = 1 if checkpointing else layers
+        activations += int(batch * length**2 * config.num_attention_heads * saved_attention * weight_bytes * kept)
     head = answer_tokens * config.vocab_size * 4 * 3  # float32 logits, their log-softmax and gradient
     return int(activations + head + parameters * weight_bytes + trainable * 16 + 1.4e9)
 

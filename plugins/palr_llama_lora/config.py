@@ -77,6 +77,10 @@ class LlamaLoraConfig:
         instructions (``avx512_bf16``/``amx_bf16``) when the base is frozen; float32 otherwise),
         ``float32``, ``bfloat16``, ``float16``. LoRA weights train in float32 either way.
     :param gradient_checkpointing: trade compute for memory on large models.
+    :param cpu_kernels: fine-tuning on a CPU uses palr's block-causal attention and bulk-drawn LoRA
+        dropout masks (:mod:`palr_llama_lora.kernels`: the same maths, a fifth less time per
+        SmolLM2 step than torch's fused attention kernel and per-element dropout, ``docs/llm.md``);
+        ``false``: transformers' SDPA attention and torch's dropout. GPUs always use the latter.
     :param adapter: a previous run's ``<work_dir>/llama_lora`` folder: load it instead of training.
     :param resume: continue from ``<work_dir>/llama_lora/checkpoints/last.ckpt`` if present.
     :param checkpoint_every_n_steps: how often ``last.ckpt`` is written during fine-tuning.
@@ -118,6 +122,7 @@ class LlamaLoraConfig:
     templates: dict = field(default_factory=default_templates)
     dtype: str = option("auto", choices=("auto", "float32", "bfloat16", "float16"))
     gradient_checkpointing: bool = False
+    cpu_kernels: bool = True
     adapter: str | None = None
     resume: bool = True
     checkpoint_every_n_steps: int = option(100, min=1)

@@ -10,6 +10,7 @@ decoder (one batched forward pass). Output layout under ``<work_dir>/llama_lora/
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import json
@@ -265,7 +266,11 @@ class LlamaLoraRanker:
                                log_every_n_steps=max(1, min(50, len(loader) // accumulate)),
                                accumulate_grad_batches=accumulate)
         self.model.train()  # from_pretrained returns eval mode: dropout must be on while training
-        resumed = fit(trainer, module, loader)
+        kernels = self._cpu_kernels(context)
+        from .kernels import BLOCK_ATTENTION, cpu_training_kernels  # transformers: imported when used
+
+        with cpu_training_kernels(self.model) if kernels else contextlib.nullcontext():
+            resumed = fit(trainer, module, loader)
         with transformers_quietly():
             self.model.save_pretrained(out / "adapter", safe_serialization=True)
         self.model.eval()
@@ -273,7 +278,8 @@ class LlamaLoraRanker:
                           "global_step": trainer.global_step, "resumed_from": resumed,
                           "epochs": trainer.current_epoch, "micro_batch_size": micro,
                           "accumulate_grad_batches": accumulate, "estimated_peak_gb": round(estimate / 1e9, 2),
-                          "dtype": str(next(self.model.parameters()).dtype).removeprefix("torch.")}
+                          "dtype": str(next(self.model.parameters()).dtype).removeprefix("torch."),
+                          "attention": BLOCK_ATTENTION if kernels else self.model.config._attn_implementation}
         if trainer.is_global_zero:
             write_atomic(out / "adapter" / "README.md", self._model_card(out, context))
         if trainer.is_global_zero and not trainer.interrupted:
@@ -293,10 +299,15 @@ class LlamaLoraRanker:
                     trainable=sum(p.numel() for p in weights if p.requires_grad),
                     checkpointing=cfg.gradient_checkpointing)
 
+        if self._cpu_kernels(context):  # block-causal attention keeps half of each score matrix and a block
+            from .kernels import QUERY_BLOCK
+
+            size["saved_attention"] = 0.5 + QUERY_BLOCK / 2 / longest
+
         def need(micro: int) -> int:
             return fine_tuning_memory(model.config, micro, longest, micro * answer, **size)
 
-        on_gpu = context.trainer.accelerator != "cpu" and torch.cuda.is_available()
+        on_gpu = not self._on_cpu(context)
         available = available_memory("cuda" if on_gpu else "cpu")
         held = 0 if on_gpu else resident_memory()  # the estimate counts what this process holds already
         budget = min(cfg.max_memory_gb * 1e9 if cfg.max_memory_gb else math.inf, available + held)
@@ -313,6 +324,14 @@ class LlamaLoraRanker:
                  "%.1f GB available)", micro, -(-cfg.batch_size // micro), need(micro) / 1e9, budget / 1e9,
                  available / 1e9)
         return micro, need(micro)
+
+    @staticmethod
+    def _on_cpu(context: RunContext) -> bool:
+        return context.trainer.accelerator == "cpu" or not torch.cuda.is_available()
+
+    def _cpu_kernels(self, context: RunContext) -> bool:
+        """Whether fine-tuning uses :func:`palr_llama_lora.kernels.cpu_training_kernels`."""
+        return self.config.cpu_kernels and self._on_cpu(context)
 
     def _model_card(self, out: Path, context: RunContext) -> str:
         """The adapter's README.md: its base model, what it was trained on and how, how to use it."""

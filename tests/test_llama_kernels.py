@@ -1,0 +1,125 @@
+"""palr_llama_lora.kernels: block-causal attention and bulk dropout masks compute what transformers'
+SDPA attention and torch's dropout compute."""
+
+from dataclasses import replace
+
+import pytest
+import torch
+from palr_llama_lora.config import LoraSettings
+from palr_llama_lora.kernels import BLOCK_ATTENTION, BulkDropout, cpu_training_kernels
+from palr_llama_lora.model import wrap_lora
+
+from .test_llama_lora import SMALL
+
+
+def _llama(seed: int = 0):
+    """A small grouped-query LLaMA (4 query heads share 2 key/value heads), float32."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(seed)
+    config = LlamaConfig(vocab_size=200, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512)
+    return LlamaForCausalLM(config)
+
+
+def _loss_and_grads(model, ids, mask, attention: str):
+    model.set_attn_implementation(attention)
+    model.zero_grad()
+    logits = model(input_ids=ids, attention_mask=mask).logits
+    real = mask.bool()
+    loss = logits[real].logsumexp(-1).mean()  # reads every real position
+    loss.backward()
+    return logits[real].detach(), {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+
+
+@pytest.mark.parametrize("padding", [None, "right", "left"])
+def test_block_attention_gives_sdpa_logits_and_gradients(padding):
+    """Over three query blocks (300 tokens), without padding (no mask: causal) and with padding
+    ending or starting inside a block (a boolean mask): the same logits at every real position and
+    the same weight gradients as transformers' SDPA attention."""
+    model = _llama()
+    ids = torch.randint(0, 200, (2, 300), generator=torch.Generator().manual_seed(1))
+    mask = torch.ones_like(ids)
+    if padding == "right":
+        mask[1, 170:] = 0
+    elif padding == "left":  # real tokens after the pads must not see them
+        mask[1, :170] = 0
+    expected, expected_grads = _loss_and_grads(model, ids, mask, "sdpa")
+    logits, grads = _loss_and_grads(model, ids, mask, BLOCK_ATTENTION)
+    torch.testing.assert_close(logits, expected, atol=2e-5, rtol=1e-4)
+    assert grads.keys() == expected_grads.keys()
+    for name, grad in grads.items():
+        torch.testing.assert_close(grad, expected_grads[name], atol=1e-5, rtol=1e-3, msg=name)
+
+
+def test_block_attention_hands_cached_generation_to_sdpa():
+    """Generation with a KV cache (one query against many keys) is left to SDPA: same tokens."""
+    model = _llama().eval()
+    ids = torch.randint(0, 200, (1, 40), generator=torch.Generator().manual_seed(2))
+    outputs = {}
+    for attention in ("sdpa", BLOCK_ATTENTION):
+        model.set_attn_implementation(attention)
+        outputs[attention] = model.generate(ids, max_new_tokens=8, do_sample=False, pad_token_id=0)
+    assert torch.equal(outputs["sdpa"], outputs[BLOCK_ATTENTION])
+
+
+def test_bulk_dropout_drops_p_of_the_elements_scales_the_rest_and_follows_the_seed():
+    x = torch.randn(400, 500)
+    dropout = BulkDropout(0.05).train()
+    torch.manual_seed(3)
+    y = dropout(x)
+    dropped = (y == 0).float().mean().item()
+    # 200,000 draws: the share dropped is within 5 standard deviations (0.0024) of p
+    assert abs(dropped - 0.05) < 5 * (0.05 * 0.95 / x.numel()) ** 0.5
+    kept = y != 0
+    torch.testing.assert_close(y[kept], x[kept] / 0.95)
+    torch.manual_seed(3)
+    assert torch.equal(dropout(x), y)  # the global generator decides the mask
+    assert not torch.equal(dropout(x), y)
+    x.requires_grad_(True)
+    torch.manual_seed(3)
+    dropout(x).sum().backward()
+    torch.testing.assert_close(x.grad, kept.float() / 0.95)  # gradient: the same mask and scale
+    assert dropout.eval()(x) is x and BulkDropout(0.0).train()(x) is x
+
+
+def test_training_kernels_swap_in_for_the_block_and_are_restored_after():
+    """Inside the block: the block attention and bulk dropout on every adapted projection; after,
+    the model's own attention and peft's dropout modules, in the train/eval mode they had."""
+    model = wrap_lora(_llama(), LoraSettings(dropout=0.1), False).train()
+    base = model.get_base_model()
+    before = base.config._attn_implementation
+    dropouts = [m for m in model.modules() if isinstance(m, torch.nn.Dropout) and m.p == 0.1]
+    assert dropouts
+    with cpu_training_kernels(model):
+        assert base.config._attn_implementation == BLOCK_ATTENTION
+        bulk = [m for m in model.modules() if isinstance(m, BulkDropout)]
+        assert len(bulk) == len(dropouts) and all(m.training and m.p == 0.1 for m in bulk)
+        assert not any(isinstance(m, torch.nn.Dropout) and m.p == 0.1 for m in model.modules())
+        model.eval()
+    assert base.config._attn_implementation == before
+    restored = [m for m in model.modules() if isinstance(m, torch.nn.Dropout) and m.p == 0.1]
+    assert restored == dropouts and not any(m.training for m in restored)
+    assert not any(isinstance(m, BulkDropout) for m in model.modules())
+
+
+def test_fine_tuning_on_cpu_records_its_attention_and_trains_as_sdpa_does(registry, run_context, training_data):
+    """``cpu_kernels`` (default on) trains with the block attention, says so in ``fit_state`` and
+    leaves ranking with the model's own attention. Without dropout (whose masks come from other
+    draws), the adapter it trains is the one SDPA attention trains, to rounding."""
+    from palr_core.pipeline import seed_stage
+
+    fits = {}
+    for on in (True, False):
+        ranker = registry.build("ranker", "llama_lora", {**SMALL, "cpu_kernels": on, "lora": {"dropout": 0.0}})
+        seed_stage(run_context.seed, "fit_ranker")
+        ranker.fit(training_data, replace(run_context, work_dir=run_context.work_dir / str(on)))
+        fits[on] = ranker
+    assert fits[True].fit_state["attention"] == BLOCK_ATTENTION
+    assert fits[False].fit_state["attention"] == "sdpa"
+    assert fits[True].model.config._attn_implementation == "sdpa"
+    other = dict(fits[False].model.named_parameters())
+    trained = [(n, p) for n, p in fits[True].model.named_parameters() if p.requires_grad]
+    assert trained
+    for name, parameter in trained:
+        torch.testing.assert_close(parameter, other[name], atol=1e-4, rtol=1e-3, msg=name)
