@@ -123,3 +123,20 @@ def test_fine_tuning_on_cpu_records_its_attention_and_trains_as_sdpa_does(regist
     assert trained
     for name, parameter in trained:
         torch.testing.assert_close(parameter, other[name], atol=1e-4, rtol=1e-3, msg=name)
+
+
+def test_fine_tuning_returns_memory_to_the_system_only_over_its_budget(monkeypatch):
+    """Trimming the heap after every micro-batch made the next one fault all its memory in again;
+    on a CPU the fine-tuner trims only when the process holds more than the budget."""
+    import palr_llama_lora.training as training
+
+    released = []
+    monkeypatch.setattr(training, "release_memory", lambda: released.append(True))
+    tuner = training.LoraFineTuner(torch.nn.Linear(2, 2), 1e-3, release_above=4e9)
+    for held in (3.9e9, 4.1e9, 3.0e9):
+        monkeypatch.setattr(training, "resident_memory", lambda held=held: int(held))
+        tuner.on_train_batch_end(None, None, 0)
+    assert released == [True]  # only at 4.1 GB
+    every = training.LoraFineTuner(torch.nn.Linear(2, 2), 1e-3)  # no budget (a GPU): after each one
+    every.on_train_batch_end(None, None, 0)
+    assert released == [True, True]

@@ -351,7 +351,7 @@ def test_micro_batches_shrink_to_the_memory_budget_and_an_impossible_fit_stops_f
     ranker = _ranker(registry, batch_size=8)
     ranker.setup(run_context)
     batches = ranker._instruction_batches(training_data, run_context)
-    micro, whole = ranker._micro_batch(batches, run_context)
+    micro, whole, _ = ranker._micro_batch(batches, run_context)
     assert micro == 8  # the tiny model fits the default 4 GB with the whole batch
     ranker.config.max_memory_gb = (whole - 1) / 1e9  # one byte short of the whole batch
     assert ranker._micro_batch(batches, run_context)[0] == 4

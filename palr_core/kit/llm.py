@@ -271,7 +271,8 @@ def resident_memory() -> int:
 
 
 def fine_tuning_memory(config, batch: int, length: int, answer_tokens: int, parameters: int, weight_bytes: int,
-                       trainable: int, checkpointing: bool = False, saved_attention: float = 0.0) -> int:
+                       trainable: int, checkpointing: bool = False, saved_attention: float = 0.0,
+                       byte_dropout_masks: int = 0) -> int:
     """Estimated peak bytes of a LoRA fine-tuning step of a decoder-only model.
 
     :param config: the model's transformers config (``num_hidden_layers``, ``hidden_size``,
@@ -283,13 +284,18 @@ def fine_tuning_memory(config, batch: int, length: int, answer_tokens: int, para
     :param saved_attention: the share of each head's ``length x length`` attention probabilities
         that the attention keeps for the backward pass (0: a fused kernel that recomputes them;
         1: transformers' eager attention; about 0.5: a causal one that skips the masked half).
+    :param byte_dropout_masks: adapted projections per layer whose LoRA dropout keeps a 1-byte mask
+        of its ``hidden_size``-wide input where torch's dropout (in the fit) keeps 4 bytes.
 
     Activations saved for the backward pass cost ``(3.5 * weight_bytes + 18)`` bytes per token, layer
     and hidden + intermediate unit, fitted to SmolLM2-135M's training steps at 1,220 and 4,880 tokens
     per batch in float32 and bf16. Gradient checkpointing keeps one hidden state per layer and one
     layer's activations. A fixed 1.4 GB stands for the libraries, the data, loading the weights and
     the allocator's slack: with it the estimate came within -1 % and +7 % of the peak resident
-    memory of the two SmolLM2 fine-tunes of ``benchmarks/llm_cost.py`` (3.99 and 3.39 GB).
+    memory of the two SmolLM2 fine-tunes of ``benchmarks/llm_cost.py`` (3.99 and 3.39 GB). With
+    palr's CPU kernels (``saved_attention`` about 0.56, ``byte_dropout_masks`` 4) the same two
+    estimated 3.97 and 3.63 GB, and the processes peaked at 3.63 and 3.05 GB
+    (``benchmarks/results/llm_cost_kernels.json``).
     """
     layers, hidden = config.num_hidden_layers, config.hidden_size
     width = hidden + config.intermediate_size
@@ -299,6 +305,8 @@ def fine_tuning_memory(config, batch: int, length: int, answer_tokens: int, para
     if saved_attention:
         kept = 1 if checkpointing else layers
         activations += int(batch * length**2 * config.num_attention_heads * saved_attention * weight_bytes * kept)
+    if byte_dropout_masks and not checkpointing:
+        activations -= tokens * hidden * 3 * byte_dropout_masks * layers
     head = answer_tokens * config.vocab_size * 4 * 3  # float32 logits, their log-softmax and gradient
     return int(activations + head + parameters * weight_bytes + trainable * 16 + 1.4e9)
 

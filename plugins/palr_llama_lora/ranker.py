@@ -254,10 +254,10 @@ class LlamaLoraRanker:
         return context.profiles.generate(list(users), list(histories), context)
 
     def _train(self, batches: InstructionBatches, out: Path, context: RunContext) -> None:
-        module = LoraFineTuner(self.model, self.config.learning_rate, self.config.weight_decay,
-                               self.config.warmup_steps)
         seed = int(context.rng("ranker batches").integers(2**31))
-        micro, estimate = self._micro_batch(batches, context)
+        micro, estimate, budget = self._micro_batch(batches, context)
+        module = LoraFineTuner(self.model, self.config.learning_rate, self.config.weight_decay,
+                               self.config.warmup_steps, release_above=budget if self._on_cpu(context) else None)
         accumulate = -(-self.config.batch_size // micro) * context.trainer.accumulate_grad_batches
         loader = batches.loader(micro, seed, context.trainer.num_workers)
         trainer = make_trainer(context.trainer, out, max_epochs=self.config.epochs,
@@ -285,8 +285,8 @@ class LlamaLoraRanker:
         if trainer.is_global_zero and not trainer.interrupted:
             write_atomic(out / "done.json", json.dumps(self.fit_state, indent=1))
 
-    def _micro_batch(self, batches: InstructionBatches, context: RunContext) -> tuple[int, int]:
-        """Examples per forward pass and the estimated peak bytes of one
+    def _micro_batch(self, batches: InstructionBatches, context: RunContext) -> tuple[int, int, float]:
+        """Examples per forward pass, the estimated peak bytes of one and the memory budget in bytes
         (:func:`palr_core.kit.llm.fine_tuning_memory`, at the longest example): ``micro_batch_size``,
         or the largest power-of-two share of ``batch_size`` within ``max_memory_gb``. Stops the run
         before training when even that cannot fit the memory available now."""
@@ -303,6 +303,7 @@ class LlamaLoraRanker:
             from .kernels import QUERY_BLOCK
 
             size["saved_attention"] = 0.5 + QUERY_BLOCK / 2 / longest
+            size["byte_dropout_masks"] = len(cfg.lora.target_modules) if cfg.lora.dropout > 0 else 0
 
         def need(micro: int) -> int:
             return fine_tuning_memory(model.config, micro, longest, micro * answer, **size)
@@ -323,7 +324,7 @@ class LlamaLoraRanker:
         log.info("llama_lora: micro-batches of %d (%d per optimizer step), estimated peak %.1f GB (budget %.1f GB, "
                  "%.1f GB available)", micro, -(-cfg.batch_size // micro), need(micro) / 1e9, budget / 1e9,
                  available / 1e9)
-        return micro, need(micro)
+        return micro, need(micro), budget
 
     @staticmethod
     def _on_cpu(context: RunContext) -> bool:
