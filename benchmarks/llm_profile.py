@@ -14,6 +14,15 @@ causal, with a float mask of the same shape and with no mask, to show how much m
 Prints the tables and writes ``benchmarks/results/llm_profile.json``. ``--attention`` instead
 times ranking with torch's fused attention (``sdpa``, palr's) and transformers' ``eager`` one
 (batched matrix multiplications and a softmax), alternately, and writes ``llm_attention.json``.
+``--training`` instead profiles the training step with torch's attention kernel and dropout and
+with palr's CPU kernels (``palr_llama_lora.kernels``: block-causal attention, bulk dropout masks),
+alternately, and writes ``llm_profile_training.json``:
+
+    python benchmarks/llm_profile.py --threads 1 --training       # ~3 min on one core
+
+Operators are grouped by name: ``aten::mm``/``addmm`` are the linear layers; the fused attention
+kernels, ``aten::bmm`` and the softmax (forward and backward) are attention (a LLaMA multiplies
+batched matrices only there); ``bernoulli_`` and ``random_`` draw the dropout masks.
 """
 
 from __future__ import annotations
@@ -31,13 +40,16 @@ sys.path.insert(0, str(REPO / "benchmarks"))
 
 def grouped(profile) -> dict:
     """Seconds of self CPU time: matmul, attention (forward and backward kernels), the rest."""
-    groups = {"mm": 0.0, "attention": 0.0, "rest": 0.0}
+    groups = {"mm": 0.0, "attention": 0.0, "dropout masks": 0.0, "rest": 0.0}
     for event in profile.key_averages():
         seconds = event.self_cpu_time_total / 1e6
-        if event.key in ("aten::mm", "aten::bmm", "aten::addmm"):
+        if event.key in ("aten::mm", "aten::addmm"):
             groups["mm"] += seconds
-        elif "scaled_dot_product" in event.key:
+        elif "scaled_dot_product" in event.key or event.key in ("aten::bmm", "aten::_softmax",
+                                                               "aten::_softmax_backward_data"):
             groups["attention"] += seconds
+        elif event.key in ("aten::bernoulli_", "aten::random_"):
+            groups["dropout masks"] += seconds
         else:
             groups["rest"] += seconds
     total = sum(groups.values())
@@ -108,9 +120,14 @@ def attention_implementations(decoder: str, users: int, rounds: int = 2) -> list
     return rows
 
 
-def profile_training(batch: int) -> dict:
+def profile_training(batch: int, kernels: bool = False) -> dict:
+    """One LoRA training step of SmolLM2 (bf16 base, ``batch`` random 610-token examples), profiled
+    after a warm-up step; ``kernels``: inside ``palr_llama_lora.kernels.cpu_training_kernels``."""
+    import contextlib
+
     import torch
     from palr_llama_lora.config import LoraSettings
+    from palr_llama_lora.kernels import cpu_training_kernels
     from palr_llama_lora.model import wrap_lora
     from palr_llama_lora.training import answer_loss
     from torch.profiler import ProfilerActivity, profile
@@ -131,10 +148,12 @@ def profile_training(batch: int) -> dict:
         optimizer.step()
         optimizer.zero_grad()
 
-    step()
-    with profile(activities=[ProfilerActivity.CPU]) as prof:
+    with cpu_training_kernels(model) if kernels else contextlib.nullcontext():
         step()
-    return {"what": "one training step", "examples": batch, **grouped(prof)}
+        with profile(activities=[ProfilerActivity.CPU]) as prof:
+            step()
+    return {"what": "one training step" + (", palr's CPU kernels" if kernels else ""), "examples": batch,
+            **grouped(prof)}
 
 
 def attention_kernel(width: int, users: int = 16, repeat: int = 5) -> dict:
@@ -164,8 +183,11 @@ def main() -> None:
     p.add_argument("--batch", type=int, default=2)
     p.add_argument("--attention", action="store_true",
                    help="instead: time ranking with sdpa and eager attention, alternately (--users 32)")
+    p.add_argument("--training", action="store_true",
+                   help="instead: profile the training step without and with palr's CPU kernels, alternately")
     p.add_argument("--out", default=None, help="default: benchmarks/results/llm_profile.json "
-                                               "(llm_attention.json with --attention)")
+                                               "(llm_attention.json with --attention, llm_profile_training.json "
+                                               "with --training)")
     args = p.parse_args()
     import torch
 
@@ -183,6 +205,17 @@ def main() -> None:
             print(f"| {r['decoder']} | {r['attention']} | {r['users_per_s']} | {r['same_top10_users']}/{r['users']} |")
         out = Path(args.out or results / "llm_attention.json")
         out.write_text(json.dumps({"meta": {**meta, "load_average_1min": load}, "rows": rows}, indent=1))
+        return
+    if args.training:
+        rows = [profile_training(args.batch, kernels) for _ in range(2) for kernels in (False, True)]
+        load.append(round(os.getloadavg()[0], 2))
+        print(f"threads {args.threads}, load {load}")
+        print("| what | seconds | matmul | attention | dropout masks | rest |\n|---|---:|---:|---:|---:|---:|")
+        for r in rows:
+            print(f"| {r['what']} | {r['seconds']} | {r['mm']:.0%} | {r['attention']:.0%} | "
+                  f"{r['dropout masks']:.0%} | {r['rest']:.0%} |")
+        out = Path(args.out or results / "llm_profile_training.json")
+        out.write_text(json.dumps({"meta": {**meta, "load_average_1min": load}, "profiles": rows}, indent=1))
         return
     rows = [profile_ranking("score", args.users), profile_ranking("verbalizer", args.users),
             profile_training(args.batch)]

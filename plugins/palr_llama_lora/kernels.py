@@ -1,19 +1,22 @@
 """Two costs of LoRA fine-tuning on a CPU, and what palr computes instead (``ranker.cpu_kernels``).
 
-Profiled on one training step of SmolLM2-135M (2 examples of 610 tokens, bf16 base, one thread;
-``docs/llm.md``), matrix products took 3.0 s of 6.4 s, near the machine's bf16 peak. Two things
-outside them were far off theirs:
+``benchmarks/llm_profile.py --training`` profiles one training step of SmolLM2-135M (2 examples of
+610 tokens, bf16 base, one thread). Matrix products took 48 % of the 6.1 s step, near the
+machine's bf16 peak. Two things took much of the rest:
 
-- **Attention.** torch's fused CPU kernel (``scaled_dot_product_attention``) took 2.1 s, its
-  backward 70 % of that. :func:`block_causal_attention` computes the same causal attention as
-  plain batched matrix products over blocks of 128 queries, each block reading only the keys up
-  to its own last query, so the masked half of the score matrix is never computed: 0.9 s. It
-  keeps each block's probabilities for the backward pass (a few hundred MB for SmolLM2;
-  :func:`palr_core.kit.llm.fine_tuning_memory` counts them with ``quadratic_attention``).
-- **Dropout masks.** peft draws a LoRA dropout mask on every adapted projection's input (120 per
-  step), and torch's CPU dropout draws each element's Bernoulli from its own generator call:
-  7 % of the step. :class:`BulkDropout` takes 16 random bits per element out of 64-bit draws
-  (a quarter of the generator calls) and drops those below ``p * 2**16``.
+- **Attention: 34 %.** torch's fused CPU kernel (``scaled_dot_product_attention``) spends most of
+  it in its backward. :func:`block_causal_attention` computes the same causal attention as plain
+  batched matrix products over blocks of 128 queries. Each block reads only the keys up to its own
+  last query, so the masked half of the score matrix is never computed. It keeps each block's
+  probabilities for the backward pass (:func:`palr_core.kit.llm.fine_tuning_memory` counts them
+  with ``saved_attention``).
+- **Dropout masks: 7 %.** peft draws a LoRA dropout mask on every adapted projection's input
+  (120 per step), and torch's CPU dropout makes one generator call per element.
+  :class:`BulkDropout` takes 16 random bits per element out of 64-bit draws (a quarter of the
+  generator calls) and drops those below ``p * 2**16``. Its mask takes 1 byte per element where
+  torch's took 4.
+
+With both the step took 4.9 s: attention 14 %, mask draws 1 % (``docs/llm.md``).
 
 Both are the same maths (attention differs from the fused kernel by rounding only; the masks by
 ``p`` rounded to 1/65,536), from the same generator (the seeded global one). Cases the block
@@ -34,7 +37,7 @@ __all__ = ["BLOCK_ATTENTION", "block_causal_attention", "BulkDropout", "cpu_trai
 
 #: the name :func:`block_causal_attention` is registered under with transformers
 BLOCK_ATTENTION = "palr_blocks"
-#: queries per block: 64 was slower and 208 no faster than 128-160 for SmolLM2 at 610 tokens
+#: queries per block (of 64, 96, 128, 160 and 208 tried on SmolLM2 at 610 tokens, 128 and 160 were fastest)
 QUERY_BLOCK = 128
 
 
