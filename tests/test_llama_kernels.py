@@ -3,11 +3,14 @@ SDPA attention and torch's dropout compute."""
 
 from dataclasses import replace
 
+import numpy as np
 import pytest
 import torch
 from palr_llama_lora.config import LoraSettings
 from palr_llama_lora.kernels import BLOCK_ATTENTION, BulkDropout, cpu_training_kernels
 from palr_llama_lora.model import wrap_lora
+
+from palr_core.pipeline import seed_stage
 
 from .test_llama_lora import SMALL
 
@@ -107,8 +110,6 @@ def test_fine_tuning_on_cpu_records_its_attention_and_trains_as_sdpa_does(regist
     """``cpu_kernels`` (default on) trains with the block attention, says so in ``fit_state`` and
     leaves ranking with the model's own attention. Without dropout (whose masks come from other
     draws), the adapter it trains is the one SDPA attention trains, to rounding."""
-    from palr_core.pipeline import seed_stage
-
     fits = {}
     for on in (True, False):
         ranker = registry.build("ranker", "llama_lora", {**SMALL, "cpu_kernels": on, "lora": {"dropout": 0.0}})
@@ -140,3 +141,22 @@ def test_fine_tuning_returns_memory_to_the_system_only_over_its_budget(monkeypat
     every = training.LoraFineTuner(torch.nn.Linear(2, 2), 1e-3)  # no budget (a GPU): after each one
     every.on_train_batch_end(None, None, 0)
     assert released == [True, True]
+
+
+@pytest.mark.parametrize("decoder", ["score", "verbalizer"])
+def test_ranking_on_cpu_reads_the_block_attention_and_scores_as_sdpa_does(registry, run_context, small_split,
+                                                                           decoder):
+    """The packed ``score`` decoder's 4-D float mask and the verbalizer's left padding give the same
+    candidate scores under the block attention as under SDPA (float32 tiny model)."""
+    from .test_llama_lora import _requests
+
+    requests = _requests(small_split, range(5))
+    scores = {}
+    for on in (True, False):
+        ranker = registry.build("ranker", "llama_lora", {**SMALL, "decoder": decoder, "cpu_kernels": on})
+        seed_stage(run_context.seed, "fit_ranker")  # the same random base and adapter both times
+        ranker.setup(replace(run_context, work_dir=run_context.work_dir / str(on)))
+        scores[on] = ranker.candidate_scores(requests, run_context)
+        assert ranker.model.config._attn_implementation == (BLOCK_ATTENTION if on else "sdpa")
+    for blocks, sdpa in zip(scores[True], scores[False]):
+        np.testing.assert_allclose(blocks, sdpa, rtol=1e-4, atol=1e-5)

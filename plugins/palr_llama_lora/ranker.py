@@ -474,6 +474,10 @@ with it in another run; `palr.load_run("{Path(context.work_dir).resolve()}")` lo
         if torch.cuda.is_available() and context.trainer.accelerator in ("gpu", "cuda", "auto"):
             self.model.to("cuda")  # Lightning hands the model back on the CPU after fit
         adapters_in_base_dtype(self.model)
+        if self.config.cpu_kernels and self.model.device.type == "cpu":  # a fifth faster than SDPA here
+            from .kernels import BLOCK_ATTENTION
+
+            self.model.get_base_model().set_attn_implementation(BLOCK_ATTENTION)
 
     def _order(self, request: RankRequest, scores: Sequence[float], weight: float) -> list[int]:
         """The scored candidates (the top ``choices`` for the verbalizer) by fused score, then the rest."""
