@@ -17,8 +17,10 @@ causal, with a float mask of the same shape and with no mask, to show how much m
         --out benchmarks/results/llm_attention_blocks_trained_score.json   # a trained adapter; ~11 min
 
 Prints the tables and writes ``benchmarks/results/llm_profile.json``. ``--attention`` instead
-times ranking with torch's fused attention (``sdpa``, palr's) and transformers' ``eager`` one
-(batched matrix multiplications and a softmax), alternately, and writes ``llm_attention.json``.
+times ranking with torch's fused attention (``sdpa``) and transformers' ``eager`` one (batched
+matrix multiplications and a softmax), or the ``--implementations`` given (``palr_blocks``:
+palr's block attention, its default on a CPU since ``ranker.cpu_kernels``), alternately, and
+writes ``llm_attention.json``.
 ``--training`` instead profiles the training step with torch's attention kernel and dropout and
 with palr's CPU kernels (``palr_llama_lora.kernels``: block-causal attention, bulk dropout masks),
 alternately, and writes ``llm_profile_training.json``:

@@ -110,6 +110,9 @@ class LoraFineTuner(L.LightningModule):
         # checkpoints hold trainable weights only; the frozen base comes from its own files
         self.strict_loading = False
 
+    def setup(self, stage: str) -> None:
+        from . import kernels  # noqa: F401  (registers the block attention in each process Lightning trains in)
+
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
         loss = choice_loss(self.model, **batch) if "choices" in batch else answer_loss(self.model, **batch)
         self.log("train/loss", loss, prog_bar=True, on_step=True, on_epoch=True,
