@@ -11,10 +11,10 @@ causal, with a float mask of the same shape and with no mask, to show how much m
     python benchmarks/llm_profile.py --threads 1     # needs ../shared/data; ~4 min on one core
     python benchmarks/llm_profile.py --threads 1 --attention --users 32   # ~8 min on one core
     python benchmarks/llm_profile.py --threads 1 --attention --users 32 --implementations sdpa palr_blocks \
-        --out benchmarks/results/llm_attention_blocks.json              # ~6 min on one core
+        --out benchmarks/results/llm_attention_blocks.json              # ~7 min on one core
     python benchmarks/llm_profile.py --threads 1 --attention --users 100 --implementations sdpa palr_blocks \
         --decoders score --adapter runs/ml-100k-score/llama_lora \
-        --out benchmarks/results/llm_attention_blocks_trained_score.json   # a trained adapter; ~11 min
+        --out benchmarks/results/llm_attention_blocks_trained_score.json   # a trained adapter; ~14 min
 
 Prints the tables and writes ``benchmarks/results/llm_profile.json``. ``--attention`` instead
 times ranking with torch's fused attention (``sdpa``) and transformers' ``eager`` one (batched
@@ -25,7 +25,7 @@ writes ``llm_attention.json``.
 with palr's CPU kernels (``palr_llama_lora.kernels``: block-causal attention, bulk dropout masks),
 alternately, and writes ``llm_profile_training.json``:
 
-    python benchmarks/llm_profile.py --threads 1 --training       # ~3 min on one core
+    python benchmarks/llm_profile.py --threads 1 --training       # ~2 min on one core
 
 Operators are grouped by name: ``aten::mm``/``addmm`` are the linear layers; the fused attention
 kernels, ``aten::bmm`` and the softmax (forward and backward) are attention (a LLaMA multiplies
