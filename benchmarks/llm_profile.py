@@ -232,30 +232,31 @@ def main() -> None:
     meta = {"command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]), "threads": args.threads,
             "date": time.strftime("%Y-%m-%d %H:%M")}
     results = REPO / "benchmarks" / "results"
+    def finish(rows: list[dict], header: str, line, out: Path, key: str) -> None:
+        """Print the load and a table of ``rows``, and write them to ``out`` as ``key``."""
+        load.append(round(os.getloadavg()[0], 2))
+        print(f"threads {args.threads}, load {load}\n{header}")
+        for r in rows:
+            print(line(r))
+        out.write_text(json.dumps({"meta": {**meta, "load_average_1min": load}, key: rows}, indent=1))
+
     if args.attention:
         rows = [r for decoder in args.decoders
                 for r in attention_implementations(decoder, args.users, tuple(args.implementations),
                                                    adapter=args.adapter)]
-        load.append(round(os.getloadavg()[0], 2))
-        print(f"threads {args.threads}, load {load}")
-        print("| decoder | attention | users/s | same top-10 | NDCG@10 | minus the first's | p |")
-        print("|---|---|---:|---:|---:|---:|---:|")
-        for r in rows:
-            print(f"| {r['decoder']} | {r['attention']} | {r['users_per_s']} | {r['same_top10_users']}/{r['users']} "
-                  f"| {r['NDCG@10']} | {r['NDCG@10 minus the first (last round)']} | {r['p (paired t)']} |")
-        out = Path(args.out or results / "llm_attention.json")
-        out.write_text(json.dumps({"meta": {**meta, "load_average_1min": load}, "rows": rows}, indent=1))
+        finish(rows, "| decoder | attention | users/s | same top-10 | NDCG@10 | minus the first's | p |\n"
+                     "|---|---|---:|---:|---:|---:|---:|",
+               lambda r: (f"| {r['decoder']} | {r['attention']} | {r['users_per_s']} | "
+                          f"{r['same_top10_users']}/{r['users']} | {r['NDCG@10']} | "
+                          f"{r['NDCG@10 minus the first (last round)']} | {r['p (paired t)']} |"),
+               Path(args.out or results / "llm_attention.json"), "rows")
         return
     if args.training:
         rows = [profile_training(args.batch, kernels) for _ in range(2) for kernels in (False, True)]
-        load.append(round(os.getloadavg()[0], 2))
-        print(f"threads {args.threads}, load {load}")
-        print("| what | seconds | matmul | attention | dropout masks | rest |\n|---|---:|---:|---:|---:|---:|")
-        for r in rows:
-            print(f"| {r['what']} | {r['seconds']} | {r['mm']:.0%} | {r['attention']:.0%} | "
-                  f"{r['dropout masks']:.0%} | {r['rest']:.0%} |")
-        out = Path(args.out or results / "llm_profile_training.json")
-        out.write_text(json.dumps({"meta": {**meta, "load_average_1min": load}, "profiles": rows}, indent=1))
+        finish(rows, "| what | seconds | matmul | attention | dropout masks | rest |\n|---|---:|---:|---:|---:|---:|",
+               lambda r: (f"| {r['what']} | {r['seconds']} | {r['mm']:.0%} | {r['attention']:.0%} | "
+                          f"{r['dropout masks']:.0%} | {r['rest']:.0%} |"),
+               Path(args.out or results / "llm_profile_training.json"), "profiles")
         return
     rows = [profile_ranking("score", args.users), profile_ranking("verbalizer", args.users),
             profile_training(args.batch)]
