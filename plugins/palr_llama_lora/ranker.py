@@ -198,15 +198,17 @@ class LlamaLoraRanker:
         self._train(batches, out, context)
 
     def _fingerprint(self, data: TrainingData, context: RunContext) -> dict:
-        """What the fine-tuning checkpoints depend on (ranking-only options left out)."""
+        """What the fine-tuning checkpoints depend on: ranking-only options are left out, and so is
+        ``cpu_kernels`` (how attention and dropout masks are computed, not what: like
+        ``trainer.threads``, it may differ between an interrupted run and its resumption)."""
         digest = hashlib.sha256()
         for array in (*data.train, np.asarray(data.valid)):
             digest.update(np.ascontiguousarray(array, dtype=np.int64).tobytes() + b"|")
-        ranking_only = {"num_generate", "rank_batch_size", "num_beams", "retriever_weight", "retriever_weights",
-                        "auto_alpha", "adapter", "resume"}
+        left_out = {"num_generate", "rank_batch_size", "num_beams", "retriever_weight", "retriever_weights",
+                    "auto_alpha", "adapter", "resume", "cpu_kernels"}
         if self.config.decoder != "verbalizer":  # score and generate read the same fine-tuning
-            ranking_only |= {"decoder", "choices"}
-        config = {k: v for k, v in dataclasses.asdict(self.config).items() if k not in ranking_only}
+            left_out |= {"decoder", "choices"}
+        config = {k: v for k, v in dataclasses.asdict(self.config).items() if k not in left_out}
         profiles = context.profiles
         trainer = context.trainer.results_settings()
         return {"config": config, "data": digest.hexdigest(), "seed": context.seed, "trainer": trainer,
