@@ -114,16 +114,16 @@ def attention_implementations(decoder: str, users: int, implementations=("sdpa",
     ``eager``, palr's ``palr_blocks``), alternately on the same requests, and how many users' top 10
     come out as under the first (bf16 rounding can swap near-ties), and their NDCG@10 (each user's
     own, for a paired comparison)."""
-    import numpy as np
     import palr_llama_lora.kernels  # noqa: F401  (registers palr_blocks with transformers)
     from scipy.stats import ttest_rel
 
-    from palr_core import metrics_from_ranks, rank_from_lists
+    from palr_core import rank_from_lists
+    from palr_core.metrics import per_user
 
     ranker, requests, context, targets = ranking_setup(decoder, users, adapter)
     ranker.config.cpu_kernels = False  # else every rank() sets palr_blocks
     ranker.rank(requests[:2], context)  # loads and casts the adapter
-    rows, orders = [], {}
+    rows, orders, gains = [], {}, {}
     for _ in range(rounds):
         for implementation in implementations:
             ranker.model.get_base_model().set_attn_implementation(implementation)
@@ -131,23 +131,18 @@ def attention_implementations(decoder: str, users: int, implementations=("sdpa",
             start = time.perf_counter()
             orders[implementation] = ranker.rank(requests, context)
             seconds = time.perf_counter() - start
-            ranks = rank_from_lists(orders[implementation], targets)
+            gains[implementation] = per_user(rank_from_lists(orders[implementation], targets), "NDCG@10")
             rows.append({"decoder": decoder, "attention": implementation, "users": users,
                          "seconds": round(seconds, 2), "users_per_s": round(users / seconds, 3),
-                         "NDCG@10": round(float(metrics_from_ranks(ranks, (10,))["NDCG@10"]), 5)})
+                         "NDCG@10": round(float(gains[implementation].mean()), 5)})
             print(json.dumps(rows[-1]), flush=True)
-    first = orders[implementations[0]]
-
-    def per_user(ranked) -> np.ndarray:
-        ranks = rank_from_lists(ranked, targets)
-        return np.where(ranks < 10, 1 / np.log2(np.minimum(ranks, 10) + 2), 0.0)
-
+    first = implementations[0]
     for row in rows:
-        row["same_top10_users"] = sum(a[:10] == b[:10] for a, b in zip(first, orders[row["attention"]]))
-        diff = per_user(orders[row["attention"]]) - per_user(first)
+        mine = row["attention"]
+        row["same_top10_users"] = sum(a[:10] == b[:10] for a, b in zip(orders[first], orders[mine]))
+        diff = gains[mine] - gains[first]
         row["NDCG@10 minus the first (last round)"] = round(float(diff.mean()), 5)
-        row["p (paired t)"] = round(float(ttest_rel(per_user(orders[row["attention"]]), per_user(first)).pvalue), 4) \
-            if diff.any() else 1.0
+        row["p (paired t)"] = round(float(ttest_rel(gains[mine], gains[first]).pvalue), 4) if diff.any() else 1.0
     return rows
 
 
