@@ -46,7 +46,10 @@ LEVERS = ("full", "answer", "answer-bf16", "answer-autocast", "answer-bf16-nodro
           "answer-bf16-eager-nodropout", "answer-bf16-kernels", "answer-bf16-kernels-nodropout")
 
 
-def step_rate(lever: str, threads: int, batch: int, prompt: int, answer: int, steps: int) -> dict:
+def lever_step(lever: str, batch: int, prompt: int, answer: int):
+    """SmolLM2-135M with a fresh LoRA adapter set up as ``lever`` says, on ``batch`` random examples
+    of ``prompt`` + ``answer`` tokens: one training step (forward, backward, AdamW; returns the
+    loss) and the context it runs in (the CPU kernels for ``*-kernels`` levers, else nothing)."""
     import contextlib
 
     import torch
@@ -59,7 +62,6 @@ def step_rate(lever: str, threads: int, batch: int, prompt: int, answer: int, st
     from palr_core.kit.llm import load_causal_lm
     from palr_core.plugins import load_registry
 
-    torch.set_num_threads(threads)
     dtype = "bfloat16" if lever.startswith("answer-bf16") else "float32"
     model, _ = load_causal_lm("smollm2-135m", default_cache_dir(), dtype, models=load_registry().language_models)
     if "eager" in lever:
@@ -83,7 +85,15 @@ def step_rate(lever: str, threads: int, batch: int, prompt: int, answer: int, st
         optimizer.zero_grad()
         return loss.item()
 
-    with cpu_training_kernels(model) if "kernels" in lever else contextlib.nullcontext():
+    return step, cpu_training_kernels(model) if "kernels" in lever else contextlib.nullcontext()
+
+
+def step_rate(lever: str, threads: int, batch: int, prompt: int, answer: int, steps: int) -> dict:
+    import torch
+
+    torch.set_num_threads(threads)
+    step, kernels = lever_step(lever, batch, prompt, answer)
+    with kernels:
         step()
         start = time.perf_counter()
         for _ in range(steps):

@@ -147,34 +147,14 @@ def attention_implementations(decoder: str, users: int, implementations=("sdpa",
 
 
 def profile_training(batch: int, kernels: bool = False) -> dict:
-    """One LoRA training step of SmolLM2 (bf16 base, ``batch`` random 610-token examples), profiled
-    after a warm-up step; ``kernels``: inside ``palr_llama_lora.kernels.cpu_training_kernels``."""
-    import contextlib
-
-    import torch
-    from palr_llama_lora.config import LoraSettings
-    from palr_llama_lora.kernels import cpu_training_kernels
-    from palr_llama_lora.model import wrap_lora
-    from palr_llama_lora.training import answer_loss
+    """One LoRA training step of SmolLM2 (bf16 base, ``batch`` random 610-token examples with 60
+    answer tokens: ``llm_levers.py``'s ``answer-bf16`` lever, or ``answer-bf16-kernels``), profiled
+    after a warm-up step."""
+    from llm_levers import lever_step
     from torch.profiler import ProfilerActivity, profile
 
-    from palr_core.config import default_cache_dir
-    from palr_core.kit.llm import load_causal_lm
-    from palr_core.plugins import load_registry
-
-    model, _ = load_causal_lm("smollm2-135m", default_cache_dir(), "bfloat16", models=load_registry().language_models)
-    model = wrap_lora(model, LoraSettings(), False).train()
-    ids = torch.randint(100, 40000, (batch, 610), generator=torch.Generator().manual_seed(0))
-    labels = ids.clone()
-    labels[:, :550] = -100
-    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)
-
-    def step() -> None:
-        answer_loss(model, ids, torch.ones_like(ids), labels).backward()
-        optimizer.step()
-        optimizer.zero_grad()
-
-    with cpu_training_kernels(model) if kernels else contextlib.nullcontext():
+    step, context = lever_step("answer-bf16-kernels" if kernels else "answer-bf16", batch, 550, 60)
+    with context:
         step()
         with profile(activities=[ProfilerActivity.CPU]) as prof:
             step()
