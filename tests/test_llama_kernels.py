@@ -1,5 +1,6 @@
-"""palr_llama_lora.kernels: block-causal attention and bulk dropout masks compute what transformers'
-SDPA attention and torch's dropout compute."""
+"""palr_llama_lora.kernels: block-causal attention, bulk dropout masks, the fused LoRA projection and
+RMS norm compute what transformers' SDPA attention, torch's dropout, peft's LoRA layer and
+transformers' LlamaRMSNorm compute."""
 
 from dataclasses import replace
 
@@ -7,7 +8,14 @@ import numpy as np
 import pytest
 import torch
 from palr_llama_lora.config import LoraSettings
-from palr_llama_lora.kernels import BLOCK_ATTENTION, BulkDropout, cpu_training_kernels
+from palr_llama_lora.kernels import (
+    BLOCK_ATTENTION,
+    BulkDropout,
+    cpu_training_kernels,
+    fused_lora_forward,
+    fused_rms_norm_forward,
+    keep_mask,
+)
 from palr_llama_lora.model import wrap_lora
 
 from palr_core.pipeline import seed_stage
@@ -87,23 +95,118 @@ def test_bulk_dropout_drops_p_of_the_elements_scales_the_rest_and_follows_the_se
 
 
 def test_training_kernels_swap_in_for_the_block_and_are_restored_after():
-    """Inside the block: the block attention and bulk dropout on every adapted projection; after,
-    the model's own attention and peft's dropout modules, in the train/eval mode they had."""
+    """Inside the block: the block attention, bulk dropout on every adapted projection and the fused
+    forwards of the LoRA projections and the frozen RMS norms; after, the model's own attention,
+    peft's dropout modules (in the train/eval mode they had) and the classes' own forwards."""
+    from peft.tuners.lora import Linear
+    from transformers.models.llama.modeling_llama import LlamaRMSNorm
+
     model = wrap_lora(_llama(), LoraSettings(dropout=0.1), False).train()
     base = model.get_base_model()
     before = base.config._attn_implementation
     dropouts = [m for m in model.modules() if isinstance(m, torch.nn.Dropout) and m.p == 0.1]
-    assert dropouts
+    projections = [m for m in model.modules() if isinstance(m, Linear)]
+    norms = [m for m in model.modules() if isinstance(m, LlamaRMSNorm)]
+    assert dropouts and len(projections) == 8 and len(norms) == 5
     with cpu_training_kernels(model):
         assert base.config._attn_implementation == BLOCK_ATTENTION
         bulk = [m for m in model.modules() if isinstance(m, BulkDropout)]
         assert len(bulk) == len(dropouts) and all(m.training and m.p == 0.1 for m in bulk)
         assert not any(isinstance(m, torch.nn.Dropout) and m.p == 0.1 for m in model.modules())
+        assert all(m.forward.func is fused_lora_forward for m in projections)
+        assert all(m.forward.func is fused_rms_norm_forward for m in norms)
         model.eval()
     assert base.config._attn_implementation == before
     restored = [m for m in model.modules() if isinstance(m, torch.nn.Dropout) and m.p == 0.1]
     assert restored == dropouts and not any(m.training for m in restored)
     assert not any(isinstance(m, BulkDropout) for m in model.modules())
+    assert not any("forward" in vars(m) for m in model.modules())
+
+
+def _projection(dtype: torch.dtype, dropout: float, **lora):
+    """An adapted q_proj of a small LLaMA in ``dtype`` (peft keeps the adapter in float32) with a
+    non-zero ``lora_B``, so that every gradient is non-zero."""
+    from peft import LoraConfig, get_peft_model
+
+    config = LoraConfig(r=4, lora_alpha=8, lora_dropout=dropout, target_modules=["q_proj"], **lora)
+    model = get_peft_model(_llama().to(dtype), config).train()
+    layer = model.get_base_model().model.layers[0].self_attn.q_proj
+    torch.nn.init.normal_(layer.lora_B["default"].weight, std=0.5)
+    return layer
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("p", [0.0, 0.1])
+def test_fused_lora_projection_computes_peft_s_lora_and_its_gradients(dtype, p):
+    """``base(x) + scaling * B A dropout(x)``, with the mask :func:`keep_mask` draws from the seeded
+    generator: the output and the gradients of ``x``, ``A`` and ``B`` against float64 (bf16: to bf16
+    rounding); without dropout also against peft's own forward."""
+    layer = _projection(dtype, p)
+    a, b = layer.lora_A["default"].weight, layer.lora_B["default"].weight
+    x = torch.randn(3, 5, 32, generator=torch.Generator().manual_seed(1)).to(dtype).requires_grad_(True)
+    grad = torch.randn(3, 5, 32, generator=torch.Generator().manual_seed(2)).to(dtype)
+    torch.manual_seed(7)
+    out = fused_lora_forward(layer, x)
+    out.backward(grad)
+    torch.manual_seed(7)
+    keep = keep_mask(x, p).double() if p else torch.ones(x.shape, dtype=torch.float64)
+    assert not p or 0 < (keep == 0).sum() < keep.numel() / 3
+    x64, a64, b64 = (t.detach().double().requires_grad_(True) for t in (x, a, b))
+    expected = (x64 @ layer.base_layer.weight.double().T
+                + ((x64 * keep / (1 - p)) @ a64.T) @ b64.T * layer.scaling["default"])
+    expected.backward(grad.double())
+
+    def close(got, want):
+        if dtype == torch.float32:
+            torch.testing.assert_close(got.double(), want.detach().double(), atol=1e-5, rtol=1e-5)
+        else:  # bf16 keeps 8 bits: relative to the whole tensor (sums of mixed signs lose more per element)
+            assert (got.double() - want.detach().double()).norm() / want.detach().double().norm() < 1e-2
+
+    assert out.dtype == dtype and a.grad.dtype == b.grad.dtype == torch.float32
+    for got, want in ((out, expected), (x.grad, x64.grad), (a.grad, a64.grad), (b.grad, b64.grad)):
+        close(got, want)
+    if p == 0:
+        close(out, type(layer).forward(layer, x))
+
+
+@pytest.mark.parametrize("case", ["merged", "disabled", "dora"])
+def test_fused_lora_projection_leaves_other_adapters_to_peft(case):
+    """A merged or disabled adapter and LoRA variants (DoRA) run peft's own forward."""
+    layer = _projection(torch.float32, 0.0, use_dora=case == "dora")
+    if case == "merged":
+        layer.merge()
+    elif case == "disabled":
+        layer.enable_adapters(False)
+    x = torch.randn(2, 4, 32)
+    assert torch.equal(fused_lora_forward(layer, x), type(layer).forward(layer, x))
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_fused_rms_norm_gives_llama_s_norm_and_its_gradient(dtype):
+    """The same output as transformers' LlamaRMSNorm, bit for bit, and the same input gradient (to
+    float32 rounding; in bf16 as close to float64 as autograd's)."""
+    from transformers.models.llama.modeling_llama import LlamaRMSNorm
+
+    norm = LlamaRMSNorm(48, eps=1e-6).requires_grad_(False)
+    norm.weight.copy_(torch.rand(48, generator=torch.Generator().manual_seed(0)) + 0.5)
+    norm.to(dtype)
+    x = (3 * torch.randn(4, 6, 48, generator=torch.Generator().manual_seed(1))).to(dtype)
+    grad = torch.randn(4, 6, 48, generator=torch.Generator().manual_seed(2)).to(dtype)
+    grads = {}
+    for name, forward in (("transformers", norm), ("fused", lambda h: fused_rms_norm_forward(norm, h))):
+        h = x.clone().requires_grad_(True)
+        out = forward(h)
+        out.backward(grad)
+        grads[name] = (out, h.grad)
+    assert torch.equal(grads["fused"][0], grads["transformers"][0])
+    wide = x.double().requires_grad_(True)
+    exact = wide * torch.rsqrt(wide.pow(2).mean(-1, keepdim=True) + 1e-6) * norm.weight.double()
+    exact.backward(grad.double())
+    if dtype == torch.float32:
+        torch.testing.assert_close(grads["fused"][1], grads["transformers"][1], atol=1e-5, rtol=1e-5)
+    else:
+        error = {name: (g.double() - wide.grad).norm() / wide.grad.norm() for name, (_, g) in grads.items()}
+        assert error["fused"] <= 1.2 * error["transformers"] and error["fused"] < 1e-2, error
 
 
 def test_fine_tuning_on_cpu_records_its_attention_and_trains_as_sdpa_does(registry, run_context, training_data):
