@@ -246,6 +246,17 @@ def test_fine_tuning_returns_memory_to_the_system_only_over_its_budget(monkeypat
     assert released == [True, True]
 
 
+def test_fine_tuning_on_cpu_keeps_freed_memory_for_its_next_steps(monkeypatch):
+    """On a CPU (a budget) the fine-tuner tells glibc to keep what a step frees; on a GPU it does not."""
+    import palr_llama_lora.training as training
+
+    kept = []
+    monkeypatch.setattr(training, "keep_freed_memory", lambda: kept.append(True))
+    training.LoraFineTuner(torch.nn.Linear(2, 2), 1e-3, release_above=4e9).setup("fit")
+    training.LoraFineTuner(torch.nn.Linear(2, 2), 1e-3).setup("fit")
+    assert kept == [True]
+
+
 @pytest.mark.parametrize("decoder", ["score", "verbalizer"])
 def test_ranking_on_cpu_reads_the_block_attention_and_scores_as_sdpa_does(registry, run_context, small_split,
                                                                            decoder):

@@ -113,6 +113,30 @@ def test_answer_loss_equals_the_full_vocabulary_loss(registry, run_context, trai
         torch.testing.assert_close(answer_loss(ranker.model, **batch), ranker.model(**batch).loss)
 
 
+def test_right_padded_batches_train_with_causal_attention_alone(registry, run_context, training_data):
+    """Real tokens followed by padding need no padding mask: the batch's real positions get the
+    hidden states the mask gives them. Left padding, or a gap, keeps the mask."""
+    from palr_llama_lora.training import causal_mask_only
+
+    ranker = _ranker(registry)
+    ranker.setup(run_context)
+    batches = ranker._instruction_batches(training_data, run_context)
+    batch = batches.collate(sorted(batches.examples, key=lambda e: len(e["input_ids"]))[::7][:4])
+    mask = batch["attention_mask"]
+    assert (mask == 0).any() and causal_mask_only(mask) is None
+    with torch.no_grad():
+        masked = ranker.model(input_ids=batch["input_ids"], attention_mask=mask).logits
+        causal = ranker.model(input_ids=batch["input_ids"]).logits
+    real = mask.bool()
+    torch.testing.assert_close(causal[real], masked[real])
+    assert not torch.equal(causal[~real], masked[~real])  # only the padding's own outputs change
+    left = mask.flip(1)
+    assert causal_mask_only(left) is left
+    gap = torch.ones_like(mask)
+    gap[0, 3] = 0
+    assert causal_mask_only(gap) is gap
+
+
 def test_ranking_reads_a_bf16_base_with_its_adapter_in_bf16_and_close_to_float32():
     """A 16-bit base ranks with its adapter cast to the same dtype (no float32 copy per projection);
     the scores stay within bf16 rounding of the float32 adapter's, and a float32 base is left alone."""

@@ -13,13 +13,20 @@ from pathlib import Path
 import lightning as L
 import torch
 
-from palr_core.kit.llm import release_memory, resident_memory, transformers_quietly
+from palr_core.kit.llm import keep_freed_memory, release_memory, resident_memory, transformers_quietly
 from palr_core.kit.training import LengthBucketSampler, resumable_loader
 
 __all__ = ["InstructionBatches", "ChoiceBatches", "LoraFineTuner", "AdapterOnlyCheckpoint", "answer_loss",
-           "choice_loss"]
+           "choice_loss", "causal_mask_only"]
 
 IGNORE = -100
+
+
+def causal_mask_only(attention_mask: torch.Tensor) -> torch.Tensor | None:
+    """``None`` (causal attention, no mask) when every row is its real tokens followed by padding:
+    a real token then sees only real tokens before it either way, so every real position gets the
+    same output without a padding mask to build and apply; ``attention_mask`` otherwise."""
+    return None if bool((attention_mask[:, 1:] <= attention_mask[:, :-1]).all()) else attention_mask
 
 
 def answer_loss(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
@@ -28,7 +35,8 @@ def answer_loss(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, la
     from .decoding import body_and_head
 
     body, head = body_and_head(model)
-    hidden = body(input_ids=input_ids, attention_mask=attention_mask, use_cache=False).last_hidden_state
+    hidden = body(input_ids=input_ids, attention_mask=causal_mask_only(attention_mask),
+                  use_cache=False).last_hidden_state
     targets = labels[:, 1:]
     read = targets != IGNORE
     logits = head(hidden[:, :-1][read]).float()
@@ -42,7 +50,8 @@ def choice_loss(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, ch
     from .decoding import body_and_head
 
     body, head = body_and_head(model)
-    hidden = body(input_ids=input_ids, attention_mask=attention_mask, use_cache=False).last_hidden_state
+    hidden = body(input_ids=input_ids, attention_mask=causal_mask_only(attention_mask),
+                  use_cache=False).last_hidden_state
     last = attention_mask.shape[1] - 1 - attention_mask.flip(1).argmax(1)  # each prompt's last real token
     logits = head(hidden[torch.arange(len(last), device=last.device), last]).float()
     picked = logits.gather(1, choices.clamp(min=0)).masked_fill(choices < 0, float("-inf"))
@@ -112,6 +121,9 @@ class LoraFineTuner(L.LightningModule):
 
     def setup(self, stage: str) -> None:
         from . import kernels  # noqa: F401  (registers the block attention in each process Lightning trains in)
+
+        if self.release_above is not None:  # a CPU: its steps reuse what the last one freed
+            keep_freed_memory()
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
         loss = choice_loss(self.model, **batch) if "choices" in batch else answer_loss(self.model, **batch)
