@@ -101,10 +101,14 @@ def test_packed_scoring_equals_each_blocks_full_sequence_likelihood(registry, ru
             np.testing.assert_allclose(scores, full, rtol=1e-4, atol=1e-5)
 
 
-def test_answer_loss_equals_the_full_vocabulary_loss(registry, run_context, training_data):
-    """The LM head on answer positions only gives the loss transformers computes over every position."""
+@pytest.mark.parametrize("chunk", [128, 5])
+def test_answer_loss_equals_the_full_vocabulary_loss(registry, run_context, training_data, monkeypatch, chunk):
+    """The LM head on answer positions only, in one chunk or several, gives the loss transformers
+    computes over every position."""
+    import palr_llama_lora.training as training
     from palr_llama_lora.training import answer_loss
 
+    monkeypatch.setattr(training, "HEAD_CHUNK", chunk)
     ranker = _ranker(registry)
     ranker.setup(run_context)
     batches = ranker._instruction_batches(training_data, run_context)

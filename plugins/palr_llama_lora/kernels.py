@@ -65,12 +65,13 @@ def _blocks_forward(query, key, value, attention_mask, scale: float):
     lowest = torch.finfo(query.dtype).min
     causal = torch.full((QUERY_BLOCK, QUERY_BLOCK), lowest, dtype=query.dtype, device=query.device).triu(1)
     output = query.new_empty(batch, length, heads, dim)
+    keys = key.transpose(2, 3).contiguous()  # (dim, length) per head: a prefix of keys is a plain matrix
     probabilities = []
     for start in range(0, length, QUERY_BLOCK):
         stop = min(length, start + QUERY_BLOCK)
         rows = stop - start
         grouped = query[:, :, start:stop].reshape(batch, kv_heads, groups * rows, dim)
-        scores = torch.matmul(grouped, key[:, :, :stop].transpose(2, 3))
+        scores = torch.matmul(grouped, keys[..., :stop])
         masked = scores.view(batch, kv_heads, groups, rows, stop)
         if attention_mask is None:  # the keys before the block are all visible: mask its diagonal only
             masked[..., start:stop] += causal[:rows, :rows]
@@ -104,6 +105,7 @@ class BlockAttention(torch.autograd.Function):
         kv_heads = key.shape[1]
         groups = heads // kv_heads
         grad_query = torch.empty_like(scaled)
+        values = value.transpose(2, 3).contiguous()
         grad_key = grad_value = None
         for block in reversed(range(len(probabilities))):  # the last block reads every key
             start = block * QUERY_BLOCK
@@ -111,18 +113,18 @@ class BlockAttention(torch.autograd.Function):
             rows = stop - start
             probs = probabilities[block]
             grad_block = grad[:, start:stop].transpose(1, 2).reshape(batch, kv_heads, groups * rows, dim)
-            grad_probs = torch.matmul(grad_block, value[:, :, :stop].transpose(2, 3))
+            grad_probs = torch.matmul(grad_block, values[..., :stop])
             grad_scores = torch._softmax_backward_data(grad_probs, probs, -1, probs.dtype)
             grad_query[:, :, start:stop] = torch.matmul(grad_scores, key[:, :, :stop]).view(
                 batch, heads, rows, dim) * ctx.scale
             grouped = scaled[:, :, start:stop].reshape(batch, kv_heads, groups * rows, dim)
-            keys = torch.matmul(grad_scores.transpose(2, 3), grouped)
-            values = torch.matmul(probs.transpose(2, 3), grad_block)
+            for_keys = torch.matmul(grad_scores.transpose(2, 3), grouped)
+            for_values = torch.matmul(probs.transpose(2, 3), grad_block)
             if grad_key is None:
-                grad_key, grad_value = keys, values
+                grad_key, grad_value = for_keys, for_values
             else:
-                grad_key[:, :, :stop] += keys
-                grad_value[:, :, :stop] += values
+                grad_key[:, :, :stop] += for_keys
+                grad_value[:, :, :stop] += for_values
         return grad_query, grad_key, grad_value, None, None
 
 

@@ -20,6 +20,9 @@ __all__ = ["InstructionBatches", "ChoiceBatches", "LoraFineTuner", "AdapterOnlyC
            "choice_loss", "causal_mask_only"]
 
 IGNORE = -100
+#: answer tokens whose float32 logits are formed at a time: 128 x 49,152 x 4 bytes stays under the
+#: 32 MB above which glibc maps and unmaps every block, and faults it in again, each micro-batch
+HEAD_CHUNK = 128
 
 
 def causal_mask_only(attention_mask: torch.Tensor) -> torch.Tensor | None:
@@ -31,7 +34,7 @@ def causal_mask_only(attention_mask: torch.Tensor) -> torch.Tensor | None:
 
 def answer_loss(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     """The causal-LM loss of ``model(..., labels=labels).loss`` (mean over label tokens), with the
-    LM head run only at the positions that predict a label token."""
+    LM head run only at the positions that predict a label token, :data:`HEAD_CHUNK` at a time."""
     from .decoding import body_and_head
 
     body, head = body_and_head(model)
@@ -39,8 +42,12 @@ def answer_loss(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, la
                   use_cache=False).last_hidden_state
     targets = labels[:, 1:]
     read = targets != IGNORE
-    logits = head(hidden[:, :-1][read]).float()
-    return torch.nn.functional.cross_entropy(logits, targets[read])
+    states, goals = hidden[:, :-1][read], targets[read]
+    total = 0
+    for start in range(0, len(goals), HEAD_CHUNK):
+        logits = head(states[start:start + HEAD_CHUNK]).float()
+        total = total + torch.nn.functional.cross_entropy(logits, goals[start:start + HEAD_CHUNK], reduction="sum")
+    return total / len(goals)
 
 
 def choice_loss(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, choices: torch.Tensor,
