@@ -22,10 +22,11 @@ matrix multiplications and a softmax), or the ``--implementations`` given (``pal
 palr's block attention, its default on a CPU since ``ranker.cpu_kernels``), alternately, and
 writes ``llm_attention.json``.
 ``--training`` instead profiles the training step with torch's attention kernel and dropout and
-with palr's CPU kernels (``palr_llama_lora.kernels``: block-causal attention, bulk dropout masks),
-alternately, and writes ``llm_profile_training.json``:
+with palr's CPU kernels (``palr_llama_lora.kernels``: block-causal attention, bulk dropout masks,
+fused LoRA projections and RMS norms), alternately, and writes ``llm_profile_training.json``:
 
     python benchmarks/llm_profile.py --threads 1 --training       # ~2 min on one core
+    python benchmarks/llm_profile.py --threads 1 --training --out benchmarks/results/llm_profile_training_fused.json
 
 Operators are grouped by name: ``aten::mm``/``addmm`` are the linear layers; the fused attention
 kernels, ``aten::bmm`` and the softmax (forward and backward) are attention (a LLaMA multiplies

@@ -312,7 +312,8 @@ def fine_tuning_memory(config, batch: int, length: int, answer_tokens: int, para
     memory of the two SmolLM2 fine-tunes of ``benchmarks/llm_cost.py`` (3.99 and 3.39 GB). With
     palr's CPU kernels (``saved_attention`` about 0.56, ``byte_dropout_masks`` 4) the same two
     estimated 3.97 and 3.63 GB, and the processes peaked at 3.63 and 3.05 GB
-    (``benchmarks/results/llm_cost_kernels.json``).
+    (``benchmarks/results/llm_cost_kernels.json``). Since the kernels also compute LoRA without
+    float32 copies they peak at 3.02 and 2.54 GB (``llm_cost_fused.json``): the estimate errs high.
     """
     layers, hidden = config.num_hidden_layers, config.hidden_size
     width = hidden + config.intermediate_size

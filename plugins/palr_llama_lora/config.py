@@ -77,11 +77,12 @@ class LlamaLoraConfig:
         instructions (``avx512_bf16``/``amx_bf16``) when the base is frozen; float32 otherwise),
         ``float32``, ``bfloat16``, ``float16``. LoRA weights train in float32 either way.
     :param gradient_checkpointing: trade compute for memory on large models.
-    :param cpu_kernels: on a CPU, fine-tuning uses palr's block-causal attention and bulk-drawn LoRA
-        dropout masks, and ranking the block attention (:mod:`palr_llama_lora.kernels`: the same
-        maths, a fifth less time per SmolLM2 training step and per ranked user than torch's fused
-        attention kernel and per-element dropout, ``docs/llm.md``); ``false``: transformers' SDPA
-        attention and torch's dropout. GPUs always use the latter.
+    :param cpu_kernels: on a CPU, fine-tuning uses palr's block-causal attention, bulk-drawn LoRA
+        dropout masks, LoRA projections computed in the base's dtype (the adapter's weights stay
+        float32) and LLaMA's RMS norm with its backward written out, and ranking the block attention
+        (:mod:`palr_llama_lora.kernels`: the same maths, a third less time per SmolLM2 training
+        step and a fifth less per ranked user, ``docs/llm.md``); ``false``: transformers' SDPA
+        attention, torch's dropout and peft's and transformers' own layers. GPUs always use those.
     :param adapter: a previous run's ``<work_dir>/llama_lora`` folder: load it instead of training.
     :param resume: continue from ``<work_dir>/llama_lora/checkpoints/last.ckpt`` if present.
     :param checkpoint_every_n_steps: how often ``last.ckpt`` is written during fine-tuning.

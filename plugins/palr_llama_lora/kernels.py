@@ -24,9 +24,10 @@ machine's bf16 peak. Most of the rest went to:
 - **LLaMA's RMS norm** (61 per step) ran as eleven autograd passes, half of them in float32;
   :class:`RMSNorm` gives the same output bit for bit with a backward of six.
 
-With the first two the step took 4.9 s: attention 14 %, mask draws 1 % (``docs/llm.md``), and
-with all four see ``docs/llm.md`` for the tokens per second against 8c60e0b. Ranking on
-a CPU reads the block attention too, for about a fifth more users per second.
+With the first two the step took 4.9 s: attention 14 %, mask draws 1 %. With all four it took
+4.4-4.5 s, and ``benchmarks/llm_cost.py`` fine-tunes 3.00-3.03x the tokens per second of 8c60e0b
+on one thread (``docs/llm.md``). Ranking on a CPU reads the block attention too, for about a fifth
+more users per second.
 
 All are the same maths (attention differs from the fused kernel by rounding only: in bf16 the
 scores are rounded to bf16 before the softmax, as in transformers' eager attention; the masks
@@ -155,9 +156,9 @@ AttentionMaskInterface.register(BLOCK_ATTENTION, sdpa_mask)
 
 def keep_mask(x: torch.Tensor, p: float) -> torch.Tensor:
     """Which elements of ``x`` dropout at rate ``p`` keeps: 1 or 0 in ``x``'s dtype and shape (a
-    multiplication by it is 5x faster on a CPU than a boolean ``where``). 16 random bits per element,
-    four from each 64-bit draw of the global generator; an element is kept unless they fall below
-    ``p * 2**16``."""
+    multiplication by it was 5x faster than a boolean ``where`` in an ad hoc timing on one
+    thread). 16 random bits per element, four from each 64-bit draw of the global generator; an
+    element is kept unless they fall below ``p * 2**16``."""
     bits = torch.empty(-(-x.numel() // 4), dtype=torch.int64, device=x.device).random_(-(2**63), None)
     keep = torch.empty(x.shape, dtype=x.dtype, device=x.device)
     return torch.ge(bits.view(torch.int16)[: x.numel()].view(x.shape), round(p * 2**16) - 2**15, out=keep)
