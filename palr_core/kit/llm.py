@@ -254,9 +254,10 @@ def keep_freed_memory() -> None:
     A fine-tuning step on a CPU allocates its activations and frees them all at its end. glibc
     handed the freed top of its heap back to the system each time, and the next step faulted it in
     again. Setting its trim threshold to 2 GB and its mmap threshold to 32 MB (the largest it takes)
-    stops that: in a SmolLM2 fine-tune of ``benchmarks/llm_cost.py`` the page faults fell from
-    1.66 to 1.17 million (``MALLOC_TRIM_THRESHOLD_`` and friends, one run each). The setting lasts
-    for the process; :func:`release_memory` still hands memory back when asked."""
+    stops that. In a SmolLM2 fine-tune of ``benchmarks/llm_cost.py``'s worker the page faults fell
+    from 1.66 to 1.17 million with the same two thresholds (and a 256 MB top pad) given as
+    ``MALLOC_*`` environment variables: one ad hoc run each under ``/usr/bin/time -v``. The setting
+    lasts for the process; :func:`release_memory` still hands memory back when asked."""
     libc = _glibc()
     if libc is not None:
         trim_threshold, top_pad, mmap_threshold = -1, -2, -3  # glibc's mallopt parameters

@@ -47,8 +47,8 @@ from transformers import AttentionInterface, AttentionMaskInterface
 from transformers.integrations.sdpa_attention import sdpa_attention_forward
 from transformers.masking_utils import sdpa_mask
 
-__all__ = ["BLOCK_ATTENTION", "block_causal_attention", "BlockAttention", "keep_mask", "BulkDropout", "LoraDelta", "fused_lora_forward",
-           "cpu_training_kernels"]
+__all__ = ["BLOCK_ATTENTION", "block_causal_attention", "BlockAttention", "keep_mask", "BulkDropout", "LoraDelta",
+           "fused_lora_forward", "RMSNorm", "fused_rms_norm_forward", "cpu_training_kernels"]
 
 #: the name :func:`block_causal_attention` is registered under with transformers
 BLOCK_ATTENTION = "palr_blocks"
@@ -184,8 +184,8 @@ class LoraDelta(torch.autograd.Function):
     """``result + scale * (keep ⊙ x) Aᵀ Bᵀ``: a LoRA projection's output from its frozen base's
     ``result``, computed in ``x``'s dtype with the float32 adapter weights rounded to it (as autocast
     would), the scale applied to the rank-``r`` product and the sum done by ``addmm``. Saves ``x``
-    (shared by the projections that read it), the 1-byte mask and rank-``r`` tensors; the dropped
-    input is formed again in the backward pass."""
+    (shared by the projections that read it), the 0/1 mask (:func:`keep_mask`) and rank-``r``
+    tensors; the dropped input is formed again in the backward pass."""
 
     @staticmethod
     def forward(ctx, result, x, weight_a, weight_b, keep, scale: float):
@@ -201,11 +201,12 @@ class LoraDelta(torch.autograd.Function):
     def backward(ctx, grad):
         x, keep, a, b, low = ctx.saved_tensors
         flat = grad.reshape(-1, grad.shape[-1])
-        grad_b = (flat.T @ low).to(ctx.dtypes[1])
+        grad_b = (flat.T @ low).to(ctx.dtypes[1]) if ctx.needs_input_grad[3] else None
         grad_low = (flat @ b).mul_(ctx.scale)
-        dropped = (x if keep is None else x * keep).reshape(-1, x.shape[-1])
-        grad_a = (grad_low.T @ dropped).to(ctx.dtypes[0])
-        grad_x = None
+        grad_a = grad_x = None
+        if ctx.needs_input_grad[2]:
+            dropped = (x if keep is None else x * keep).reshape(-1, x.shape[-1])
+            grad_a = (grad_low.T @ dropped).to(ctx.dtypes[0])
         if ctx.needs_input_grad[1]:
             grad_x = (grad_low @ a).view(x.shape)
             grad_x = grad_x if keep is None else grad_x.mul_(keep)

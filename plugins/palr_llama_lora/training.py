@@ -43,7 +43,7 @@ def answer_loss(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, la
     targets = labels[:, 1:]
     read = targets != IGNORE
     states, goals = hidden[:, :-1][read], targets[read]
-    total = 0
+    total = hidden.new_zeros((), dtype=torch.float32)  # no label at all: 0 / 0, NaN, as transformers' loss
     for start in range(0, len(goals), HEAD_CHUNK):
         logits = head(states[start:start + HEAD_CHUNK]).float()
         total = total + torch.nn.functional.cross_entropy(logits, goals[start:start + HEAD_CHUNK], reduction="sum")
