@@ -102,17 +102,16 @@ class BlockAttention(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad):
         scaled, key, value, *probabilities = ctx.saved_tensors
-        batch, heads, length, dim = scaled.shape
+        batch, heads, _, dim = scaled.shape
         kv_heads = key.shape[1]
         groups = heads // kv_heads
         grad_query = torch.empty_like(scaled)
         values = value.transpose(2, 3).contiguous()
         grad_key = grad_value = None
-        for block in reversed(range(len(probabilities))):  # the last block reads every key
-            start = block * QUERY_BLOCK
-            stop = min(length, start + QUERY_BLOCK)
-            rows = stop - start
-            probs = probabilities[block]
+        for probs in reversed(probabilities):  # the last block reads every key
+            stop = probs.shape[-1]  # each block's queries end where the keys it read end
+            rows = probs.shape[2] // groups
+            start = stop - rows
             grad_block = grad[:, start:stop].transpose(1, 2).reshape(batch, kv_heads, groups * rows, dim)
             grad_probs = torch.matmul(grad_block, values[..., :stop])
             grad_scores = torch._softmax_backward_data(grad_probs, probs, -1, probs.dtype)

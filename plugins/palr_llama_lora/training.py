@@ -32,14 +32,21 @@ def causal_mask_only(attention_mask: torch.Tensor) -> torch.Tensor | None:
     return None if bool((attention_mask[:, 1:] <= attention_mask[:, :-1]).all()) else attention_mask
 
 
-def answer_loss(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """The causal-LM loss of ``model(..., labels=labels).loss`` (mean over label tokens), with the
-    LM head run only at the positions that predict a label token, :data:`HEAD_CHUNK` at a time."""
+def _hidden_and_head(model, input_ids: torch.Tensor, attention_mask: torch.Tensor):
+    """The last hidden states of a training batch (no padding mask where :func:`causal_mask_only`
+    drops it) and the LM head to read them with."""
     from .decoding import body_and_head
 
     body, head = body_and_head(model)
     hidden = body(input_ids=input_ids, attention_mask=causal_mask_only(attention_mask),
                   use_cache=False).last_hidden_state
+    return hidden, head
+
+
+def answer_loss(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """The causal-LM loss of ``model(..., labels=labels).loss`` (mean over label tokens), with the
+    LM head run only at the positions that predict a label token, :data:`HEAD_CHUNK` at a time."""
+    hidden, head = _hidden_and_head(model, input_ids, attention_mask)
     targets = labels[:, 1:]
     read = targets != IGNORE
     states, goals = hidden[:, :-1][read], targets[read]
@@ -54,11 +61,7 @@ def choice_loss(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, ch
                 answer: torch.Tensor) -> torch.Tensor:
     """The verbalizer's listwise cross-entropy: at each prompt's last token, a softmax over its
     candidates' label tokens (``choices``, padded with -1), against the true next item's label."""
-    from .decoding import body_and_head
-
-    body, head = body_and_head(model)
-    hidden = body(input_ids=input_ids, attention_mask=causal_mask_only(attention_mask),
-                  use_cache=False).last_hidden_state
+    hidden, head = _hidden_and_head(model, input_ids, attention_mask)
     last = attention_mask.shape[1] - 1 - attention_mask.flip(1).argmax(1)  # each prompt's last real token
     logits = head(hidden[torch.arange(len(last), device=last.device), last]).float()
     picked = logits.gather(1, choices.clamp(min=0)).masked_fill(choices < 0, float("-inf"))
