@@ -169,16 +169,22 @@ def test_fused_lora_projection_computes_peft_s_lora_and_its_gradients(dtype, p):
         close(out, type(layer).forward(layer, x))
 
 
-@pytest.mark.parametrize("case", ["merged", "disabled", "dora"])
+@pytest.mark.parametrize("case", ["merged", "disabled", "dora", "autocast"])
 def test_fused_lora_projection_leaves_other_adapters_to_peft(case):
-    """A merged or disabled adapter and LoRA variants (DoRA) run peft's own forward."""
+    """A merged or disabled adapter, LoRA variants (DoRA) and autocast run peft's own forward,
+    which projects through the base layer once."""
     layer = _projection(torch.float32, 0.0, use_dora=case == "dora")
     if case == "merged":
         layer.merge()
     elif case == "disabled":
         layer.enable_adapters(False)
     x = torch.randn(2, 4, 32)
-    assert torch.equal(fused_lora_forward(layer, x), type(layer).forward(layer, x))
+    calls = []
+    layer.base_layer.register_forward_hook(lambda *_: calls.append(1))
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=case == "autocast"):
+        got = fused_lora_forward(layer, x)
+        assert len(calls) == 1
+        assert torch.equal(got, type(layer).forward(layer, x))
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])

@@ -241,14 +241,16 @@ def fused_rms_norm_forward(norm, hidden: torch.Tensor) -> torch.Tensor:
 
 def fused_lora_forward(layer, x: torch.Tensor, *args, **kwargs) -> torch.Tensor:
     """A peft LoRA ``Linear``'s forward through :class:`LoraDelta`, for one plain adapter (no DoRA or
-    other variant, no LoRA bias, not merged); anything else goes to peft's own forward."""
+    other variant, no LoRA bias, not merged) outside autocast; anything else goes to peft's own
+    forward."""
     active = [name for name in layer.active_adapters if name in layer.lora_A]
     if (args or kwargs or layer.disable_adapters or layer.merged or len(active) != 1
-            or active[0] in layer.lora_variant or layer.lora_B[active[0]].bias is not None):
+            or active[0] in layer.lora_variant or layer.lora_B[active[0]].bias is not None
+            or torch.is_autocast_enabled(x.device.type)):  # autocast: peft casts the adapter itself
         return type(layer).forward(layer, x, *args, **kwargs)
     name = active[0]
     result = layer.base_layer(x)
-    if result.dtype != x.dtype:
+    if result.dtype != x.dtype:  # a base layer of another kind: its projection is done again by peft
         return type(layer).forward(layer, x)
     dropout = layer.lora_dropout[name]
     p = getattr(dropout, "p", 0.0) if dropout.training else 0.0
