@@ -2,6 +2,9 @@
 bf16-mixed precision (the GPU default) and data-parallel training over two CPU processes (gloo,
 Lightning's ddp_spawn)."""
 
+import subprocess
+import sys
+import textwrap
 from dataclasses import replace
 
 import numpy as np
@@ -42,3 +45,36 @@ def test_retriever_trains_with_ddp_on_two_cpu_processes(name, training_data, run
     assert (run_context.work_dir / "retriever" / "retriever.pt").is_file()
     ids, scores = retriever.retrieve(small_split.histories("test"), 10)
     assert ids.shape == (len(small_split.test), 10) and np.isfinite(scores).all()
+
+
+FIT_IN_A_GLOO_GROUP = """
+import atexit, sys, time
+import torch.distributed as dist
+from lightning.pytorch.demos.boring_classes import BoringModel
+from palr_core import TrainerConfig
+from palr_core.kit.training import make_trainer
+
+slept = []
+time.sleep = slept.append
+atexit.register(lambda: print("slept", slept))  # registered first, so it runs last
+if sys.argv[2] == "gloo":
+    dist.init_process_group("gloo", init_method="file://" + sys.argv[1] + "/store", rank=0, world_size=1)
+config = TrainerConfig(accelerator="cpu", enable_progress_bar=False, logger="none", limit_train_batches=2,
+                       limit_val_batches=1)
+make_trainer(config, sys.argv[1], max_epochs=1).fit(BoringModel())
+slept.append("fit done")
+"""
+
+
+@pytest.mark.parametrize("group, slept", [("gloo", ["fit done", 0.25]), ("none", ["fit done"])])
+def test_a_process_that_trained_in_a_gloo_group_lets_its_threads_finish_at_exit(group, slept, tmp_path):
+    """After training in a gloo group (DDP on CPUs), the process sleeps at exit, before the
+    interpreter tears down, so gloo's threads can drop their finished work while they may still
+    take the GIL (otherwise a ddp_spawn worker sometimes aborted after its fit); without a group
+    it exits at once."""
+    script = tmp_path / "fit.py"
+    script.write_text(textwrap.dedent(FIT_IN_A_GLOO_GROUP))
+    done = subprocess.run([sys.executable, str(script), str(tmp_path), group], capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip().splitlines()[-1] == f"slept {slept}"

@@ -16,9 +16,11 @@ folder that was moved keeps its best score (:class:`MovableCheckpoint`).
 
 from __future__ import annotations
 
+import atexit
 import json
 import random
 import sys
+import time
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
@@ -103,6 +105,7 @@ def make_trainer(
     if last_every_n_steps:
         cbs.append(_MidEpochCheckpoint(**last, every_n_train_steps=last_every_n_steps))
     cbs.append(RandomStateCheckpoint())
+    cbs.append(_GlooExitGrace())
     kwargs: dict[str, Any] = dict(
         max_epochs=-1 if epochs is None else epochs,
         max_time=config.max_time,
@@ -330,6 +333,35 @@ class _MidEpochCheckpoint(MovableCheckpoint):
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx: int) -> None:
         if batch_idx + 1 < trainer.num_training_batches:
             super().on_train_batch_end(trainer, pl_module, outputs, batch, batch_idx)
+
+
+class _GlooExitGrace(Callback):
+    """Lets a gloo process group's worker threads finish before the process exits.
+
+    A gloo worker thread drops each collective it ran (DDP's gradient buckets) after the caller
+    has seen it complete, and dropping it takes the GIL (it holds a Python object). When the
+    process reaches interpreter finalization first, as a ``ddp_spawn`` worker that has nothing to
+    save does right after its fit, the thread's GIL request ends it with ``pthread_exit`` and the
+    process aborts: "terminate called without an active exception", SIGABRT, and the parent
+    raises and loses the run (once in four CI runs). ``destroy_process_group`` at exit does not
+    stop it: DDP keeps the group alive. A process that trained in a gloo group sleeps
+    :data:`GLOO_EXIT_GRACE_S` at exit, before finalization, which releases the GIL to those
+    threads; ``benchmarks/gloo_exit.py`` counts the aborts with and without it. The sleep is
+    registered whether the fit ends well or not: unlike destroying the group, it cannot wait on
+    work a failed rank left in flight."""
+
+    def setup(self, trainer, pl_module, stage: str) -> None:
+        if (torch.distributed.is_available() and torch.distributed.is_initialized()
+                and torch.distributed.get_backend() == "gloo"):
+            atexit.unregister(_gloo_exit_grace)  # once per process, however many fits
+            atexit.register(_gloo_exit_grace)
+
+
+GLOO_EXIT_GRACE_S = 0.25
+
+
+def _gloo_exit_grace() -> None:
+    time.sleep(GLOO_EXIT_GRACE_S)
 
 
 class FolderInUse(RunFolderError):
