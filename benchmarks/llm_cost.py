@@ -77,12 +77,45 @@ def time_trainer_fit() -> list[float]:
     return seconds
 
 
+def ml100k(work_dir: Path, cache_dir: Path):
+    """ML-100K from ../shared/data, 5-core and split as palr-run does, with a CPU run context in
+    ``work_dir`` (its catalog set): the registry, the context, the split and its training data."""
+    from palr_core import RunContext, TrainerConfig, TrainingData
+    from palr_core.pipeline import prepare_data
+    from palr_core.plugins import load_registry
+
+    registry = load_registry()
+    dataset = registry.build("dataset", "movielens", {"variant": "ml-100k", "root": str(SHARED / "ml-100k"),
+                                                       "progress": False})
+    context = RunContext(seed=0, work_dir=Path(work_dir), cache_dir=Path(cache_dir),
+                         trainer=TrainerConfig(accelerator="cpu", enable_progress_bar=False, logger="none"),
+                         language_models=registry.language_models)
+    data, split = prepare_data(dataset, context, k_core=5)
+    context.catalog = data.catalog
+    return registry, context, split, TrainingData(split.train, split.valid, data.catalog)
+
+
+def popularity_requests(registry, context, training, split, users: int):
+    """``users`` test users (seed 0) with their popularity top-20 as rank requests, and their test
+    items."""
+    import numpy as np
+
+    from palr_core import RankRequest
+
+    popularity = registry.build("retriever", "popularity", {})
+    popularity.fit(training, context)
+    chosen = np.random.default_rng(0).choice(len(split.test), users, replace=False)
+    histories = [split.histories("test")[u] for u in chosen]
+    ids, _ = popularity.retrieve(histories, 20)
+    requests = [RankRequest(user=int(u), history=h, candidates=np.asarray(c)) for u, h, c in zip(chosen, histories, ids)]
+    return requests, split.test[chosen]
+
+
 def worker(spec: dict) -> dict:
     """One measurement in this process: ``train`` or ``rank``, with the code on ``sys.path``."""
-    import numpy as np
     import torch
 
-    from palr_core import RankRequest, RunContext, TrainerConfig, TrainingData
+    from palr_core import TrainerConfig
 
     if spec["threads"]:
         torch.set_num_threads(spec["threads"])
@@ -93,19 +126,7 @@ def worker(spec: dict) -> dict:
             pass
         else:
             use_threads(TrainerConfig())
-    from palr_core.pipeline import prepare_data
-    from palr_core.plugins import load_registry
-
-    registry = load_registry()
-    work = Path(spec["work_dir"])
-    dataset = registry.build("dataset", "movielens", {"variant": "ml-100k", "root": str(SHARED / "ml-100k"),
-                                                       "progress": False})
-    context = RunContext(seed=0, work_dir=work, cache_dir=Path(spec["cache_dir"]),
-                         trainer=TrainerConfig(accelerator="cpu", enable_progress_bar=False, logger="none"),
-                         language_models=registry.language_models)
-    data, split = prepare_data(dataset, context, k_core=5)
-    context.catalog = data.catalog
-    training = TrainingData(split.train, split.valid, data.catalog)
+    registry, context, split, training = ml100k(spec["work_dir"], spec["cache_dir"])
     params = {"model": "smollm2-135m", "epochs": 1, "batch_size": 8, "learning_rate": 1e-3,
               "retriever_weight": 2.0, "instructions": {"user_fraction": spec["fraction"]}, **spec.get("params", {})}
     ranker = registry.build("ranker", "llama_lora", params)
@@ -121,16 +142,10 @@ def worker(spec: dict) -> dict:
                   "examples": ranker.fit_state["examples"], "fit_state": ranker.fit_state}
     else:
         ranker.setup(context)
-        popularity = registry.build("retriever", "popularity", {})
-        popularity.fit(training, context)
-        users = np.random.default_rng(0).choice(len(split.test), spec["users"], replace=False)
-        histories = [split.histories("test")[u] for u in users]
-        ids, _ = popularity.retrieve(histories, 20)
-        requests = [RankRequest(user=int(u), history=h, candidates=np.asarray(c)) for u, h, c in zip(users, histories, ids)]
+        requests, targets = popularity_requests(registry, context, training, split, spec["users"])
         start = time.perf_counter()
         ranked = ranker.rank(requests, context)
         seconds = time.perf_counter() - start
-        targets = split.test[users]
         from palr_core import metrics_from_ranks, rank_from_lists
 
         result = {"seconds": round(seconds, 1), "users": len(requests), "users_per_s": round(len(requests) / seconds, 3),

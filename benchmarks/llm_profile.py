@@ -68,35 +68,19 @@ def ranking_setup(decoder: str, users: int, adapter: str | None = None):
     """A SmolLM2 ``llama_lora`` ranker (an untrained adapter, or a run's ``llama_lora`` folder) and
     ``users`` seeded ML-100K users' popularity top-20 requests, with the run context to rank them
     in and the users' test items."""
-    import numpy as np
-    from llm_cost import SHARED
+    from llm_cost import ml100k, popularity_requests
 
-    from palr_core import RankRequest, RunContext, TrainerConfig, TrainingData
     from palr_core.config import default_cache_dir
-    from palr_core.pipeline import prepare_data
-    from palr_core.plugins import load_registry
 
-    registry = load_registry()
-    dataset = registry.build("dataset", "movielens", {"variant": "ml-100k", "root": str(SHARED / "ml-100k"),
-                                                       "progress": False})
-    context = RunContext(seed=0, work_dir=Path("/tmp/palr-llm-profile"), cache_dir=default_cache_dir(),
-                         trainer=TrainerConfig(accelerator="cpu", enable_progress_bar=False, logger="none"),
-                         language_models=registry.language_models)
-    data, split = prepare_data(dataset, context, k_core=5)
-    context.catalog = data.catalog
-    popularity = registry.build("retriever", "popularity", {})
-    popularity.fit(TrainingData(split.train, split.valid, data.catalog), context)
+    registry, context, split, training = ml100k(Path("/tmp/palr-llm-profile"), default_cache_dir())
     ranker = registry.build("ranker", "llama_lora", {"model": "smollm2-135m", "decoder": decoder,
                                                      "retriever_weight": 2.0})
     if adapter:
         ranker.load(adapter, context)
     else:
         ranker.setup(context)
-    chosen = np.random.default_rng(0).choice(len(split.test), users, replace=False)
-    histories = [split.histories("test")[u] for u in chosen]
-    ids, _ = popularity.retrieve(histories, 20)
-    requests = [RankRequest(user=int(u), history=h, candidates=np.asarray(c)) for u, h, c in zip(chosen, histories, ids)]
-    return ranker, requests, context, split.test[chosen]
+    requests, targets = popularity_requests(registry, context, training, split, users)
+    return ranker, requests, context, targets
 
 
 def profile_ranking(decoder: str, users: int) -> dict:
