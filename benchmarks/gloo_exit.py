@@ -10,7 +10,7 @@ and with the grace so both see the same load, and counts the jobs that died by a
 table and writes ``benchmarks/results/gloo_exit.json`` with the load average before and after and
 Fisher's exact test.
 
-    python benchmarks/gloo_exit.py --runs 200     # ~25 min on 2 cores, beside other work
+    python benchmarks/gloo_exit.py --runs 100     # ~30 min on 2 cores beside a one-thread palr-run
 """
 
 from __future__ import annotations
@@ -76,7 +76,7 @@ def main() -> None:
     meta = {"command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]), "cores": os.cpu_count(),
             "load_average_1min": [round(load_start, 2), round(os.getloadavg()[0], 2)],
             "minutes": round((time.perf_counter() - started) / 60, 1), "date": time.strftime("%Y-%m-%d %H:%M"),
-            "fisher_exact_p_fewer_with_grace": round(float(p_value), 4)}
+            "fisher_exact_p_fewer_with_grace": float(f"{p_value:.3g}")}
     print(f"\nload {meta['load_average_1min']}; {meta['minutes']} min")
     print("| exit | jobs | died by a signal |\n|---|---:|---:|")
     for row in rows:
