@@ -25,8 +25,8 @@ machine's bf16 peak. Most of the rest went to:
   :class:`RMSNorm` gives the same output bit for bit with a backward of six.
 
 With the first two the step took 4.9 s: attention 14 %, mask draws 1 %. With all four it took
-4.4-4.5 s, and ``benchmarks/llm_cost.py`` fine-tunes 3.00-3.03x the tokens per second of 8c60e0b
-on one thread (``docs/llm.md``). Ranking on a CPU reads the block attention too, for about a fifth
+4.4-4.5 s, and ``benchmarks/llm_cost.py`` fine-tunes 3.00-3.14x the tokens per second of 8c60e0b
+on one thread and 2.71-3.16x on two (``docs/llm.md``). Ranking on a CPU reads the block attention too, for about a fifth
 more users per second.
 
 All are the same maths (attention differs from the fused kernel by rounding only: in bf16 the
