@@ -95,9 +95,9 @@ def ml100k(work_dir: Path, cache_dir: Path):
     return registry, context, split, TrainingData(split.train, split.valid, data.catalog)
 
 
-def popularity_requests(registry, context, training, split, users: int):
-    """``users`` test users (seed 0) with their popularity top-20 as rank requests, and their test
-    items."""
+def popularity_requests(registry, context, training, split, users: int, k: int = 20):
+    """``users`` test users (seed 0) with their popularity top-``k`` as rank requests, and their
+    test items."""
     import numpy as np
 
     from palr_core import RankRequest
@@ -106,7 +106,7 @@ def popularity_requests(registry, context, training, split, users: int):
     popularity.fit(training, context)
     chosen = np.random.default_rng(0).choice(len(split.test), users, replace=False)
     histories = [split.histories("test")[u] for u in chosen]
-    ids, _ = popularity.retrieve(histories, 20)
+    ids, _ = popularity.retrieve(histories, k)
     requests = [RankRequest(user=int(u), history=h, candidates=np.asarray(c)) for u, h, c in zip(chosen, histories, ids)]
     return requests, split.test[chosen]
 

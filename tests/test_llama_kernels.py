@@ -252,15 +252,46 @@ def test_fine_tuning_returns_memory_to_the_system_only_over_its_budget(monkeypat
     assert released == [True, True]
 
 
-def test_fine_tuning_on_cpu_keeps_freed_memory_for_its_next_steps(monkeypatch):
-    """On a CPU (a budget) the fine-tuner tells glibc to keep what a step frees; on a GPU it does not."""
+def test_fine_tuning_on_cpu_keeps_freed_memory_for_its_steps_only(monkeypatch, registry, run_context, training_data):
+    """On a CPU (a budget) a real fine-tuning tells glibc to keep what a step frees, and to stop
+    when it ends: kept for the rest of the process, it let the first ranking batch start on top of
+    what fine-tuning had freed. On a GPU (no budget) it does neither."""
     import palr_llama_lora.training as training
 
-    kept = []
-    monkeypatch.setattr(training, "keep_freed_memory", lambda: kept.append(True))
-    training.LoraFineTuner(torch.nn.Linear(2, 2), 1e-3, release_above=4e9).setup("fit")
-    training.LoraFineTuner(torch.nn.Linear(2, 2), 1e-3).setup("fit")
-    assert kept == [True]
+    calls = []
+    monkeypatch.setattr(training, "keep_freed_memory", lambda keep=True: calls.append(keep))
+    ranker = registry.build("ranker", "llama_lora", SMALL)
+    seed_stage(run_context.seed, "fit_ranker")
+    ranker.fit(training_data, run_context)
+    assert calls == [True, False]
+    calls.clear()
+    gpu = training.LoraFineTuner(torch.nn.Linear(2, 2), 1e-3)
+    gpu.setup("fit")
+    gpu.teardown("fit")
+    assert calls == []
+
+
+def test_going_back_from_kept_memory_restores_glibc_s_trim_and_trims(monkeypatch):
+    from palr_core.kit import llm
+
+    class Libc:
+        def __init__(self):
+            self.calls = []
+
+        def mallopt(self, parameter, value):
+            self.calls.append((parameter, value))
+
+        def malloc_trim(self, pad):
+            self.calls.append(("trim", pad))
+
+    libc = Libc()
+    monkeypatch.setattr(llm, "_glibc", lambda: libc)
+    llm.keep_freed_memory()
+    assert dict(libc.calls) == {-1: 2**31 - 1, -2: 64 * 2**20, -3: 32 * 2**20}
+    libc.calls.clear()
+    llm.keep_freed_memory(False)
+    assert libc.calls[-1] == ("trim", 0)  # what was kept goes back now, not at the next free
+    assert dict(libc.calls[:-1]) == {-1: 128 * 1024, -2: 128 * 1024, -3: 32 * 2**20}  # glibc's defaults
 
 
 @pytest.mark.parametrize("decoder", ["score", "verbalizer"])

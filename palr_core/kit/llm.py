@@ -248,22 +248,30 @@ def release_memory() -> None:
         libc.malloc_trim(0)
 
 
-def keep_freed_memory() -> None:
-    """Keep the memory that tensors free in this process, for the next ones (glibc; a no-op elsewhere).
+def keep_freed_memory(keep: bool = True) -> None:
+    """Keep the memory that tensors free in this process, for the next ones (glibc; a no-op elsewhere);
+    ``keep=False`` goes back to glibc's defaults and hands what is kept back to the system.
 
     A fine-tuning step on a CPU allocates its activations and frees them all at its end. glibc
     handed the freed top of its heap back to the system each time, and the next step faulted it in
     again. Setting its trim threshold to 2 GB and its mmap threshold to 32 MB (the largest it takes)
     stops that. In a SmolLM2 fine-tune of ``benchmarks/llm_cost.py``'s worker the page faults fell
     from 1.66 to 1.17 million with the same two thresholds (and a 256 MB top pad) given as
-    ``MALLOC_*`` environment variables: one ad hoc run each under ``/usr/bin/time -v``. The setting
-    lasts for the process; :func:`release_memory` still hands memory back when asked."""
+    ``MALLOC_*`` environment variables: one ad hoc run each under ``/usr/bin/time -v``.
+
+    The setting lasts until ``keep_freed_memory(False)``, which palr's fine-tuner calls when it
+    ends: kept for the rest of the process, it let the first ranking batch after a fine-tuning
+    start on top of up to 2 GB the fine-tuning had freed (``benchmarks/llm_memory.py``). Going
+    back restores the trim threshold and top pad (128 KiB each); the mmap threshold stays at
+    32 MB, the ceiling glibc's own adjustment rises to, since glibc cannot turn that back on."""
     libc = _glibc()
     if libc is not None:
         trim_threshold, top_pad, mmap_threshold = -1, -2, -3  # glibc's mallopt parameters
-        libc.mallopt(trim_threshold, 2**31 - 1)
-        libc.mallopt(top_pad, 64 * 2**20)
+        libc.mallopt(trim_threshold, 2**31 - 1 if keep else 128 * 1024)
+        libc.mallopt(top_pad, 64 * 2**20 if keep else 128 * 1024)
         libc.mallopt(mmap_threshold, 32 * 2**20)
+        if not keep:
+            libc.malloc_trim(0)
 
 
 @functools.cache

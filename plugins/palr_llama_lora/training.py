@@ -135,6 +135,10 @@ class LoraFineTuner(L.LightningModule):
         if self.release_above is not None:  # a CPU: its steps reuse what the last one freed
             keep_freed_memory()
 
+    def teardown(self, stage: str) -> None:
+        if self.release_above is not None:  # what comes next (ranking) must not start on top of it
+            keep_freed_memory(False)
+
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
         loss = choice_loss(self.model, **batch) if "choices" in batch else answer_loss(self.model, **batch)
         self.log("train/loss", loss, prog_bar=True, on_step=True, on_epoch=True,
