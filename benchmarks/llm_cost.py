@@ -25,6 +25,7 @@ before and after).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import resource
@@ -75,6 +76,18 @@ def time_trainer_fit() -> list[float]:
 
     lightning.Trainer.fit = timed
     return seconds
+
+
+@contextlib.contextmanager
+def checkout(revision: str, under: Path):
+    """``revision`` of this repository checked out in a temporary worktree in ``under`` (its path)."""
+    folder = under / "before"
+    subprocess.run(["git", "-C", str(REPO), "worktree", "add", "--detach", str(folder), revision], check=True,
+                   capture_output=True)
+    try:
+        yield folder
+    finally:
+        subprocess.run(["git", "-C", str(REPO), "worktree", "remove", "--force", str(folder)], capture_output=True)
 
 
 def ml100k(work_dir: Path, cache_dir: Path):
@@ -191,12 +204,9 @@ def main() -> None:
     load_start = os.getloadavg()[0]
     peaks = {dtype: round(matmul_peak(dtype), 1) for dtype in ("float32", "bfloat16")}
     tmp = Path(tempfile.mkdtemp(prefix="palr-llm-cost-"))
-    before = tmp / "before"
-    subprocess.run(["git", "-C", str(REPO), "worktree", "add", "--detach", str(before), args.before], check=True,
-                   capture_output=True)
     cache = Path(os.environ.get("PALR_CACHE_DIR", Path.home() / ".cache" / "palr"))
     rows = []
-    try:
+    with checkout(args.before, tmp) as before:
         plan = [("train", "score", before), ("train", "score", REPO), ("train", "verbalizer", REPO),
                 ("rank", "score", before), ("rank", "score", REPO), ("rank", "verbalizer", REPO)]
         for what, decoder, code in [step for step in plan if args.only in (None, step[0])]:
@@ -213,8 +223,6 @@ def main() -> None:
                 row["loop_gflop_per_s"] = round(flops_per_token * result["loop_tokens_per_s"] / 1e9, 1)
             rows.append(row)
             print(json.dumps(row), flush=True)
-    finally:
-        subprocess.run(["git", "-C", str(REPO), "worktree", "remove", "--force", str(before)], capture_output=True)
     meta = {"command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]), "threads": args.threads,
             "matmul_gflop_per_s_2048": peaks, "load_average_1min": [round(load_start, 2), round(os.getloadavg()[0], 2)],
             "cpu": next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()

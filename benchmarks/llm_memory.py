@@ -31,7 +31,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from llm_cost import REPO, ml100k, popularity_requests  # noqa: E402
+from llm_cost import REPO, checkout, ml100k, popularity_requests  # noqa: E402
 
 RESULTS = REPO / "benchmarks" / "results" / "llm_memory.json"
 
@@ -101,13 +101,10 @@ def main() -> None:
         return
     load_start = os.getloadavg()[0]
     tmp = Path(tempfile.mkdtemp(prefix="palr-llm-memory-"))
-    before = tmp / "before"
-    subprocess.run(["git", "-C", str(REPO), "worktree", "add", "--detach", str(before), args.before], check=True,
-                   capture_output=True)
     cache = Path(os.environ.get("PALR_CACHE_DIR", Path.home() / ".cache" / "palr"))
-    jobs = [("fine-tune, then rank", before, True), ("fine-tune, then rank", REPO, True),
-            ("rank only", REPO, False)]
-    try:
+    with checkout(args.before, tmp) as before:
+        jobs = [("fine-tune, then rank", before, True), ("fine-tune, then rank", REPO, True),
+                ("rank only", REPO, False)]
         running = []
         for i, (_, code, fine_tune) in enumerate(jobs):
             spec = {"fine_tune": fine_tune, "fraction": args.fraction, "users": args.users,
@@ -122,8 +119,6 @@ def main() -> None:
                 raise SystemExit(f"the {what} job with {code} failed (exit {process.returncode})")
             label = args.before if code == before else "working tree"
             rows.append({"job": what, "code": label, **json.loads(out.strip().splitlines()[-1])})
-    finally:
-        subprocess.run(["git", "-C", str(REPO), "worktree", "remove", "--force", str(before)], capture_output=True)
     meta = {"command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]), "threads": 1,
             "load_average_1min": [round(load_start, 2), round(os.getloadavg()[0], 2)],
             "date": time.strftime("%Y-%m-%d %H:%M")}
