@@ -173,12 +173,18 @@ def worker(spec: dict) -> dict:
     return result
 
 
-def run_worker(spec: dict, code: Path) -> dict:
-    env = {**os.environ, "PYTHONPATH": f"{code}:{code / 'plugins'}", "OMP_NUM_THREADS": str(spec["threads"])}
-    if not spec["threads"]:
+def code_env(code: Path, threads: int) -> dict[str, str]:
+    """The environment of a worker process that imports palr from ``code`` (a checkout) and runs
+    on ``threads`` OpenMP threads (0: as torch chooses)."""
+    env = {**os.environ, "PYTHONPATH": f"{code}:{code / 'plugins'}", "OMP_NUM_THREADS": str(threads)}
+    if not threads:
         del env["OMP_NUM_THREADS"]
-    out = subprocess.run([sys.executable, __file__, "--worker", json.dumps(spec)], env=env, check=True,
-                         capture_output=True, text=True)
+    return env
+
+
+def run_worker(spec: dict, code: Path) -> dict:
+    out = subprocess.run([sys.executable, __file__, "--worker", json.dumps(spec)], env=code_env(code, spec["threads"]),
+                         check=True, capture_output=True, text=True)
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
@@ -199,12 +205,14 @@ def main() -> None:
         return
     import torch
 
+    from palr_core.config import default_cache_dir
+
     if args.threads:
         torch.set_num_threads(args.threads)
     load_start = os.getloadavg()[0]
     peaks = {dtype: round(matmul_peak(dtype), 1) for dtype in ("float32", "bfloat16")}
     tmp = Path(tempfile.mkdtemp(prefix="palr-llm-cost-"))
-    cache = Path(os.environ.get("PALR_CACHE_DIR", Path.home() / ".cache" / "palr"))
+    cache = default_cache_dir()
     rows = []
     with checkout(args.before, tmp) as before:
         plan = [("train", "score", before), ("train", "score", REPO), ("train", "verbalizer", REPO),

@@ -31,7 +31,9 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from llm_cost import REPO, checkout, ml100k, popularity_requests  # noqa: E402
+from llm_cost import REPO, checkout, code_env, ml100k, popularity_requests  # noqa: E402
+
+from palr_core.config import default_cache_dir  # noqa: E402
 
 RESULTS = REPO / "benchmarks" / "results" / "llm_memory.json"
 
@@ -101,7 +103,7 @@ def main() -> None:
         return
     load_start = os.getloadavg()[0]
     tmp = Path(tempfile.mkdtemp(prefix="palr-llm-memory-"))
-    cache = Path(os.environ.get("PALR_CACHE_DIR", Path.home() / ".cache" / "palr"))
+    cache = default_cache_dir()
     with checkout(args.before, tmp) as before:
         jobs = [("fine-tune, then rank", before, True), ("fine-tune, then rank", REPO, True),
                 ("rank only", REPO, False)]
@@ -109,8 +111,8 @@ def main() -> None:
         for i, (_, code, fine_tune) in enumerate(jobs):
             spec = {"fine_tune": fine_tune, "fraction": args.fraction, "users": args.users,
                     "candidates": args.candidates, "work_dir": str(tmp / f"job{i}"), "cache_dir": str(cache)}
-            env = {**os.environ, "PYTHONPATH": f"{code}:{code / 'plugins'}", "OMP_NUM_THREADS": "1"}
-            running.append(subprocess.Popen([sys.executable, __file__, "--worker", json.dumps(spec)], env=env,
+            running.append(subprocess.Popen([sys.executable, __file__, "--worker", json.dumps(spec)],
+                                            env=code_env(code, threads=1),
                                             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True))
         rows = []
         for (what, code, _), process in zip(jobs, running):
