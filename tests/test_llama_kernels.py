@@ -313,10 +313,10 @@ def test_ranking_on_cpu_reads_the_block_attention_and_scores_as_sdpa_does(regist
         np.testing.assert_allclose(blocks, sdpa, rtol=1e-4, atol=1e-5)
 
 
-def test_the_kernels_leave_the_fine_tuning_fingerprint_alone(registry, run_context, training_data):
-    """``cpu_kernels`` says how, not what: folders fine-tuned before it existed, or with it off,
-    still resume and load (as with ``trainer.threads``)."""
-    prints = [registry.build("ranker", "llama_lora", {**SMALL, "cpu_kernels": on})._fingerprint(training_data,
-                                                                                                 run_context)
-              for on in (True, False)]
-    assert prints[0] == prints[1] and "cpu_kernels" not in prints[0]["config"]
+@pytest.mark.parametrize(("option", "values"), [("cpu_kernels", (True, False)), ("pad_to_multiple_of", (32, 1))])
+def test_the_kernels_leave_the_fine_tuning_fingerprint_alone(registry, run_context, training_data, option, values):
+    """``cpu_kernels`` and the padding say how, not what: folders fine-tuned before they existed,
+    or with other values, still resume and load (as with ``trainer.threads``)."""
+    prints = [registry.build("ranker", "llama_lora", {**SMALL, option: value})._fingerprint(training_data, run_context)
+              for value in values]
+    assert prints[0] == prints[1] and option not in prints[0]["config"]

@@ -141,6 +141,31 @@ def test_right_padded_batches_train_with_causal_attention_alone(registry, run_co
     assert causal_mask_only(gap) is gap
 
 
+@pytest.mark.parametrize("decoder", ["score", "verbalizer"])
+def test_micro_batches_padded_to_a_multiple_keep_their_loss(registry, run_context, training_data, decoder):
+    """``pad_to_multiple_of`` rounds every micro-batch's width up (fewer distinct shapes for the
+    CPU's kernel caches to compile and keep); the padding comes after the real tokens and out of
+    the loss, so each micro-batch's loss is the unpadded one, with palr's CPU kernels too."""
+    from palr_llama_lora.kernels import cpu_training_kernels
+    from palr_llama_lora.training import answer_loss, choice_loss
+
+    ranker = _ranker(registry, decoder=decoder, choices=5, lora={"dropout": 0.0}, pad_to_multiple_of=1)
+    ranker.setup(run_context)
+    plain = ranker._instruction_batches(training_data, run_context)
+    ranker.config = replace(ranker.config, pad_to_multiple_of=16)
+    padded = ranker._instruction_batches(training_data, run_context)
+    loss = choice_loss if decoder == "verbalizer" else answer_loss
+    groups = [[e] for e in plain.examples[:3]] + [plain.examples[3:6]]
+    widths = set()
+    with torch.no_grad(), cpu_training_kernels(ranker.model):
+        for rows in groups:
+            batch, wide = plain.collate(rows), padded.collate(rows)
+            assert wide["input_ids"].shape[1] % 16 == 0
+            assert (wide["attention_mask"].sum(1) == batch["attention_mask"].sum(1)).all()
+            widths.add((batch["input_ids"].shape[1], wide["input_ids"].shape[1]))
+            torch.testing.assert_close(loss(ranker.model, **wide), loss(ranker.model, **batch), rtol=1e-4, atol=1e-5)
+    assert len(widths) > 1 and any(wide > width for width, wide in widths)
+
 def test_ranking_reads_a_bf16_base_with_its_adapter_in_bf16_and_close_to_float32():
     """A 16-bit base ranks with its adapter cast to the same dtype (no float32 copy per projection);
     the scores stay within bf16 rounding of the float32 adapter's, and a float32 base is left alone."""
@@ -297,14 +322,22 @@ def test_choice_loss_is_cross_entropy_over_the_candidates_labels(registry, run_c
 @pytest.mark.parametrize("decoder", ["score", "verbalizer"])
 def test_batched_ranking_equals_ranking_one_user_at_a_time(registry, run_context, small_split, decoder):
     """Users of different prompt lengths share a forward pass (padded, sorted by length): each one's
-    scores are those it gets alone."""
-    ranker = _ranker(registry, decoder=decoder, choices=6)
+    scores are those it gets alone, and so are they with every batch padded to a multiple of 16."""
+    ranker = _ranker(registry, decoder=decoder, choices=6, pad_to_multiple_of=1)
     ranker.setup(run_context)
     requests = _requests(small_split, range(7), k=8)
     together = ranker.candidate_scores(requests, run_context)
-    ranker.config.rank_batch_size = 1
+    ranker.config.pad_to_multiple_of = 16
+    widths = []
+    embed = ranker.model.get_base_model().get_input_embeddings()
+    hook = embed.register_forward_pre_hook(lambda module, args: widths.append(args[0].shape[1]))
+    padded = ranker.candidate_scores(requests, run_context)
+    hook.remove()
+    assert widths and all(w % 16 == 0 for w in widths)
+    ranker.config.pad_to_multiple_of, ranker.config.rank_batch_size = 1, 1
     alone = ranker.candidate_scores(requests, run_context)
     np.testing.assert_allclose(np.array(together), np.array(alone), rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(np.array(padded), np.array(alone), rtol=1e-4, atol=1e-5)
     assert len(together[0]) == (6 if decoder == "verbalizer" else 8)  # the verbalizer shows the top `choices`
 
 

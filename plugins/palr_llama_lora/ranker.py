@@ -199,13 +199,14 @@ class LlamaLoraRanker:
 
     def _fingerprint(self, data: TrainingData, context: RunContext) -> dict:
         """What the fine-tuning checkpoints depend on: ranking-only options are left out, and so is
-        ``cpu_kernels`` (how attention and dropout masks are computed, not what: like
-        ``trainer.threads``, it may differ between an interrupted run and its resumption)."""
+        ``cpu_kernels`` and ``pad_to_multiple_of`` (how attention, dropout masks and padding are
+        computed, not what: like ``trainer.threads``, they may differ between an interrupted run and
+        its resumption)."""
         digest = hashlib.sha256()
         for array in (*data.train, np.asarray(data.valid)):
             digest.update(np.ascontiguousarray(array, dtype=np.int64).tobytes() + b"|")
         left_out = {"num_generate", "rank_batch_size", "num_beams", "retriever_weight", "retriever_weights",
-                    "auto_alpha", "adapter", "resume", "cpu_kernels"}
+                    "auto_alpha", "adapter", "resume", "cpu_kernels", "pad_to_multiple_of"}
         if self.config.decoder != "verbalizer":  # score and generate read the same fine-tuning
             left_out |= {"decoder", "choices"}
         config = {k: v for k, v in dataclasses.asdict(self.config).items() if k not in left_out}
@@ -229,7 +230,7 @@ class LlamaLoraRanker:
             pairs.append((self.coder.prompt(text, self.config.max_length - len(label)), label))
         log.info("llama_lora: %d instruction examples from %d users", len(pairs),
                  len({e.user for e in examples}))
-        return InstructionBatches(pairs, self.coder.tokenizer)
+        return InstructionBatches(pairs, self.coder.tokenizer, self.config.pad_to_multiple_of)
 
     def _choice_batches(self, data: TrainingData, context: RunContext) -> ChoiceBatches:
         examples = build_choice_instructions(data, self.config.choices, self.config.instructions,
@@ -242,7 +243,7 @@ class LlamaLoraRanker:
             rows.append((prompt, self.coder.choice_ids(len(candidates)), candidates.index(int(example.targets[0]))))
         log.info("llama_lora: %d choice examples (%d candidates each) from %d users", len(rows),
                  self.config.choices, len({e.user for e in examples}))
-        return ChoiceBatches(rows, self.coder.tokenizer)
+        return ChoiceBatches(rows, self.coder.tokenizer, self.config.pad_to_multiple_of)
 
     def _choice_prompt(self, history, candidates: Sequence[int], profile: str | None, context: RunContext) -> list[int]:
         text = build_prompt(self.config.templates, "choice", context.catalog,
@@ -294,7 +295,8 @@ class LlamaLoraRanker:
         before training when even that cannot fit the memory available now."""
         cfg = self.config
         model = self.model.get_base_model()
-        longest = max(len(e["input_ids"]) for e in batches.examples)
+        multiple = batches.pad_to_multiple_of
+        longest = -(-max(len(e["input_ids"]) for e in batches.examples) // multiple) * multiple  # as padded
         answer = max(1, max(len(label) for _, label in batches.pairs))
         weights = list(model.parameters())
         size = dict(parameters=sum(p.numel() for p in weights), weight_bytes=weights[0].element_size(),
@@ -487,18 +489,18 @@ with it in another run; `palr.load_run("{Path(context.work_dir).resolve()}")` lo
         return order_by_scores(scored, scores, weight) + [int(c) for c in request.candidates[len(scores):]]
 
     def _scores(self, requests: Sequence[RankRequest], context: RunContext) -> list[list[float]]:
-        pad = self.coder.tokenizer.pad_token_id
+        pad, multiple = self.coder.tokenizer.pad_token_id, self.config.pad_to_multiple_of
         if self.config.decoder == "verbalizer":
             shown = [[int(c) for c in r.candidates[:self.config.choices]] for r in requests]
             prompts = [self._choice_prompt(r.history, c, r.profile, context) for r, c in zip(requests, shown)]
             choices = [self.coder.choice_ids(len(c)) for c in shown]
             return self._batched(prompts, lambda idx: choice_scores(
-                self.model, [prompts[i] for i in idx], [choices[i] for i in idx], pad), context)
+                self.model, [prompts[i] for i in idx], [choices[i] for i in idx], pad, multiple), context)
         n = min(self.config.num_generate, min(len(r.candidates) for r in requests))
         prompts = self._prompts(requests, context, n)
         blocks = [[list(self.coder.block(int(c))) for c in r.candidates] for r in requests]
         return self._batched(prompts, lambda idx: packed_block_scores(
-            self.model, [prompts[i] for i in idx], [blocks[i] for i in idx], pad), context)
+            self.model, [prompts[i] for i in idx], [blocks[i] for i in idx], pad, multiple), context)
 
     def _batched(self, prompts: list[list[int]], run, context: RunContext) -> list:
         """``run(indices)`` over batches of ``rank_batch_size`` prompts of similar length (less

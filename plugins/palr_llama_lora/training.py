@@ -73,14 +73,15 @@ class InstructionBatches:
     batched by transformers' ``DataCollatorForSeq2Seq`` (padding on the tokenizer's side, labels
     padded with -100)."""
 
-    def __init__(self, pairs: list[tuple[list[int], list[int]]], tokenizer) -> None:
+    def __init__(self, pairs: list[tuple[list[int], list[int]]], tokenizer, pad_to_multiple_of: int = 1) -> None:
         from transformers import DataCollatorForSeq2Seq
 
         self.pairs = pairs
         self.examples = [{"input_ids": prompt + label, "labels": [IGNORE] * len(prompt) + label}
                          for prompt, label in pairs]
+        self.pad_to_multiple_of = pad_to_multiple_of
         self.collate = DataCollatorForSeq2Seq(tokenizer, padding=True, label_pad_token_id=IGNORE,
-                                              return_tensors="pt")
+                                              pad_to_multiple_of=pad_to_multiple_of, return_tensors="pt")
 
     @property
     def tokens(self) -> int:
@@ -98,15 +99,17 @@ class ChoiceBatches(InstructionBatches):
     """Verbalizer examples: a prompt, its candidates' label token ids and the index of the true one;
     prompts right-padded by the tokenizer, label lists padded with -1."""
 
-    def __init__(self, examples: list[tuple[list[int], list[int], int]], tokenizer) -> None:
+    def __init__(self, examples: list[tuple[list[int], list[int], int]], tokenizer, pad_to_multiple_of: int = 1) -> None:
         self.pairs = [(prompt, []) for prompt, _, _ in examples]
         self.examples = [{"input_ids": prompt, "choices": choices, "answer": answer}
                          for prompt, choices, answer in examples]
         self.tokenizer = tokenizer
+        self.pad_to_multiple_of = pad_to_multiple_of
         self.collate = self._collate
 
     def _collate(self, rows: list[dict]) -> dict[str, torch.Tensor]:
-        batch = self.tokenizer.pad([{"input_ids": r["input_ids"]} for r in rows], return_tensors="pt")
+        batch = self.tokenizer.pad([{"input_ids": r["input_ids"]} for r in rows], return_tensors="pt",
+                                   pad_to_multiple_of=self.pad_to_multiple_of)
         width = max(len(r["choices"]) for r in rows)
         batch["choices"] = torch.tensor([r["choices"] + [-1] * (width - len(r["choices"])) for r in rows])
         batch["answer"] = torch.tensor([r["answer"] for r in rows])
