@@ -188,20 +188,50 @@ def run_worker(spec: dict, code: Path) -> dict:
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
+def benchmark_options(doc: str, out: Path, fraction: float, users: int, candidates: bool = False
+                      ) -> argparse.ArgumentParser:
+    """The options the LLM benchmarks here share (``--fraction``, ``--users``, ``--candidates``
+    where asked for, ``--out``) and the hidden ``--worker`` with which each runs a measurement in a
+    process of its own."""
+    p = argparse.ArgumentParser(description=doc.split("\n\n")[0])
+    p.add_argument("--fraction", type=float, default=fraction, help="share of users fine-tuned on")
+    p.add_argument("--users", type=int, default=users, help="users ranked")
+    if candidates:
+        p.add_argument("--candidates", type=int, default=50, help="candidates per user (palr-run's default: 50)")
+    p.add_argument("--out", default=str(out))
+    p.add_argument("--worker", help=argparse.SUPPRESS)
+    return p
+
+
+def ran_as_worker(args: argparse.Namespace, worker) -> bool:
+    """In a worker process (``--worker SPEC``): run ``worker(SPEC)`` and print its JSON."""
+    if args.worker:
+        print(json.dumps(worker(json.loads(args.worker))))
+    return bool(args.worker)
+
+
+def run_meta(load_start: float, threads: int, **more) -> dict:
+    """What a results file says of its run: the command, the torch threads, ``more``, the 1-minute
+    load average at its start (``load_start``) and now, and the date."""
+    return {"command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]), "threads": threads, **more,
+            "load_average_1min": [round(load_start, 2), round(os.getloadavg()[0], 2)],
+            "date": time.strftime("%Y-%m-%d %H:%M")}
+
+
+def write_results(out: str | Path, meta: dict, rows: list[dict]) -> None:
+    Path(out).parent.mkdir(parents=True, exist_ok=True)
+    Path(out).write_text(json.dumps({"meta": meta, "rows": rows}, indent=1))
+
+
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p = benchmark_options(__doc__, RESULTS, fraction=0.03, users=30)
     p.add_argument("--before", default="8c60e0b", help="the git revision to compare with")
     p.add_argument("--threads", type=int, default=1,
                    help="torch threads in every process; 0: as a user runs each version (torch's default "
                         "threads before trainer.threads existed, trainer.threads=auto after)")
     p.add_argument("--only", choices=["train", "rank"], help="one kind of measurement")
-    p.add_argument("--fraction", type=float, default=0.03, help="share of users fine-tuned on")
-    p.add_argument("--users", type=int, default=30, help="users ranked")
-    p.add_argument("--out", default=str(RESULTS))
-    p.add_argument("--worker", help=argparse.SUPPRESS)
     args = p.parse_args()
-    if args.worker:
-        print(json.dumps(worker(json.loads(args.worker))))
+    if ran_as_worker(args, worker):
         return
     import torch
 
@@ -231,11 +261,9 @@ def main() -> None:
                 row["loop_gflop_per_s"] = round(flops_per_token * result["loop_tokens_per_s"] / 1e9, 1)
             rows.append(row)
             print(json.dumps(row), flush=True)
-    meta = {"command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]), "threads": args.threads,
-            "matmul_gflop_per_s_2048": peaks, "load_average_1min": [round(load_start, 2), round(os.getloadavg()[0], 2)],
-            "cpu": next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                         if line.startswith("model name")), "?"),
-            "date": time.strftime("%Y-%m-%d %H:%M")}
+    meta = run_meta(load_start, args.threads, matmul_gflop_per_s_2048=peaks,
+                    cpu=next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                              if line.startswith("model name")), "?"))
     print(f"\nthreads {args.threads or 'as a user runs it'}; matmul peak GFLOP/s: {peaks}; load {meta['load_average_1min']}")
     print("| measurement | code | dtype | seconds | rate | GFLOP/s | peak RSS GB |")
     print("|---|---|---|---:|---:|---:|---:|")
@@ -244,8 +272,7 @@ def main() -> None:
                 else f"{r['users_per_s']} users/s")
         print(f"| {r['what']} ({r['decoder']}) | {r['code']} | {r['dtype'].removeprefix('torch.')} | {r['seconds']} "
               f"| {rate} | {r['gflop_per_s']} | {r['peak_rss_gb']} |")
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps({"meta": meta, "rows": rows}, indent=1))
+    write_results(args.out, meta, rows)
 
 
 if __name__ == "__main__":

@@ -19,7 +19,6 @@ Prints a table and writes ``benchmarks/results/llm_memory.json``.
 
 from __future__ import annotations
 
-import argparse
 import ctypes
 import gc
 import json
@@ -31,7 +30,17 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from llm_cost import REPO, checkout, code_env, ml100k, popularity_requests  # noqa: E402
+from llm_cost import (  # noqa: E402
+    REPO,
+    benchmark_options,
+    checkout,
+    code_env,
+    ml100k,
+    popularity_requests,
+    ran_as_worker,
+    run_meta,
+    write_results,
+)
 
 from palr_core.config import default_cache_dir  # noqa: E402
 
@@ -90,16 +99,10 @@ def worker(spec: dict) -> dict:
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p = benchmark_options(__doc__, RESULTS, fraction=0.05, users=200, candidates=True)
     p.add_argument("--before", default="c7f9984", help="the git revision to compare with")
-    p.add_argument("--fraction", type=float, default=0.05, help="share of users fine-tuned on")
-    p.add_argument("--users", type=int, default=200, help="users ranked")
-    p.add_argument("--candidates", type=int, default=50, help="candidates per user (palr-run's default: 50)")
-    p.add_argument("--out", default=str(RESULTS))
-    p.add_argument("--worker", help=argparse.SUPPRESS)
     args = p.parse_args()
-    if args.worker:
-        print(json.dumps(worker(json.loads(args.worker))))
+    if ran_as_worker(args, worker):
         return
     load_start = os.getloadavg()[0]
     tmp = Path(tempfile.mkdtemp(prefix="palr-llm-memory-"))
@@ -121,9 +124,7 @@ def main() -> None:
                 raise SystemExit(f"the {what} job with {code} failed (exit {process.returncode})")
             label = args.before if code == before else "working tree"
             rows.append({"job": what, "code": label, **json.loads(out.strip().splitlines()[-1])})
-    meta = {"command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]), "threads": 1,
-            "load_average_1min": [round(load_start, 2), round(os.getloadavg()[0], 2)],
-            "date": time.strftime("%Y-%m-%d %H:%M")}
+    meta = run_meta(load_start, threads=1)
     print(f"\none torch thread per job, {len(jobs)} jobs at once; load {meta['load_average_1min']}")
     print("| job | code | after setup: resident / in use | fine-tuning peak | after it: resident / in use / "
           "tensors | ranking peak |")
@@ -134,8 +135,7 @@ def main() -> None:
                  ) if f else ("-", "-")
         print(f"| {r['job']} | {r['code']} | {s['resident_gb']} / {s['malloc_in_use_gb']} GB | {tuned[0]} | {tuned[1]} "
               f"| **{r['ranked']['high_water_gb']} GB** |")
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps({"meta": meta, "rows": rows}, indent=1))
+    write_results(args.out, meta, rows)
 
 
 if __name__ == "__main__":
