@@ -67,11 +67,13 @@ class LlamaLoraConfig:
     :param weight_decay: AdamW weight decay.
     :param warmup_steps: linear warm-up steps of the learning rate, then constant.
     :param max_length: prompt + answer tokens; longer prompts lose their oldest tokens.
-    :param pad_to_multiple_of: every fine-tuning micro-batch and ranking batch is padded to a
-        multiple of this many tokens (the padding is masked, so losses and scores stay the same). On
-        a CPU each new width costs oneDNN kernels compiled and cached for it: on SmolLM2's ML-100K
-        fine-tuning (micro-batches of one example, each its own width) padding to 32 lowered the
-        peak memory by 0.6 GB at no loss of speed (``benchmarks/llm_padding.py``, ``docs/llm.md``).
+    :param pad_to_multiple_of: every fine-tuning micro-batch, and every ranking batch of the
+        ``score`` and ``verbalizer`` decoders, is padded to a multiple of this many tokens (the
+        padding is masked, so losses and scores stay the same; ``1``: no more padding than the
+        batch's longest row). On a CPU each new width costs oneDNN kernels compiled and kept for
+        it: on SmolLM2's ML-100K fine-tuning (micro-batches of one example, nearly each its own
+        width) padding to 32 lowered the peak by 0.66 GB at the same speed
+        (``benchmarks/llm_padding.py``, ``docs/llm.md``).
     :param train_base: also train embeddings, MLPs, norms and LM head (``null``: on for ``model=tiny``,
         whose random weights LoRA alone cannot fix; off otherwise).
     :param lora: peft LoRA settings.
