@@ -211,10 +211,13 @@ def ran_as_worker(args: argparse.Namespace, worker) -> bool:
 
 
 def run_meta(load_start: float, threads: int, **more) -> dict:
-    """What a results file says of its run: the command, the torch threads, ``more``, the 1-minute
-    load average at its start (``load_start``) and now, and the date."""
-    return {"command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]), "threads": threads, **more,
-            "load_average_1min": [round(load_start, 2), round(os.getloadavg()[0], 2)],
+    """What a results file says of its run: the command, the commit of the working tree measured
+    (``-dirty`` with uncommitted changes), the torch threads, ``more``, the 1-minute load average
+    at its start (``load_start``) and now, and the date."""
+    commit = subprocess.run(["git", "-C", str(REPO), "describe", "--always", "--dirty"], capture_output=True,
+                            text=True).stdout.strip()
+    return {"command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]), "commit": commit or "?",
+            "threads": threads, **more, "load_average_1min": [round(load_start, 2), round(os.getloadavg()[0], 2)],
             "date": time.strftime("%Y-%m-%d %H:%M")}
 
 
