@@ -166,6 +166,7 @@ def test_micro_batches_padded_to_a_multiple_keep_their_loss(registry, run_contex
             torch.testing.assert_close(loss(ranker.model, **wide), loss(ranker.model, **batch), rtol=1e-4, atol=1e-5)
     assert len(widths) > 1 and any(wide > width for width, wide in widths)
 
+
 def test_ranking_reads_a_bf16_base_with_its_adapter_in_bf16_and_close_to_float32():
     """A 16-bit base ranks with its adapter cast to the same dtype (no float32 copy per projection);
     the scores stay within bf16 rounding of the float32 adapter's, and a float32 base is left alone."""
