@@ -52,7 +52,8 @@ __all__ = ["BLOCK_ATTENTION", "block_causal_attention", "BlockAttention", "keep_
 
 #: the name :func:`block_causal_attention` is registered under with transformers
 BLOCK_ATTENTION = "palr_blocks"
-#: queries per block (of 64, 96, 128, 160 and 208 tried on SmolLM2 at 610 tokens, 128 and 160 were fastest)
+#: queries per block: on SmolLM2's shapes at 610 tokens, 64 to 160 are level, 208 and 256 slower
+#: (``benchmarks/llm_ops.py``)
 QUERY_BLOCK = 128
 
 
