@@ -295,8 +295,7 @@ class LlamaLoraRanker:
         before training when even that cannot fit the memory available now."""
         cfg = self.config
         model = self.model.get_base_model()
-        multiple = batches.pad_to_multiple_of
-        longest = -(-max(len(e["input_ids"]) for e in batches.examples) // multiple) * multiple  # as padded
+        longest = batches.longest
         answer = max(1, max(len(label) for _, label in batches.pairs))
         weights = list(model.parameters())
         size = dict(parameters=sum(p.numel() for p in weights), weight_bytes=weights[0].element_size(),

@@ -84,6 +84,13 @@ class InstructionBatches:
                                               pad_to_multiple_of=pad_to_multiple_of, return_tensors="pt")
 
     @property
+    def longest(self) -> int:
+        """The width of the widest micro-batch, as padded."""
+        from .decoding import _round_up
+
+        return _round_up(max(len(example["input_ids"]) for example in self.examples), self.pad_to_multiple_of)
+
+    @property
     def tokens(self) -> int:
         return sum(len(p) + len(lab) for p, lab in self.pairs)
 
