@@ -26,8 +26,9 @@ machine's bf16 peak. Most of the rest went to:
 
 With the first two the step took 4.9 s: attention 14 %, mask draws 1 %. With all four it took
 4.4-4.5 s, and ``benchmarks/llm_cost.py`` fine-tunes 3.00-3.14x the tokens per second of 8c60e0b
-on one thread and 2.71-3.16x on two (``docs/llm.md``). Ranking on a CPU reads the block attention too, for about a fifth
-more users per second.
+on one thread and 2.71-3.16x on two (``docs/llm.md``); 5.04x and 4.05-5.35x on a later machine
+of CPU family 26, whose bf16 matrix products are about twice as fast. Ranking on a CPU reads the
+block attention too, for about a fifth more users per second.
 
 All are the same maths (attention differs from the fused kernel by rounding only: in bf16 the
 scores are rounded to bf16 before the softmax, as in transformers' eager attention; the masks
