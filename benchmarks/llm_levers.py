@@ -6,7 +6,7 @@ warm-up step, then ``--steps`` timed steps of forward, backward and AdamW on the
 
 - ``full``: transformers' own loss (logits for the whole vocabulary at every position), float32
   (palr's training step before the LM head moved to the answer positions);
-- ``answer``: the LM head on answer positions only (``palr_llama_lora.training.answer_loss``);
+- ``answer``: the LM head on answer positions only (``palr.plugins.llama_lora.training.answer_loss``);
 - ``answer-bf16``: the same with the frozen base in bf16 (palr's default on CPUs with bf16);
 - ``answer-autocast``: float32 weights under ``torch.autocast("cpu", bfloat16)`` instead;
 - ``answer-bf16-nodropout``: ``answer-bf16`` with ``ranker.lora.dropout=0`` (peft then draws no
@@ -14,7 +14,7 @@ warm-up step, then ``--steps`` timed steps of forward, backward and AdamW on the
 - ``answer-bf16-eager``: ``answer-bf16`` with transformers' eager attention (batched matrix
   multiplications and a softmax) instead of torch's fused ``scaled_dot_product_attention``;
 - ``answer-bf16-eager-nodropout``: both of the last two;
-- ``answer-bf16-kernels``: ``answer-bf16`` inside ``palr_llama_lora.kernels.cpu_training_kernels``
+- ``answer-bf16-kernels``: ``answer-bf16`` inside ``palr.plugins.llama_lora.kernels.cpu_training_kernels``
   (block-causal attention and bulk-drawn dropout masks: palr's default on a CPU since
   ``ranker.cpu_kernels``);
 - ``answer-bf16-kernels-nodropout``: the same without LoRA dropout.
@@ -53,10 +53,10 @@ def lever_step(lever: str, batch: int, prompt: int, answer: int):
     import contextlib
 
     import torch
-    from palr_llama_lora.config import LoraSettings
-    from palr_llama_lora.kernels import cpu_training_kernels
-    from palr_llama_lora.model import wrap_lora
-    from palr_llama_lora.training import answer_loss
+    from palr.plugins.llama_lora.config import LoraSettings
+    from palr.plugins.llama_lora.kernels import cpu_training_kernels
+    from palr.plugins.llama_lora.model import wrap_lora
+    from palr.plugins.llama_lora.training import answer_loss
 
     from palr_core.config import default_cache_dir
     from palr_core.kit.llm import load_causal_lm

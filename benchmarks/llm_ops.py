@@ -1,5 +1,5 @@
 """Two choices inside palr's CPU kernels, timed on SmolLM2-135M's shapes: the block attention's
-query block (``palr_llama_lora.kernels.QUERY_BLOCK``) and dropout masks applied by multiplying
+query block (``palr.plugins.llama_lora.kernels.QUERY_BLOCK``) and dropout masks applied by multiplying
 with 0/1 in the input's dtype instead of a boolean ``where``.
 
 One torch thread, bf16, a micro-batch of 2 examples of ``--length`` tokens (9 query heads, 3
@@ -35,7 +35,7 @@ HEADS, KV_HEADS, HEAD_DIM, HIDDEN = 9, 3, 64, 576
 def attention_step(block: int | None, length: int):
     """One forward and backward of causal attention over a fresh micro-batch: palr's block
     attention with ``block`` queries per block, or SDPA (``None``)."""
-    from palr_llama_lora import kernels
+    from palr.plugins.llama_lora import kernels
 
     query = torch.randn(2, HEADS, length, HEAD_DIM, dtype=torch.bfloat16, requires_grad=True)
     key = torch.randn(2, KV_HEADS, length, HEAD_DIM, dtype=torch.bfloat16, requires_grad=True)

@@ -22,7 +22,7 @@ matrix multiplications and a softmax), or the ``--implementations`` given (``pal
 palr's block attention, its default on a CPU since ``ranker.cpu_kernels``), alternately, and
 writes ``llm_attention.json``.
 ``--training`` instead profiles the training step with torch's attention kernel and dropout and
-with palr's CPU kernels (``palr_llama_lora.kernels``: block-causal attention, bulk dropout masks,
+with palr's CPU kernels (``palr.plugins.llama_lora.kernels``: block-causal attention, bulk dropout masks,
 fused LoRA projections and RMS norms), alternately, and writes ``llm_profile_training.json``:
 
     python benchmarks/llm_profile.py --threads 1 --training       # ~2 min on one core
@@ -99,7 +99,7 @@ def attention_implementations(decoder: str, users: int, implementations=("sdpa",
     ``eager``, palr's ``palr_blocks``), alternately on the same requests, and how many users' top 10
     come out as under the first (bf16 rounding can swap near-ties), and their NDCG@10 (each user's
     own, for a paired comparison)."""
-    import palr_llama_lora.kernels  # noqa: F401  (registers palr_blocks with transformers)
+    import palr.plugins.llama_lora.kernels  # noqa: F401  (registers palr_blocks with transformers)
     from scipy.stats import ttest_rel
 
     from palr_core import rank_from_lists

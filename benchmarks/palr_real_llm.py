@@ -62,8 +62,8 @@ def metrics(ranked, targets) -> dict:
 
 
 def fused_orders(requests: list[RankRequest], scores: list[list[float]], weight: float) -> list[list[int]]:
-    """The score decoder's order at ``retriever_weight=weight`` (see palr_llama_lora.decoding)."""
-    from palr_llama_lora.decoding import order_by_scores
+    """The score decoder's order at ``retriever_weight=weight`` (see palr.plugins.llama_lora.decoding)."""
+    from palr.plugins.llama_lora.decoding import order_by_scores
 
     return [complete_ranking(order_by_scores(r.candidates, row, weight), r.candidates) for r, row in zip(requests, scores)]
 

@@ -77,9 +77,9 @@ def cpu_benchmark(args) -> list[dict]:
 
 def gpu_benchmark(args) -> list[dict]:
     """LLaMA-7B shape, random bf16 weights, LoRA r=8 on q/k/v/o; never run without a CUDA GPU."""
-    from palr_llama_lora.config import LoraSettings
-    from palr_llama_lora.decoding import ItemCoder, generate_rankings, score_rankings
-    from palr_llama_lora.model import train_tokenizer, wrap_lora
+    from palr.plugins.llama_lora.config import LoraSettings
+    from palr.plugins.llama_lora.decoding import ItemCoder, generate_rankings, score_rankings
+    from palr.plugins.llama_lora.model import train_tokenizer, wrap_lora
     from transformers import LlamaConfig, LlamaForCausalLM
 
     from palr_core.kit.prompts import build_prompt, default_templates

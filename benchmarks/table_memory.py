@@ -71,8 +71,8 @@ def peak_rss() -> int:
 
 def measure(path: Path, threshold: float | None) -> dict:
     """Load ``path`` in this process and return time, peak RSS and the kept arrays' size."""
-    import palr_table.dataset  # noqa: F401  (import cost belongs to the baseline, not to loading)
-    from palr_table.dataset import TableDataset
+    import palr.plugins.table.dataset  # noqa: F401  (import cost belongs to the baseline, not to loading)
+    from palr.plugins.table.dataset import TableDataset
 
     baseline = peak_rss()
     params = {"interactions": str(path)}

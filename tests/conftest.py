@@ -41,7 +41,7 @@ def registry():
 def default_synthetic():
     """palr-run's default dataset (``synthetic`` with its defaults), preprocessed and split: the data
     every retriever's "beats popularity" test learns on (:func:`palr_core.testing.check_retriever`)."""
-    from palr_synthetic.dataset import SyntheticConfig
+    from palr.plugins.synthetic.dataset import SyntheticConfig
 
     return tiny_data(users=SyntheticConfig.users, franchises=SyntheticConfig.franchises, seed=SyntheticConfig.seed)
 

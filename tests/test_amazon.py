@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 
 import pytest
-from palr_amazon.dataset import AmazonReviews
+from palr.plugins.amazon.dataset import AmazonReviews
 
 from palr_core import DataError, preprocess
 from palr_core.kit.files import MissingDataError

@@ -48,8 +48,8 @@ def test_palr_run_runs_what_palr_run_runs(in_tmp):
 def test_the_validation_metrics_are_the_retriever_on_validation_items_never_the_test_item(in_tmp):
     """A run's ``validation`` is the retriever ranking each evaluated user's validation item from the
     training prefix: computed here independently with the same (deterministic) popularity model."""
-    from palr_popularity.retriever import PopularityRetriever
-    from palr_synthetic.dataset import SyntheticMovies
+    from palr.plugins.popularity.retriever import PopularityRetriever
+    from palr.plugins.synthetic.dataset import SyntheticMovies
 
     from palr_core import (
         PalrConfig,

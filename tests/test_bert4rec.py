@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 import torch
-from palr_bert4rec.model import BERT4RecRetriever
+from palr.plugins.bert4rec.model import BERT4RecRetriever
 
 from palr_core.testing import check_retriever
 

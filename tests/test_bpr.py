@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 import torch
-from palr_bpr.model import BPRRetriever
+from palr.plugins.bpr.model import BPRRetriever
 
 from palr_core.kit.retrievers import interaction_keys, sample_unseen
 from palr_core.testing import check_retriever

@@ -5,7 +5,7 @@ from dataclasses import replace
 import numpy as np
 import pytest
 import torch
-from palr_caser.model import CaserRetriever, training_windows
+from palr.plugins.caser.model import CaserRetriever, training_windows
 
 from palr_core.testing import check_retriever
 

@@ -183,7 +183,7 @@ def test_version_and_plugins_as_json():
     assert palr("--version").strip() == f"palr {__version__}"
     document = json.loads(palr("plugins", "--json"))
     assert {"kind": "retriever", "name": "sasrec", "distribution": "palr", "version": __version__,
-            "plugin": "palr_sasrec", "plugin_api": 2, "class": "palr_sasrec.model:SASRecRetriever"} in document["components"]
+            "plugin": "palr.plugins.sasrec", "plugin_api": 2, "class": "palr.plugins.sasrec.model:SASRecRetriever"} in document["components"]
     assert document["conflicts"] == [] and document["skipped"] == []
     assert {m["name"] for m in document["language_models"]} >= {"smollm2-135m"}
 
@@ -253,8 +253,8 @@ def test_palr_plugins_lists_components_with_their_distribution():
     out = subprocess.run([sys.executable, "-c", "from palr_core.cli import main; main(['plugins'])"],
                          capture_output=True, text=True, check=True).stdout
     lines = [line.split() for line in out.splitlines()]
-    assert ["retriever", "popularity", "palr", "0.2.0", "palr_popularity"] in lines
-    assert ["dataset", "synthetic", "palr", "0.2.0", "palr_synthetic"] in lines
+    assert ["retriever", "popularity", "palr", "0.2.0", "palr.plugins.popularity"] in lines
+    assert ["dataset", "synthetic", "palr", "0.2.0", "palr.plugins.synthetic"] in lines
     assert "smollm2-135m  (palr 0.2.0)" in out  # language models, with where their files are
 
 

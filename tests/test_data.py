@@ -96,7 +96,7 @@ def test_catalog_renders_amazon_items_with_their_id():
 
 
 def test_synthetic_default_is_deterministic(small_synthetic):
-    from palr_synthetic.dataset import SyntheticMovies
+    from palr.plugins.synthetic.dataset import SyntheticMovies
 
     again = preprocess(SyntheticMovies(users=150, franchises=50).load(), k_core=5)
     assert all(np.array_equal(a, b) for a, b in zip(small_synthetic.sequences, again.sequences))

@@ -22,8 +22,8 @@ import numpy as np
 import pytest
 import torch
 from lightning.pytorch.callbacks import Callback
-from palr_popularity.retriever import PopularityRetriever
-from palr_sasrec.model import SASRecRetriever
+from palr.plugins.popularity.retriever import PopularityRetriever
+from palr.plugins.sasrec.model import SASRecRetriever
 
 from palr_core import ItemCatalog, TrainingData
 from palr_core.kit.files import FileHashes
@@ -236,7 +236,7 @@ def _table(tmp_path, name, content):
      "the header splits into columns on tab"),
 ])
 def test_a_table_hole_is_refused_by_name(tmp_path, name, content, options, message):
-    from palr_table.dataset import TableDataset
+    from palr.plugins.table.dataset import TableDataset
 
     from palr_core import DataError
 
@@ -245,7 +245,7 @@ def test_a_table_hole_is_refused_by_name(tmp_path, name, content, options, messa
 
 
 def test_a_directory_given_as_the_table_and_spaces_after_commas(tmp_path):
-    from palr_table.dataset import TableDataset
+    from palr.plugins.table.dataset import TableDataset
 
     from palr_core import DataError
 
@@ -256,7 +256,7 @@ def test_a_directory_given_as_the_table_and_spaces_after_commas(tmp_path):
 
 
 def test_nan_ratings_are_counted(tmp_path):
-    from palr_table.dataset import TableDataset
+    from palr.plugins.table.dataset import TableDataset
 
     table = TableDataset(interactions=str(_table(tmp_path, "r.csv", "user_id,item_id,timestamp,rating\n"
                                                   "1,2,3,nan\n2,3,4,5\n3,4,5,\n")), rating="rating",

@@ -5,7 +5,7 @@ from dataclasses import replace
 import numpy as np
 import pytest
 import torch
-from palr_gru4rec.model import GRU4RecRetriever
+from palr.plugins.gru4rec.model import GRU4RecRetriever
 
 from palr_core.kit.retrievers import right_pad
 from palr_core.testing import check_retriever

@@ -14,7 +14,8 @@ import pytest
 from palr_core import hookspecs
 
 REPO = Path(__file__).resolve().parents[1]
-PLUGINS = sorted(p.name for p in (REPO / "plugins").iterdir() if (p / "__init__.py").is_file())
+#: the built-in plugins' modules (plugins/<name>/ is installed as palr.plugins.<name>)
+PLUGINS = sorted(f"palr.plugins.{p.name}" for p in (REPO / "plugins").iterdir() if (p / "__init__.py").is_file())
 #: the one framework module that may import the toolkit: plugin API 1's name for kit.retrievers
 COMPAT = {"sequential.py"}
 
@@ -22,7 +23,7 @@ COMPAT = {"sequential.py"}
 def imported_modules(path: Path) -> list[tuple[str, bool]]:
     """``(absolute module, at module level?)`` for every import in a file."""
     parts = path.relative_to(REPO).parts
-    package = ".".join(parts[1:-1] if parts[0] == "plugins" else parts[:-1])  # plugins/ is not a package
+    package = ".".join(("palr",) + parts[:-1] if parts[0] == "plugins" else parts[:-1])  # plugins/ is palr.plugins
     tree = ast.parse(path.read_text())
     top = set(tree.body)
     found = []
@@ -55,9 +56,9 @@ def test_the_toolkit_imports_no_plugin():
 
 @pytest.mark.parametrize("plugin", PLUGINS)
 def test_a_builtin_plugin_uses_only_palr_core_and_itself(plugin):
-    for path in sorted((REPO / "plugins" / plugin).rglob("*.py")):
+    for path in sorted((REPO / "plugins" / plugin.rsplit(".", 1)[1]).rglob("*.py")):
         for module, _ in imported_modules(path):
-            other = module.split(".")[0]
+            other = ".".join(module.split(".")[:3])
             assert other == plugin or other not in PLUGINS, f"{path.relative_to(REPO)} imports {module}"
 
 

@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 import torch
-from palr_lightgcn.config import LightGCNConfig
-from palr_lightgcn.model import LightGCNModule, LightGCNRetriever, normalized_adjacency
+from palr.plugins.lightgcn.config import LightGCNConfig
+from palr.plugins.lightgcn.model import LightGCNModule, LightGCNRetriever, normalized_adjacency
 
 from palr_core.testing import check_retriever
 

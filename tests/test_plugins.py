@@ -136,7 +136,7 @@ def test_builtins_are_found_through_entry_points(registry):
     assert {"identity", "llama_lora"} <= set(registry.names("ranker"))
     assert {"none", "keywords", "llm"} <= set(registry.names("profile"))
     pop = registry.get("retriever", "popularity")
-    assert (pop.distribution, pop.plugin, pop.api) == ("palr", "palr_popularity", hookspecs.PLUGIN_API)
+    assert (pop.distribution, pop.plugin, pop.api) == ("palr", "palr.plugins.popularity", hookspecs.PLUGIN_API)
     assert not registry.broken and not registry.conflicts
 
 
@@ -235,7 +235,7 @@ def test_a_component_without_a_config_gets_one_from_its_signature():
 
 def test_a_class_given_as_text_is_imported_on_first_use_and_checked_then():
     mod = with_hook("register_retrievers", lambda register: (
-        register("lazy", "palr_popularity.retriever:PopularityRetriever"),
+        register("lazy", "palr.plugins.popularity.retriever:PopularityRetriever"),
         register("gone", "palr_no_such_module_xyz:Thing")))
     reg = registry_with(("lazy", mod))
     assert isinstance(reg.get("retriever", "lazy").cls, str)  # not imported by listing

@@ -9,9 +9,9 @@ from dataclasses import replace
 
 import numpy as np
 import pytest
-from palr_bert4rec.model import BERT4RecRetriever
-from palr_lightgcn.model import LightGCNRetriever
-from palr_sasrec.model import SASRecRetriever
+from palr.plugins.bert4rec.model import BERT4RecRetriever
+from palr.plugins.lightgcn.model import LightGCNRetriever
+from palr.plugins.sasrec.model import SASRecRetriever
 
 from palr_core.kit.training import GLOO_EXIT_GRACE_S, make_trainer
 

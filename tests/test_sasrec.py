@@ -5,7 +5,7 @@ from dataclasses import replace
 import numpy as np
 import pytest
 import torch
-from palr_sasrec.model import SASRecRetriever
+from palr.plugins.sasrec.model import SASRecRetriever
 
 from palr_core.testing import check_retriever
 

@@ -45,15 +45,15 @@ def context(model_cache, tmp_path, registry):
 
 
 def test_the_cached_copy_gives_the_gguf_logits(smollm2, model_cache, monkeypatch, registry):
-    import palr_smollm2
+    import palr.plugins.smollm2
     from transformers import AutoModelForCausalLM
 
     from palr_core.kit.llm import resolve_language_model
 
     model, tokenizer = smollm2
     converted = resolve_language_model("smollm2-135m", model_cache, models=registry.language_models)
-    assert json.loads((converted / "palr-gguf.json").read_text())["bytes"] == palr_smollm2.locate().stat().st_size
-    gguf = palr_smollm2.locate()
+    assert json.loads((converted / "palr-gguf.json").read_text())["bytes"] == palr.plugins.smollm2.locate().stat().st_size
+    gguf = palr.plugins.smollm2.locate()
     reference = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name).eval()
     ids = torch.tensor([chat_prompt_ids(tokenizer, "Recommend a movie like Toy Story.")])
     with torch.no_grad():

@@ -9,7 +9,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from palr_table.dataset import TableDataset
+from palr.plugins.table.dataset import TableDataset
 
 from palr_core import DataError, leave_one_out_split, preprocess
 from palr_core.kit.columns import IdColumn

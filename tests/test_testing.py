@@ -1,7 +1,7 @@
 """palr_core.testing: the helpers a plugin's own tests use."""
 
 import pytest
-from palr_popularity.retriever import PopularityRetriever
+from palr.plugins.popularity.retriever import PopularityRetriever
 
 from palr_core.testing import check_retriever, tiny_context, tiny_data
 

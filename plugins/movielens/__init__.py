@@ -9,4 +9,4 @@ PALR_PLUGIN_API = 2
 
 @hookimpl
 def register_datasets(register):
-    register("movielens", "palr_movielens.dataset:MovieLens", config=MovieLensConfig)
+    register("movielens", "palr.plugins.movielens.dataset:MovieLens", config=MovieLensConfig)

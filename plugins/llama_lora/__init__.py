@@ -9,4 +9,4 @@ PALR_PLUGIN_API = 2
 
 @hookimpl
 def register_rankers(register):
-    register("llama_lora", "palr_llama_lora.ranker:LlamaLoraRanker", config=LlamaLoraConfig)
+    register("llama_lora", "palr.plugins.llama_lora.ranker:LlamaLoraRanker", config=LlamaLoraConfig)

@@ -9,4 +9,4 @@ PALR_PLUGIN_API = 2
 
 @hookimpl
 def register_retrievers(register):
-    register("gru4rec", "palr_gru4rec.model:GRU4RecRetriever", config=GRU4RecConfig)
+    register("gru4rec", "palr.plugins.gru4rec.model:GRU4RecRetriever", config=GRU4RecConfig)

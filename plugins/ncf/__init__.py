@@ -9,4 +9,4 @@ PALR_PLUGIN_API = 2
 
 @hookimpl
 def register_retrievers(register):
-    register("ncf", "palr_ncf.model:NCFRetriever", config=NCFConfig)
+    register("ncf", "palr.plugins.ncf.model:NCFRetriever", config=NCFConfig)

@@ -17,7 +17,7 @@ choice for the full-catalogue ranking palr evaluates (the same choice as palr's 
 
 Caser is partly transductive: ``P_u`` exists only for training users. :meth:`CaserRetriever.queries`
 recognises a history as a training user's when it equals that user's training prefix, optionally
-followed by one more item (the validation item at test time), as ``palr_lightgcn`` does; any
+followed by one more item (the validation item at test time), as ``palr.plugins.lightgcn`` does; any
 other history gets the mean of the training users' embeddings (the "average user"), so its scores
 come from the sequence alone plus a user-independent offset. ``user_embedding=false`` drops
 ``P_u`` altogether (a purely sequential model).

@@ -1,7 +1,7 @@
 """Readers for the Amazon review files: official 2014/2018 releases and two widely used derived layouts.
 
 Each reader returns plain columns (raw reviewer ids, ASINs, optional unix times) or a
-``{asin: ItemText}`` map; :mod:`palr_amazon.dataset` picks the readers for the files present.
+``{asin: ItemText}`` map; :mod:`palr.plugins.amazon.dataset` picks the readers for the files present.
 """
 
 from __future__ import annotations

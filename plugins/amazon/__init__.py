@@ -9,4 +9,4 @@ PALR_PLUGIN_API = 2
 
 @hookimpl
 def register_datasets(register):
-    register("amazon", "palr_amazon.dataset:AmazonReviews", config=AmazonConfig)
+    register("amazon", "palr.plugins.amazon.dataset:AmazonReviews", config=AmazonConfig)

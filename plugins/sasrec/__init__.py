@@ -9,4 +9,4 @@ PALR_PLUGIN_API = 2
 
 @hookimpl
 def register_retrievers(register):
-    register("sasrec", "palr_sasrec.model:SASRecRetriever", config=SASRecConfig)
+    register("sasrec", "palr.plugins.sasrec.model:SASRecRetriever", config=SASRecConfig)

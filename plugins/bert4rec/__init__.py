@@ -9,4 +9,4 @@ PALR_PLUGIN_API = 2
 
 @hookimpl
 def register_retrievers(register):
-    register("bert4rec", "palr_bert4rec.model:BERT4RecRetriever", config=BERT4RecConfig)
+    register("bert4rec", "palr.plugins.bert4rec.model:BERT4RecRetriever", config=BERT4RecConfig)

@@ -9,4 +9,4 @@ PALR_PLUGIN_API = 2
 
 @hookimpl
 def register_datasets(register):
-    register("table", "palr_table.dataset:TableDataset", config=TableConfig)
+    register("table", "palr.plugins.table.dataset:TableDataset", config=TableConfig)

@@ -9,4 +9,4 @@ PALR_PLUGIN_API = 2
 
 @hookimpl
 def register_retrievers(register):
-    register("lightgcn", "palr_lightgcn.model:LightGCNRetriever", config=LightGCNConfig)
+    register("lightgcn", "palr.plugins.lightgcn.model:LightGCNRetriever", config=LightGCNConfig)

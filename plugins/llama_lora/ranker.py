@@ -334,7 +334,7 @@ class LlamaLoraRanker:
         return context.trainer.accelerator == "cpu" or not torch.cuda.is_available()
 
     def _cpu_kernels(self, context: RunContext) -> bool:
-        """Whether fine-tuning uses :func:`palr_llama_lora.kernels.cpu_training_kernels`."""
+        """Whether fine-tuning uses :func:`palr.plugins.llama_lora.kernels.cpu_training_kernels`."""
         return self.config.cpu_kernels and self._on_cpu(context)
 
     def _model_card(self, out: Path, context: RunContext) -> str:

@@ -9,4 +9,4 @@ PALR_PLUGIN_API = 2
 
 @hookimpl
 def register_retrievers(register):
-    register("bpr", "palr_bpr.model:BPRRetriever", config=BPRConfig)
+    register("bpr", "palr.plugins.bpr.model:BPRRetriever", config=BPRConfig)

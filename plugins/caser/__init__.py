@@ -9,4 +9,4 @@ PALR_PLUGIN_API = 2
 
 @hookimpl
 def register_retrievers(register):
-    register("caser", "palr_caser.model:CaserRetriever", config=CaserConfig)
+    register("caser", "palr.plugins.caser.model:CaserRetriever", config=CaserConfig)

@@ -87,7 +87,7 @@ class LlamaLoraConfig:
     :param cpu_kernels: on a CPU, fine-tuning uses palr's block-causal attention, bulk-drawn LoRA
         dropout masks, LoRA projections computed in the base's dtype (the adapter's weights stay
         float32) and LLaMA's RMS norm with its backward written out, and ranking the block attention
-        (:mod:`palr_llama_lora.kernels`: the same maths, a third less time per SmolLM2 training
+        (:mod:`palr.plugins.llama_lora.kernels`: the same maths, a third less time per SmolLM2 training
         step and a fifth less per ranked user, ``docs/llm.md``); ``false``: transformers' SDPA
         attention, torch's dropout and peft's and transformers' own layers. GPUs always use those.
     :param adapter: a previous run's ``<work_dir>/llama_lora`` folder: load it instead of training.
