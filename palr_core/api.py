@@ -20,6 +20,7 @@ folder and load it instead of training again.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
 import os
 from collections.abc import Sequence
@@ -29,54 +30,17 @@ from pathlib import Path
 
 import numpy as np
 
-from .components import RankRequest, RunContext, TrainingData
+from .components import RunContext, TrainingData
+from .composition import compose, typed_config
 from .config import PalrConfig, default_cache_dir
-from .metrics import complete_ranking
-from .pipeline import (
-    RunFolder,
-    RunFolderError,
-    RunResult,
-    _tune_ranker,
-    build_components,
-    prepare_data,
-    run_pipeline,
-    seed_stage,
-)
+from .pipeline import build_components, prepare_data, run_pipeline, seed_stage, tune_ranker
 from .plugins import Registry, load_registry
+from .ranking import candidate_count, candidate_requests, rank_candidates
+from .runs import RunFolder, RunFolderError, RunResult
 
 __all__ = ["run", "compose", "load_run", "LoadedRun", "Recommendation", "RunResult"]
 
 log = logging.getLogger("palr")
-
-
-def compose(overrides: Sequence[str] = (), registry: Registry | None = None,
-            config_dir: str | os.PathLike | None = None):
-    """The configuration ``palr-run <overrides>`` would run, as Hydra's ``DictConfig`` with its
-    ``hydra`` node (``cfg.hydra.run.dir`` is the run folder it would use).
-
-    :param config_dir: a directory of your own presets, as ``palr-run --config-dir``.
-    """
-    from hydra import compose as hydra_compose
-    from hydra import initialize_config_module
-    from hydra.core.global_hydra import GlobalHydra
-
-    from .cli import check_component_choices, prepare_hydra
-
-    registry = registry or load_registry()
-    overrides = list(overrides)
-    if config_dir is not None:
-        folder = Path(config_dir).expanduser().resolve()
-        check_component_choices([f"--config-dir={folder}", *overrides], registry)
-        overrides.append(f"hydra.searchpath=[file://{folder}]")
-    else:
-        check_component_choices(overrides, registry)
-    prepare_hydra(registry)
-    GlobalHydra.instance().clear()
-    try:
-        with initialize_config_module(config_module="palr_conf", version_base="1.3"):
-            return hydra_compose(config_name="config", overrides=overrides, return_hydra_config=True)
-    finally:
-        GlobalHydra.instance().clear()
 
 
 def run(overrides: Sequence[str] = (), *, run_dir: str | os.PathLike | None = None,
@@ -90,8 +54,6 @@ def run(overrides: Sequence[str] = (), *, run_dir: str | os.PathLike | None = No
     :returns: rows, stats, timings, ``.table()`` and ``.run_dir``.
     """
     from omegaconf import open_dict
-
-    from .cli import typed_config
 
     registry = load_registry()
     cfg = compose(overrides, registry, config_dir)
@@ -184,28 +146,30 @@ class LoadedRun:
             raise ValueError(f"k must be >= 1, got {k}")
         indices = [self.user_index(u) for u in users]
         histories = [self.data.sequences[i] for i in indices]
-        n = max(self.config.eval.candidates, k)
+        n = max(candidate_count(self.config.eval), k)
         if n > len(self.data.catalog) - max((len(h) for h in histories), default=0):
             n = max(1, len(self.data.catalog) - max(len(h) for h in histories))
-        seed_stage(self.config.seed, "retrieve")
-        candidates, scores = self.retriever.retrieve(histories, n)
-        seed_stage(self.config.seed, "profiles")
-        profiles = self.profile.generate(indices, histories, self.context)
-        requests = [RankRequest(user=i, history=h, candidates=np.asarray(c), candidate_scores=np.asarray(s),
-                                profile=p or None)
-                    for i, h, c, s, p in zip(indices, histories, candidates, scores, profiles)]
+        requests = candidate_requests(indices, histories, self.retriever, self.profile, self.context, n,
+                                      stage=functools.partial(_seeded, self.config.seed))
         seed_stage(self.config.seed, "rank")
-        ranked = self.ranker.rank(requests, self.context)
+        ranked = rank_candidates(self.ranker, requests, self.context, self.names["ranker"])
         catalog = self.data.catalog
         out = {}
         for user, request, order in zip(users, requests, ranked):
             position = {int(c): i for i, c in enumerate(request.candidates)}
-            final = complete_ranking(order, request.candidates)[:k]
+            final = order[:k]
             out[user] = [Recommendation(rank=r, item=catalog.ids[item], title=catalog.titles[item],
                                         retriever_rank=position[item] + 1,
                                         retriever_score=float(request.candidate_scores[position[item]]))
                          for r, item in enumerate(final, start=1)]
         return out
+
+
+@contextmanager
+def _seeded(seed: int, stage: str):
+    """Seed a step as the pipeline seeds its stage of that name, so a recommendation repeats the run's."""
+    seed_stage(seed, stage)
+    yield
 
 
 def _key(user) -> str:
@@ -222,8 +186,6 @@ def load_run(run_dir: str | os.PathLike, registry: Registry | None = None) -> Lo
     Trackers are off while loading.
     """
     from omegaconf import OmegaConf
-
-    from .cli import typed_config
 
     run_dir = Path(run_dir).expanduser()
     folder_record = run_dir / "run.json"
@@ -252,6 +214,6 @@ def load_run(run_dir: str | os.PathLike, registry: Registry | None = None) -> Lo
     parts.ranker.fit(training, context)
     if callable(getattr(parts.ranker, "tune", None)):  # the settings the run chose on validation items, again
         seed_stage(config.seed, "tune_ranker")
-        _tune_ranker(parts, split, config, context, max(config.eval.candidates, max(config.eval.ks)))
+        tune_ranker(parts, split, config, context)
     return LoadedRun(run_dir, config, folder.result(), data, parts, context)
 

@@ -13,7 +13,7 @@ from hydra.core.global_hydra import GlobalHydra
 from omegaconf import OmegaConf
 
 from palr_core import PalrConfig
-from palr_core.cli import prepare_hydra, typed_config, yaml_options
+from palr_core.composition import prepare_hydra, typed_config, yaml_options
 from palr_core.plugins import field_default
 
 REPO = Path(__file__).resolve().parents[1]

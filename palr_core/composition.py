@@ -1,0 +1,168 @@
+"""The configuration ``palr-run`` composes: Hydra's search path, every registered component as a
+config option, palr's checks of the command line, and the typed :class:`PalrConfig`.
+
+The registry is built first, then (1) every plugin's config directory is appended to Hydra's
+search path, (2) every registered component is offered as a config option whose values are its
+config dataclass's defaults, and (3) ``conf/config.yaml`` is composed as usual. Component nodes
+are left open, so a misspelt key reaches palr's own check, which names the component's options.
+Both the command line (:mod:`palr_core.cli`) and the Python API (:mod:`palr_core.api`) compose
+through this module.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib.resources
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+from .components import KINDS
+from .config import PalrConfig, store_schema
+from .plugins import PluginError, Registry, field_default, load_registry
+
+__all__ = ["PRIMARY_CONFIG", "prepare_hydra", "check_component_choices", "typed_config", "compose",
+           "component_node", "yaml_options"]
+
+PRIMARY_CONFIG = "pkg://palr_conf"
+
+
+#: the plugins' config directories Hydra searches (set by :func:`prepare_hydra`)
+_SEARCH_PATH: list[str] = []
+
+
+def _install_search_path(config_dirs: list[str]) -> None:
+    """Add the plugins' config directories to Hydra's search path (registered once per process:
+    ``palr.run`` may compose many times)."""
+    from hydra.core.config_search_path import ConfigSearchPath
+    from hydra.core.plugins import Plugins
+    from hydra.plugins.search_path_plugin import SearchPathPlugin
+
+    first = not _SEARCH_PATH and not getattr(_install_search_path, "done", False)
+    _SEARCH_PATH[:] = config_dirs
+    if not first:
+        return
+
+    class PalrPluginConfigs(SearchPathPlugin):
+        def manipulate_search_path(self, search_path: ConfigSearchPath) -> None:
+            for path in _SEARCH_PATH:
+                search_path.append(provider="palr-plugin", path=path)
+
+    Plugins.instance().register(PalrPluginConfigs)
+    _install_search_path.done = True
+
+
+def yaml_options(config_dirs: list[str], group: str) -> set[str]:
+    """Names of ``<group>/<name>.yaml`` files in palr's and the plugins' config directories."""
+    names: set[str] = set()
+    for source in [PRIMARY_CONFIG, *config_dirs]:
+        if source.startswith("pkg://"):
+            try:
+                root = importlib.resources.files(source[len("pkg://"):].replace("/", "."))
+            except ModuleNotFoundError:
+                continue
+        else:
+            root = Path(source.removeprefix("file://"))
+        folder = root / group
+        if folder.is_dir():
+            names.update(p.name[:-5] for p in folder.iterdir() if p.name.endswith(".yaml"))
+    return names
+
+
+def component_node(registry: Registry, kind: str, name: str):
+    """The config option ``<kind>=<name>``: ``name`` and every field of the component's config
+    dataclass at its default, as an open node (palr, not Hydra, checks its keys)."""
+    from omegaconf import OmegaConf
+
+    config = registry.get(kind, name).config_class()
+    node = OmegaConf.create({"name": name, **{f.name: field_default(f) for f in dataclasses.fields(config)}})
+    OmegaConf.set_struct(node, False)
+    return node
+
+
+def _store_component_options(registry: Registry) -> None:
+    """Offer every registered component as ``<kind>=<name>``. A plugin's YAML file of the same name
+    (plugin API 1 shipped one per component) wins, and no node is stored: Hydra would merge the two."""
+    from hydra.core.config_store import ConfigStore
+
+    store = ConfigStore.instance()
+    for kind in KINDS:
+        shadowed = yaml_options(registry.config_dirs, kind)
+        for reg in registry.all():
+            if reg.kind == kind and reg.name not in shadowed:
+                store.store(group=kind, name=reg.name, node=component_node(registry, kind, reg.name),
+                            provider=reg.distribution)
+
+
+def prepare_hydra(registry: Registry) -> None:
+    """Make Hydra see the plugins' config dirs, palr's schema and every component as an option."""
+    _install_search_path(registry.config_dirs)
+    store_schema()
+    _store_component_options(registry)
+
+
+def check_component_choices(argv: list[str], registry: Registry) -> None:
+    """Fail with palr's message (close names, plugins that failed to load, conflicts) when the
+    command line chooses a component option that does not exist, before Hydra composes anything."""
+    from hydra._internal.utils import get_args_parser
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    args, _ = get_args_parser().parse_known_args(argv)
+    try:
+        overrides = OverridesParser.create().parse_overrides(args.overrides)
+    except Exception:
+        return  # Hydra reports its own syntax errors
+    for override in overrides:
+        kind = override.key_or_group
+        if kind not in KINDS or override.is_delete():
+            continue
+        values = (list(override.sweep_string_iterator()) if override.is_sweep_override()
+                  else [override.get_value_element_as_str()])
+        user_dirs = [f"file://{Path(args.config_dir).expanduser().resolve()}"] if args.config_dir else []
+        options = set(registry.names(kind)) | yaml_options(registry.config_dirs + user_dirs, kind)
+        for value in values:
+            if (kind, value) in registry.conflicts:
+                raise PluginError(registry.conflicts[(kind, value)].message())
+            if value not in options:
+                message = registry.unknown_message(kind, value)
+                presets = sorted(options - set(registry.names(kind)))
+                raise PluginError(message + (f"; presets: {', '.join(presets)}" if presets else ""))
+
+
+def typed_config(cfg) -> PalrConfig:
+    """The composed config as a :class:`PalrConfig`. Component nodes stay plain dicts with required
+    values still ``"???"``, so that palr's check of each component (not OmegaConf's) names what is missing."""
+    from omegaconf import OmegaConf
+
+    plain = OmegaConf.to_container(cfg, resolve=True, throw_on_missing=False)
+    components = {kind: plain.pop(kind) for kind in KINDS}
+    schema = OmegaConf.structured(PalrConfig(**{kind: {} for kind in KINDS}))
+    return dataclasses.replace(OmegaConf.to_object(OmegaConf.merge(schema, plain)), **components)
+
+
+def compose(overrides: Sequence[str] = (), registry: Registry | None = None,
+            config_dir: str | os.PathLike | None = None):
+    """The configuration ``palr-run <overrides>`` would run, as Hydra's ``DictConfig`` with its
+    ``hydra`` node (``cfg.hydra.run.dir`` is the run folder it would use).
+
+    :param config_dir: a directory of your own presets, as ``palr-run --config-dir``.
+    """
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_module
+    from hydra.core.global_hydra import GlobalHydra
+
+    registry = registry or load_registry()
+    overrides = list(overrides)
+    if config_dir is not None:
+        folder = Path(config_dir).expanduser().resolve()
+        check_component_choices([f"--config-dir={folder}", *overrides], registry)
+        overrides.append(f"hydra.searchpath=[file://{folder}]")
+    else:
+        check_component_choices(overrides, registry)
+    prepare_hydra(registry)
+    GlobalHydra.instance().clear()
+    try:
+        with initialize_config_module(config_module="palr_conf", version_base="1.3"):
+            return hydra_compose(config_name="config", overrides=overrides, return_hydra_config=True)
+    finally:
+        GlobalHydra.instance().clear()
