@@ -1,8 +1,15 @@
 """The four component kinds a plugin can provide, and what the pipeline hands them.
 
 Interfaces are ``typing.Protocol`` classes: a plugin class conforms by having the methods, no
-inheritance needed. Components are built as ``cls(**params)`` from their validated config and
-never see Hydra or OmegaConf objects.
+inheritance needed. Components are built as ``cls(**params)`` from their config dataclass, whose
+values the registry has validated once (:func:`palr_core.plugins.validate_params`), and never see
+Hydra or OmegaConf objects.
+
+Besides its interface's methods a component may have optional ones, each a runtime-checkable
+Protocol here that says when palr uses it and what it may assume: :class:`Checkable`
+(``check``), :class:`Tunable` (``tune``), :class:`Summarised` (``fit_summary``),
+:class:`Labelled` (``label``) and :class:`Persistent` (``is_trained``). palr tests for them with
+``isinstance(component, Tunable)``; nothing else of a component is looked up by name.
 """
 
 from __future__ import annotations
@@ -27,6 +34,12 @@ __all__ = [
     "Retriever",
     "ProfileGenerator",
     "Ranker",
+    "Checkable",
+    "Tunable",
+    "Summarised",
+    "Labelled",
+    "Persistent",
+    "OPTIONAL",
     "LanguageModel",
     "ModelNotInstalled",
     "KINDS",
@@ -117,24 +130,13 @@ class RankRequest:
     profile: str | None = None
 
 
-#: Every component may also have ``check(context) -> None``: palr calls it for all four before the
-#: run's first stage, so that a resource the component will need (a model file, an adapter, a
-#: device) is found missing in seconds, not after the retriever trained for an hour.
-#: A Ranker may also have ``tune(requests, targets, context) -> dict``: palr calls it after ``fit``
-#: with ``eval.tune_users`` users' training prefixes as histories, the retriever's candidates for
-#: them and their validation items as ``targets`` (never a test item), so the ranker can choose its
-#: own settings (``llama_lora``'s ``retriever_weight=auto``); the dict returned is recorded in
-#: ``metrics.json`` under ``validation.ranker``, and its top-level scalars are printed under the
-#: results table.
-
-
 @runtime_checkable
 class Dataset(Protocol):
     """Produces the raw interaction log and the item catalogue."""
 
     def load(self, context: RunContext) -> RawDataset:
         """Read (or download into ``context.cache_dir``) the data; preprocessing and splitting are
-        palr's job, not this one's. (Plugin API 1: ``load()`` without the context.)"""
+        palr's job, not this one's. ``context.catalog`` is ``None`` while it runs."""
         ...
 
 
@@ -143,7 +145,12 @@ class Retriever(Protocol):
     """Scores the whole catalogue for a user's history and returns the top candidates."""
 
     def fit(self, data: TrainingData, context: RunContext) -> None:
-        """Train on ``data.train`` (``data.valid`` may drive early stopping)."""
+        """Train on ``data.train`` (``data.valid`` may drive early stopping).
+
+        Called once per run, before any ``retrieve``; ``context.catalog`` is set. Called again on
+        the same run folder when a run resumes and by ``palr.load_run``/``palr recommend``: a
+        :class:`Persistent` retriever then loads its finished training from ``context.work_dir``.
+        """
         ...
 
     def retrieve(self, histories: Sequence[np.ndarray], k: int) -> tuple[np.ndarray, np.ndarray]:
@@ -167,20 +174,109 @@ class ProfileGenerator(Protocol):
 
 @runtime_checkable
 class Ranker(Protocol):
-    """Orders a user's candidates; may be fine-tuned first.
-
-    Optional: a ``label`` attribute (str) names the ranker's row in the results table, e.g.
-    ``"PALR v2 (llama_lora tiny, score)"``; the registered name is used otherwise.
-    """
+    """Orders a user's candidates; may be fine-tuned first (optional: :class:`Tunable`,
+    :class:`Labelled`, :class:`Summarised`, :class:`Persistent`, :class:`Checkable`)."""
 
     def fit(self, data: TrainingData, context: RunContext) -> None:
-        """Learn from training prefixes (a ranker with nothing to learn does nothing)."""
+        """Learn from training prefixes (a ranker with nothing to learn does nothing).
+
+        Called once per run, after the retriever's ``fit``, before ``tune`` and ``rank``, with the
+        retriever's ``data`` and ``context`` (``context.catalog`` and ``context.profiles`` set).
+        ``palr recommend`` and ``palr.load_run`` build the ranker again from the run's config and
+        call ``fit`` again with the same data and the same ``context.work_dir``: a ranker that
+        trains must then load what it wrote there, not train again (:class:`Persistent`); one
+        that keeps nothing there is fitted again with the run's seed.
+        """
         ...
 
     def rank(self, requests: Sequence[RankRequest], context: RunContext) -> list[list[int]]:
         """For each request, candidate ids best first (a subset is allowed: palr appends the
         candidates it left out in retriever order, so every row ranks the same items)."""
         ...
+
+
+# -- optional methods: palr uses them where a component has them -------------------------------
+@runtime_checkable
+class Checkable(Protocol):
+    """A component (any kind) that checks what it will need before the run does any work."""
+
+    def check(self, context: RunContext) -> None:
+        """Raise if a resource this component needs is missing (a model file, an adapter folder,
+        a device), saying how to get it.
+
+        palr calls it on all four components right after building them, before the run's first
+        stage, so a missing file is found in seconds, not after the retriever trained for an hour.
+        ``context.catalog`` is ``None`` then (no data is read yet). Raise ``FileNotFoundError`` or
+        ``ValueError``: ``palr-run`` prints the message as ``palr: <message>`` and stops.
+        """
+        ...
+
+
+@runtime_checkable
+class Tunable(Protocol):
+    """A Ranker that chooses its own settings on validation items (``llama_lora``'s
+    ``retriever_weight=auto``)."""
+
+    def tune(self, requests: Sequence[RankRequest], targets: np.ndarray, context: RunContext) -> dict | None:
+        """Choose settings from how well ``requests`` are ranked against ``targets``.
+
+        palr calls it after ``fit`` and before ``rank`` (and again in ``palr.load_run``, after the
+        second ``fit``, so a loaded run ranks as the run did), with ``eval.tune_users`` seeded
+        users: their training prefixes as histories, the retriever's candidates and profiles for
+        them, and their validation items as ``targets`` (one per request; never a test item).
+        The dict returned is recorded in ``metrics.json`` under ``validation.ranker``; its
+        top-level scalars (the chosen setting) are printed under the results table.
+        """
+        ...
+
+
+@runtime_checkable
+class Summarised(Protocol):
+    """A Retriever or Ranker that says what its training did."""
+
+    #: what ``fit`` did, as JSON-able values (epochs, ``stopped_by``, examples, tokens...); read
+    #: after the run's last stage and kept in ``metrics.json`` under ``training.retriever`` /
+    #: ``training.ranker`` (values JSON cannot hold are written as text). ``palr report`` reads a
+    #: retriever's ``stopped_by`` and ``epochs``; a value that is not a dict is ignored.
+    fit_summary: dict
+
+
+@runtime_checkable
+class Labelled(Protocol):
+    """A Ranker that names its row in the results table."""
+
+    #: the row's name, e.g. ``"PALR v2 (llama_lora tiny, score)"``; read after ``rank``, so it may
+    #: depend on what ``fit`` and ``tune`` chose. Without it, the registered name is used.
+    label: str
+
+
+@runtime_checkable
+class Persistent(Protocol):
+    """A Retriever or Ranker that keeps its finished training in the run folder.
+
+    ``fit(data, context)`` writes what it trained under ``context.work_dir`` (in a folder of its
+    own, e.g. ``retriever_training/`` or ``llama_lora/``) and, called again with the same data and
+    the same ``context.work_dir`` (a resumed run, ``palr.load_run``, ``palr recommend``), loads it
+    instead of training. ``palr.load_run`` asks :meth:`is_trained` before calling ``fit``, so a run
+    folder without the training (deleted, or from an interrupted run) is refused by name instead
+    of being trained again in silence. A component that is not Persistent is fitted again with
+    the run's seed (right for the cheap and deterministic ones, such as popularity counts).
+    """
+
+    def is_trained(self, context: RunContext) -> bool:
+        """Whether ``context.work_dir`` holds this component's finished training, so that ``fit``
+        will load it; called after the component is built, before ``fit``, and must not train."""
+        ...
+
+
+#: the optional Protocols, each with the component kinds palr uses it for
+OPTIONAL: dict[type, tuple[str, ...]] = {
+    Checkable: ("dataset", "retriever", "profile", "ranker"),
+    Tunable: ("ranker",),
+    Summarised: ("retriever", "ranker"),
+    Labelled: ("ranker",),
+    Persistent: ("retriever", "ranker"),
+}
 
 
 #: component kind (also its config group) -> (interface, registration hook)

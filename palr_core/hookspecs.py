@@ -8,9 +8,12 @@ not use, so these specs can grow without breaking plugins; an argument a spec do
 is an error (the plugin is skipped and named).
 
 A plugin module states the plugin API it was written for as a module attribute,
-``PALR_PLUGIN_API = 2``. palr loads plugins written for any version from
-:data:`MIN_PLUGIN_API` to :data:`PLUGIN_API` (one that states none is taken as version 1) and
-skips any other with a message that says what changed (:data:`API_CHANGES`).
+``PALR_PLUGIN_API = 3``. palr loads plugins written for any version from :data:`MIN_PLUGIN_API`
+to :data:`PLUGIN_API` and skips any other (one that states none was written for API 1) with one
+line that says what to change (:data:`API_CHANGES`; docs/plugins.md, "Migrating to palr 0.3").
+
+What a component class must have is in :mod:`palr_core.components`: the four interfaces, and the
+optional methods palr looks for (``check``, ``tune``, ``fit_summary``, ``label``, ``is_trained``).
 """
 
 from __future__ import annotations
@@ -22,22 +25,25 @@ hookspec = pluggy.HookspecMarker(PROJECT)
 hookimpl = pluggy.HookimplMarker(PROJECT)
 
 #: the plugin API this palr implements; a plugin states its own as ``PALR_PLUGIN_API``
-PLUGIN_API = 2
-#: the oldest plugin API this palr still loads
-MIN_PLUGIN_API = 1
-#: what each version changed for plugin authors (shown when a plugin's version is not supported)
+PLUGIN_API = 3
+#: the oldest plugin API this palr still loads (API 2 plugins run unchanged)
+MIN_PLUGIN_API = 2
+#: what each version changed for plugin authors (shown when a plugin's version is not loaded)
 API_CHANGES = {
     1: "the first plugin API (palr 0.1): hooks, Protocols, palr_core.sequential",
     2: ("palr 0.2: Dataset.load(context) receives the RunContext (cache_dir, seed) and a dataset "
-        "config no longer has cache_dir (API-1 datasets are still called as load()); the toolkit moved "
-        "to palr_core.kit (palr_core.sequential is palr_core.kit.retrievers; the old names still import, "
-        "with a DeprecationWarning); register(name, cls) also takes cls as a 'module:Class' string, "
+        "config no longer has cache_dir; the toolkit moved to palr_core.kit (palr_core.sequential became "
+        "palr_core.kit.retrievers); register(name, cls) also takes cls as a 'module:Class' string, "
         "imported on first use; RunContext.rng takes a name as salt and palr seeds every stage, so "
         "components do not seed; TrainerConfig lost patience and monitor (a component's own "
         "patience/max_epochs decide, trainer.max_epochs caps them all); RetrieverConfig.max_epochs "
         "defaults to 200 and patience to 10; RankRequest.extra and Split.targets were removed; "
         "metrics_from_ranks/rank_from_lists work on numpy (mask_history and rank_from_scores are in "
         "palr_core.kit.retrievers)"),
+    3: ("palr 0.3: the optional methods (check, tune, fit_summary, label, is_trained) are documented "
+        "Protocols in palr_core.components; palr_core.kit no longer has prompts, instructions, columns "
+        "and the LLM memory helpers (moved into their only users, the llama_lora and table plugins); "
+        "built-ins are palr.plugins.<name>; API 1 plugins are no longer loaded"),
 }
 
 

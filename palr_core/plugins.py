@@ -1,13 +1,19 @@
 """Plugin discovery (``palr`` entry points through pluggy) and the registry of named components.
 
-The host must survive foreign code: a plugin that fails to import, states an unsupported plugin
-API, has a hook implementation that does not match its spec, raises in a hook, or registers
-something malformed (a swapped ``register(cls, name)``, a class without the interface's methods,
-a config whose fields the class does not accept) is skipped as a whole and recorded in
-:attr:`Registry.broken` with what it did wrong; every other plugin and every run that does not
-need it goes on. Two plugins claiming one name make that name a conflict (both named), not a
-crash. A plugin that is only missing an optional dependency is reported when its components are
-asked for, and in ``palr plugins``, with the command that installs what it needs.
+The host must survive foreign code: a plugin that fails to import (one line naming the migration
+when it imports what palr 0.3 moved), states an unsupported plugin API, registers nothing (no
+``@hookimpl``), has a hook implementation that does not match its spec (a misspelt hook gets a
+"did you mean"), raises in a hook, or registers something malformed (swapped ``register``
+arguments, a class without the interface's methods, a config whose fields the class does not
+accept) is skipped as a whole and recorded in :attr:`Registry.broken` with what it did wrong;
+every other plugin and every run that does not need it goes on. Two plugins claiming one name
+make that name a conflict (both named), not a crash. A plugin that is only missing an optional
+dependency is reported when its components are asked for, and in ``palr plugins``, with the
+command that installs what it needs.
+
+Classes registered as ``"module:Class"`` are imported when a run builds them, so listing plugins
+and ``palr-run`` stay fast; :meth:`Registry.verify` (what ``palr plugins`` runs) imports and checks
+them all, so a bad path or a refused config field shows there first.
 
 Hooks are called through pluggy, one plugin at a time, so ``PALR_TRACE=1`` prints every call.
 """
@@ -32,7 +38,7 @@ from typing import Any
 import pluggy
 
 from . import hookspecs
-from .components import KINDS, LanguageModel
+from .components import KINDS, OPTIONAL, LanguageModel
 from .config import OptionError, check_options
 
 __all__ = [
@@ -50,12 +56,53 @@ __all__ = [
     "validate_params",
     "field_default",
     "config_from_signature",
+    "MIGRATING",
+    "MOVED_MODULES",
+    "MOVED_NAMES",
 ]
 
 ENTRY_POINT_GROUP = "palr"
 log = logging.getLogger("palr")
 #: what a registered name may look like: it becomes a Hydra option (``retriever=<name>``)
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")
+#: what a class given as text looks like
+CLASS_PATH = re.compile(r"^[\w.]+:[\w.]+$")
+#: where docs/plugins.md says how to port a plugin to this palr
+MIGRATING = "docs/plugins.md#migrating-to-palr-03"
+#: modules a plugin may still import that palr no longer has -> what became of them
+MOVED_MODULES = {
+    "palr_core.sequential": "palr_core.sequential was renamed palr_core.kit.retrievers in plugin API 2 and "
+                            "removed in palr 0.3: import from palr_core.kit.retrievers",
+    **{f"palr_core.kit.{module}": f"palr_core.kit.{module} moved into the {plugin} plugin in palr 0.3 (its only "
+                                  "user): copy what you need into your plugin"
+       for module, plugin in (("prompts", "llama_lora"), ("instructions", "llama_lora"), ("columns", "table"))},
+}
+#: names plugin API 1 imported from ``palr_core`` itself -> the kit module that has them since API 2
+_API1_NAMES = {
+    **dict.fromkeys(["RetrieverConfig"], "palr_core.kit.configs"),
+    **dict.fromkeys(["RetrieverModule", "TrainedRetriever", "TransformerEncoder", "left_pad", "trim_padding",
+                     "top_k_unseen", "mask_history", "rank_from_scores"], "palr_core.kit.retrievers"),
+    **dict.fromkeys(["make_trainer"], "palr_core.kit.training"),
+    **dict.fromkeys(["chat_prompt_ids", "load_causal_lm", "resolve_dtype", "resolve_language_model"],
+                    "palr_core.kit.llm"),
+}
+#: names palr 0.3 moved out of the kit -> (the kit module that had them, the plugin that has them now)
+_MOVED_OUT = {
+    **dict.fromkeys(["PromptError", "build_prompt", "check_templates", "default_templates", "render_item",
+                     "render_items"], ("palr_core.kit.prompts", "llama_lora")),
+    **dict.fromkeys(["InstructionConfig", "InstructionExample", "InteractionGraph", "build_instructions",
+                     "build_choice_instructions"], ("palr_core.kit.instructions", "llama_lora")),
+    **dict.fromkeys(["available_memory", "release_memory", "keep_freed_memory", "resident_memory",
+                     "fine_tuning_memory"], ("palr_core.kit.llm", "llama_lora")),
+}
+#: ``(module, name)`` a plugin may still import that palr no longer has there -> what became of it
+MOVED_NAMES = {
+    **{("palr_core", name): f"palr_core.{name} moved to {module} in plugin API 2 and palr 0.3 removed the old "
+                            f"name: import it from {module}" for name, module in _API1_NAMES.items()},
+    **{(where, name): f"{module}.{name} moved into the {plugin} plugin in palr 0.3 (its only user): copy what "
+                      "you need into your plugin"
+       for name, (module, plugin) in _MOVED_OUT.items() for where in ("palr_core", "palr_core.kit", module)},
+}
 
 
 class PluginError(RuntimeError):
@@ -77,6 +124,12 @@ class ComponentConfigError(PluginError, ValueError):
 
 class _Rejected(Exception):
     """What a plugin did wrong while registering (the plugin is skipped with this message)."""
+
+
+class _ClassImportError(PluginError):
+    """A class given as ``"module:Class"`` does not import; ``missing`` names an uninstalled module."""
+
+    missing: str | None = None
 
 
 @dataclass
@@ -105,8 +158,13 @@ class Registration:
             try:
                 cls = getattr(importlib.import_module(module), attr)
             except Exception as exc:
-                raise PluginError(f"{self.kind} {self.name!r} from {self.where}: cannot import "
-                                  f"{self.cls!r}: {type(exc).__name__}: {exc}") from None
+                missing = _missing_module(exc, module)
+                why = (_missing_dependency(self.distribution, missing) if missing
+                       else _migration(exc) or f"{type(exc).__name__}: {exc}")
+                error = _ClassImportError(f"{self.kind} {self.name!r} from {self.where}: cannot import "
+                                          f"{self.cls!r}: {why}")
+                error.missing = missing
+                raise error from None
             try:
                 _check_class(self.kind, cls, self.config)
             except _Rejected as exc:
@@ -264,6 +322,39 @@ class Registry:
         self.broken.append(BrokenPlugin(plugin_name, dist, error))
         log.warning("palr plugin %r (%s) is skipped: %s", plugin_name, dist, error)
 
+    def verify(self) -> list[BrokenPlugin]:
+        """Import every class registered as ``"module:Class"`` and check it as a class registered
+        directly is checked (its interface's methods, its optional ones, its config's fields), and
+        that every config dataclass is one Hydra can hold.
+
+        What fails is taken out of the registry and added to :attr:`broken` (with ``missing`` when
+        an optional dependency is not installed), and returned, so that ``palr plugins`` shows a
+        bad path or a refused config field before ``palr-run`` meets it. This imports the classes'
+        modules (torch, for most): only ``palr plugins`` calls it; a run imports a class when it
+        builds the component.
+        """
+        from omegaconf import OmegaConf
+
+        found = []
+        for reg in self.all():
+            missing = None
+            try:
+                reg.load_class()
+                config = reg.config_class()
+            except PluginError as exc:
+                error, missing = str(exc), getattr(exc, "missing", None)
+            else:
+                try:
+                    OmegaConf.structured(config)
+                    continue
+                except Exception as exc:
+                    error = (f"{reg.kind} {reg.name!r} from {reg.where}: its config {config.__name__} is not a "
+                             f"dataclass Hydra can hold: {str(exc).splitlines()[0]}")
+            del self._items[reg.kind][reg.name]
+            found.append(BrokenPlugin(reg.plugin, reg.distribution, error, missing))
+        self.broken += found
+        return found
+
     # -- lookup ---------------------------------------------------------------------------
     def names(self, kind: str) -> list[str]:
         return sorted(self._items[kind])
@@ -312,9 +403,12 @@ class Registry:
 # -- checks of what a plugin registers --------------------------------------------------------
 def _check_registration(kind: str, name, cls, config) -> None:
     usage = "register(name, cls, config=ConfigDataclass), e.g. register('mine', MyClass, config=MyConfig)"
+    if _swapped(name, cls):
+        given = name.__name__ if isinstance(name, type) else repr(name)
+        raise _Rejected(f"the arguments are swapped: register({given}, {cls!r}) gives the class first; call "
+                        f"register({cls!r}, {given}, config=...)")
     if not isinstance(name, str):
-        swapped = " — are the arguments swapped?" if isinstance(cls, str) else ""
-        raise _Rejected(f"the name must come first as a string, got {name!r}{swapped}; call {usage}")
+        raise _Rejected(f"the name must come first as a string, got {name!r}; call {usage}")
     if not NAME.match(name):
         raise _Rejected(f"{kind} name {name!r} is not usable as a config option (letters, digits, '_', '-', '.')")
     if config is not None and not (isinstance(config, type) and dataclasses.is_dataclass(config)):
@@ -323,7 +417,7 @@ def _check_registration(kind: str, name, cls, config) -> None:
         raise _Rejected(f"{kind} {name!r}: {config.__name__} has a field 'name', which palr reserves for the "
                         "registered name; rename the field")
     if isinstance(cls, str):
-        if not re.match(r"^[\w.]+:[\w.]+$", cls):
+        if not CLASS_PATH.match(cls):
             raise _Rejected(f"{kind} {name!r}: a class given as text must be 'module:Class', got {cls!r}")
         return
     if not isinstance(cls, type):
@@ -334,14 +428,26 @@ def _check_registration(kind: str, name, cls, config) -> None:
         raise _Rejected(f"{kind} {name!r}: {exc}") from None
 
 
+def _swapped(name, cls) -> bool:
+    """``register(cls, name)``: a class (or ``"module:Class"``) where the name goes, and a name
+    where the class goes."""
+    class_first = isinstance(name, type) or (isinstance(name, str) and bool(CLASS_PATH.match(name)))
+    name_second = isinstance(cls, str) and bool(NAME.match(cls)) and not CLASS_PATH.match(cls)
+    return class_first and name_second
+
+
 def _check_class(kind: str, cls: type, config: type | None) -> None:
-    """The class has the interface's methods, and accepts every field of its config."""
+    """The class has the interface's methods, each callable as palr calls it, its optional methods
+    and attributes have the documented form, and it accepts every field of its config."""
     interface = KINDS[kind][0]
     methods = [m for m in interface.__dict__ if not m.startswith("_") and callable(interface.__dict__[m])]
     missing = [m for m in methods if not callable(getattr(cls, m, None))]
     if missing:
         raise _Rejected(f"{cls.__name__} does not implement palr_core.{interface.__name__}: no "
                         + ", ".join(f"{m}()" for m in missing))
+    for protocol in [interface] + [p for p, kinds in OPTIONAL.items() if kind in kinds]:
+        for member in _protocol_members(protocol):
+            _check_member(cls, protocol, member)
     if config is None:
         return
     params = inspect.signature(cls).parameters
@@ -351,6 +457,33 @@ def _check_class(kind: str, cls: type, config: type | None) -> None:
     if refused:
         raise _Rejected(f"{cls.__name__}.__init__ does not accept the config field(s) {', '.join(refused)} of "
                         f"{config.__name__} (palr builds it as {cls.__name__}(**config))")
+
+
+def _protocol_members(protocol: type) -> list[str]:
+    """The public methods and annotated attributes a Protocol declares."""
+    names = [m for m in protocol.__dict__ if not m.startswith("_") and callable(protocol.__dict__[m])]
+    return names + [a for a in protocol.__dict__.get("__annotations__", {}) if not a.startswith("_")]
+
+
+def _check_member(cls: type, protocol: type, member: str) -> None:
+    """A method of ``protocol`` that ``cls`` defines takes palr's arguments; an attribute of it
+    (``label``, ``fit_summary``) is not a plain method, which palr would read as a bound method."""
+    found = inspect.getattr_static(cls, member, None)
+    if not (inspect.isfunction(found) or isinstance(found, (staticmethod, classmethod))):
+        return  # absent, a property, or set on the instance
+    wanted = protocol.__dict__.get(member)
+    if not callable(wanted):
+        raise _Rejected(f"{cls.__name__}.{member} is a method, but palr reads {member} as an attribute "
+                        f"(palr_core.{protocol.__name__}): make it a property or set it in __init__")
+    if isinstance(found, (staticmethod, classmethod)):
+        return
+    args = [p for name, p in inspect.signature(wanted).parameters.items() if name != "self"]
+    try:
+        inspect.signature(found).bind(cls, *args)  # arity only: self and one value per argument
+    except TypeError:
+        call = f"{member}({', '.join(a.name for a in args)})"
+        raise _Rejected(f"{cls.__name__}.{member}{inspect.signature(found)} cannot be called as {call}, as palr "
+                        f"calls it (palr_core.{protocol.__name__})") from None
 
 
 def config_from_signature(cls: type) -> type:
@@ -463,14 +596,12 @@ def load_registry(entry_points: Iterable[md.EntryPoint] | None = None,
             continue
         try:
             plugin = ep.load()
-        except ModuleNotFoundError as exc:
-            if exc.name and exc.name.split(".")[0] != ep.value.split(".")[0].split(":")[0]:
-                broken.append(BrokenPlugin(ep.name, dist, _missing_dependency(dist, exc.name), missing=exc.name))
-                continue
-            broken.append(_broken(ep.name, dist, f"import failed: {type(exc).__name__}: {exc}"))
-            continue
         except Exception as exc:
-            broken.append(_broken(ep.name, dist, f"import failed: {type(exc).__name__}: {exc}"))
+            missing = _missing_module(exc, ep.value.split(":")[0])
+            if missing:  # quiet: said when its components are asked for, and by palr plugins
+                broken.append(BrokenPlugin(ep.name, dist, _missing_dependency(dist, missing), missing=missing))
+            else:
+                broken.append(_broken(ep.name, dist, f"import failed: {_migration(exc) or f'{type(exc).__name__}: {exc}'}"))
             continue
         _add(pm, ep.name, plugin, (dist, version), origins, broken)
     for name, plugin in extra_plugins:
@@ -480,9 +611,10 @@ def load_registry(entry_points: Iterable[md.EntryPoint] | None = None,
 
 def _add(pm: pluggy.PluginManager, name: str, plugin, origin: tuple[str, str], origins: dict,
          broken: list[BrokenPlugin]) -> None:
-    """Register one loaded plugin after its API handshake; a mismatching hook skips it."""
+    """Register one loaded plugin after its API handshake; a mismatching hook, or no hook at all,
+    skips it."""
     dist, version = origin
-    api = getattr(plugin, "PALR_PLUGIN_API", 1)
+    api = getattr(plugin, "PALR_PLUGIN_API", None)
     problem = _api_problem(api)
     try:
         hash(plugin)
@@ -499,30 +631,80 @@ def _add(pm: pluggy.PluginManager, name: str, plugin, origin: tuple[str, str], o
             pm.unregister(plugin)
         broken.append(_broken(name, dist, f"invalid hook implementation: {_hook_problem(exc)}"))
         return
+    if not pm.get_hookcallers(plugin):
+        pm.unregister(plugin)
+        broken.append(_broken(name, dist, _nothing_registered(plugin)))
+        return
     origins[name] = (dist, version, api)
 
 
+#: the registration hooks, for "did you mean" and for undecorated functions
+HOOKS = sorted(name for name, _ in inspect.getmembers(hookspecs, inspect.isfunction) if name.startswith("register_"))
+
+
 def _api_problem(api) -> str | None:
-    if not isinstance(api, int) or isinstance(api, bool):
+    """Why a plugin stating ``PALR_PLUGIN_API = api`` (``None``: it states none, so API 1) is not
+    loaded, in one line that says what to change; ``None`` when it is loaded."""
+    if api is None:
+        api = 1
+    elif not isinstance(api, int) or isinstance(api, bool):
         return f"PALR_PLUGIN_API must be an integer, got {api!r}"
     low, high = hookspecs.MIN_PLUGIN_API, hookspecs.PLUGIN_API
     if api > high:
         return (f"written for palr plugin API {api}, but this palr implements API {high}: upgrade palr "
                 "(pip install -U palr)")
     if api < low:
-        changes = " | ".join(f"API {v}: {hookspecs.API_CHANGES[v]}" for v in range(api + 1, high + 1))
-        return f"written for palr plugin API {api}, which this palr no longer loads; what changed: {changes}"
+        return (f"written for palr plugin API {api} (PALR_PLUGIN_API = {api}, or none stated), which this palr no "
+                f"longer loads: Dataset.load takes the RunContext, toolkit imports come from palr_core.kit; port it "
+                f"and state PALR_PLUGIN_API = {high} in the module its entry point names; see {MIGRATING}")
     return None
 
 
 def _hook_problem(exc: pluggy.PluginValidationError) -> str:
-    """pluggy's message, with the hook's real signature when the implementation asks for more."""
+    """pluggy's message, with the hook's real signature when the implementation asks for more and
+    the closest hook's name when the implementation's name is unknown."""
     message = "; ".join(line.strip() for line in str(exc).splitlines() if line.strip())
+    unknown = re.search(r"unknown hook '(\w+)'", message)
+    if unknown:
+        close = difflib.get_close_matches(unknown.group(1), HOOKS, n=1, cutoff=0.6)
+        return message + (f"; did you mean {close[0]}?" if close else f"; the hooks are {', '.join(HOOKS)}")
     match = re.search(r"hook '(\w+)'", message) or re.search(r"hookimpl definition: (\w+)\(", message)
     spec = getattr(hookspecs, match.group(1), None) if match else None
     if spec is not None and "argument" in message.lower():
         message += f"; the hook is {spec.__name__}{inspect.signature(spec)}"
     return message
+
+
+def _nothing_registered(plugin) -> str:
+    """What to say about a plugin with no hook implementation: it would contribute nothing."""
+    undecorated = [n for n in dir(plugin) if callable(getattr(plugin, n, None))
+                   and (n in HOOKS or difflib.get_close_matches(n, HOOKS, n=1, cutoff=0.85))]
+    found = f" ({', '.join(f'{n}()' for n in undecorated)} is not one)" if undecorated else ""
+    return f"registered nothing: are its functions decorated with @palr_core.hookimpl?{found}"
+
+
+def _migration(exc: BaseException) -> str | None:
+    """One line naming the migration when an import failed on a module or name that palr 0.3
+    moved or removed (:data:`MOVED_MODULES`, :data:`MOVED_NAMES`); ``None`` otherwise."""
+    if not isinstance(exc, ImportError):
+        return None
+    module = exc.name or ""
+    for moved, message in MOVED_MODULES.items():
+        if module == moved or module.startswith(moved + "."):
+            return f"{message}; {MIGRATING}"
+    name = re.search(r"cannot import name '(\w+)'", str(exc))
+    if name and (module, name.group(1)) in MOVED_NAMES:
+        return f"{MOVED_NAMES[module, name.group(1)]}; {MIGRATING}"
+    return None
+
+
+def _missing_module(exc: BaseException, own_module: str) -> str | None:
+    """The uninstalled module an import failed on, when it is a dependency (not part of the
+    plugin's own package, nor of palr)."""
+    if not isinstance(exc, ModuleNotFoundError) or not exc.name:
+        return None
+    top = exc.name.split(".")[0]
+    return exc.name if top not in (own_module.split(".")[0], "palr_core", "palr") else None
 
 
 def _broken(plugin: str, dist: str, error: str) -> BrokenPlugin:

@@ -1,5 +1,6 @@
-"""The plugin contract: hooks, entry-point discovery, the API handshake, and a host that survives
-foreign code (every misbehaving plugin is skipped and named, every other one goes on)."""
+"""The plugin contract: hooks, entry-point discovery, the API handshake, the optional methods, and a
+host that survives foreign code (every misbehaving plugin is skipped and named, every other one goes
+on) and refuses a plugin author's mistakes by name."""
 
 import inspect
 import logging
@@ -44,8 +45,9 @@ class Toy:
 
 
 def plugin(**hooks):
-    """A plugin module whose hookimpls register Toy under the given names."""
+    """A plugin module (current plugin API) whose hookimpls register Toy under the given names."""
     module = types.ModuleType("toy_plugin")
+    module.PALR_PLUGIN_API = hookspecs.PLUGIN_API
     for hook, name in hooks.items():
         def impl(register, _name=name):
             register(_name, Toy, config=ToyConfig)
@@ -58,6 +60,7 @@ def with_hook(hook: str, function):
     """A plugin module with one hook implementation."""
     function.__name__ = hook
     module = types.ModuleType(f"plugin_with_{hook}")
+    module.PALR_PLUGIN_API = hookspecs.PLUGIN_API
     setattr(module, hook, hookimpl(function))
     return module
 
@@ -141,7 +144,10 @@ def test_builtins_are_found_through_entry_points(registry):
 
 
 def test_listing_plugins_imports_no_training_stack():
-    code = ("import sys; from palr_core.cli import main; main(['plugins']); "
+    """Loading the registry and printing it import no class given as "module:Class" (palr-run stays
+    fast); only the palr plugins command imports them all, to check them (Registry.verify)."""
+    code = ("import sys; from palr_core.plugins import load_registry; from palr_core.cli import print_plugins; "
+            "print_plugins(load_registry()); "
             "heavy = [m for m in ('torch', 'lightning', 'transformers', 'pyarrow') if m in sys.modules]; "
             "assert not heavy, heavy")
     subprocess.run([sys.executable, "-c", code], check=True, capture_output=True)
@@ -189,9 +195,10 @@ def test_a_hookimpl_with_an_argument_the_spec_lacks_is_skipped():
     assert "register_retrievers(register)" in error  # the real signature
 
 
-def test_a_misspelt_hookimpl_is_reported_not_ignored():
+def test_a_misspelt_hookimpl_is_reported_with_the_hook_it_meant():
     mod = with_hook("register_retriever", lambda register: None)
-    assert_skipped(registry_with(("typo", mod)), "typo", "unknown hook 'register_retriever'")
+    assert_skipped(registry_with(("typo", mod)), "typo", "unknown hook 'register_retriever'",
+                   "did you mean register_retrievers?")
 
 
 def test_a_hook_that_raises_skips_the_whole_plugin():
@@ -203,9 +210,13 @@ def test_a_hook_that_raises_skips_the_whole_plugin():
                    "explodes", "raised RuntimeError: boom")
 
 
-def test_swapped_register_arguments_are_named():
-    mod = with_hook("register_retrievers", lambda register: register(Toy, "mine"))
-    assert_skipped(registry_with(("swapped", mod)), "swapped", "name must come first", "swapped?")
+@pytest.mark.parametrize("cls", [Toy, "palr.plugins.popularity.retriever:PopularityRetriever"])
+def test_swapped_register_arguments_are_named(cls):
+    """register(cls, name), with the class itself or its "module:Class" path."""
+    mod = with_hook("register_retrievers", lambda register: register(cls, "mine"))
+    error = assert_skipped(registry_with(("swapped", mod)), "swapped", "the arguments are swapped",
+                           "call register('mine', ")
+    assert "not usable as a config option" not in error
 
 
 def test_a_class_without_the_interface_methods_is_refused_at_registration():
@@ -246,18 +257,175 @@ def test_a_class_given_as_text_is_imported_on_first_use_and_checked_then():
 
 @pytest.mark.parametrize("api, words", [
     (99, ["written for palr plugin API 99", "upgrade palr"]),
-    (0, ["written for palr plugin API 0", "no longer loads", "API 1:", "API 2:"]),
+    (0, ["written for palr plugin API 0", "no longer loads", "PALR_PLUGIN_API = 3", "docs/plugins.md#migrating"]),
     ("2", ["PALR_PLUGIN_API must be an integer"])])
-def test_the_api_handshake_skips_an_unsupported_plugin_saying_what_changed(api, words, monkeypatch):
-    monkeypatch.setattr(hookspecs, "MIN_PLUGIN_API", 1)
+def test_the_api_handshake_skips_an_unsupported_plugin_saying_what_to_do(api, words):
     mod = plugin(register_retrievers="versioned")
     mod.PALR_PLUGIN_API = api
     assert_skipped(registry_with(("versioned", mod)), "versioned", *words)
 
 
-def test_a_plugin_that_states_no_api_is_taken_as_api_1():
-    reg = registry_with(("old", plugin(register_datasets="old")))
-    assert reg.get("dataset", "old").api == 1
+@pytest.mark.parametrize("stated", [None, 1])
+def test_an_api_1_plugin_is_skipped_with_one_line_naming_the_migration(stated):
+    old = plugin(register_datasets="old")
+    if stated is None:
+        del old.PALR_PLUGIN_API  # written before the handshake: API 1
+    else:
+        old.PALR_PLUGIN_API = stated
+    error = assert_skipped(registry_with(("old", old)), "old", "plugin API 1", "no longer loads",
+                           "Dataset.load takes the RunContext", "state PALR_PLUGIN_API = 3",
+                           "docs/plugins.md#migrating-to-palr-03")
+    assert "\n" not in error and len(error) < 300
+
+
+def test_an_api_2_plugin_is_loaded_unchanged():
+    assert (hookspecs.MIN_PLUGIN_API, hookspecs.PLUGIN_API) == (2, 3)
+    mod = plugin(register_retrievers="two")
+    mod.PALR_PLUGIN_API = 2
+    reg = registry_with(("two", mod))
+    assert reg.get("retriever", "two").api == 2 and reg.build("retriever", "two", {"depth": 4}).depth == 4
+
+
+def write_module(tmp_path, monkeypatch, name: str, source: str) -> EntryPoint:
+    """A plugin module on sys.path, and the entry point that names it."""
+    (tmp_path / f"{name}.py").write_text(source)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    return EntryPoint(name=name, value=name, group="palr")
+
+
+@pytest.mark.parametrize("source, words", [
+    ("import palr_core.sequential\n", ["palr_core.sequential was renamed palr_core.kit.retrievers"]),
+    ("from palr_core import TrainedRetriever\n",
+     ["palr_core.TrainedRetriever moved to palr_core.kit.retrievers", "import it from palr_core.kit.retrievers"]),
+    ("raise ModuleNotFoundError(\"No module named 'palr_core.kit.prompts'\", name='palr_core.kit.prompts')\n",
+     ["palr_core.kit.prompts moved into the llama_lora plugin in palr 0.3 (its only user): copy what you need"]),
+    ("raise ImportError(\"cannot import name 'release_memory' from 'palr_core.kit.llm'\", name='palr_core.kit.llm')\n",
+     ["palr_core.kit.llm.release_memory moved into the llama_lora plugin"]),
+    ("raise ModuleNotFoundError(\"No module named 'palr_core.kit.columns'\", name='palr_core.kit.columns')\n",
+     ["palr_core.kit.columns moved into the table plugin"])])
+def test_a_plugin_importing_what_palr_0_3_moved_is_skipped_with_the_migration(source, words, tmp_path, monkeypatch):
+    entry = write_module(tmp_path, monkeypatch, "palr_moved_import", source)
+    reg = load_registry(entry_points=[entry], extra_plugins=[OK])
+    error = assert_skipped(reg, "palr_moved_import", "import failed: ", *words, "docs/plugins.md#migrating-to-palr-03")
+    assert "\n" not in error and "pip install" not in error
+
+
+def test_a_plugin_that_registered_nothing_is_named_with_a_hint():
+    bare = types.ModuleType("forgot_hookimpl")
+    bare.PALR_PLUGIN_API = 3
+    bare.register_retrievers = lambda register: register("never", Toy)  # no @hookimpl
+    error = assert_skipped(registry_with(("forgot", bare)), "forgot",
+                           "registered nothing: are its functions decorated with @palr_core.hookimpl?")
+    assert "register_retrievers()" in error
+
+
+def test_palr_plugins_shows_a_plugin_that_registered_nothing(capsys):
+    empty = types.ModuleType("empty")
+    empty.PALR_PLUGIN_API = 3
+    print_plugins(registry_with(("empty", empty)))
+    assert "empty (empty): registered nothing: are its functions decorated with @palr_core.hookimpl?" in (
+        capsys.readouterr().out)
+
+
+def test_verify_refuses_bad_class_paths_and_config_fields_that_listing_left_alone(tmp_path, monkeypatch, capsys):
+    """palr plugins (Registry.verify) imports every "module:Class": a bad module, a missing class, a
+    config field the class does not accept, a missing dependency; the good component stays."""
+    write_module(tmp_path, monkeypatch, "palr_needs_dep_cls", "import palr_dependency_not_installed_xyz\n")
+
+    def register_retrievers(register):
+        register("good", "palr.plugins.popularity.retriever:PopularityRetriever")
+        register("nomodule", "palr_no_such_module_xyz:Thing")
+        register("noclass", "palr.plugins.popularity.retriever:NoSuchRetriever")
+        register("refused", "palr.plugins.popularity.retriever:PopularityRetriever", config=ToyConfig)
+        register("needsdep", "palr_needs_dep_cls:Thing")
+
+    reg = registry_with(("paths", with_hook("register_retrievers", register_retrievers)))
+    assert {"nomodule", "noclass", "refused", "needsdep"} <= set(reg.names("retriever"))  # listing: lazy
+    found = {b.error.split("'")[1]: b for b in reg.verify()}
+    assert set(found) == {"nomodule", "noclass", "refused", "needsdep"}
+    assert "cannot import 'palr_no_such_module_xyz:Thing'" in found["nomodule"].error
+    assert "NoSuchRetriever" in found["noclass"].error
+    assert "does not accept the config field(s) depth, label of ToyConfig" in found["refused"].error
+    assert found["needsdep"].missing == "palr_dependency_not_installed_xyz"
+    assert "pip install palr_dependency_not_installed_xyz" in found["needsdep"].error
+    assert reg.names("retriever") == ["fine", "good"] and reg.build("retriever", "good") is not None
+    print_plugins(reg)
+    out = capsys.readouterr().out
+    assert "SKIPPED" in out and "retriever 'refused' from paths local" in out
+
+
+def test_verify_refuses_a_config_hydra_cannot_hold():
+    @dataclass
+    class Odd:
+        depth: object = None  # an arbitrary class: OmegaConf cannot type it
+
+    class OddToy(Toy):
+        def __init__(self, depth=None):
+            pass
+
+    reg = registry_with(("odd", with_hook("register_retrievers", lambda register: register("odd", OddToy, config=Odd))))
+    (problem,) = reg.verify()
+    assert "retriever 'odd'" in problem.error and "its config Odd is not a dataclass Hydra can hold" in problem.error
+
+
+def test_palr_plugins_verifies_every_builtin(registry):
+    """What the palr plugins command does to the installed plugins: every built-in imports and passes."""
+    reg = load_registry()
+    assert reg.verify() == [] and reg.names("retriever") == registry.names("retriever")
+
+
+def test_the_optional_methods_are_runtime_checkable_protocols():
+    from palr_core import Checkable, Labelled, Persistent, Summarised, Tunable
+
+    class Full(Toy):
+        label = "full"
+        fit_summary: dict = {}
+
+        def check(self, context): ...
+        def tune(self, requests, targets, context): return {}
+        def is_trained(self, context): return True
+
+    full, bare = Full(), Toy()
+    for protocol in (Checkable, Tunable, Summarised, Labelled, Persistent):
+        assert isinstance(full, protocol), protocol
+        assert protocol.__doc__ and "palr" in (protocol.__doc__ + str(vars(protocol))).lower()
+    assert not any(isinstance(bare, p) for p in (Checkable, Tunable, Summarised, Persistent))
+    assert isinstance(bare, Labelled)  # Toy sets label in __init__: an attribute is all it takes
+
+
+@pytest.mark.parametrize("method, words", [
+    ("def tune(self, requests, context): return {}", ["Toy2.tune(self, requests, context)",
+                                                       "cannot be called as tune(requests, targets, context)"]),
+    ("def check(self): pass", ["cannot be called as check(context)", "palr_core.Checkable"]),
+    ("def label(self): return 'x'", ["Toy2.label is a method, but palr reads label as an attribute"]),
+    ("def fit_summary(self): return {}", ["fit_summary is a method", "make it a property"]),
+    ("def rank(self, requests): return []", ["cannot be called as rank(requests, context)"])])
+def test_an_optional_or_interface_method_of_the_wrong_form_is_refused_at_registration(method, words):
+    namespace = {}
+    exec(f"class Toy2(Toy):\n    {method}\n", {"Toy": Toy}, namespace)
+    mod = with_hook("register_rankers", lambda register: register("wrong", namespace["Toy2"]))
+    error = assert_skipped(registry_with(("wrong", mod)), "wrong", "ranker 'wrong'", *words)
+    assert "\n" not in error
+
+
+def test_a_label_property_and_a_fit_summary_set_in_init_are_accepted():
+    class Proper(Toy):
+        @property
+        def label(self):
+            return "proper"
+
+        def __init__(self, depth: int = 2, label: str = "x"):
+            self.fit_summary = {"epochs": 1}
+
+    reg = registry_with(("proper", with_hook("register_rankers", lambda register: register("proper", Proper))))
+    assert reg.build("ranker", "proper").label == "proper"
+
+
+def test_a_bad_option_raises_component_config_error_a_value_error(registry):
+    """The one exception a bad option raises, from the registry, before the class is imported."""
+    with pytest.raises(ComponentConfigError, match=r"retriever 'sasrec': retriever.loss must be one of ce, bce") as err:
+        registry.build("retriever", "sasrec", {"loss": "hinge"})
+    assert isinstance(err.value, ValueError) and isinstance(err.value, PluginError)
 
 
 def test_params_are_validated_against_the_config_dataclass():
@@ -306,28 +474,47 @@ def test_a_config_field_called_name_is_refused():
     assert_skipped(registry_with(("named", mod)), "named", "has a field 'name', which palr reserves")
 
 
-def test_an_api_1_dataset_is_loaded_without_the_context(tmp_path):
-    """Plugin API 1's Dataset.load() took no argument: palr still calls it that way."""
-    from palr_core import PalrConfig
+def test_api_2_components_run_unchanged_in_a_pipeline(tmp_path):
+    """A dataset, retriever and ranker written against the 0.2 docs (plugin API 2, no optional
+    methods, classes given directly and as "module:Class") run through the whole pipeline."""
+    from palr_core import InteractionLog, PalrConfig, RawDataset
     from palr_core.pipeline import run_pipeline
     from palr_core.testing import tiny_data
 
     data = tiny_data()
 
-    class OldDataset:
-        def load(self):
-            from palr_core import InteractionLog, RawDataset
-
+    class TinyDataset:
+        def load(self, context):
             users = [u for u, seq in enumerate(data.data.sequences) for _ in seq]
             items = [int(i) for seq in data.data.sequences for i in seq]
             log = InteractionLog(np.array(users), np.array(items), np.arange(len(users)))
             catalog = data.catalog
-            return RawDataset(log, type(catalog)(ids=list(range(len(catalog))), titles=catalog.titles), name="old")
+            return RawDataset(log, type(catalog)(ids=list(range(len(catalog))), titles=catalog.titles), name="two")
 
-    old = with_hook("register_datasets", lambda register: register("old", OldDataset))
-    reg = load_registry(extra_plugins=[("old", old)])
-    assert reg.get("dataset", "old").api == 1
-    config = PalrConfig(dataset={"name": "old"}, retriever={"name": "popularity"}, profile={"name": "none"},
-                        ranker={"name": "identity"}, cache_dir=str(tmp_path / "cache"))
+    class Reverse:
+        def fit(self, data, context): ...
+
+        def rank(self, requests, context):
+            return [list(r.candidates[::-1]) for r in requests]
+
+    def register_datasets(register):
+        register("two", TinyDataset)
+
+    def register_rankers(register):
+        register("reverse", Reverse)
+
+    def register_retrievers(register):
+        register("pop2", "palr.plugins.popularity.retriever:PopularityRetriever")
+
+    two = types.ModuleType("api_two")
+    two.PALR_PLUGIN_API = 2
+    for hook in (register_datasets, register_rankers, register_retrievers):
+        setattr(two, hook.__name__, hookimpl(hook))
+    reg = load_registry(extra_plugins=[("api_two", two)])
+    assert {reg.get(kind, name).api for kind, name in (("dataset", "two"), ("ranker", "reverse"))} == {2}
+    config = PalrConfig(dataset={"name": "two"}, retriever={"name": "pop2"}, profile={"name": "none"},
+                        ranker={"name": "reverse"}, cache_dir=str(tmp_path / "cache"))
     result = run_pipeline(config, reg, tmp_path / "run")
     assert result.stats["users"] == len(data.data.sequences)
+    assert [row["model"].split(":")[0] for row in result.rows] == ["retriever", "ranker"]
+    assert "ranker: reverse over pop2" in result.rows[1]["model"]

@@ -5,7 +5,7 @@ from dataclasses import dataclass
 
 from palr_core import RankRequest, RunContext, TrainingData, hookimpl
 
-PALR_PLUGIN_API = 2
+PALR_PLUGIN_API = 3
 
 
 @dataclass

@@ -4,7 +4,7 @@ from palr_core import hookimpl
 
 from .retriever import PopularityConfig, PopularityRetriever
 
-PALR_PLUGIN_API = 2
+PALR_PLUGIN_API = 3
 
 
 @hookimpl

@@ -9,7 +9,7 @@ from palr_core import RunContext, hookimpl
 
 from .generators import KeywordProfiles, KeywordsConfig, LlmProfileConfig, LlmProfiles
 
-PALR_PLUGIN_API = 2
+PALR_PLUGIN_API = 3
 
 
 @dataclass

@@ -25,8 +25,7 @@ class SASRecConfig(RetrieverConfig):
     loss: str = option("ce", choices=LOSSES)
 
     def __post_init__(self) -> None:
-        if self.loss not in LOSSES:
-            raise ValueError(f"retriever sasrec: loss must be one of {LOSSES}, got {self.loss!r}")
+        """What option() cannot say alone: ``loss`` is checked by its option() rule, not here."""
         if self.heads >= 1 and self.hidden % self.heads:
             raise ValueError(f"retriever sasrec: hidden ({self.hidden}) must be divisible by heads "
                              f"({self.heads})")

