@@ -70,6 +70,7 @@ def run(argv: list[str] | None = None) -> None:
 
 def _cmd_plugins(args: argparse.Namespace) -> int:
     registry = load_registry()
+    registry.verify()  # import every "module:Class" now: a bad path or config field shows here, not at palr-run
     if args.json:
         print(json.dumps(plugins_document(registry), indent=2))
     else:
@@ -102,7 +103,9 @@ def plugins_document(registry: Registry) -> dict:
 
 
 def print_plugins(registry: Registry) -> None:
-    """``palr plugins``: components, language models, config directories, conflicts, skipped plugins."""
+    """``palr plugins``: components, language models, config directories, conflicts, and what was
+    skipped with why (a plugin that failed to load or registered nothing, a component whose class
+    or config :meth:`~palr_core.plugins.Registry.verify` refused)."""
     rows = [(r.kind, r.name, r.distribution, r.version, r.plugin) for r in registry.all()]
     header = ("kind", "name", "distribution", "version", "plugin")
     widths = [max(len(str(x)) for x in col) for col in zip(header, *rows)]
@@ -124,7 +127,7 @@ def print_plugins(registry: Registry) -> None:
         for message in conflicts:
             print(f"  {message}")
     if registry.broken:
-        print("\nSKIPPED plugins:")
+        print("\nSKIPPED (plugins, or their components, that cannot be used; see docs/plugins.md):")
         for b in registry.broken:
             print(f"  {b.plugin} ({b.distribution}): {b.error}")
 
