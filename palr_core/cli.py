@@ -133,15 +133,15 @@ def print_plugins(registry: Registry) -> None:
 
 
 def _cmd_new_plugin(args: argparse.Namespace) -> int:
-    from .scaffold import write_plugin
+    from .scaffold import run_command, write_plugin
 
     try:
-        root = write_plugin(args.name, Path(args.directory))
+        root = write_plugin(args.name, Path(args.directory), args.kind)
     except (ValueError, FileExistsError) as exc:
         print(f"palr: {exc}", file=sys.stderr)
         return 2
-    print(f"wrote {root}\n  pip install -e {root}   # then: palr plugins; palr-run retriever={args.name}\n"
-          f"  pytest {root}            # its own test, on palr's tiny data")
+    print(f"wrote {root}\n  pip install -e {root}   # then: palr plugins; {run_command(args.name, args.kind)}\n"
+          f"  pytest {root}            # its own tests, on palr's tiny data")
     return 0
 
 
@@ -214,11 +214,11 @@ def _cmd_export(args: argparse.Namespace) -> int:
 
 
 def _cmd_report(args: argparse.Namespace) -> int:
-    from .report import write_report
+    from palr.report import write_report  # the report is palr's, not the framework's
 
     out = args.output or (args.dirs[0] if len(args.dirs) == 1 else ".")
     try:
-        report, written = write_report(args.dirs, out, args.metric, args.reference)
+        report, written = write_report(args.dirs, out, args.metric, args.reference, args.figures)
     except (ValueError, OSError) as exc:
         print(f"palr: {exc}", file=sys.stderr)
         return 2
@@ -238,8 +238,13 @@ def main(argv: list[str] | None = None) -> int:
     plugins = sub.add_parser("plugins", help="list every registered component by kind")
     plugins.add_argument("--json", action="store_true", help="print it as JSON")
     plugins.set_defaults(func=_cmd_plugins)
-    new = sub.add_parser("new-plugin", help="write a working third-party retriever plugin distribution")
-    new.add_argument("name", help="the retriever's name (palr-run retriever=NAME); letters, digits and _")
+    from .scaffold import KINDS as SCAFFOLDS  # string templates only: --help stays fast
+
+    new = sub.add_parser("new-plugin", help="write a working third-party plugin distribution, with its own tests")
+    new.add_argument("name", help="the component's name (palr-run KIND=NAME); letters, digits and _")
+    new.add_argument("--kind", choices=list(SCAFFOLDS), default="retriever",
+                     help="what it provides (default: retriever): " + "; ".join(
+                         f"{kind}: {spec.summary.rstrip('.')}" for kind, spec in SCAFFOLDS.items()))
     new.add_argument("--directory", default=".", help="where to create palr-NAME/ (default: here)")
     new.set_defaults(func=_cmd_new_plugin)
     rec = sub.add_parser("recommend", help="a user's top-K from a finished run (retriever + ranker, nothing retrained)")
@@ -258,8 +263,10 @@ def main(argv: list[str] | None = None) -> int:
     report = sub.add_parser("report", help="one table across runs and sweeps, with paired significance tests")
     report.add_argument("dirs", nargs="+", metavar="DIR", help="run or sweep folders (or folders above them)")
     report.add_argument("--metric", "-m", default="NDCG@10", help="the main metric (default NDCG@10)")
-    report.add_argument("--reference", "-r", help="text picking the reference row (default: the SASRec retriever "
-                                                   "row, else the first)")
+    report.add_argument("--reference", "-r", help="text picking the reference row (default: the figures file's, "
+                                                   "the SASRec retriever row; else the first row)")
+    report.add_argument("--figures", help="published figures to print beside matching rows, and the default "
+                                          "reference (a YAML file; default: the PALR paper's Table 2)")
     report.add_argument("--output", "-o", help="where report.{md,csv,png} go (default: the one DIR, else here)")
     report.set_defaults(func=_cmd_report)
     args = parser.parse_args(argv)

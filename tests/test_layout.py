@@ -64,7 +64,7 @@ def test_a_builtin_plugin_uses_only_palr_core_and_itself(plugin):
 
 def test_the_framework_and_listing_plugins_import_no_training_stack():
     code = ("import sys, palr, palr_core, palr_core.cli, palr_core.pipeline, palr_core.testing, palr_core.kit, "
-            "palr_core.api, palr_core.tracking, palr_core.report; "
+            "palr_core.api, palr_core.tracking, palr.report; "
             "from palr_core.plugins import load_registry; load_registry(); "
             "heavy = [m for m in ('torch', 'lightning', 'transformers', 'peft', 'pyarrow') if m in sys.modules]; "
             "assert not heavy, heavy")

@@ -12,8 +12,8 @@ import pytest
 import yaml
 from scipy import stats
 
+from palr.report import build_report, paired_comparison, per_user, run_labels, write_report
 from palr_core.metrics import metrics_from_ranks
-from palr_core.report import build_report, paired_comparison, per_user, run_labels, write_report
 
 
 def _fake_run(folder, config: dict, rows: dict[str, list], dataset="ml-1m", users=None):
@@ -124,7 +124,8 @@ def test_a_time_boxed_retriever_is_marked_as_such(tmp_path):
         (tmp_path / "s" / job / "retriever_training" / "done.json").write_text(
             json.dumps({"best_checkpoint": "best.ckpt", "epochs": epochs, "stopped_by": reason}))
     report, _ = write_report([tmp_path / "s"], tmp_path / "out")
-    assert [r.stopped for r in report.rows] == ["early stopping, 40 epochs", "", "time box (trainer.max_time), 17 epochs", ""]
+    # job 1's ranker kept its retriever's order: its row would repeat the retriever's, and is left out
+    assert [r.stopped for r in report.rows] == ["early stopping, 40 epochs", "", "time box (trainer.max_time), 17 epochs"]
     text = (tmp_path / "out" / "report.md").read_text()
     assert "| time box (trainer.max_time), 17 epochs |" in text
     rows = (tmp_path / "out" / "report.csv").read_text().splitlines()
@@ -204,3 +205,17 @@ def test_runs_of_two_sweeps_are_labelled_by_the_override_they_share(tmp_path):
             _hydra_overrides(folder, [f"+table2={row}", "experiment=palr-table2", extra])
             runs.append(folder)
     assert run_labels(runs) == ["table2=bpr", "table2=sasrec", "table2=palr-v1", "table2=palr-v2"]
+
+
+def test_figures_and_the_default_reference_come_from_a_file(tmp_path):
+    """The paper's figures are data: a file of one's own replaces them, and names the reference row."""
+    _fake_run(tmp_path / "s" / "0", _config("bpr"), {"retriever": [1, 2, 3], "ranker": [0, 2, 3]})
+    _fake_run(tmp_path / "s" / "1", _config("sasrec"), {"retriever": [0, 1, 2], "ranker": [0, 0, 1]})
+    own = tmp_path / "figures.yaml"
+    own.write_text('reference: "retriever: bpr"\nfigures:\n  ml-1m:\n    "retriever: bpr": [0.5, 0.25]\n')
+    report, _ = write_report([tmp_path / "s"], tmp_path / "out", figures=own)
+    assert report.references["ml-1m"].model.startswith("retriever: bpr")
+    assert [r.paper for r in report.rows] == [(0.5, 0.25), None, None, None]
+    own.write_text("figures:\n  ml-1m:\n    'retriever: bpr': [0.5]\n")
+    with pytest.raises(ValueError, match=r"figures.yaml: figures.ml-1m.retriever: bpr must be \[HR@10, NDCG@10\]"):
+        write_report([tmp_path / "s"], tmp_path / "out", figures=own)

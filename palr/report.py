@@ -4,14 +4,15 @@
 Hydra sweep folder, or any folder above them), and writes ``report.md``, ``report.csv`` and
 ``report.png``:
 
-- one row per run and model (a run's retriever row and, unless its ranker is ``identity``, its
-  ranker row), labelled by the settings that differ between the runs (``retriever=bpr``,
+- one row per run and model (a run's retriever row and, unless its ranker kept the retriever's
+  order, its ranker row), labelled by the settings that differ between the runs (``retriever=bpr``,
   ``retriever.hidden=32``), never by job number; every metric, the run's time and its folder;
 - for every row against a reference row on the same dataset, the mean per-user difference of the
   main metric over the users both evaluated, with a 95 % bootstrap confidence interval, a paired
   t-test and a Wilcoxon signed-rank test (``scipy.stats``). Per-user ranks come from each run's
   ``rankings.parquet`` (the held-out item's position among the candidates; absent = beyond them);
-- the PALR paper's Table 2 figure where the row's model and the dataset match.
+- published figures where the row's model and the dataset match: the PALR paper's Table 2 by
+  default (``paper_table2.yaml``), or a file of your own (``--figures``).
 
 It is run by ``palr report DIR [DIR ...]`` and, at the end of every ``palr-run -m``, by
 :class:`ReportCallback` (a Hydra callback) into the sweep folder. No torch here.
@@ -30,26 +31,57 @@ from pathlib import Path
 
 import numpy as np
 
-from .metrics import per_user
-from .pipeline import RunFolder
+from palr_core.metrics import per_user
+from palr_core.runs import RANKINGS, RunFolder
 
 log = logging.getLogger("palr")
 
-__all__ = ["PAPER_TABLE2", "ReportRow", "Report", "collect_runs", "build_report", "write_report",
+__all__ = ["Figures", "read_figures", "ReportRow", "Report", "collect_runs", "build_report", "write_report",
            "ReportCallback"]
 
-#: PALR paper, Table 2 (HR@10, NDCG@10) by palr dataset name and model key
-PAPER_TABLE2: dict[tuple[str, str], tuple[float, float]] = {
-    ("amazon-beauty", "bpr"): (0.0299, 0.0122), ("amazon-beauty", "ncf"): (0.0293, 0.0130),
-    ("amazon-beauty", "gru4rec"): (0.0194, 0.0091), ("amazon-beauty", "caser"): (0.0282, 0.0136),
-    ("amazon-beauty", "sasrec"): (0.0617, 0.0283), ("amazon-beauty", "palr v1"): (0.0181, 0.0101),
-    ("amazon-beauty", "palr v2"): (0.0721, 0.0446),
-    ("ml-1m", "bpr"): (0.0354, 0.0158), ("ml-1m", "ncf"): (0.0313, 0.0143),
-    ("ml-1m", "gru4rec"): (0.1017, 0.0468), ("ml-1m", "caser"): (0.1338, 0.0614),
-    ("ml-1m", "sasrec"): (0.1978, 0.1192), ("ml-1m", "palr v1"): (0.1216, 0.0569),
-    ("ml-1m", "palr v2"): (0.2110, 0.1276),
-}
-RANKINGS = "rankings.parquet"
+#: the figures printed beside each row by default, and the default reference row (a data file)
+PAPER_FIGURES = Path(__file__).with_name("paper_table2.yaml")
+
+
+@dataclass(frozen=True)
+class Figures:
+    """Published figures to print beside matching rows, and the text that picks the reference row.
+
+    :param figures: dataset -> the start of a row's model text (``"retriever: sasrec"``) -> (HR@10, NDCG@10).
+    """
+
+    source: str = ""
+    reference: str | None = None
+    figures: dict[str, dict[str, tuple[float, float]]] = field(default_factory=dict)
+
+    def lookup(self, dataset: str, model: str) -> tuple[float, float] | None:
+        for start, values in self.figures.get(dataset, {}).items():
+            if model.lower().startswith(start.lower()):
+                return values
+        return None
+
+
+def read_figures(path: str | Path | None = None) -> Figures:
+    """The figures file (default: the PALR paper's Table 2); errors name the file and the field."""
+    import yaml
+
+    path = Path(path) if path is not None else PAPER_FIGURES
+    try:
+        data = yaml.safe_load(path.read_text())
+    except (OSError, yaml.YAMLError) as exc:
+        raise ValueError(f"report: cannot read the figures file {path}: {exc}") from None
+    if not isinstance(data, dict) or not isinstance(data.get("figures", {}), dict):
+        raise ValueError(f"report: {path} must hold a mapping with 'figures: {{dataset: {{model: [HR@10, NDCG@10]}}}}'")
+    figures = {}
+    for dataset, rows in (data.get("figures") or {}).items():
+        figures[str(dataset)] = {}
+        for model, values in (rows or {}).items():
+            if not (isinstance(values, list) and len(values) == 2 and all(isinstance(v, (int, float)) for v in values)):
+                raise ValueError(f"report: {path}: figures.{dataset}.{model} must be [HR@10, NDCG@10], got {values!r}")
+            figures[str(dataset)][str(model)] = (float(values[0]), float(values[1]))
+    return Figures(str(data.get("source", "")), data.get("reference"), figures)
+
+
 #: config keys that never distinguish two runs' results: what a run folder ignores (where files go,
 #: how runs are observed), and data roots
 _NOT_A_SETTING = re.compile(r"(^|\.)(" + "|".join(sorted({*RunFolder.VOLATILE, "root"})) + r")$")
@@ -217,13 +249,6 @@ def _config_labels(run_dirs: Sequence[Path]) -> list[str]:
     return labels
 
 
-def _model_key(model: str) -> str:
-    """``retriever: sasrec (its own order)`` -> ``sasrec``; ``ranker: PALR v2 (...)`` -> ``palr v2``."""
-    text = model.split(":", 1)[-1].strip().lower()
-    found = re.match(r"palr (v\d)", text)
-    return f"palr {found.group(1)}" if found else text.split(" ", 1)[0]
-
-
 def _fit_summary(run_dir: Path, saved: dict) -> dict:
     """The retriever's training summary: ``training.retriever`` of the run's ``metrics.json``
     (``saved``: its ``fit_summary``), or for runs from before palr recorded it there the kit's
@@ -278,13 +303,17 @@ def paired_comparison(row: dict, reference: dict, metric: str, seed: int = 0) ->
     return out
 
 
-def build_report(folders: Iterable[str | Path], metric: str = "NDCG@10", reference: str | None = None) -> Report:
+def build_report(folders: Iterable[str | Path], metric: str = "NDCG@10", reference: str | None = None,
+                 figures: Figures | None = None) -> Report:
     """Read the runs under ``folders`` and compare every row with the reference row per dataset.
 
     :param metric: the main metric (``NDCG@10``, ``HR@20``...): the chart's and the tests'.
     :param reference: text that picks the reference row (the first row whose label or model
-        contains it, per dataset); by default the first SASRec retriever row, else the first row.
+        contains it, per dataset); by default the figures file's ``reference`` (the first row whose
+        model starts with it), else the first row.
+    :param figures: published figures printed beside matching rows (default: :func:`read_figures`).
     """
+    figures = figures if figures is not None else read_figures()
     if not re.fullmatch(r"(HR|NDCG)@\d+", metric):
         raise ValueError(f"report: metric must look like NDCG@10 or HR@20, got {metric!r}")
     run_dirs, skipped = collect_runs(folders)
@@ -297,13 +326,13 @@ def build_report(folders: Iterable[str | Path], metric: str = "NDCG@10", referen
         for row in saved["rows"]:
             model = row["model"]
             role = model.split(":", 1)[0]
-            if role == "ranker" and model.split(":", 1)[1].strip().startswith("identity"):
-                continue  # the identity ranker repeats the retriever's row
             metrics = {k: v for k, v in row.items() if k != "model"}
+            if role == "ranker" and _repeats_retriever(metrics, ranks, saved["rows"]):
+                continue  # a ranker that kept its retriever's order (identity) would only repeat its row
             per_role = None if ranks is None else (ranks[0] if role == "ranker" else ranks[1])
             new = ReportRow(label, model, role, saved.get("dataset", ""), run_dir,
                             saved.get("users_evaluated", 0), metrics, seconds, per_role,
-                            PAPER_TABLE2.get((saved.get("dataset", ""), _model_key(model))),
+                            figures.lookup(saved.get("dataset", ""), model),
                             validation=saved.get("validation", {}).get("retriever", {})
                             if role == "retriever" else {},
                             training=_fit_summary(run_dir, saved) if role == "retriever" else {})
@@ -326,12 +355,22 @@ def build_report(folders: Iterable[str | Path], metric: str = "NDCG@10", referen
                 raise ValueError(f"report: no row on {dataset} matches reference {reference!r}; rows: "
                                  + "; ".join(r.name for r in candidates))
         else:
-            chosen = [r for r in candidates if r.role == "retriever" and _model_key(r.model) == "sasrec"] or candidates
+            default = (figures.reference or "").lower()
+            chosen = [r for r in candidates if default and r.model.lower().startswith(default)] or candidates
         ref = report.references[dataset] = chosen[0]
         for r in candidates:
             if r is not ref and r.ranks is not None and ref.ranks is not None:
                 r.comparison = paired_comparison(r.ranks, ref.ranks, metric)
     return report
+
+
+def _repeats_retriever(metrics: dict, ranks: tuple[dict, dict] | None, rows: list[dict]) -> bool:
+    """Whether a run's ranker row ranks every user's held-out item where its retriever did (per-user
+    ranks when the run wrote them, else every metric)."""
+    if ranks is not None:
+        return ranks[0] == ranks[1]
+    retriever = next((r for r in rows if r["model"].startswith("retriever")), None)
+    return retriever is not None and {k: v for k, v in retriever.items() if k != "model"} == metrics
 
 
 def _fmt_p(p: float) -> str:
@@ -461,9 +500,12 @@ def write_chart(report: Report, path: Path) -> bool:
 
 
 def write_report(folders: Iterable[str | Path], out_dir: str | Path, metric: str = "NDCG@10",
-                 reference: str | None = None) -> tuple[Report, list[Path]]:
-    """Build the report of the runs under ``folders`` and write ``report.{md,csv,png}`` into ``out_dir``."""
-    report = build_report(folders, metric, reference)
+                 reference: str | None = None, figures: str | Path | None = None) -> tuple[Report, list[Path]]:
+    """Build the report of the runs under ``folders`` and write ``report.{md,csv,png}`` into ``out_dir``.
+
+    :param figures: a figures file (:func:`read_figures`; default: the PALR paper's Table 2).
+    """
+    report = build_report(folders, metric, reference, read_figures(figures))
     if not report.rows:
         raise ValueError("report: no finished runs found in " + ", ".join(str(f) for f in folders)
                          + (f" ({'; '.join(report.skipped)})" if report.skipped else ""))
@@ -491,13 +533,13 @@ class ReportCallback(_HydraCallback):
     be written is logged, never fails the sweep.
     """
 
-    def __init__(self, metric: str = "NDCG@10", reference: str | None = None) -> None:
-        self.metric, self.reference = metric, reference
+    def __init__(self, metric: str = "NDCG@10", reference: str | None = None, figures: str | None = None) -> None:
+        self.metric, self.reference, self.figures = metric, reference, figures
 
     def on_multirun_end(self, config, **kwargs) -> None:
         sweep_dir = Path(config.hydra.sweep.dir)
         try:
-            report, written = write_report([sweep_dir], sweep_dir, self.metric, self.reference)
+            report, written = write_report([sweep_dir], sweep_dir, self.metric, self.reference, self.figures)
         except Exception as exc:  # noqa: BLE001 - the jobs' results are safe; only the summary is missing
             log.warning("palr: the sweep report was not written: %s", exc)
             return
