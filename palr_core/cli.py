@@ -13,6 +13,7 @@ import dataclasses
 import json
 import logging
 import os
+import shutil
 import sys
 from pathlib import Path
 
@@ -60,12 +61,29 @@ def run(argv: list[str] | None = None) -> None:
             logging.getLogger("palr.results").error("palr: %s", exc)  # into palr.log; the console gets it below
             if multirun:  # a failed job, recorded by sweepers and launchers
                 raise RuntimeError(f"palr: {exc}") from None
+            _discard_if_refused(work_dir)
             raise SystemExit(f"palr: {exc}") from None
         print(f"palr: results in {work_dir / 'results.md'} and {work_dir / 'metrics.json'}")
         return config.objective_value(result)
 
     task.__module__ = __name__
     hydra.main(config_path=PRIMARY_CONFIG, config_name="config", version_base="1.3")(task)()
+
+
+def _discard_if_refused(work_dir: Path) -> None:
+    """Remove the folder of a run refused before its first stage: it holds only what Hydra wrote
+    (``.hydra/``, ``palr.log``), so a mistyped option leaves no empty run behind. A folder with
+    anything of a run in it (``run.json``, checkpoints) is kept."""
+    try:
+        if {p.name for p in work_dir.iterdir()} - {".hydra", "palr.log"}:
+            return
+        shutil.rmtree(work_dir)
+        for parent in work_dir.parents[:2]:  # outputs/<day>/, then outputs/, when they hold nothing else
+            if parent == Path.cwd() or Path.cwd().is_relative_to(parent):
+                break
+            parent.rmdir()
+    except OSError:
+        pass
 
 
 def _cmd_plugins(args: argparse.Namespace) -> int:

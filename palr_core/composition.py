@@ -12,8 +12,10 @@ through this module.
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import importlib.resources
 import os
+import typing
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -55,14 +57,7 @@ def _install_search_path(config_dirs: list[str]) -> None:
 def yaml_options(config_dirs: list[str], group: str) -> set[str]:
     """Names of ``<group>/<name>.yaml`` files in palr's and the plugins' config directories."""
     names: set[str] = set()
-    for source in [PRIMARY_CONFIG, *config_dirs]:
-        if source.startswith("pkg://"):
-            try:
-                root = importlib.resources.files(source[len("pkg://"):].replace("/", "."))
-            except ModuleNotFoundError:
-                continue
-        else:
-            root = Path(source.removeprefix("file://"))
+    for root in _config_roots(config_dirs):
         folder = root / group
         if folder.is_dir():
             names.update(p.name[:-5] for p in folder.iterdir() if p.name.endswith(".yaml"))
@@ -102,8 +97,10 @@ def prepare_hydra(registry: Registry) -> None:
 
 
 def check_component_choices(argv: list[str], registry: Registry) -> None:
-    """Fail with palr's message (close names, plugins that failed to load, conflicts) when the
-    command line chooses a component option that does not exist, before Hydra composes anything."""
+    """Fail with palr's one-line message, before Hydra composes anything or makes a run folder, when
+    the command line names a group or setting that does not exist (with the closest name), chooses
+    a component option that does not exist (close names, plugins that failed to load, conflicts),
+    or chooses a preset that sets an option its component does not have (naming the preset file)."""
     from hydra._internal.utils import get_args_parser
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
@@ -112,14 +109,19 @@ def check_component_choices(argv: list[str], registry: Registry) -> None:
         overrides = OverridesParser.create().parse_overrides(args.overrides)
     except Exception:
         return  # Hydra reports its own syntax errors
+    user_dirs = [f"file://{Path(args.config_dir).expanduser().resolve()}"] if args.config_dir else []
+    dirs = registry.config_dirs + user_dirs
+    chosen: dict[str, list[str]] = {}
     for override in overrides:
         kind = override.key_or_group
-        if kind not in KINDS or override.is_delete():
+        if override.is_delete():
+            continue
+        _check_key(kind, dirs)
+        if kind not in KINDS:
             continue
         values = (list(override.sweep_string_iterator()) if override.is_sweep_override()
                   else [override.get_value_element_as_str()])
-        user_dirs = [f"file://{Path(args.config_dir).expanduser().resolve()}"] if args.config_dir else []
-        options = set(registry.names(kind)) | yaml_options(registry.config_dirs + user_dirs, kind)
+        options = set(registry.names(kind)) | yaml_options(dirs, kind)
         for value in values:
             if (kind, value) in registry.conflicts:
                 raise PluginError(registry.conflicts[(kind, value)].message())
@@ -127,6 +129,80 @@ def check_component_choices(argv: list[str], registry: Registry) -> None:
                 message = registry.unknown_message(kind, value)
                 presets = sorted(options - set(registry.names(kind)))
                 raise PluginError(message + (f"; presets: {', '.join(presets)}" if presets else ""))
+        chosen[kind] = values
+    for kind, values in chosen.items():
+        for value in values:
+            _check_preset(kind, value, dirs, registry)
+
+
+def _config_roots(config_dirs: list[str]) -> list:
+    """palr's own config directory and the given ones (``pkg://`` or ``file://``), as folders."""
+    roots = []
+    for source in [PRIMARY_CONFIG, *config_dirs]:
+        if source.startswith("pkg://"):
+            try:
+                roots.append(importlib.resources.files(source[len("pkg://"):].replace("/", ".")))
+            except ModuleNotFoundError:
+                continue
+        else:
+            roots.append(Path(source.removeprefix("file://")))
+    return roots
+
+
+def _check_key(key: str, config_dirs: list[str]) -> None:
+    """A setting or group the configuration has: ``retriver=sasrec`` or ``eval.max_user=5`` are refused
+    with the closest name (``+foo=1`` too: palr's settings are typed, nothing can be added to them)."""
+    head, _, rest = key.replace("/", ".").partition(".")
+    if head in KINDS or head == "hydra":
+        return  # a component's own options are checked against its dataclass when it is built
+    hints = typing.get_type_hints(PalrConfig)
+    groups = {p.name for root in _config_roots(config_dirs) if root.is_dir() for p in root.iterdir() if p.is_dir()}
+    known = sorted(set(hints) | groups | {"hydra"})
+    if head not in known:
+        raise PluginError(_unknown("setting or config group", head, known)
+                          + f"; groups: {', '.join(sorted(groups | set(KINDS)))}; settings: "
+                          + ", ".join(sorted(set(hints) - set(KINDS))))
+    section = hints.get(head)
+    if rest and dataclasses.is_dataclass(section):
+        fields = [f.name for f in dataclasses.fields(section)]
+        name = rest.split(".")[0]
+        if name not in fields:
+            raise PluginError(_unknown(f"{head} setting", name, fields, prefix=f"{head}.")
+                              + f"; {head}'s settings: {', '.join(fields)}")
+
+
+def _unknown(what: str, name: str, known: list[str], prefix: str = "") -> str:
+    close = difflib.get_close_matches(name, known, n=1)
+    return f"no {what} '{prefix}{name}'" + (f" (did you mean '{prefix}{close[0]}'?)" if close else "")
+
+
+def _check_preset(kind: str, name: str, config_dirs: list[str], registry: Registry) -> None:
+    """A chosen preset (``<kind>/<name>.yaml``) sets only options of the component it extends; an
+    error names the preset's file, since nothing on the command line was wrong."""
+    if name in registry.names(kind):
+        return
+    from omegaconf import OmegaConf
+
+    for root in reversed(_config_roots(config_dirs)):  # the last directory on the search path wins
+        file = root / kind / f"{name}.yaml"
+        if not file.is_file():
+            continue
+        try:
+            node = OmegaConf.to_container(OmegaConf.create(file.read_text())) or {}
+        except Exception as exc:  # noqa: BLE001 - any YAML problem is the file's
+            raise PluginError(f"{kind} preset {file}: not valid YAML: {str(exc).splitlines()[0]}") from None
+        defaults = node.pop("defaults", None) if isinstance(node, dict) else None
+        base = next((d for d in defaults or [] if isinstance(d, str) and d != "_self_"), None)
+        if base not in registry.names(kind):
+            return  # a preset of a preset, or of something Hydra resolves: Hydra checks it
+        fields = [f.name for f in dataclasses.fields(registry.get(kind, base).config_class())]
+        for key in node:
+            if key != "name" and key not in fields:
+                close = difflib.get_close_matches(str(key), fields, n=1)
+                raise PluginError(f"{kind} preset {file}: {kind} {base!r} has no option {key!r}"
+                                  + (f" (did you mean {close[0]!r}?)" if close else "")
+                                  + f"; its options: {', '.join(fields)}")
+        return
 
 
 def typed_config(cfg) -> PalrConfig:

@@ -12,7 +12,7 @@ from hydra import compose, initialize_config_module
 from hydra.core.global_hydra import GlobalHydra
 from omegaconf import OmegaConf
 
-from palr_core import PalrConfig
+from palr_core import PLUGIN_API, PalrConfig
 from palr_core.composition import prepare_hydra, typed_config, yaml_options
 from palr_core.plugins import field_default
 
@@ -183,7 +183,7 @@ def test_version_and_plugins_as_json():
     assert palr("--version").strip() == f"palr {__version__}"
     document = json.loads(palr("plugins", "--json"))
     assert {"kind": "retriever", "name": "sasrec", "distribution": "palr", "version": __version__,
-            "plugin": "palr.plugins.sasrec", "plugin_api": 2, "class": "palr.plugins.sasrec.model:SASRecRetriever"} in document["components"]
+            "plugin": "palr.plugins.sasrec", "plugin_api": PLUGIN_API, "class": "palr.plugins.sasrec.model:SASRecRetriever"} in document["components"]
     assert document["conflicts"] == [] and document["skipped"] == []
     assert {m["name"] for m in document["language_models"]} >= {"smollm2-135m"}
 
