@@ -3,6 +3,7 @@ host that survives foreign code (every misbehaving plugin is skipped and named, 
 on) and refuses a plugin author's mistakes by name."""
 
 import inspect
+import json
 import logging
 import os
 import subprocess
@@ -518,3 +519,177 @@ def test_api_2_components_run_unchanged_in_a_pipeline(tmp_path):
     assert result.stats["users"] == len(data.data.sequences)
     assert [row["model"].split(":")[0] for row in result.rows] == ["retriever", "ranker"]
     assert "ranker: reverse over pop2" in result.rows[1]["model"]
+
+
+#: a distribution written by an outsider against the 0.2 docs (plugin API 2), and three modules of
+#: it that make the mistakes palr 0.3 must answer by name
+HOLDOUT = {
+    "pyproject.toml": """[build-system]
+requires = ["setuptools>=68"]
+build-backend = "setuptools.build_meta"
+
+[project]
+name = "palr-holdout"
+version = "0.2.1"
+dependencies = ["palr"]
+
+[project.entry-points.palr]
+palr_holdout = "palr_holdout"
+palr_holdout_v1 = "palr_holdout.v1"
+palr_holdout_prompts = "palr_holdout.prompts"
+palr_holdout_paths = "palr_holdout.paths"
+
+[tool.setuptools]
+packages = ["palr_holdout"]
+""",
+    "palr_holdout/__init__.py": '''"""API 2: a dataset class, a retriever given as "module:Class" with its config, a ranker class."""
+from dataclasses import dataclass
+
+from palr_core import hookimpl
+
+PALR_PLUGIN_API = 2
+
+
+@dataclass
+class LastItemConfig:
+    window: int = 3
+
+
+class Reverse:
+    def fit(self, data, context):
+        pass
+
+    def rank(self, requests, context):
+        return [list(r.candidates[::-1]) for r in requests]
+
+
+@hookimpl
+def register_retrievers(register):
+    register("holdout_last", "palr_holdout.model:LastItem", config=LastItemConfig)
+
+
+class Ring:
+    """Each user walks a ring of items: after item i comes i + 1."""
+
+    def __init__(self, users: int = 80, items: int = 30):
+        self.users, self.items = users, items
+
+    def load(self, context):
+        import numpy as np
+
+        from palr_core import InteractionLog, ItemCatalog, RawDataset
+
+        rng = context.rng("ring")
+        starts = rng.integers(0, self.items, self.users)
+        users = np.repeat(np.arange(self.users), 8)
+        items = np.concatenate([(start + np.arange(8)) % self.items for start in starts])
+        log = InteractionLog(users, items, np.tile(np.arange(8), self.users))
+        catalog = ItemCatalog(ids=list(range(self.items)), titles=[f"item {i}" for i in range(self.items)])
+        return RawDataset(log, catalog, name="ring")
+
+
+@hookimpl
+def register_datasets(register):
+    register("holdout_ring", Ring)
+
+
+@hookimpl
+def register_rankers(register):
+    register("holdout_reverse", Reverse)
+''',
+    "palr_holdout/model.py": '''import numpy as np
+
+
+class LastItem:
+    """Popularity among the items that followed the history's last ``window`` items."""
+
+    def __init__(self, window: int = 3):
+        self.window = window
+
+    def fit(self, data, context):
+        self.counts = np.bincount(np.concatenate(data.train), minlength=data.num_items).astype(float)
+
+    def retrieve(self, histories, k):
+        scores = np.tile(self.counts, (len(histories), 1))
+        for row, history in zip(scores, histories):
+            row[history] = -np.inf
+        ids = np.argsort(-scores, axis=1, kind="stable")[:, :k]
+        return ids, np.take_along_axis(scores, ids, axis=1)
+''',
+    "palr_holdout/v1.py": '''from palr_core import hookimpl
+
+
+@hookimpl
+def register_retrievers(register):
+    register("holdout_v1", "palr_holdout.model:LastItem")
+''',
+    "palr_holdout/prompts.py": '''from palr_core.kit.prompts import build_prompt  # moved into llama_lora in palr 0.3
+
+PALR_PLUGIN_API = 2
+''',
+    "palr_holdout/paths.py": '''from dataclasses import dataclass
+
+from palr_core import hookimpl
+
+PALR_PLUGIN_API = 2
+
+
+@dataclass
+class Narrow:
+    window: int = 3
+
+
+@dataclass
+class Wide:
+    window: int = 3
+    depth: int = 2
+
+
+@hookimpl
+def register_retrievers(register):
+    register("holdout_typo", "palr_holdout.modle:LastItem", config=Narrow)
+    register("holdout_refused", "palr_holdout.model:LastItem", config=Wide)
+''',
+}
+
+
+@pytest.fixture(scope="module")
+def installed_holdout(tmp_path_factory) -> dict:
+    """pip-install the hold-out distribution into its own directory; the env that sees it."""
+    source, site = tmp_path_factory.mktemp("holdout"), tmp_path_factory.mktemp("site")
+    for path, text in HOLDOUT.items():
+        (source / path).parent.mkdir(parents=True, exist_ok=True)
+        (source / path).write_text(text)
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation",
+                    "--target", str(site), str(source)], check=True, capture_output=True)
+    return {"PYTHONPATH": os.pathsep.join([str(site), os.environ.get("PYTHONPATH", "")])}
+
+
+@pytest.mark.slow
+def test_palr_plugins_lists_a_holdout_api_2_plugin_and_names_each_mistake_in_one_line(installed_holdout):
+    out = subprocess.run([sys.executable, "-c", "from palr_core.cli import main; main(['plugins'])"],
+                         env={**os.environ, **installed_holdout}, capture_output=True, text=True, check=True).stdout
+    rows = [line.split() for line in out.splitlines()]
+    assert ["retriever", "holdout_last", "palr-holdout", "0.2.1", "palr_holdout"] in rows
+    assert ["ranker", "holdout_reverse", "palr-holdout", "0.2.1", "palr_holdout"] in rows
+    assert ["dataset", "holdout_ring", "palr-holdout", "0.2.1", "palr_holdout"] in rows
+    skipped = {line.split()[0]: line for line in out.split("SKIPPED")[1].splitlines()[1:] if line.strip()}
+    assert "plugin API 1" in skipped["palr_holdout_v1"] and "#migrating-to-palr-03" in skipped["palr_holdout_v1"]
+    assert "palr_core.kit.prompts moved into the llama_lora plugin" in skipped["palr_holdout_prompts"]
+    paths = {line.split("'")[1]: line for line in out.splitlines() if line.strip().startswith("palr_holdout_paths ")}
+    assert "cannot import 'palr_holdout.modle:LastItem'" in paths["holdout_typo"]
+    assert "does not accept the config field(s) depth of Wide" in paths["holdout_refused"]
+    assert not any("holdout_typo" in r or "holdout_refused" in r for r in rows if len(r) == 5)
+
+
+@pytest.mark.slow
+def test_a_holdout_api_2_plugin_runs_unchanged(installed_holdout, tmp_path):
+    from tests.test_cli import palr_run
+
+    palr_run("dataset=holdout_ring", "retriever=holdout_last", "retriever.window=5", "ranker=holdout_reverse",
+             "profile=none", f"hydra.run.dir={tmp_path}/run", tmp_path=tmp_path, env=installed_holdout)
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert metrics["users_evaluated"] == 80
+    assert [row["model"].split(" over ")[0] for row in metrics["rows"]] == [
+        "retriever: holdout_last (its own order)", "ranker: holdout_reverse"]
+    assert "window: 5" in (tmp_path / "run" / "config_resolved.yaml").read_text()
