@@ -9,10 +9,10 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from palr.plugins.table.columns import IdColumn
 from palr.plugins.table.dataset import TableDataset
 
 from palr_core import DataError, leave_one_out_split, preprocess
-from palr_core.kit.columns import IdColumn
 from palr_core.kit.tables import Chunk, inspect, read_chunks
 
 LOG = "user_id,item_id,timestamp\n1,10,300\n1,11,100\n2,10,200\n2,12,50\n"

@@ -9,12 +9,9 @@ module                      what it gives a plugin
                             :class:`LengthBucketSampler`, :class:`TransformerEncoder`, torch metrics
 ``kit.training``            :func:`make_trainer`: the ``trainer`` config group as a Lightning Trainer
 ``kit.llm``                 causal LMs from a registered name, a folder or a GGUF file; chat prompts
-``kit.prompts``             the paper's prompt templates (``prompts.yaml``) and their rendering
-``kit.instructions``        PALR's Recommend / Recommend_Retrieval fine-tuning examples
 ``kit.files``               download + checksum + unzip (pooch), file hashes, compressed files
 ``kit.datasets``            :func:`cached_raw`: a parsed dataset cached by its files' sha256
 ``kit.tables``              the CSV/TSV/Parquet reader (pyarrow) with line-level errors
-``kit.columns``             typed columns (ids, times, numbers) built block by block from a table
 ==========================  ===================================================================
 
 Rule: ``palr_core.kit`` imports ``palr_core`` and itself, never a plugin; ``palr_core`` never
@@ -34,9 +31,6 @@ _EXPORTS = {
     "training": ["make_trainer", "epoch_budget", "fit", "resumable_loader", "claim_folder", "FolderInUse",
                  "RandomStateCheckpoint", "MovableCheckpoint"],
     "llm": ["load_causal_lm", "resolve_language_model", "resolve_dtype", "convert_gguf", "chat_prompt_ids"],
-    "prompts": ["PromptError", "build_prompt", "check_templates", "default_templates", "render_item",
-                "render_items"],
-    "instructions": ["InstructionConfig", "InstructionExample", "InteractionGraph", "build_instructions"],
     "files": ["MissingDataError", "ChecksumError", "FileHashes", "fetch", "file_sha256",
               "missing_files_message", "open_binary", "read_text"],
     "datasets": ["cached_raw"],

@@ -16,9 +16,9 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from palr_core import DataError, InteractionLog, ItemCatalog, RawDataset, RunContext
-from palr_core.kit.columns import IdColumn, NumberColumn, TimeColumn
 from palr_core.kit.tables import TableSource, inspect, read_chunks
 
+from .columns import IdColumn, NumberColumn, TimeColumn
 from .config import TableConfig
 
 log = logging.getLogger("palr.table")

@@ -14,8 +14,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from ..data import DataError
-from .tables import Chunk, TableSource
+from palr_core import DataError
+from palr_core.kit.tables import Chunk, TableSource
 
 __all__ = ["Column", "IdColumn", "NumberColumn", "TimeColumn"]
 
