@@ -95,3 +95,32 @@ def test_the_kit_exports_resolve():
 
     for name in kit.__all__:
         assert getattr(kit, name) is not None, name
+
+
+def test_the_toolkit_holds_only_what_two_or_more_plugins_use():
+    """A kit module serves at least two built-in plugins, directly or through another kit module;
+    code with one user lives in that plugin (the kit is public API a third party may rely on)."""
+    kit = {p.stem for p in (REPO / "palr_core" / "kit").glob("*.py") if p.stem != "__init__"}
+
+    def kit_imports(path: Path) -> set[str]:
+        found = set()
+        for module, _ in imported_modules(path):
+            parts = module.split(".")
+            if parts[:2] == ["palr_core", "kit"] and len(parts) > 2 and parts[2] in kit:
+                found.add(parts[2])
+        return found
+
+    within = {name: kit_imports(REPO / "palr_core" / "kit" / f"{name}.py") for name in kit}
+    users: dict[str, set[str]] = {name: set() for name in kit}
+    for plugin in PLUGINS:
+        todo = set().union(*(kit_imports(p) for p in (REPO / "plugins" / plugin.rsplit(".", 1)[1]).rglob("*.py")))
+        seen: set[str] = set()
+        while todo:
+            name = todo.pop()
+            if name not in seen:
+                seen.add(name)
+                todo |= within[name]
+        for name in seen:
+            users[name].add(plugin)
+    lonely = {name: sorted(u) for name, u in users.items() if len(u) < 2}
+    assert not lonely, f"kit modules with fewer than two plugins using them (move each into its plugin): {lonely}"
