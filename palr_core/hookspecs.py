@@ -54,7 +54,7 @@ def register_datasets(register):
     :param register: call ``register(name, cls, config=ConfigDataclass)`` once per dataset; ``name``
         becomes an option of the ``dataset`` config group and must be unique among datasets.
         ``cls`` is the class or its ``"module:Class"`` path (imported only when a run builds it, so
-        listing plugins stays fast); ``cls(**params)`` must build an object with the
+        runs stay fast, and by ``palr plugins``, which checks every path); ``cls(**params)`` must build an object with the
         :class:`palr_core.Dataset` interface. ``config`` is a dataclass whose fields, with their
         defaults, are the accepted params: the single source of the option's defaults (without
         it, palr derives one from the signature of ``cls.__init__``).
@@ -111,3 +111,42 @@ def register_config_dirs(register):
         option and says only what differs from its dataclass: a ``defaults: [<name>, _self_]``
         list, then the changed keys.
     """
+
+
+# -- what palr 0.3 moved or removed: named when a plugin's import fails on it ------------------
+#: where docs/plugins.md says how to port a plugin to this palr
+MIGRATING = "docs/plugins.md#migrating-to-palr-03"
+#: modules a plugin may still import that palr no longer has -> what became of them
+MOVED_MODULES = {
+    "palr_core.sequential": "palr_core.sequential was renamed palr_core.kit.retrievers in plugin API 2 and "
+                            "removed in palr 0.3: import from palr_core.kit.retrievers",
+    **{f"palr_core.kit.{module}": f"palr_core.kit.{module} moved into the {plugin} plugin in palr 0.3 (its only "
+                                  "user): copy what you need into your plugin"
+       for module, plugin in (("prompts", "llama_lora"), ("instructions", "llama_lora"), ("columns", "table"))},
+}
+#: names plugin API 1 imported from ``palr_core`` itself -> the kit module that has them since API 2
+_API1_NAMES = {
+    **dict.fromkeys(["RetrieverConfig"], "palr_core.kit.configs"),
+    **dict.fromkeys(["RetrieverModule", "TrainedRetriever", "TransformerEncoder", "left_pad", "trim_padding",
+                     "top_k_unseen", "mask_history", "rank_from_scores"], "palr_core.kit.retrievers"),
+    **dict.fromkeys(["make_trainer"], "palr_core.kit.training"),
+    **dict.fromkeys(["chat_prompt_ids", "load_causal_lm", "resolve_dtype", "resolve_language_model"],
+                    "palr_core.kit.llm"),
+}
+#: names palr 0.3 moved out of the kit -> (the kit module that had them, the plugin that has them now)
+_MOVED_OUT = {
+    **dict.fromkeys(["PromptError", "build_prompt", "check_templates", "default_templates", "render_item",
+                     "render_items"], ("palr_core.kit.prompts", "llama_lora")),
+    **dict.fromkeys(["InstructionConfig", "InstructionExample", "InteractionGraph", "build_instructions",
+                     "build_choice_instructions"], ("palr_core.kit.instructions", "llama_lora")),
+    **dict.fromkeys(["available_memory", "release_memory", "keep_freed_memory", "resident_memory",
+                     "fine_tuning_memory"], ("palr_core.kit.llm", "llama_lora")),
+}
+#: ``(module, name)`` a plugin may still import that palr no longer has there -> what became of it
+MOVED_NAMES = {
+    **{("palr_core", name): f"palr_core.{name} moved to {module} in plugin API 2 and palr 0.3 removed the old "
+                            f"name: import it from {module}" for name, module in _API1_NAMES.items()},
+    **{(where, name): f"{module}.{name} moved into the {plugin} plugin in palr 0.3 (its only user): copy what "
+                      "you need into your plugin"
+       for name, (module, plugin) in _MOVED_OUT.items() for where in ("palr_core", "palr_core.kit", module)},
+}

@@ -56,9 +56,6 @@ __all__ = [
     "validate_params",
     "field_default",
     "config_from_signature",
-    "MIGRATING",
-    "MOVED_MODULES",
-    "MOVED_NAMES",
 ]
 
 ENTRY_POINT_GROUP = "palr"
@@ -67,42 +64,7 @@ log = logging.getLogger("palr")
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")
 #: what a class given as text looks like
 CLASS_PATH = re.compile(r"^[\w.]+:[\w.]+$")
-#: where docs/plugins.md says how to port a plugin to this palr
-MIGRATING = "docs/plugins.md#migrating-to-palr-03"
-#: modules a plugin may still import that palr no longer has -> what became of them
-MOVED_MODULES = {
-    "palr_core.sequential": "palr_core.sequential was renamed palr_core.kit.retrievers in plugin API 2 and "
-                            "removed in palr 0.3: import from palr_core.kit.retrievers",
-    **{f"palr_core.kit.{module}": f"palr_core.kit.{module} moved into the {plugin} plugin in palr 0.3 (its only "
-                                  "user): copy what you need into your plugin"
-       for module, plugin in (("prompts", "llama_lora"), ("instructions", "llama_lora"), ("columns", "table"))},
-}
-#: names plugin API 1 imported from ``palr_core`` itself -> the kit module that has them since API 2
-_API1_NAMES = {
-    **dict.fromkeys(["RetrieverConfig"], "palr_core.kit.configs"),
-    **dict.fromkeys(["RetrieverModule", "TrainedRetriever", "TransformerEncoder", "left_pad", "trim_padding",
-                     "top_k_unseen", "mask_history", "rank_from_scores"], "palr_core.kit.retrievers"),
-    **dict.fromkeys(["make_trainer"], "palr_core.kit.training"),
-    **dict.fromkeys(["chat_prompt_ids", "load_causal_lm", "resolve_dtype", "resolve_language_model"],
-                    "palr_core.kit.llm"),
-}
-#: names palr 0.3 moved out of the kit -> (the kit module that had them, the plugin that has them now)
-_MOVED_OUT = {
-    **dict.fromkeys(["PromptError", "build_prompt", "check_templates", "default_templates", "render_item",
-                     "render_items"], ("palr_core.kit.prompts", "llama_lora")),
-    **dict.fromkeys(["InstructionConfig", "InstructionExample", "InteractionGraph", "build_instructions",
-                     "build_choice_instructions"], ("palr_core.kit.instructions", "llama_lora")),
-    **dict.fromkeys(["available_memory", "release_memory", "keep_freed_memory", "resident_memory",
-                     "fine_tuning_memory"], ("palr_core.kit.llm", "llama_lora")),
-}
-#: ``(module, name)`` a plugin may still import that palr no longer has there -> what became of it
-MOVED_NAMES = {
-    **{("palr_core", name): f"palr_core.{name} moved to {module} in plugin API 2 and palr 0.3 removed the old "
-                            f"name: import it from {module}" for name, module in _API1_NAMES.items()},
-    **{(where, name): f"{module}.{name} moved into the {plugin} plugin in palr 0.3 (its only user): copy what "
-                      "you need into your plugin"
-       for name, (module, plugin) in _MOVED_OUT.items() for where in ("palr_core", "palr_core.kit", module)},
-}
+
 
 
 class PluginError(RuntimeError):
@@ -601,7 +563,8 @@ def load_registry(entry_points: Iterable[md.EntryPoint] | None = None,
             if missing:  # quiet: said when its components are asked for, and by palr plugins
                 broken.append(BrokenPlugin(ep.name, dist, _missing_dependency(dist, missing), missing=missing))
             else:
-                broken.append(_broken(ep.name, dist, f"import failed: {_migration(exc) or f'{type(exc).__name__}: {exc}'}"))
+                why = _migration(exc) or f"{type(exc).__name__}: {exc}"
+                broken.append(_broken(ep.name, dist, f"import failed: {why}"))
             continue
         _add(pm, ep.name, plugin, (dist, version), origins, broken)
     for name, plugin in extra_plugins:
@@ -639,7 +602,8 @@ def _add(pm: pluggy.PluginManager, name: str, plugin, origin: tuple[str, str], o
 
 
 #: the registration hooks, for "did you mean" and for undecorated functions
-HOOKS = sorted(name for name, _ in inspect.getmembers(hookspecs, inspect.isfunction) if name.startswith("register_"))
+HOOKS = sorted(name for name, _ in inspect.getmembers(hookspecs, inspect.isfunction)
+               if name.startswith("register_"))
 
 
 def _api_problem(api) -> str | None:
@@ -656,7 +620,7 @@ def _api_problem(api) -> str | None:
     if api < low:
         return (f"written for palr plugin API {api} (PALR_PLUGIN_API = {api}, or none stated), which this palr no "
                 f"longer loads: Dataset.load takes the RunContext, toolkit imports come from palr_core.kit; port it "
-                f"and state PALR_PLUGIN_API = {high} in the module its entry point names; see {MIGRATING}")
+                f"and state PALR_PLUGIN_API = {high} in the module its entry point names; see {hookspecs.MIGRATING}")
     return None
 
 
@@ -685,16 +649,17 @@ def _nothing_registered(plugin) -> str:
 
 def _migration(exc: BaseException) -> str | None:
     """One line naming the migration when an import failed on a module or name that palr 0.3
-    moved or removed (:data:`MOVED_MODULES`, :data:`MOVED_NAMES`); ``None`` otherwise."""
+    moved or removed (:data:`~palr_core.hookspecs.MOVED_MODULES`,
+    :data:`~palr_core.hookspecs.MOVED_NAMES`); ``None`` otherwise."""
     if not isinstance(exc, ImportError):
         return None
     module = exc.name or ""
-    for moved, message in MOVED_MODULES.items():
+    for moved, message in hookspecs.MOVED_MODULES.items():
         if module == moved or module.startswith(moved + "."):
-            return f"{message}; {MIGRATING}"
+            return f"{message}; {hookspecs.MIGRATING}"
     name = re.search(r"cannot import name '(\w+)'", str(exc))
-    if name and (module, name.group(1)) in MOVED_NAMES:
-        return f"{MOVED_NAMES[module, name.group(1)]}; {MIGRATING}"
+    if name and (module, name.group(1)) in hookspecs.MOVED_NAMES:
+        return f"{hookspecs.MOVED_NAMES[module, name.group(1)]}; {hookspecs.MIGRATING}"
     return None
 
 
