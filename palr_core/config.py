@@ -24,7 +24,10 @@ __all__ = ["TrainerConfig", "PreprocessConfig", "EvalConfig", "PalrConfig", "def
 
 
 class OptionError(ValueError):
-    """An option's value is outside its range or choices (the message names the option)."""
+    """An option's value is outside its range or choices (the message names the option).
+
+    Raised for palr's own settings; a component's options are checked by the registry, which
+    raises :class:`palr_core.ComponentConfigError` (also a ``ValueError``) naming the component."""
 
 
 def option(default: Any = dataclasses.MISSING, *, min: float | None = None, max: float | None = None,
@@ -37,7 +40,9 @@ def option(default: Any = dataclasses.MISSING, *, min: float | None = None, max:
     allowed values, ``pattern`` a regular expression a string must match (``hint`` says it in
     words, for the message), ``each_min`` a bound on
     every element of a list and ``nonempty`` refuses an empty list. ``None`` is always accepted
-    when the field's type allows it. A list or dict default is copied for each instance::
+    when the field's type allows it. The rules are checked once, when palr validates the params
+    (:func:`check_options`), not when the dataclass is built: a ``__post_init__`` holds only what
+    one field's rule cannot say. A list or dict default is copied for each instance::
 
         blocks: int = option(2, min=1)
         dropout: float = option(0.2, min=0, below=1)
