@@ -202,9 +202,9 @@ def _run_stages(config: PalrConfig, parts: Components, context: RunContext, fold
     write_rankings(work_dir / RANKINGS, data, users, targets, cand_ids, cand_scores, final)
     # a ranker may name its row (e.g. "PALR v2 (llama_lora tiny, score)"), as in the paper's Table 2
     label = getattr(parts.ranker, "label", parts.names["ranker"])
-    profile_name = parts.names["profile"]
+    profiled = any(r.profile for r in requests)  # a generator that wrote no profile adds nothing to the prompt
     rows.append(_row(f"ranker: {label} over {retriever_name} top-{n_cand}"
-                     + (f" + profile: {profile_name}" if profile_name != "none" else ""), final, targets, ks))
+                     + (f" + profile: {parts.names['profile']}" if profiled else ""), final, targets, ks))
     training = {role: summary for role, summary in (("retriever", fit_summary(parts.retriever)),
                                                     ("ranker", fit_summary(parts.ranker))) if summary}
     return RunResult(rows=rows, stats=stats.as_dict(), timings=timings, dataset=data.name, users=len(users),

@@ -124,3 +124,29 @@ def test_the_toolkit_holds_only_what_two_or_more_plugins_use():
             users[name].add(plugin)
     lonely = {name: sorted(u) for name, u in users.items() if len(u) < 2}
     assert not lonely, f"kit modules with fewer than two plugins using them (move each into its plugin): {lonely}"
+
+
+def test_the_framework_names_no_built_in_component_in_its_code():
+    """palr_core's code (its strings and names, not its docstrings' examples) never picks a built-in
+    by name: what a run uses comes from config and the registry. The toolkit, the authors' test kit
+    (tiny data is the built-in ``synthetic``) and the scaffold's templates are not the framework."""
+    from palr_core.plugins import load_registry
+
+    registry = load_registry()
+    words = {"none", "table", "llm", "keywords"}  # built-ins named by ordinary words, which palr_core also uses
+    builtin = {reg.name for reg in registry.all() if reg.plugin.startswith("palr.plugins.")} - words
+    pattern = re.compile(r"\b(" + "|".join(sorted(map(re.escape, builtin))) + r")\b")
+    outside = {"testing.py", "scaffold.py", "hookspecs.py"}  # hookspecs: where 0.3 moved kit modules (to name them)
+    for path in sorted((REPO / "palr_core").glob("*.py")):
+        if path.name in outside:
+            continue
+        tree = ast.parse(path.read_text())
+        docstrings = {id(node.body[0].value) for node in ast.walk(tree)
+                      if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef))
+                      and node.body and isinstance(node.body[0], ast.Expr)
+                      and isinstance(node.body[0].value, ast.Constant)}
+        for node in ast.walk(tree):
+            text = (node.value if isinstance(node, ast.Constant) and isinstance(node.value, str)
+                    and id(node) not in docstrings else node.id if isinstance(node, ast.Name) else None)
+            found = pattern.search(text) if text else None
+            assert not found, f"palr_core/{path.name}:{node.lineno} names the built-in {found.group(1)!r}"
