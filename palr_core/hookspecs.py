@@ -66,8 +66,9 @@ def register_retrievers(register):
     """Collect Retriever classes (``palr-run retriever=<name>``).
 
     :param register: call ``register(name, cls, config=ConfigDataclass)`` once per retriever;
-        ``cls`` (a class or ``"module:Class"``) implements :class:`palr_core.Retriever`. Names are
-        unique among retrievers.
+        ``cls`` (a class or ``"module:Class"``) implements :class:`palr_core.Retriever`, and may
+        also be :class:`~palr_core.components.Persistent`, :class:`~palr_core.components.Summarised`
+        or :class:`~palr_core.components.Checkable`. Names are unique among retrievers.
     """
 
 
@@ -86,7 +87,10 @@ def register_rankers(register):
     """Collect Ranker classes (``palr-run ranker=<name>``).
 
     :param register: call ``register(name, cls, config=ConfigDataclass)``; ``cls`` (a class or
-        ``"module:Class"``) implements :class:`palr_core.Ranker`. Names are unique among rankers.
+        ``"module:Class"``) implements :class:`palr_core.Ranker`, and may also be
+        :class:`~palr_core.components.Tunable`, :class:`~palr_core.components.Labelled`,
+        :class:`~palr_core.components.Persistent`, :class:`~palr_core.components.Summarised` or
+        :class:`~palr_core.components.Checkable`. Names are unique among rankers.
     """
 
 

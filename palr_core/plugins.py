@@ -643,7 +643,8 @@ def _nothing_registered(plugin) -> str:
     """What to say about a plugin with no hook implementation: it would contribute nothing."""
     undecorated = [n for n in dir(plugin) if callable(getattr(plugin, n, None))
                    and (n in HOOKS or difflib.get_close_matches(n, HOOKS, n=1, cutoff=0.85))]
-    found = f" ({', '.join(f'{n}()' for n in undecorated)} is not one)" if undecorated else ""
+    names = ", ".join(f"{n}()" for n in undecorated)
+    found = f" ({names} {'is' if len(undecorated) == 1 else 'are'} not)" if undecorated else ""
     return f"registered nothing: are its functions decorated with @palr_core.hookimpl?{found}"
 
 
