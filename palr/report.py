@@ -31,6 +31,7 @@ from pathlib import Path
 
 import numpy as np
 
+from palr_core.atomic import write_atomic, write_with
 from palr_core.metrics import per_user
 from palr_core.runs import RANKINGS, RunFolder
 
@@ -494,7 +495,7 @@ def write_chart(report: Report, path: Path) -> bool:
         ax.set_title(f"{dataset}: {report.metric} per row, with 95 % bootstrap intervals", fontsize=9)
         ax.set_xlim(0, max(v + h for v, h in zip(values, errors[1])) * 1.6 + 1e-9)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    write_with(path, lambda tmp: fig.savefig(tmp, dpi=110, format="png"), path.parent)
     plt.close(fig)
     return True
 
@@ -512,8 +513,8 @@ def write_report(folders: Iterable[str | Path], out_dir: str | Path, metric: str
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     written = [out / "report.md", out / "report.csv"]
-    written[0].write_text(markdown(report))
-    write_csv(report, written[1])
+    write_atomic(written[0], markdown(report), out)
+    write_with(written[1], lambda tmp: write_csv(report, tmp), out)
     if write_chart(report, out / "report.png"):
         written.append(out / "report.png")
     return report, written

@@ -18,6 +18,7 @@ import sys
 from pathlib import Path
 
 from . import __version__
+from .atomic import write_with
 from .composition import PRIMARY_CONFIG, check_component_choices, prepare_hydra, typed_config
 from .config import OptionError
 from .plugins import PluginError, Registry, load_registry
@@ -200,7 +201,7 @@ def _cmd_export(args: argparse.Namespace) -> int:
     import pyarrow.csv
     import pyarrow.parquet as pq
 
-    from .pipeline import RANKINGS
+    from .runs import RANKING_COLUMNS, RANKINGS
 
     run_dir = Path(args.run_dir).expanduser()
     source = run_dir / RANKINGS
@@ -213,18 +214,30 @@ def _cmd_export(args: argparse.Namespace) -> int:
     if fmt not in ("csv", "parquet"):
         print(f"palr: --format must be csv or parquet, got {fmt!r}", file=sys.stderr)
         return 2
-    table = pq.read_table(source)
+    if args.k is not None and args.k < 1:
+        print(f"palr: -k must be 1 or more (each user's top K), got {args.k}", file=sys.stderr)
+        return 2
+    try:
+        table = pq.read_table(source, columns=RANKING_COLUMNS)
+    except (OSError, ValueError, KeyError) as exc:  # pyarrow's errors for a damaged or foreign file
+        print(f"palr: {source} is not a rankings file palr wrote ({str(exc).splitlines()[0]}); run the run again "
+              "to rewrite it", file=sys.stderr)
+        return 2
     if args.k is not None:
         table = table.filter(pc.less_equal(table["rank"], args.k))
-    target = Path(args.output).expanduser() if args.output else run_dir / f"rankings{'' if args.k is None else f'_top{args.k}'}.{fmt}"
-    if target.resolve() == source.resolve():
-        print(f"palr: {target} is the run's own {RANKINGS}; give another --output", file=sys.stderr)
+    default = run_dir / f"rankings{'' if args.k is None else f'_top{args.k}'}.{fmt}"
+    target = Path(args.output).expanduser() if args.output else default
+    own = {run_dir / name for name in ("metrics.json", "results.md", "run.json", "config_resolved.yaml", RANKINGS)}
+    if any(target.resolve() == f.resolve() for f in own):
+        print(f"palr: {target} is one of the run's own files; give another --output", file=sys.stderr)
         return 2
     target.parent.mkdir(parents=True, exist_ok=True)
-    if fmt == "csv":
-        pyarrow.csv.write_csv(table, target)
-    else:
-        pq.write_table(table, target)
+    try:  # a temporary file, then one rename: a kill never leaves half a file in place of a whole one
+        write_with(target, (lambda tmp: pyarrow.csv.write_csv(table, tmp)) if fmt == "csv"
+                   else (lambda tmp: pq.write_table(table, tmp)), run_dir if target.parent == run_dir else None)
+    except (OSError, ValueError) as exc:
+        print(f"palr: cannot write {target}: {exc}", file=sys.stderr)
+        return 2
     users = len(pc.unique(table["user"]))
     print(f"palr: {table.num_rows:,} rows ({users:,} users, ranked lists of up to "
           f"{pc.max(table['rank']).as_py()} items) written to {target}")

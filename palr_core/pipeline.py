@@ -24,6 +24,7 @@ from typing import Any
 
 import numpy as np
 
+from .atomic import write_atomic
 from .cache import cached
 from .components import RunContext, TrainingData
 from .config import PalrConfig, TrainerConfig, check_options, default_cache_dir
@@ -35,7 +36,6 @@ from .data import (
     load_sequences,
     preprocess,
     save_sequences,
-    save_stats,
 )
 from .metrics import metrics_from_ranks, rank_from_lists
 from .plugins import Registry
@@ -140,6 +140,8 @@ def run_pipeline(config: PalrConfig, registry: Registry, work_dir: str | os.Path
     use_threads(config.trainer)
     with RunFolder(work_dir, config) as folder:
         if folder.finished():
+            seed_stage(config.seed, "load")  # the data it finished on must still be the data: else refused
+            folder.check_data(prepare_data(parts.dataset, context, config.preprocess.k_core, parts.apis["dataset"])[0])
             result = folder.result()
             print(f"{folder.path} holds this run, finished: its results (nothing was trained or evaluated again)")
             print(result.table())
@@ -170,7 +172,8 @@ def _run_stages(config: PalrConfig, parts: Components, context: RunContext, fold
     context.catalog = data.catalog
     stats, title = data.stats, f"Dataset {data.name!r} after {k_core}-core"
     print(stats.table(title + ":"))
-    save_stats(stats, work_dir / "dataset_stats", title)
+    write_atomic(work_dir / "dataset_stats.json", json.dumps(stats.as_dict(), indent=2), work_dir)
+    write_atomic(work_dir / "dataset_stats.md", stats.table(title) + "\n", work_dir)
     training = TrainingData(train=split.train, valid=split.valid, catalog=data.catalog)
 
     with _stage("fit_retriever", timings, config.seed, peaks):

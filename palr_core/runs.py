@@ -15,10 +15,11 @@ from pathlib import Path
 
 import numpy as np
 
+from .atomic import write_atomic, write_with
 from .config import PalrConfig, TrainerConfig
 from .data import SequenceData
 
-__all__ = ["RunResult", "RunFolder", "RunFolderError", "RANKINGS", "write_rankings"]
+__all__ = ["RunResult", "RunFolder", "RunFolderError", "RANKINGS", "RANKING_COLUMNS", "write_rankings"]
 
 
 @dataclass
@@ -100,7 +101,12 @@ class RunFolder:
 
     def __enter__(self) -> RunFolder:
         self.path.mkdir(parents=True, exist_ok=True)
-        self._lock = open(self.path / ".palr.lock", "a+")  # noqa: SIM115 (held for the run's lifetime)
+        # held for the run's lifetime; O_NOFOLLOW: a link planted as the lock is refused, not opened
+        try:
+            self._lock = os.fdopen(os.open(self.path / ".palr.lock", os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0), 0o644), "r+")
+        except OSError as exc:
+            raise RunFolderError(f"{self.path / '.palr.lock'}: cannot open the run folder's lock ({exc.strerror}); "
+                                 "is it a symbolic link? remove it") from None
         try:
             import fcntl
 
@@ -120,7 +126,7 @@ class RunFolder:
                                  "there would mix two runs: use another folder (hydra.run.dir=...) or delete it")
         from omegaconf import OmegaConf
 
-        (self.path / "config_resolved.yaml").write_text(OmegaConf.to_yaml(OmegaConf.create(self.config)))
+        write_atomic(self.path / "config_resolved.yaml", OmegaConf.to_yaml(OmegaConf.create(self.config)), self.path)
         return self
 
     def _defaults(self) -> dict:
@@ -147,9 +153,7 @@ class RunFolder:
             self._write({**self.record(), **entries})
 
     def _write(self, record: dict) -> None:
-        tmp = self.path / "run.json.tmp"
-        tmp.write_text(json.dumps(record, indent=1, default=str))
-        tmp.replace(self.path / "run.json")
+        write_atomic(self.path / "run.json", json.dumps(record, indent=1, default=str), self.path)
 
     @staticmethod
     def data_fingerprint(data: SequenceData) -> str:
@@ -182,13 +186,13 @@ class RunFolder:
 
     def finish(self, result: RunResult, seed: int) -> None:
         """Write the results, then mark the run finished (a crash in between leaves it resumable)."""
-        (self.path / "results.md").write_text(result.table() + "\n")
+        write_atomic(self.path / "results.md", result.table() + "\n", self.path)
         metrics = {"dataset": result.dataset, "stats": result.stats, "users_evaluated": result.users,
                    "rows": result.rows, "validation": {"retriever": result.validation,
                                                             **({"ranker": result.tuning} if result.tuning else {})},
                    "training": result.training, "timings_s": result.timings, "peak_memory_gb": result.peak_memory_gb,
                    "seed": seed}
-        (self.path / "metrics.json").write_text(json.dumps(_finite(metrics), indent=2, allow_nan=False))
+        write_atomic(self.path / "metrics.json", json.dumps(_finite(metrics), indent=2, allow_nan=False), self.path)
         self._write({**(self._record() or {}), "finished": True})
 
 
@@ -221,6 +225,8 @@ def _finite(value):
     return value
 
 
+#: the columns of ``rankings.parquet``, in order
+RANKING_COLUMNS = ["user", "rank", "item", "title", "retriever_rank", "retriever_score", "held_out"]
 #: every evaluated user's ranked candidates, written by each run (``palr export`` converts it)
 RANKINGS = "rankings.parquet"
 
@@ -251,9 +257,7 @@ def write_rankings(path: Path, data: SequenceData, users: np.ndarray, targets: n
                       "retriever_rank": pa.array(columns["retriever_rank"], pa.int32()),
                       "retriever_score": pa.array(columns["retriever_score"], pa.float32()),
                       "held_out": pa.array(columns["held_out"], pa.bool_())})
-    tmp = path.with_name(path.name + ".tmp")
-    pq.write_table(table, tmp)
-    tmp.replace(path)
+    write_with(path, lambda tmp: pq.write_table(table, tmp), path.parent)
 
 
 def _id_column(ids: list):
