@@ -78,16 +78,31 @@ def test_every_hook_signature_is_in_the_plugin_guide():
             assert f"{name}{inspect.signature(spec)}" in guide, f"docs/plugins.md does not show {name}"
 
 
-def test_the_guide_shows_the_files_new_plugin_writes():
-    """docs/plugins.md's skeleton is `palr new-plugin gru`'s output, so the two cannot drift."""
-    from palr_core.scaffold import plugin_files
+#: the plugin docs/plugins.md shows for each kind: ``palr new-plugin NAME --kind KIND``
+GUIDE_PLUGINS = {"retriever": "gru", "ranker": "transitions", "dataset": "clicks", "profile": "titlewords"}
+
+
+@pytest.mark.parametrize("kind", list(GUIDE_PLUGINS))
+def test_the_guide_shows_the_files_new_plugin_writes(kind):
+    """docs/plugins.md shows every file `palr new-plugin NAME --kind KIND` writes but README.md and the
+    empty ones, exactly, so the two cannot drift; a kind other than the retriever shows no
+    pyproject.toml, whose text says it is the retriever's with the names changed."""
+    from palr_core.scaffold import KINDS, plugin_files
 
     guide = (REPO / "docs" / "plugins.md").read_text()
     blocks = dict(re.findall(r"```\w*\n# file: (\S+)\n(.*?)```", guide, re.DOTALL))
-    files = plugin_files("gru")
-    for path in ("palr_gru/__init__.py", "palr_gru/config.py", "palr_gru/model.py", "pyproject.toml",
-                 "tests/test_gru.py", "palr_gru/conf/retriever/gru-large.yaml"):
-        assert blocks.get(path) == files[path], f"docs/plugins.md's {path} differs from palr new-plugin gru's"
+    name = GUIDE_PLUGINS[kind]
+    files = plugin_files(name, kind)
+    shown = [path for path, text in files.items() if text and path != "README.md"
+             and (kind == "retriever" or path != "pyproject.toml")]
+    for path in shown:
+        assert blocks.get(path) == files[path], f"docs/plugins.md's {path} differs from palr new-plugin {name}'s"
+    assert f"palr new-plugin {name}" + (f" --kind {kind}" if kind != "retriever" else "") in guide
+    if kind != "retriever":
+        renamed = plugin_files("gru")["pyproject.toml"].replace(
+            "The gru retriever for palr (palr-run retriever=gru)",
+            f"The {name} {KINDS[kind].noun} for palr (palr-run {kind}={name})").replace("gru", name)
+        assert files["pyproject.toml"] == renamed
 
 
 def test_the_kit_exports_resolve():
