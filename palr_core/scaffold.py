@@ -91,9 +91,8 @@ MODEL = '''\
 
 import torch
 import torch.nn.functional as F
-from torch import nn
-
 from palr_core.kit.retrievers import PAD, RetrieverModule, TrainedRetriever, right_pad
+from torch import nn
 
 from .config import ${Name}Config
 
@@ -167,6 +166,7 @@ TEST = '''\
 """The $name retriever against palr's contract, on palr's tiny synthetic data."""
 
 from palr_core.testing import check_retriever, preset_problems
+
 from palr_$name.model import ${Name}Retriever
 
 
@@ -286,9 +286,9 @@ RANKER_TEST = '''\
 """The $name ranker against palr's contract, on palr's tiny synthetic data."""
 
 import pytest
-
 from palr_core import ComponentConfigError, load_registry
 from palr_core.testing import check_ranker, preset_problems
+
 from palr_$name.ranker import ${Name}Ranker
 
 
@@ -315,7 +315,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-
 from palr_core import DataError, InteractionLog, ItemCatalog, RawDataset, RunContext, option
 
 COLUMNS = ("user", "item", "timestamp")  # required; "title" is optional
@@ -388,9 +387,9 @@ DATASET_TEST = '''\
 
 import numpy as np
 import pytest
-
 from palr_core import ComponentConfigError, load_registry
 from palr_core.testing import check_dataset, preset_problems
+
 from palr_$name.dataset import ${Name}Dataset
 
 
@@ -429,7 +428,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
-
 from palr_core import ItemCatalog, RunContext, option
 
 
@@ -489,9 +487,9 @@ PROFILE_TEST = '''\
 """The $name profile generator against palr's contract, on palr's tiny synthetic data."""
 
 import pytest
-
 from palr_core import ComponentConfigError, load_registry
 from palr_core.testing import check_profile_generator, preset_problems
+
 from palr_$name.generator import ${Name}Profiles
 
 
