@@ -14,6 +14,7 @@ import json
 import logging
 import os
 import shutil
+import signal
 import sys
 from pathlib import Path
 
@@ -45,6 +46,8 @@ def run(argv: list[str] | None = None) -> None:
     except PluginError as exc:
         sys.exit(f"palr: {exc}")
     prepare_hydra(registry)
+    stopped: dict[str, int] = {}
+    _stop_on_signals(stopped)
 
     def task(cfg: DictConfig) -> float:
         work_dir = Path(HydraConfig.get().runtime.output_dir)
@@ -58,6 +61,15 @@ def run(argv: list[str] | None = None) -> None:
         try:
             config = typed_config(cfg)
             result = run_pipeline(config, registry, work_dir)
+        except (KeyboardInterrupt, SystemExit) as exc:
+            if not stopped:
+                raise
+            where = f"during its stage {exc.palr_stage!r}" if hasattr(exc, "palr_stage") else "before its first stage"
+            message = (f"palr: {signal.Signals(stopped['signal']).name} stopped the run in {work_dir} {where}; "
+                       "the same command resumes it")
+            logging.getLogger("palr.results").error(message)
+            print(message, file=sys.stderr, flush=True)
+            raise SystemExit(128 + stopped["signal"]) from None
         except (PluginError, DataError, ValueError, FileNotFoundError, RunFolderError) as exc:
             logging.getLogger("palr.results").error("palr: %s", exc)  # into palr.log; the console gets it below
             if multirun:  # a failed job, recorded by sweepers and launchers
@@ -69,6 +81,18 @@ def run(argv: list[str] | None = None) -> None:
 
     task.__module__ = __name__
     hydra.main(config_path=PRIMARY_CONFIG, config_name="config", version_base="1.3")(task)()
+
+
+def _stop_on_signals(stopped: dict[str, int]) -> None:
+    """SIGTERM and SIGINT stop a run as Ctrl-C does, recording which signal came: the run then exits
+    with 128 + its number and one line saying where it stopped (Lightning, which handles both signals
+    itself inside training, calls this handler too)."""
+    def handler(signum, frame):
+        stopped.setdefault("signal", signum)
+        raise KeyboardInterrupt
+
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, handler)
 
 
 def _discard_if_refused(work_dir: Path) -> None:

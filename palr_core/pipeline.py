@@ -108,7 +108,12 @@ def _stage(name: str, timings: dict[str, float], seed: int, peaks: dict[str, flo
     log.info("%s ...", name)
     seed_stage(seed, name)
     t0 = time.perf_counter()
-    yield
+    try:
+        yield
+    except BaseException as exc:  # an error or a signal: say in which stage the run stopped
+        if not hasattr(exc, "palr_stage"):
+            exc.palr_stage = name
+        raise
     timings[name] = round(time.perf_counter() - t0, 3)
     peaks[name] = peak_memory_gb()
 

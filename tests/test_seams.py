@@ -117,3 +117,29 @@ def test_a_finished_run_whose_data_changed_is_refused_not_reported(tmp_path):
     assert proc.returncode == 1
     assert "holds a run on other data" in proc.stderr and "Traceback" not in proc.stderr
     assert os.path.getsize(tmp_path / "run" / "metrics.json") > 0
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("sig", ["SIGTERM", "SIGINT"])
+def test_a_signal_stops_a_run_with_one_line_and_the_same_command_resumes_it(tmp_path, sig):
+    import signal
+    import time
+
+    args = [f"hydra.run.dir={tmp_path / 'run'}", "retriever=sasrec", "ranker=identity", "profile=none",
+            "eval.max_users=20", "trainer.max_epochs=30"]
+    env = {**os.environ, "PALR_CACHE_DIR": str(tmp_path / "cache")}
+    proc = subprocess.Popen([sys.executable, "-c", "from palr_core.cli import run; run()", *args], cwd=tmp_path,
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    for line in proc.stdout:  # the retriever is training once its stage is announced
+        if "fit_retriever ..." in line:
+            break
+    time.sleep(1)
+    proc.send_signal(getattr(signal, sig))
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 128 + getattr(signal, sig), err
+    assert (f"palr: {sig} stopped the run in {tmp_path / 'run'} during its stage 'fit_retriever'; "
+            "the same command resumes it") in err
+    assert "Traceback" not in err and not (tmp_path / "run" / "metrics.json").exists()
+    if sig == "SIGTERM":  # (resuming is the same after either signal)
+        palr_run(*args, tmp_path=tmp_path, fast=False)
+        assert (tmp_path / "run" / "metrics.json").is_file()
