@@ -2,7 +2,6 @@
 
 import ast
 import importlib
-import importlib.util
 import json
 import os
 import re
@@ -74,9 +73,12 @@ def test_a_scaffold_registers_without_a_complaint(kind, tmp_path, monkeypatch):
     name = EXAMPLES[kind]
     assert main(["new-plugin", name, "--kind", kind, "--directory", str(tmp_path)]) == 0
     monkeypatch.syspath_prepend(str(tmp_path / f"palr-{name}"))
-    for module in [m for m in sys.modules if m == f"palr_{name}" or m.startswith(f"palr_{name}.")]:
-        monkeypatch.delitem(sys.modules, module)
-    registry = load_registry(entry_points=[], extra_plugins=[(f"palr_{name}", importlib.import_module(f"palr_{name}"))])
+    try:
+        plugin = importlib.import_module(f"palr_{name}")
+        registry = load_registry(entry_points=[], extra_plugins=[(f"palr_{name}", plugin)])
+    finally:  # the next import of palr_<name> finds it where it is installed, not in this folder
+        for module in [m for m in sys.modules if m == f"palr_{name}" or m.startswith(f"palr_{name}.")]:
+            del sys.modules[module]
     assert not registry.broken, registry.broken
     assert registry.names(kind) == [name] and registry.config_dirs == [f"pkg://palr_{name}.conf"]
 
@@ -96,10 +98,10 @@ def venv(tmp_path_factory) -> dict:
     subprocess.run([sys.executable, "-m", "venv", "--system-site-packages", "--without-pip", str(root / "venv")],
                    check=True)
     python = str(venv_python(root / "venv"))
+    purelib = Path(subprocess.run([python, "-c", "import sysconfig; print(sysconfig.get_path('purelib'))"],
+                                  check=True, capture_output=True, text=True).stdout.strip())
     if sys.prefix != sys.base_prefix:  # the host is a venv itself: --system-site-packages means its base's
-        purelib = subprocess.run([python, "-c", "import sysconfig; print(sysconfig.get_path('purelib'))"],
-                                 check=True, capture_output=True, text=True).stdout.strip()
-        Path(purelib, "host.pth").write_text("import site; " + "; ".join(f"site.addsitedir({p!r})"
+        (purelib / "host.pth").write_text("import site; " + "; ".join(f"site.addsitedir({p!r})"
                                                                          for p in site.getsitepackages()) + "\n")
     seen = subprocess.run([python, "-c", "import palr_core; print(palr_core.__file__)"], check=True,
                           capture_output=True, text=True).stdout.strip()
@@ -107,7 +109,7 @@ def venv(tmp_path_factory) -> dict:
     subprocess.run([python, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation",
                     *(f"--editable={root / f'palr-{name}'}" for name in EXAMPLES.values())],
                    check=True, capture_output=True)
-    assert importlib.util.find_spec("palr_transitions") is None, "pip installed into the host, not the venv"
+    assert len(list(purelib.glob("__editable__*palr_*.pth"))) == len(EXAMPLES), "pip installed elsewhere"
     return {"root": root, "python": python}
 
 
