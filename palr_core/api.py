@@ -30,7 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .components import RunContext, TrainingData
+from .components import Persistent, RunContext, TrainingData, Tunable
 from .composition import compose, typed_config
 from .config import PalrConfig, default_cache_dir
 from .pipeline import build_components, prepare_data, run_pipeline, seed_stage, tune_ranker
@@ -202,17 +202,23 @@ def load_run(run_dir: str | os.PathLike, registry: Registry | None = None) -> Lo
     context = RunContext(seed=config.seed, work_dir=run_dir, cache_dir=default_cache_dir(config.cache_dir),
                          trainer=trainer, profiles=parts.profile, language_models=registry.language_models)
     seed_stage(config.seed, "load")
-    data, split = prepare_data(parts.dataset, context, config.preprocess.k_core, parts.apis["dataset"])
+    data, split = prepare_data(parts.dataset, context, config.preprocess.k_core)
     if folder.data_fingerprint(data) != folder.record().get("data"):
         raise RunFolderError(f"{run_dir}: the dataset's files changed since this run; its models were trained "
                              "on other data")
     context.catalog = data.catalog
     training = TrainingData(train=split.train, valid=split.valid, catalog=data.catalog)
+    for role in ("retriever", "ranker"):  # a trained component whose training is gone is refused, not retrained
+        component = getattr(parts, role)
+        if isinstance(component, Persistent) and not component.is_trained(context):
+            raise RunFolderError(f"{run_dir}: the {role} {parts.names[role]!r} has no finished training in this "
+                                 "run folder (deleted or moved?); nothing is trained again when a run is loaded: "
+                                 "run it again with palr-run")
     seed_stage(config.seed, "fit_retriever")
     parts.retriever.fit(training, context)
     seed_stage(config.seed, "fit_ranker")
     parts.ranker.fit(training, context)
-    if callable(getattr(parts.ranker, "tune", None)):  # the settings the run chose on validation items, again
+    if isinstance(parts.ranker, Tunable):  # the settings the run chose on validation items, again
         seed_stage(config.seed, "tune_ranker")
         tune_ranker(parts, split, config, context)
     return LoadedRun(run_dir, config, folder.result(), data, parts, context)

@@ -77,7 +77,8 @@ def component_node(registry: Registry, kind: str, name: str):
 
 def _store_component_options(registry: Registry) -> None:
     """Offer every registered component as ``<kind>=<name>``. A plugin's YAML file of the same name
-    (plugin API 1 shipped one per component) wins, and no node is stored: Hydra would merge the two."""
+    wins, and no node is stored: Hydra would merge the two. A component whose class cannot be
+    imported is left out here (so it cannot break runs that do not use it) and named when chosen."""
     from hydra.core.config_store import ConfigStore
 
     store = ConfigStore.instance()
@@ -85,8 +86,11 @@ def _store_component_options(registry: Registry) -> None:
         shadowed = yaml_options(registry.config_dirs, kind)
         for reg in registry.all():
             if reg.kind == kind and reg.name not in shadowed:
-                store.store(group=kind, name=reg.name, node=component_node(registry, kind, reg.name),
-                            provider=reg.distribution)
+                try:
+                    node = component_node(registry, kind, reg.name)
+                except PluginError:
+                    continue
+                store.store(group=kind, name=reg.name, node=node, provider=reg.distribution)
 
 
 def prepare_hydra(registry: Registry) -> None:

@@ -26,7 +26,7 @@ import numpy as np
 
 from .atomic import write_atomic
 from .cache import cached
-from .components import RunContext, TrainingData
+from .components import Checkable, Labelled, RunContext, Summarised, TrainingData, Tunable
 from .config import PalrConfig, TrainerConfig, check_options, default_cache_dir
 from .data import (
     SequenceData,
@@ -58,19 +58,18 @@ class Components:
     profile: Any
     ranker: Any
     names: dict[str, str]
-    apis: dict[str, int]
 
 
 def build_components(config: PalrConfig, registry: Registry) -> Components:
     """Build all four components from their config nodes (``{"name": ..., **params}``), so that a
     wrong name or option fails before any data is read or any model trained."""
-    built, names, apis = {}, {}, {}
+    built, names = {}, {}
     for kind in ("dataset", "retriever", "profile", "ranker"):
         node = dict(getattr(config, kind))
         name = node.pop("name")
         built[kind] = registry.build(kind, name, node)
-        names[kind], apis[kind] = name, registry.get(kind, name).api
-    return Components(**built, names=names, apis=apis)
+        names[kind] = name
+    return Components(**built, names=names)
 
 
 def seed_stage(seed: int, stage: str) -> None:
@@ -118,12 +117,9 @@ def _stage(name: str, timings: dict[str, float], seed: int, peaks: dict[str, flo
     peaks[name] = peak_memory_gb()
 
 
-def prepare_data(dataset, context: RunContext, k_core: int = 5, api: int = 2) -> tuple[SequenceData, Split]:
-    """Load a Dataset component, preprocess it (cached under ``context.cache_dir``) and split it.
-
-    :param api: the plugin API the dataset was written for (API 1 datasets take no context).
-    """
-    raw = dataset.load(context) if api >= 2 else dataset.load()
+def prepare_data(dataset, context: RunContext, k_core: int = 5) -> tuple[SequenceData, Split]:
+    """Load a Dataset component, preprocess it (cached under ``context.cache_dir``) and split it."""
+    raw = dataset.load(context)
     data = cached_preprocess(raw, k_core, context.cache_dir)
     return data, leave_one_out_split(data)
 
@@ -146,7 +142,7 @@ def run_pipeline(config: PalrConfig, registry: Registry, work_dir: str | os.Path
     with RunFolder(work_dir, config) as folder:
         if folder.finished():
             seed_stage(config.seed, "load")  # the data it finished on must still be the data: else refused
-            folder.check_data(prepare_data(parts.dataset, context, config.preprocess.k_core, parts.apis["dataset"])[0])
+            folder.check_data(prepare_data(parts.dataset, context, config.preprocess.k_core)[0])
             result = folder.result()
             print(f"{folder.path} holds this run, finished: its results (nothing was trained or evaluated again)")
             print(result.table())
@@ -172,7 +168,7 @@ def _run_stages(config: PalrConfig, parts: Components, context: RunContext, fold
     k_core, ks = config.preprocess.k_core, tuple(config.eval.ks)
 
     with _stage("load", timings, config.seed, peaks):
-        data, split = prepare_data(parts.dataset, context, k_core, parts.apis["dataset"])
+        data, split = prepare_data(parts.dataset, context, k_core)
     folder.check_data(data)
     context.catalog = data.catalog
     stats, title = data.stats, f"Dataset {data.name!r} after {k_core}-core"
@@ -202,14 +198,14 @@ def _run_stages(config: PalrConfig, parts: Components, context: RunContext, fold
     with _stage("fit_ranker", timings, config.seed, peaks):
         parts.ranker.fit(training, context)
     tuning = {}
-    if callable(getattr(parts.ranker, "tune", None)):
+    if isinstance(parts.ranker, Tunable):
         with _stage("tune_ranker", timings, config.seed, peaks):
             tuning = tune_ranker(parts, split, config, context)
     with _stage("rank", timings, config.seed, peaks):
         final = rank_candidates(parts.ranker, requests, context, parts.names["ranker"])
     write_rankings(work_dir / RANKINGS, data, users, targets, cand_ids, cand_scores, final)
     # a ranker may name its row (e.g. "PALR v2 (llama_lora tiny, score)"), as in the paper's Table 2
-    label = getattr(parts.ranker, "label", parts.names["ranker"])
+    label = parts.ranker.label if isinstance(parts.ranker, Labelled) else parts.names["ranker"]
     profiled = any(r.profile for r in requests)  # a generator that wrote no profile adds nothing to the prompt
     rows.append(_row(f"ranker: {label} over {retriever_name} top-{n_cand}"
                      + (f" + profile: {parts.names['profile']}" if profiled else ""), final, targets, ks))
@@ -222,7 +218,7 @@ def _run_stages(config: PalrConfig, parts: Components, context: RunContext, fold
 def fit_summary(component) -> dict:
     """A component's optional ``fit_summary`` (a dict saying what its training did), as plain JSON
     values; ``{}`` when it has none."""
-    summary = getattr(component, "fit_summary", None)
+    summary = component.fit_summary if isinstance(component, Summarised) else None
     if not isinstance(summary, dict):
         return {}
     return json.loads(json.dumps(summary, default=str))
@@ -265,9 +261,9 @@ def check_resources(parts: Components, context: RunContext) -> None:
         if isinstance(devices, int) and devices > visible:
             raise ValueError(f"trainer.devices={devices}, but torch sees {visible} {accelerator.upper()} device(s)")
     for kind in ("dataset", "retriever", "profile", "ranker"):
-        check = getattr(getattr(parts, kind), "check", None)
-        if callable(check):
-            check(context)
+        component = getattr(parts, kind)
+        if isinstance(component, Checkable):
+            component.check(context)
 
 
 def cached_preprocess(raw, k_core: int, cache_dir: str | os.PathLike) -> SequenceData:

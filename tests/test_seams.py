@@ -143,3 +143,38 @@ def test_a_signal_stops_a_run_with_one_line_and_the_same_command_resumes_it(tmp_
     if sig == "SIGTERM":  # (resuming is the same after either signal)
         palr_run(*args, tmp_path=tmp_path, fast=False)
         assert (tmp_path / "run" / "metrics.json").is_file()
+
+
+@pytest.fixture(scope="module")
+def sasrec_run(tmp_path_factory) -> Path:
+    tmp = tmp_path_factory.mktemp("sasrec")
+    palr_run(f"hydra.run.dir={tmp / 'run'}", "retriever=sasrec", "retriever.max_epochs=3", "eval.max_users=20",
+             tmp_path=tmp)
+    return tmp / "run"
+
+
+def snapshot(folder: Path) -> dict:
+    return {p.relative_to(folder): (p.read_bytes(), p.stat().st_mtime_ns) for p in folder.rglob("*") if p.is_file()}
+
+
+def test_recommending_from_a_finished_run_writes_nothing_in_it(sasrec_run, tmp_path):
+    import palr
+
+    before = snapshot(sasrec_run)
+    run = palr.load_run(sasrec_run)
+    assert run.recommend(run.users[0], k=3)
+    assert snapshot(sasrec_run) == before
+
+
+def test_a_run_whose_training_is_gone_is_refused_not_trained_again(sasrec_run, tmp_path):
+    import shutil
+
+    import palr
+    from palr_core.runs import RunFolderError
+
+    copy = tmp_path / "copy"
+    shutil.copytree(sasrec_run, copy)
+    shutil.rmtree(copy / "retriever_training")
+    with pytest.raises(RunFolderError, match="the retriever 'sasrec' has no finished training in this run folder"):
+        palr.load_run(copy)
+    assert not (copy / "retriever_training").exists()

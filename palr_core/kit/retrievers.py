@@ -276,7 +276,8 @@ class TrainedRetriever:
         work_dir = Path(context.work_dir) / "retriever_training"
         claim_folder(work_dir, self._fingerprint(data, context), f"retriever {type(self).__name__}")
         done = work_dir / "done.json"
-        if done.is_file():  # this folder's training finished: its best checkpoint, no training again
+        finished = done.is_file()
+        if finished:  # this folder's training finished: its best checkpoint, no training again
             self.fit_summary = json.loads(done.read_text())
             self._load_checkpoint(work_dir / "checkpoints" / self.fit_summary["best_checkpoint"])
             log.info("retriever: training in %s had finished; its best checkpoint is used", work_dir)
@@ -292,8 +293,14 @@ class TrainedRetriever:
             if trainer.is_global_zero and self.fit_summary and self.fit_summary["stopped_by"] != "interrupted":
                 write_atomic(done, json.dumps({**self.fit_summary, "resumed_from": resumed}, indent=1))
         self.module.cpu()
-        if self.config.save:
-            self.save(Path(context.work_dir) / "retriever")
+        saved = Path(context.work_dir) / "retriever" / "retriever.pt"
+        if self.config.save and not (finished and saved.is_file()):  # a finished run's folder is only read
+            self.save(saved.parent)
+
+    def is_trained(self, context: RunContext) -> bool:
+        """Whether ``context.work_dir`` holds this retriever's finished training (or it loads another
+        run's, ``load_from``), so that :meth:`fit` loads instead of training."""
+        return bool(self.config.load_from) or (Path(context.work_dir) / "retriever_training" / "done.json").is_file()
 
     def retrieve(self, histories: Sequence[np.ndarray], k: int) -> tuple[np.ndarray, np.ndarray]:
         """Top-``k`` ids and scores per history over the whole catalogue, history items excluded."""
