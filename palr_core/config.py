@@ -256,9 +256,36 @@ class PalrConfig:
 
 
 def default_cache_dir(cache_dir: str | os.PathLike | None = None) -> Path:
-    """``cache_dir`` if given, else ``$PALR_CACHE_DIR``, else ``~/.cache/palr`` (``~`` expanded)."""
-    chosen = cache_dir if cache_dir is not None else os.environ.get("PALR_CACHE_DIR") or "~/.cache/palr"
-    return Path(chosen).expanduser()
+    """``cache_dir`` if given, else ``$PALR_CACHE_DIR``, else ``~/.cache/palr`` (``~`` expanded),
+    created if absent.
+
+    Raises a one-line :class:`ValueError` naming the setting it came from (``cache_dir=...`` or
+    ``PALR_CACHE_DIR=...``) when the folder is a file, lies below a file, or cannot be written:
+    found before any work starts, not as a traceback in the first stage that caches something.
+    """
+    import tempfile
+
+    if cache_dir is not None:
+        chosen, setting = cache_dir, f"cache_dir={cache_dir}"
+    elif os.environ.get("PALR_CACHE_DIR"):
+        chosen = os.environ["PALR_CACHE_DIR"]
+        setting = f"PALR_CACHE_DIR={chosen} (cache_dir unset)"
+    else:
+        chosen, setting = "~/.cache/palr", "the default cache_dir=~/.cache/palr"
+    path = Path(chosen).expanduser()
+    expected = "expected a folder palr can write (or create) for downloads and cached data"
+    if path.exists() and not path.is_dir():
+        raise ValueError(f"{setting}: it is a file; {expected}")
+    blocker = next((p for p in path.parents if p.exists() and not p.is_dir()), None)
+    if blocker is not None:
+        raise ValueError(f"{setting}: {blocker} is a file; {expected}")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=path):
+            pass
+    except OSError as exc:
+        raise ValueError(f"{setting}: cannot write there ({exc.strerror or exc}); {expected}") from None
+    return path
 
 
 def store_schema() -> None:
