@@ -104,7 +104,7 @@ def test_movies_csv_that_is_not_utf8_is_reported(tmp_path):
     root.mkdir()
     (root / "ratings.csv").write_text("userId,movieId,rating,timestamp\n1,1,4.0,1\n")
     (root / "movies.csv").write_bytes("movieId,title,genres\n1,Amélie (2001),Comedy\n".encode("latin-1"))
-    with pytest.raises(DataError, match=r"movies\.csv: byte 25 \(line 2\) is not valid UTF-8"):
+    with pytest.raises(DataError, match=r"movies\.csv, line 2: byte 25 is not valid UTF-8"):
         make(root, variant="ml-20m").load(ctx(tmp_path))
 
 

@@ -264,7 +264,7 @@ def test_non_utf8_bytes_name_offset_and_suggest_an_encoding(tmp_path):
 def test_non_utf8_bytes_far_into_a_large_file_are_located(tmp_path):
     rows = "".join(f"{u},{u % 9},{u}\n" for u in range(20_000))  # ~200 kB: past the sniffed header block
     path = write(tmp_path / "log.csv", "user_id,item_id,timestamp\n" + rows + "Jos\xe9,1,5\n", encoding="latin-1")
-    with pytest.raises(DataError, match=r"log\.csv: byte \d+ \(line 20002\) is not valid UTF-8"):
+    with pytest.raises(DataError, match=r"log\.csv, line 20002: byte \d+ is not valid UTF-8.*dataset\.encoding=latin-1$"):
         load(path)
 
 

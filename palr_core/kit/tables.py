@@ -34,19 +34,24 @@ BLOCK_BYTES = 16 << 20  # CSV bytes parsed per block: large enough for speed, sm
 _SWAP = "\x1f"  # a multi-character separator ("::") is read as this one-byte unit separator
 INTEGER = r"^\s*[-+]?[0-9]+\s*$"
 NUMBER = r"^\s*[-+]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][-+]?[0-9]+)?\s*$"
+INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
+LONGEST_LINE = 64 << 20  # a "line" longer than this without a line end is not text
 
 
 class BadLines:
     """What to do with a malformed line: ``"error"`` (raise, naming file and line) or ``"skip"`` (count).
 
+    ``option`` names the setting that selects skipping, suggested in errors (``None``: no such setting).
+
     One instance per load; ``skipped`` maps file name to the number of lines skipped, and
     ``examples`` keeps the first few messages for the log.
     """
 
-    def __init__(self, on_bad_lines: str = "error") -> None:
+    def __init__(self, on_bad_lines: str = "error", option: str | None = "on_bad_lines") -> None:
         if on_bad_lines not in ("error", "skip"):
             raise ValueError(f"on_bad_lines must be 'error' or 'skip', got {on_bad_lines!r}")
         self.mode = on_bad_lines
+        self.option = option  # the option that turns skipping on, suggested in errors (None: there is none)
         self.skipped: dict[str, int] = {}
         self.examples: list[str] = []
 
@@ -54,7 +59,7 @@ class BadLines:
         """Report line ``lineno`` (1-based) of ``path``: raise in ``error`` mode, else count it."""
         message = f"{path}, line {lineno}: {problem}" if lineno else f"{path}: {problem}"
         if self.mode == "error":
-            raise DataError(message + " (set on_bad_lines: skip to skip such lines)")
+            raise DataError(message + (f" (set {self.option}: skip to skip such lines)" if self.option else ""))
         self.skipped[Path(path).name] = self.skipped.get(Path(path).name, 0) + 1
         if len(self.examples) < 5:
             self.examples.append(message)
@@ -147,6 +152,7 @@ def inspect(path: str | Path, separator: str | None = None, encoding: str | None
         raise DataError(f"{path}: cannot read the {compression} file: {type(exc).__name__}: {exc}") from None
     if head[:4] == PARQUET_MAGIC:
         columns = _parquet_columns(path, compression)
+        _refuse_repeated(path, columns, "the file's schema")
         if names:
             raise DataError(f"{path}: column names are given for a file without a header, but this is "
                             f"Parquet, which names its columns: {columns}")
@@ -158,12 +164,24 @@ def inspect(path: str | Path, separator: str | None = None, encoding: str | None
     sep = separator or _guess_separator(header_line, path)
     fields = [c.strip() for c in next(csv.reader([header_line], delimiter=sep))]
     if not names:
+        _refuse_repeated(path, fields, "the header")
         return TableSource(path, "csv", compression, sep, encoding, fields)
     if len(names) > len(fields):
         raise DataError(f"{path}: {len(names)} column names given ({list(names)}) but the first line has "
                         f"{len(fields)} {sep!r}-separated fields: {header_line[:200]!r}")
     columns = list(names) + [f"column_{i + 1}" for i in range(len(names), len(fields))]
+    _refuse_repeated(path, columns, "the column names given")
     return TableSource(path, "csv", compression, sep, encoding, columns, header=False)
+
+
+def _refuse_repeated(path: Path, columns: list[str], where: str) -> None:
+    """A column named twice would be read from one of the two silently: refuse it by name."""
+    for column in dict.fromkeys(columns):
+        fields = [i + 1 for i, c in enumerate(columns) if c == column]
+        if len(fields) > 1:
+            times = "twice" if len(fields) == 2 else f"{len(fields)} times"
+            raise DataError(f"{path}: {where} names column {column!r} {times} (fields "
+                            f"{', '.join(map(str, fields[:-1]))} and {fields[-1]}); each column needs its own name")
 
 
 def read_chunks(source: TableSource, columns: list[str], bad_lines: BadLines | None = None,
@@ -175,7 +193,7 @@ def read_chunks(source: TableSource, columns: list[str], bad_lines: BadLines | N
     (default: an error naming the line).
     """
     columns = list(dict.fromkeys(columns))
-    bad_lines = bad_lines or BadLines("error")
+    bad_lines = bad_lines or BadLines("error", option=None)
     row = 0
     try:
         if source.format == "parquet":
@@ -196,14 +214,17 @@ def read_chunks(source: TableSource, columns: list[str], bad_lines: BadLines | N
 
 def read_delimited(path: str | Path, columns: Sequence[tuple[str, str]], sep: str, *,
                    encoding: str = "utf-8", header: bool = False, quoted: bool = False,
-                   bad_lines: BadLines | None = None, block_bytes: int = BLOCK_BYTES) -> dict[str, np.ndarray]:
+                   bad_lines: BadLines | None = None, block_bytes: int = BLOCK_BYTES,
+                   line_numbers: bool = False) -> dict[str, np.ndarray]:
     """Read a separated text file with known columns into one numpy array per column.
 
     :param columns: ``(name, kind)`` for every field, kind ``"int"``, ``"float"`` or ``"str"``.
     :param sep: the field separator; more than one character (MovieLens' ``::``) is allowed.
     :param header: the first line is a header (skipped).
     :param quoted: ``"`` quotes fields (off by default: MovieLens titles hold unbalanced quotes).
-    :param bad_lines: what to do with lines of the wrong shape or with unreadable numbers.
+    :param bad_lines: what to do with lines of the wrong shape, not valid in ``encoding``, or with
+        unreadable numbers (integers must fit in 64 bits).
+    :param line_numbers: also return ``"line"``: each row's physical line (1-based), for messages.
     """
     path = Path(path)
     kinds = dict(columns)
@@ -214,6 +235,7 @@ def read_delimited(path: str | Path, columns: Sequence[tuple[str, str]], sep: st
                          quoted=quoted, encoding_option=None)
     bad_lines = bad_lines or BadLines("error")
     parts: dict[str, list[np.ndarray]] = {name: [] for name in kinds}
+    lines: list[np.ndarray] = []
     for chunk in read_chunks(source, list(kinds), bad_lines, block_bytes):
         keep = np.ones(len(chunk), dtype=bool)
         for name, kind in kinds.items():
@@ -221,23 +243,33 @@ def read_delimited(path: str | Path, columns: Sequence[tuple[str, str]], sep: st
                 keep &= _valid_numbers(chunk, name, kind, path, bad_lines)
         for name, kind in kinds.items():
             parts[name].append(_convert(chunk.arrays[name], kind, keep))
+        lines.append(chunk.lines[keep])
     if not any(len(p) for p in parts[next(iter(kinds))]):
-        if bad_lines.total:
-            return {name: np.zeros(0, dtype=_DTYPES[kind]) for name, kind in kinds.items()}
-        raise DataError(f"{path} is empty; expected lines of {source.expected()}")
-    return {name: np.concatenate(parts[name]) for name in kinds}
+        if not bad_lines.total:
+            raise DataError(f"{path} is empty; expected lines of {source.expected()}")
+        parts = {name: [np.zeros(0, dtype=_DTYPES[kind])] for name, kind in kinds.items()}
+        lines = [np.zeros(0, dtype=np.int64)]
+    columns_read = {name: np.concatenate(parts[name]) for name in kinds}
+    return {**columns_read, "line": np.concatenate(lines)} if line_numbers else columns_read
 
 
 _DTYPES = {"int": np.int64, "float": np.float64, "str": object}
 
 
 def _valid_numbers(chunk: Chunk, name: str, kind: str, path: Path, bad_lines: BadLines) -> np.ndarray:
-    ok = pc.match_substring_regex(chunk.arrays[name], INTEGER if kind == "int" else NUMBER)
-    ok = ok.to_numpy(zero_copy_only=False)
+    array = chunk.arrays[name]
+    ok = pc.match_substring_regex(array, INTEGER if kind == "int" else NUMBER).to_numpy(zero_copy_only=False)
     for index in np.flatnonzero(~ok):
-        value = chunk.arrays[name][int(index)].as_py()
-        bad_lines(path, int(chunk.lines[index]),
-                  f"field {name!r} must be {'an integer' if kind == 'int' else 'a number'}, got {value!r}")
+        bad_lines(path, int(chunk.lines[index]), f"field {name!r} must be {'an integer' if kind == 'int' else 'a number'}, "
+                                                 f"got {array[int(index)].as_py()!r}")
+    if kind == "int":  # 19 or more characters may not fit in int64: check those few in Python
+        long = ok & pc.greater_equal(pc.utf8_length(array), 19).to_numpy(zero_copy_only=False)
+        for index in np.flatnonzero(long):
+            value = array[int(index)].as_py()
+            if not INT64_MIN <= int(value) <= INT64_MAX:
+                ok[index] = False
+                bad_lines(path, int(chunk.lines[index]), f"field {name!r} must be a 64-bit integer (from {INT64_MIN} "
+                                                         f"to {INT64_MAX}), got {value.strip()!r}")
     return ok
 
 
@@ -282,7 +314,12 @@ def _csv_blocks(source: TableSource, columns: list[str], bad_lines: BadLines,
                                    strings_can_be_null=False, quoted_strings_can_be_null=False)
     next_line = 2 if source.header else 1
     with open_binary(source.path, source.compression) as raw:
-        stream = _SeparatorSwap(raw, source.separator.encode()) if multi else raw
+        stream = raw
+        if codecs.lookup(source.encoding or "utf8").name == "utf-8":  # pyarrow reads UTF-8 as it is: check it here
+            advice = (f"give the file's encoding, e.g. {source.encoding_option}=latin-1" if source.encoding_option
+                      else "this format is UTF-8: is the file another one re-encoded?")
+            stream = _Utf8Lines(stream, source.path, bad_lines, advice)
+        stream = _SeparatorSwap(stream, source.separator.encode()) if multi else stream
         try:
             reader = pacsv.open_csv(stream, read_options=read, parse_options=parse, convert_options=convert)
             for batch in reader:
@@ -314,6 +351,79 @@ def _shape_problem(source: TableSource, text: str, fields: int) -> str:
             hint = f"; the line splits into {len(source.columns)} fields on {other_name} — wrong separator?"
             break
     return f"expected {source.expected()}, got {fields} field(s): {text[:80]!r}{hint}"
+
+
+class _Utf8Lines(io.RawIOBase):
+    """A UTF-8 text stream in which each line that is not valid UTF-8 (binary garbage, another
+    encoding) goes to ``bad_lines`` and is replaced by an empty line, so later lines keep their numbers.
+
+    pyarrow would otherwise stop at such a line with a message that names no line, and fail
+    inside its own malformed-row callback when the line also has the wrong number of fields.
+    Whole lines are checked at once: ``bytes.isascii`` (or one ``decode``) per block in the usual case.
+    """
+
+    def __init__(self, raw, path: Path, bad_lines: BadLines, advice: str) -> None:
+        self.raw, self.path, self.bad_lines, self.advice = raw, path, bad_lines, advice
+        self.held = b""  # the unfinished last line of the blocks read so far
+        self.line, self.byte = 1, 0  # the line number and file offset at the start of ``held``
+        self.dropping = False  # inside a line longer than LONGEST_LINE, skipped to its end
+        self.out, self.offset, self.eof = b"", 0, False
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer) -> int:
+        while self.offset >= len(self.out) and not self.eof:
+            block = self.raw.read(1 << 20)
+            self.eof = not block
+            self.out, self.offset = self._whole_lines(block), 0
+        n = min(len(buffer), len(self.out) - self.offset)
+        buffer[:n] = self.out[self.offset:self.offset + n]
+        self.offset += n
+        return n
+
+    def _whole_lines(self, block: bytes) -> bytes:
+        data = self.held + block
+        if self.dropping:
+            end = data.find(b"\n")
+            self.byte += len(data) if end < 0 else end + 1
+            if end < 0:
+                self.held = b""
+                return b""
+            self.dropping, self.line, data = False, self.line + 1, data[end + 1:]
+            return b"\n" + self._whole_lines_of(data)
+        return self._whole_lines_of(data)
+
+    def _whole_lines_of(self, data: bytes) -> bytes:
+        end = len(data) if self.eof else data.rfind(b"\n") + 1
+        if end == 0 and len(data) > LONGEST_LINE:
+            self.bad_lines(self.path, self.line, f"more than {LONGEST_LINE >> 20} MiB without a line end: "
+                                                 "not a text table?")
+            self.dropping, self.held, self.byte = True, b"", self.byte + len(data)
+            return b""
+        whole, self.held = data[:end], data[end:]
+        if not whole.isascii():
+            try:
+                whole.decode("utf-8")
+            except UnicodeDecodeError:
+                whole = self._without_bad_lines(whole)
+        self.line += whole.count(b"\n")
+        self.byte += end
+        return whole
+
+    def _without_bad_lines(self, whole: bytes) -> bytes:
+        lines = whole.split(b"\n")
+        start = self.byte
+        for number, text in enumerate(lines):
+            try:
+                text.decode("utf-8")
+            except UnicodeDecodeError as err:
+                snippet = text[max(0, err.start - 20): err.start + 10]
+                self.bad_lines(self.path, self.line + number, f"byte {start + err.start} is not valid UTF-8 "
+                                                              f"(bytes near it: {snippet!r}); {self.advice}")
+                lines[number] = b""
+            start += len(text) + 1
+        return b"\n".join(lines)
 
 
 class _SeparatorSwap(io.RawIOBase):
