@@ -25,7 +25,7 @@ import pyarrow.compute as pc
 from ..data import DataError
 from .files import compression_of, open_binary
 
-__all__ = ["TableSource", "Chunk", "BadLines", "inspect", "read_chunks", "read_delimited"]
+__all__ = ["TableSource", "Chunk", "BadLines", "inspect", "read_chunks", "read_delimited", "first_repeat"]
 
 PARQUET_MAGIC = b"PAR1"
 SEPARATORS = [",", "\t", ";", "|"]
@@ -254,6 +254,21 @@ def read_delimited(path: str | Path, columns: Sequence[tuple[str, str]], sep: st
 
 
 _DTYPES = {"int": np.int64, "float": np.float64, "str": object}
+
+
+def first_repeat(values: np.ndarray) -> tuple[int, int] | None:
+    """``(position, earlier)``: the first value equal to one before it and where that one is
+    (``None`` when all differ); for an id that must name one row, e.g. an item file's ids."""
+    order = np.argsort(values, kind="stable")
+    ordered = values[order]
+    repeats = np.flatnonzero(ordered[1:] == ordered[:-1]) + 1
+    if not len(repeats):
+        return None
+    at = repeats[np.argmin(order[repeats])]  # the repeat that comes first in the file
+    earlier = at - 1
+    while earlier > 0 and ordered[earlier - 1] == ordered[at]:
+        earlier -= 1
+    return int(order[at]), int(order[earlier])
 
 
 def _valid_numbers(chunk: Chunk, name: str, kind: str, path: Path, bad_lines: BadLines) -> np.ndarray:

@@ -24,13 +24,13 @@ import numpy as np
 from palr_core import DataError, InteractionLog, ItemCatalog, RawDataset, RunContext
 from palr_core.kit.datasets import cached_raw
 from palr_core.kit.files import MissingDataError, fetch, missing_files_message
-from palr_core.kit.tables import BadLines, read_delimited
+from palr_core.kit.tables import BadLines, first_repeat, read_delimited
 
 from .config import FORMATS, VARIANTS, MovieLensConfig
 
 log = logging.getLogger("palr")
 #: bump when the parsed RawDataset changes for the same files and settings
-LOADER_VERSION = 2
+LOADER_VERSION = 3
 GENRES_100K = ["unknown", "Action", "Adventure", "Animation", "Children's", "Comedy", "Crime",
                "Documentary", "Drama", "Fantasy", "Film-Noir", "Horror", "Musical", "Mystery",
                "Romance", "Sci-Fi", "Thriller", "War", "Western"]
@@ -145,17 +145,19 @@ def _read_items(path: Path, bad: BadLines) -> ItemCatalog:
     if path.name == "u.item":
         columns = [("id", "int"), ("title", "str"), ("release", "str"), ("video", "str"), ("url", "str")]
         columns += [(f"g{j}", "int") for j in range(len(GENRES_100K))]
-        cols = read_delimited(path, columns, "|", encoding="latin-1", bad_lines=bad)
+        cols = read_delimited(path, columns, "|", encoding="latin-1", bad_lines=bad, line_numbers=True)
         flags = np.stack([cols[f"g{j}"] for j in range(len(GENRES_100K))], axis=1)
         genres = [[GENRES_100K[j] for j in np.flatnonzero(row) if j > 0] for row in flags]
         ids, titles = cols["id"].tolist(), cols["title"].tolist()
     elif path.suffix == ".dat":
         cols = read_delimited(path, [("id", "int"), ("title", "str"), ("genres", "str")], "::",
-                              encoding="latin-1", bad_lines=bad)
+                              encoding="latin-1", bad_lines=bad, line_numbers=True)
         ids, titles = cols["id"].tolist(), cols["title"].tolist()
         genres = [_split_genres(g) for g in cols["genres"].tolist()]
     else:
-        ids, titles, genres = _read_movies_csv(path, bad)
+        cols = _read_movies_csv(path, bad)
+        ids, titles, genres = cols["id"].tolist(), cols["title"].tolist(), [_split_genres(g) for g in cols["genres"]]
+    _refuse_repeated_ids(path, cols["id"], cols["line"])
     titles = [t.strip() or f"MovieLens movie {i}" for i, t in zip(ids, titles)]
     return ItemCatalog(ids=ids, titles=titles, attributes={"genres": genres}, domain="movies")
 
@@ -164,12 +166,20 @@ def _split_genres(text: str) -> list[str]:
     return [g for g in text.split("|") if g and g != "(no genres listed)"]
 
 
-def _read_movies_csv(path: Path, bad: BadLines):
+def _read_movies_csv(path: Path, bad: BadLines) -> dict:
     """``movies.csv`` (20M/25M): titles may be quoted and contain commas."""
     _expect_header(path, "movieId,title,genres")
-    cols = read_delimited(path, [("id", "int"), ("title", "str"), ("genres", "str")], ",", header=True,
-                          quoted=True, bad_lines=bad)
-    return cols["id"].tolist(), cols["title"].tolist(), [_split_genres(g) for g in cols["genres"].tolist()]
+    return read_delimited(path, [("id", "int"), ("title", "str"), ("genres", "str")], ",", header=True,
+                          quoted=True, bad_lines=bad, line_numbers=True)
+
+
+def _refuse_repeated_ids(path: Path, ids, lines) -> None:
+    """Two lines for one movie would leave one title silently unused: name both lines instead."""
+    repeat = first_repeat(ids)
+    if repeat is not None:
+        at, earlier = repeat
+        raise DataError(f"{path}, line {lines[at]}: item id {ids[at]} repeats line {lines[earlier]}; each movie "
+                        "needs exactly one line: remove or renumber one of them")
 
 
 def _expect_header(path: Path, header: str) -> None:

@@ -16,7 +16,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from palr_core import DataError, InteractionLog, ItemCatalog, RawDataset, RunContext
-from palr_core.kit.tables import TableSource, inspect, read_chunks
+from palr_core.kit.tables import TableSource, first_repeat, inspect, read_chunks
 
 from .columns import IdColumn, NumberColumn, TimeColumn
 from .config import TableConfig
@@ -137,11 +137,11 @@ class TableDataset:
         """The log's item ids (as strings if the two files disagree on type) and the catalogue."""
         cfg = self.config
         source = inspect(cfg.items, cfg.separator, cfg.encoding, cfg.item_columns)
-        ids, titles, attributes = self._read_items(source)
+        ids, titles, attributes, rows = self._read_items(source)
         logged, logged_ids = items.values, items.distinct
         if ids.dtype != logged.dtype:  # e.g. integer ids in the log, "B00X" ids in the items file
             ids, logged, logged_ids = _as_strings(ids), _as_strings(logged), _as_strings(logged_ids)
-        _check_unique(ids, source, cfg.item_id or cfg.item)
+        _check_unique(ids, rows, source, cfg.item_id or cfg.item)
         missing = logged_ids[~np.isin(logged_ids, ids)]
         self._report_items(ids, logged_ids, missing, titles)
         titles = [title or str(item) for title, item in zip(titles, ids.tolist())]
@@ -175,18 +175,19 @@ class TableDataset:
         ids = IdColumn(source, id_column, "item_id")
         titles: list[str] = []
         attributes: dict[str, list[list[str]]] = {name: [] for name in cfg.attributes}
-        rows = 0
+        rows: list[str] = []  # where each row is, for messages
         for chunk in read_chunks(source, list(wanted.values())):
             block = chunk.arrays
             ids.add(chunk, block[id_column])
             n = len(block[id_column])
-            rows += n
+            rows += [f"line {line}" for line in chunk.lines.tolist()] if chunk.lines is not None else [
+                f"data row {chunk.first_row + i + 1}" for i in range(n)]
             titles += [_text(v) for v in block[cfg.title].to_pylist()] if cfg.title is not None else [""] * n
             for name in cfg.attributes:
                 attributes[name] += [_labels(v, cfg.label_separator) for v in block[name].to_pylist()]
-        if rows == 0:
+        if not rows:
             raise DataError(f"{source.path}: the items file has a header ({source.columns}) but no rows")
-        return ids.finish(), titles, attributes
+        return ids.finish(), titles, attributes, rows
 
     def _count_users(self, users: IdColumn) -> None:
         self.report.users = len(users.distinct)
@@ -195,12 +196,13 @@ class TableDataset:
         self.report.examples["users_with_one_interaction"] = users.distinct[single][:3].tolist()
 
 
-def _check_unique(ids: np.ndarray, source: TableSource, column: str) -> None:
-    uniq, counts = np.unique(ids, return_counts=True)
-    repeated = uniq[counts > 1]
-    if len(repeated):
-        raise DataError(f"{source.path}: column {column!r} (dataset.item_id) repeats {len(repeated)} item ids, "
-                        f"e.g. {repeated[:10].tolist()}; each item needs exactly one row")
+def _check_unique(ids: np.ndarray, rows: list[str], source: TableSource, column: str) -> None:
+    """Two rows for one item would leave one title silently unused: name both rows instead."""
+    repeat = first_repeat(ids)
+    if repeat is not None:
+        at, earlier = repeat
+        raise DataError(f"{source.path}, {rows[at]}: item id {ids[at:at + 1].tolist()[0]!r} (column {column!r}, dataset.item_id) "
+                        f"repeats {rows[earlier]}; each item needs exactly one row")
 
 
 def _as_strings(values: np.ndarray) -> np.ndarray:
