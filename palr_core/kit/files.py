@@ -73,7 +73,10 @@ class FileHashes:
         digest = file_sha256(file)
         settled = time.time_ns() - max(st.st_mtime_ns, st.st_ctime_ns) > _RACY_NS
         self._memo[str(file)] = {"stamp": stamp, "sha256": digest, "settled": settled}
-        write_atomic(self.path, json.dumps(self._memo, indent=0))
+        try:
+            write_atomic(self.path, json.dumps(self._memo, indent=0))
+        except OSError:  # a cache folder palr cannot write costs the memo, not the digest
+            pass
         return digest
 
 
