@@ -12,7 +12,6 @@ import subprocess
 import sys
 import textwrap
 
-import numpy as np
 import pytest
 from palr.plugins.movielens.dataset import MovieLens
 from palr.plugins.table.dataset import TableDataset
@@ -306,13 +305,6 @@ def test_a_duplicated_unused_column_is_refused_too(tmp_path):
     log.write_text("user_id,item_id,timestamp,note,note\n1,10,1,a,b\n1,11,2,c,d\n")
     with pytest.raises(DataError, match="names column 'note' twice"):
         TableDataset(interactions=str(log)).load()
-
-
-def test_cache_file_hash_does_not_change_the_loaded_arrays(tmp_path):
-    """Verification reads the bytes; what load() returns is unchanged (a guard for the rewrite)."""
-    f, calls = _first_parse(tmp_path)
-    raw, _, from_cache = _parsed(tmp_path, [f], {}, calls)
-    assert from_cache and raw.log.items.tolist() == [1, 2] and np.array_equal(raw.log.timestamps, [5, 6])
 
 
 def test_a_repeated_item_id_in_a_parquet_items_file_names_the_data_row(tmp_path):
