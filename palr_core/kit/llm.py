@@ -18,7 +18,6 @@ There is no model hub at run time, so every model is local. ``spec`` may be:
 
 from __future__ import annotations
 
-import functools
 import json
 import logging
 import os
@@ -33,8 +32,7 @@ from ..components import LanguageModel, ModelNotInstalled
 from .files import FileHashes
 
 __all__ = ["resolve_language_model", "load_causal_lm", "convert_gguf", "resolve_dtype", "chat_prompt_ids",
-           "transformers_quietly", "cpu_has_bf16", "fine_tuning_memory", "available_memory", "resident_memory",
-           "release_memory", "keep_freed_memory"]
+           "transformers_quietly", "cpu_has_bf16"]
 
 log = logging.getLogger("palr")
 
@@ -210,132 +208,6 @@ def load_causal_lm(spec: str | os.PathLike, cache_dir: str | os.PathLike, dtype:
     with transformers_quietly():
         model = AutoModelForCausalLM.from_pretrained(path, dtype=resolve_dtype(dtype)).eval()
     return model, tokenizer
-
-
-def available_memory(device: str = "cpu") -> int:
-    """Bytes of memory a new allocation can take now: ``MemAvailable`` of the machine (or of its
-    cgroup limit, when lower), or the free memory of the current CUDA device."""
-    if device != "cpu":
-        import torch
-
-        return int(torch.cuda.mem_get_info()[0])
-    available = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-    try:
-        for line in Path("/proc/meminfo").read_text().splitlines():
-            if line.startswith("MemAvailable:"):
-                available = int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    try:  # a container's limit
-        limit = Path("/sys/fs/cgroup/memory.max").read_text().strip()
-        used = int(Path("/sys/fs/cgroup/memory.current").read_text())
-        if limit != "max":
-            available = min(available, int(limit) - used)
-    except (OSError, ValueError):
-        pass
-    return int(available)
-
-
-def release_memory() -> None:
-    """Hand the memory freed by tensors back to the operating system (glibc's ``malloc_trim``; a
-    no-op elsewhere).
-
-    Batches of changing shapes (prompts of every length) fragment glibc's heap: ranking 943 ML-100K
-    users with SmolLM2 grew a process past 13 GB, and 96 users grew one by 0.34 GB, against 0.03 GB
-    with a trim after every batch. palr's LLM ranker calls this after each batch."""
-    libc = _glibc()
-    if libc is not None:
-        libc.malloc_trim(0)
-
-
-def keep_freed_memory(keep: bool = True) -> None:
-    """Keep the memory that tensors free in this process, for the next ones (glibc; a no-op elsewhere);
-    ``keep=False`` goes back to glibc's defaults and hands what is kept back to the system.
-
-    A fine-tuning step on a CPU allocates its activations and frees them all at its end. glibc
-    handed the freed top of its heap back to the system each time, and the next step faulted it in
-    again. Setting its trim threshold to 2 GB and its mmap threshold to 32 MB (the largest it takes)
-    stops that. In a SmolLM2 fine-tune of ``benchmarks/llm_cost.py``'s worker the page faults fell
-    from 1.66 to 1.17 million with the same two thresholds (and a 256 MB top pad) given as
-    ``MALLOC_*`` environment variables: one ad hoc run each under ``/usr/bin/time -v``.
-
-    The setting lasts until ``keep_freed_memory(False)``, which palr's fine-tuner calls when it
-    ends: kept for the rest of the process, it let the first ranking batch after a fine-tuning
-    start on top of up to 2 GB the fine-tuning had freed (``benchmarks/llm_memory.py``). Going
-    back restores the trim threshold and top pad (128 KiB each); the mmap threshold stays at
-    32 MB, the ceiling glibc's own adjustment rises to, since glibc cannot turn that back on."""
-    libc = _glibc()
-    if libc is not None:
-        trim_threshold, top_pad, mmap_threshold = -1, -2, -3  # glibc's mallopt parameters
-        libc.mallopt(trim_threshold, 2**31 - 1 if keep else 128 * 1024)
-        libc.mallopt(top_pad, 64 * 2**20 if keep else 128 * 1024)
-        libc.mallopt(mmap_threshold, 32 * 2**20)
-        if not keep:
-            libc.malloc_trim(0)
-
-
-@functools.cache
-def _glibc():
-    """The C library when it is glibc (it has ``malloc_trim``), else ``None``."""
-    import ctypes
-    import ctypes.util
-
-    name = ctypes.util.find_library("c")
-    try:
-        libc = ctypes.CDLL(name) if name else None
-        return libc if libc is not None and hasattr(libc, "malloc_trim") else None
-    except OSError:
-        return None
-
-
-def resident_memory() -> int:
-    """Bytes this process holds in memory now (Linux; 0 where unknown)."""
-    try:
-        return int(Path("/proc/self/statm").read_text().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-    except (OSError, ValueError, IndexError):
-        return 0
-
-
-def fine_tuning_memory(config, batch: int, length: int, answer_tokens: int, parameters: int, weight_bytes: int,
-                       trainable: int, checkpointing: bool = False, saved_attention: float = 0.0,
-                       byte_dropout_masks: int = 0) -> int:
-    """Estimated peak bytes of a LoRA fine-tuning step of a decoder-only model.
-
-    :param config: the model's transformers config (``num_hidden_layers``, ``hidden_size``,
-        ``intermediate_size``, ``vocab_size``).
-    :param batch: examples per forward pass; ``length``: tokens of the longest (padding included).
-    :param answer_tokens: label tokens in the batch (the LM head runs on these only).
-    :param parameters: weights of the model; ``weight_bytes``: bytes per weight (4: float32, 2: bf16).
-    :param trainable: trainable parameters (float32, with a gradient and two AdamW moments).
-    :param saved_attention: the share of each head's ``length x length`` attention probabilities
-        that the attention keeps for the backward pass (0: a fused kernel that recomputes them;
-        1: transformers' eager attention; about 0.5: a causal one that skips the masked half).
-    :param byte_dropout_masks: adapted projections per layer whose LoRA dropout keeps a 1-byte mask
-        of its ``hidden_size``-wide input where torch's dropout (in the fit) keeps 4 bytes.
-
-    Activations saved for the backward pass cost ``(3.5 * weight_bytes + 18)`` bytes per token, layer
-    and hidden + intermediate unit, fitted to SmolLM2-135M's training steps at 1,220 and 4,880 tokens
-    per batch in float32 and bf16. Gradient checkpointing keeps one hidden state per layer and one
-    layer's activations. A fixed 1.4 GB stands for the libraries, the data, loading the weights and
-    the allocator's slack: with it the estimate came within -1 % and +7 % of the peak resident
-    memory of the two SmolLM2 fine-tunes of ``benchmarks/llm_cost.py`` (3.99 and 3.39 GB). With
-    palr's CPU kernels (``saved_attention`` about 0.56, ``byte_dropout_masks`` 4) the same two
-    estimated 3.97 and 3.63 GB, and the processes peaked at 3.63 and 3.05 GB
-    (``benchmarks/results/llm_cost_kernels.json``). Since the kernels also compute LoRA without
-    float32 copies they peak at 3.02 and 2.54 GB (``llm_cost_fused.json``): the estimate errs high.
-    """
-    layers, hidden = config.num_hidden_layers, config.hidden_size
-    width = hidden + config.intermediate_size
-    per_layer = width * (3.5 * weight_bytes + 18)
-    tokens = batch * length
-    activations = tokens * ((hidden * weight_bytes * layers + per_layer) if checkpointing else per_layer * layers)
-    if saved_attention:
-        kept = 1 if checkpointing else layers
-        activations += int(batch * length**2 * config.num_attention_heads * saved_attention * weight_bytes * kept)
-    if byte_dropout_masks and not checkpointing:
-        activations -= tokens * hidden * 3 * byte_dropout_masks * layers
-    head = answer_tokens * config.vocab_size * 4 * 3  # float32 logits, their log-softmax and gradient
-    return int(activations + head + parameters * weight_bytes + trainable * 16 + 1.4e9)
 
 
 _SENTINEL = "\u2063PALR-PROMPT\u2063"

@@ -6,13 +6,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from palr_core import option
-from palr_core.kit.instructions import InstructionConfig
-from palr_core.kit.prompts import default_templates
 
-DECODERS = ("score", "generate", "verbalizer")
-
-#: the verbalizer's candidate labels, one token each in the tokenizers palr has met
-CHOICE_LABELS = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
+from .decoders import DECODERS
+from .decoders.verbalizer import CHOICE_LABELS
+from .instructions import InstructionConfig
+from .prompts import default_templates
 
 
 @dataclass
@@ -45,11 +43,12 @@ class LlamaLoraConfig:
         catalogue), a registered name (``smollm2-135m``; ``palr plugins`` lists them), a local
         Hugging Face folder or a ``.gguf`` file.
     :param task: ``v1`` (Recommend only) or ``v2`` (Recommend + Recommend_Retrieval: the paper's PALR v2).
-    :param decoder: ``score`` (each candidate's title likelihood; all users of a batch in one forward
-        pass), ``generate`` (trie-constrained generation, the paper's way) or ``verbalizer`` (the
-        prompt lists the top ``choices`` candidates labelled ``A``, ``B``, ...; one forward pass reads
-        the next-token distribution over the labels; fine-tuned with a listwise cross-entropy on the
-        label of the true next item, after LlamaRec; needs ``task=v2``).
+    :param decoder: a name of :data:`~palr.plugins.llama_lora.decoders.DECODERS`: ``score`` (each
+        candidate's title likelihood; all users of a batch in one forward pass), ``generate``
+        (trie-constrained generation, the paper's way) or ``verbalizer`` (the prompt lists the top
+        ``choices`` candidates labelled ``A``, ``B``, ...; one forward pass reads the next-token
+        distribution over the labels; fine-tuned with a listwise cross-entropy on the label of the
+        true next item, after LlamaRec; needs ``task=v2``).
     :param choices: verbalizer: candidates shown with labels (at most 52), in training (the true
         next item and ``choices - 1`` similar negatives) and ranking (the retriever's top ``choices``,
         the rest follow in retriever order).
@@ -79,7 +78,7 @@ class LlamaLoraConfig:
     :param lora: peft LoRA settings.
     :param tiny: shape of ``model=tiny``.
     :param instructions: how fine-tuning examples are cut (the paper's values).
-    :param templates: prompts per item domain and task (default: the paper's, ``palr_core/kit/prompts.yaml``).
+    :param templates: prompts per item domain and task (default: the paper's, this plugin's ``prompts.yaml``).
     :param dtype: the base model's weights: ``auto`` (bfloat16 on a CUDA GPU and on a CPU with bf16
         instructions (``avx512_bf16``/``amx_bf16``) when the base is frozen; float32 otherwise),
         ``float32``, ``bfloat16``, ``float16``. LoRA weights train in float32 either way.
@@ -113,7 +112,7 @@ class LlamaLoraConfig:
 
     model: str = "tiny"
     task: str = option("v2", choices=("v1", "v2"))
-    decoder: str = option("score", choices=DECODERS)
+    decoder: str = "score"  # checked against DECODERS when the config is built: a decoder added later counts
     choices: int = option(20, min=2, max=len(CHOICE_LABELS))
     num_generate: int = option(10, min=1)
     epochs: int = option(2, min=1)
@@ -141,3 +140,7 @@ class LlamaLoraConfig:
     retriever_weight: Any = option("auto", min=0)
     retriever_weights: list = option([0.0, 0.5, 1.0, 2.0, 4.0, 1000.0], each_min=0, nonempty=True)
     auto_alpha: float = option(0.05, above=0, max=1)
+
+    def __post_init__(self) -> None:
+        if self.decoder not in DECODERS:
+            raise ValueError(f"ranker.decoder must be one of {', '.join(DECODERS)}, got {self.decoder!r}")

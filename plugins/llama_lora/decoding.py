@@ -1,4 +1,4 @@
-"""Grounded decoding: items as fixed token blocks, a prefix trie over candidates, and three decoders.
+"""Grounded decoding, what the decoders (:mod:`palr.plugins.llama_lora.decoders`) build on.
 
 Every item is written as the same token block in training labels and at decoding time (its
 quoted rendering and a comma, tokenized on its own), so a trie over the candidates' blocks
@@ -7,18 +7,21 @@ under that trie (an item leaves the trie once written: no repeats); ``score`` re
 candidate's mean token log-likelihood, all users of a batch and all their candidates in one
 forward pass (:func:`packed_block_scores`); ``verbalizer`` reads the next-token distribution over
 the candidates' labels (``A``, ``B``, ...) after a prompt that lists them (:func:`choice_scores`).
+:func:`fuse_with_retriever` and :func:`order_by_scores` live in :mod:`~palr.plugins.llama_lora.fusion`
+and are importable from here too.
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 
 import torch
 
 from palr_core import ItemCatalog
 from palr_core.kit.llm import chat_prompt_ids
-from palr_core.kit.prompts import render_item
+
+from .fusion import fuse_with_retriever, order_by_scores
+from .prompts import render_item
 
 __all__ = ["ItemCoder", "CandidateTrie", "generate_rankings", "score_candidates", "packed_block_scores",
            "choice_scores", "score_rankings", "fuse_with_retriever", "order_by_scores", "body_and_head"]
@@ -47,19 +50,6 @@ class ItemCoder:
     def label(self, items: Sequence[int]) -> list[int]:
         """The output for ``items``: their blocks in order, then end-of-sequence."""
         return [t for i in items for t in self.block(i)] + [self.tokenizer.eos_token_id]
-
-    def choice_ids(self, n: int) -> list[int]:
-        """The token ids of the first ``n`` verbalizer labels (``A``, ``B``, ...), one token each."""
-        from .config import CHOICE_LABELS
-
-        if not hasattr(self, "_choices"):
-            ids = [self.tokenizer(label, add_special_tokens=False)["input_ids"] for label in CHOICE_LABELS]
-            self._choices = [i[0] if len(i) == 1 else None for i in ids]
-        if None in self._choices[:n]:
-            bad = [label for label, i in zip(CHOICE_LABELS, self._choices[:n]) if i is None]
-            raise ValueError(f"ranker.decoder=verbalizer: this tokenizer writes the labels {bad} as more than one "
-                             "token; use ranker.choices below that or another decoder")
-        return list(self._choices[:n])
 
     def prompt(self, text: str, max_length: int) -> list[int]:
         """Prompt token ids in the model's chat template if it has one (else with BOS if the
@@ -233,22 +223,6 @@ def choice_scores(model, prompts: list[list[int]], choices: list[list[int]], pad
     hidden = body(input_ids=ids, attention_mask=mask, use_cache=False).last_hidden_state[:, -1]
     logits = head(hidden).float()
     return [logits[u, torch.tensor(c, device=logits.device)].log_softmax(-1).tolist() for u, c in enumerate(choices)]
-
-
-def fuse_with_retriever(scores: Sequence[float], weight: float) -> list[float]:
-    """Add ``weight * -log(1 + rank)`` of each candidate's retriever rank (candidates arrive best first).
-
-    ``weight=0`` ranks by the model alone; a large weight keeps the retriever's order and lets the
-    model break near-ties. Rank-based, so it needs no calibration between the two score scales.
-    """
-    return [s - weight * math.log1p(rank) for rank, s in enumerate(scores)]
-
-
-def order_by_scores(candidates: Sequence[int], scores: Sequence[float], retriever_weight: float = 0.0) -> list[int]:
-    """``candidates`` (best first by the retriever) ordered by their model ``scores`` fused with
-    their retriever rank (:func:`fuse_with_retriever`)."""
-    fused = fuse_with_retriever(scores, retriever_weight)
-    return [int(candidates[k]) for k in sorted(range(len(candidates)), key=lambda k: -fused[k])]
 
 
 def score_rankings(model, coder: ItemCoder, prompt: list[int], candidates: Sequence[int],

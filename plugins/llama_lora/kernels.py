@@ -10,7 +10,7 @@ machine's bf16 peak. Most of the rest went to:
   batched matrix products over blocks of 128 queries. Each block reads only the keys up to its own
   last query, so the masked half of the score matrix is never computed, and only the block's
   diagonal is masked. It keeps each block's probabilities for the backward pass
-  (:func:`palr_core.kit.llm.fine_tuning_memory` counts them with ``saved_attention``), which
+  (:func:`palr.plugins.llama_lora.memory.fine_tuning_memory` counts them with ``saved_attention``), which
   :class:`BlockAttention` writes out block by block.
 - **Dropout masks: 7 %.** peft draws a LoRA dropout mask on every adapted projection's input
   (120 per step), and torch's CPU dropout makes one generator call per element.

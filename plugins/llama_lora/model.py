@@ -9,19 +9,51 @@ local Hugging Face folder or a ``.gguf`` file.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import os
+import shutil
+from collections.abc import Iterable, Mapping
+from pathlib import Path
 
-from palr_core.kit.llm import transformers_quietly
+from palr_core import ItemCatalog
+from palr_core.kit.llm import load_causal_lm, transformers_quietly
 
 from .config import LoraSettings, TinyModelSettings
 
-__all__ = ["train_tokenizer", "build_tiny_model", "wrap_lora", "adapters_in_base_dtype"]
+__all__ = ["tiny_base", "tokenizer_corpus", "train_tokenizer", "build_tiny_model", "wrap_lora",
+           "adapters_in_base_dtype"]
 
 SPECIAL_TOKENS = ["<pad>", "<s>", "</s>", "<unk>"]
 
 
 #: modules trained in full (saved inside the adapter) when ``train_base`` is on
 BASE_MODULES = ["embed_tokens", "lm_head", "mlp", "norm"]
+
+
+def tiny_base(folder: Path, catalog: ItemCatalog, templates: Mapping[str, Mapping[str, str]],
+              settings: TinyModelSettings, cache_dir) -> tuple:
+    """``(model, tokenizer)`` of ``model: tiny``, saved in ``folder`` the first time (a tokenizer
+    trained on :func:`tokenizer_corpus`, a random init from torch's seeded generator) and read
+    back from it after that, so a resumed run fine-tunes the same base."""
+    if (folder / "config.json").is_file():
+        return load_causal_lm(folder, cache_dir, "float32")
+    tokenizer = train_tokenizer(tokenizer_corpus(catalog, templates), settings.vocab_size)
+    model = build_tiny_model(tokenizer, settings)
+    partial = folder.with_name(f"{folder.name}.{os.getpid()}.tmp")  # renamed when complete: no half a base
+    shutil.rmtree(partial, ignore_errors=True)
+    with transformers_quietly():
+        model.save_pretrained(partial)
+        tokenizer.save_pretrained(partial)
+    shutil.rmtree(folder, ignore_errors=True)
+    partial.rename(folder)
+    return model, tokenizer
+
+
+def tokenizer_corpus(catalog: ItemCatalog, templates: Mapping[str, Mapping[str, str]]) -> list[str]:
+    """What the tiny model's tokenizer is trained on: every item's title and labels, the prompt
+    templates, and the numbers 0-99 (prompts say how many items they ask for)."""
+    texts = [f'"{catalog.render(i)}", ' + " ".join(catalog.labels(i)) for i in range(len(catalog))]
+    texts += [t for tasks in templates.values() for t in tasks.values()]
+    return texts * 2 + [" ".join(str(n) for n in range(100))]
 
 
 def train_tokenizer(texts: Iterable[str], vocab_size: int):

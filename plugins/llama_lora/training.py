@@ -13,8 +13,10 @@ from pathlib import Path
 import lightning as L
 import torch
 
-from palr_core.kit.llm import keep_freed_memory, release_memory, resident_memory, transformers_quietly
+from palr_core.kit.llm import transformers_quietly
 from palr_core.kit.training import LengthBucketSampler, resumable_loader
+
+from .memory import keep_freed_memory, release_memory, resident_memory
 
 __all__ = ["InstructionBatches", "ChoiceBatches", "LoraFineTuner", "AdapterOnlyCheckpoint", "answer_loss",
            "choice_loss", "causal_mask_only"]

@@ -1,6 +1,6 @@
 """Prompt templates of the PALR paper, rendered from a user's history, profile and candidates.
 
-Templates are data, not code: the paper's live in ``palr_core/kit/prompts.yaml`` (one per task,
+Templates are data, not code: the paper's live in ``prompts.yaml`` beside this module (one per task,
 ``recommend`` / ``retrieval``, and per item domain, ``movies`` / ``products``) and a ranker takes
 them as a plain mapping, so ``palr-run ranker.templates.movies.retrieval='...'`` changes them.
 """
@@ -11,7 +11,7 @@ import importlib.resources
 import string
 from collections.abc import Mapping, Sequence
 
-from ..data import ItemCatalog
+from palr_core import ItemCatalog
 
 __all__ = ["TASKS", "PLACEHOLDERS", "PromptError", "default_templates", "check_templates",
            "render_item", "render_items", "build_prompt"]
@@ -26,10 +26,10 @@ class PromptError(ValueError):
 
 
 def default_templates() -> dict[str, dict[str, str]]:
-    """The paper's templates, read from the packaged ``palr_core/kit/prompts.yaml``."""
+    """The paper's templates, read from the packaged ``prompts.yaml`` of this plugin."""
     from omegaconf import OmegaConf
 
-    text = (importlib.resources.files("palr_core.kit") / "prompts.yaml").read_text()
+    text = (importlib.resources.files(__package__) / "prompts.yaml").read_text()
     return OmegaConf.to_container(OmegaConf.create(text))  # type: ignore[return-value]
 
 
@@ -76,7 +76,7 @@ def build_prompt(
 ) -> str:
     """The instruction for ``task`` in the catalogue's domain, ending with ``"Output: "``.
 
-    :param templates: ``{domain: {task: template}}`` (see ``palr_core/kit/prompts.yaml``).
+    :param templates: ``{domain: {task: template}}`` (see the plugin's ``prompts.yaml``).
     :param task: ``"recommend"`` (history only), ``"retrieval"`` (history and candidates) or
         ``"choice"`` (history and labelled candidates; the answer is one label).
     :param n: how many items the instruction asks for.

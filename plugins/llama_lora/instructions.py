@@ -16,8 +16,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..components import TrainingData
-from ..config import check_options, option
+from palr_core import TrainingData, option
+from palr_core.config import check_options
 
 __all__ = ["InstructionConfig", "InstructionExample", "InteractionGraph", "build_instructions",
            "build_choice_instructions", "select_users", "VERSIONS"]
