@@ -2,14 +2,14 @@
 
 import numpy as np
 import pytest
-
-from palr_core import TrainingData
-from palr_core.kit.instructions import (
+from palr.plugins.llama_lora.instructions import (
     InstructionConfig,
     InteractionGraph,
     build_choice_instructions,
     build_instructions,
 )
+
+from palr_core import TrainingData
 
 
 def _build(data, **overrides):

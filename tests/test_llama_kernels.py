@@ -272,7 +272,7 @@ def test_fine_tuning_on_cpu_keeps_freed_memory_for_its_steps_only(monkeypatch, r
 
 
 def test_going_back_from_kept_memory_restores_glibc_s_trim_and_trims(monkeypatch):
-    from palr_core.kit import llm
+    from palr.plugins.llama_lora import memory as llm
 
     class Libc:
         def __init__(self):

@@ -23,6 +23,18 @@ def _ranker(registry, **overrides):
     return registry.build("ranker", "llama_lora", {**SMALL, **overrides})
 
 
+def _batches(ranker, data, context):
+    """The fine-tuning examples of the ranker's decoder, as ``fit`` builds them."""
+    return ranker.decoder.training_batches(data, ranker.inputs(context))
+
+
+def _micro_batch(ranker, batches, context):
+    from palr.plugins.llama_lora.memory import choose_micro_batch
+
+    return choose_micro_batch(ranker.model, batches, ranker.config, on_gpu=False,
+                              cpu_kernels=ranker._cpu_kernels(context))
+
+
 def _requests(split, users, k=8):
     histories = split.histories("test")
     rng = np.random.default_rng(0)
@@ -32,7 +44,7 @@ def _requests(split, users, k=8):
 
 
 def _prompts(ranker, requests, context, task="retrieval"):
-    from palr_core.kit.prompts import build_prompt
+    from palr.plugins.llama_lora.prompts import build_prompt
 
     return [ranker.coder.prompt(build_prompt(ranker.config.templates, task, context.catalog, r.history[-5:],
                                              r.candidates if task == "retrieval" else None, n=4), 512)
@@ -54,7 +66,9 @@ def test_v1_generation_draws_from_the_catalogue_minus_history(registry, run_cont
     ranker = _ranker(registry, task="v1", decoder="generate")
     ranker.setup(run_context)
     requests = _requests(small_split, range(4))
-    pools = [ranker._pool(r, run_context) for r in requests]
+    from palr.plugins.llama_lora.decoders.generate import candidate_pool
+
+    pools = [candidate_pool(r, ranker.inputs(run_context)) for r in requests]
     outputs = generate_rankings(ranker.model, ranker.coder, _prompts(ranker, requests, run_context, "recommend"),
                                 pools, limit=4)
     for out, request in zip(outputs, requests):
@@ -111,7 +125,7 @@ def test_answer_loss_equals_the_full_vocabulary_loss(registry, run_context, trai
     monkeypatch.setattr(training, "HEAD_CHUNK", chunk)
     ranker = _ranker(registry)
     ranker.setup(run_context)
-    batches = ranker._instruction_batches(training_data, run_context)
+    batches = _batches(ranker, training_data, run_context)
     batch = batches.collate(batches.examples[:4])
     with torch.no_grad():
         torch.testing.assert_close(answer_loss(ranker.model, **batch), ranker.model(**batch).loss)
@@ -124,7 +138,7 @@ def test_right_padded_batches_train_with_causal_attention_alone(registry, run_co
 
     ranker = _ranker(registry)
     ranker.setup(run_context)
-    batches = ranker._instruction_batches(training_data, run_context)
+    batches = _batches(ranker, training_data, run_context)
     batch = batches.collate(sorted(batches.examples, key=lambda e: len(e["input_ids"]))[::7][:4])
     mask = batch["attention_mask"]
     assert (mask == 0).any() and causal_mask_only(mask) is None
@@ -151,9 +165,9 @@ def test_micro_batches_padded_to_a_multiple_keep_their_loss(registry, run_contex
 
     ranker = _ranker(registry, decoder=decoder, choices=5, lora={"dropout": 0.0}, pad_to_multiple_of=1)
     ranker.setup(run_context)
-    plain = ranker._instruction_batches(training_data, run_context)
+    plain = _batches(ranker, training_data, run_context)
     ranker.config = replace(ranker.config, pad_to_multiple_of=16)
-    padded = ranker._instruction_batches(training_data, run_context)
+    padded = _batches(ranker, training_data, run_context)
     loss = choice_loss if decoder == "verbalizer" else answer_loss
     groups = [[e] for e in plain.examples[:3]] + [plain.examples[3:6]]
     widths = set()
@@ -308,7 +322,7 @@ def test_choice_loss_is_cross_entropy_over_the_candidates_labels(registry, run_c
 
     ranker = _ranker(registry, decoder="verbalizer", choices=5)
     ranker.setup(run_context)
-    batches = ranker._instruction_batches(training_data, run_context)
+    batches = _batches(ranker, training_data, run_context)
     rows = batches.examples[:3]
     batch = batches.collate(rows)
     with torch.no_grad():
@@ -378,7 +392,7 @@ def test_auto_fusion_is_chosen_on_validation_items_never_on_test_items(registry,
     from palr.plugins.llama_lora.ranker import LlamaLoraRanker
 
     from palr_core import PalrConfig
-    from palr_core.pipeline import Components, _tune_ranker
+    from palr_core.pipeline import Components, tune_ranker
 
     seen = {}
     tune = LlamaLoraRanker.tune
@@ -395,31 +409,31 @@ def test_auto_fusion_is_chosen_on_validation_items_never_on_test_items(registry,
     parts = Components(dataset=None, retriever=retriever, profile=registry.build("profile", "none", {}),
                        ranker=ranker, names={}, apis={})
     config = PalrConfig()
-    config.eval.tune_users = 40
-    chosen = _tune_ranker(parts, small_split, config, run_context, n_cand=10)
+    config.eval.tune_users, config.eval.candidates, config.eval.ks = 40, 10, [5, 10]
+    chosen = tune_ranker(parts, small_split, config, run_context)
     for request, target in zip(seen["requests"], seen["targets"]):
         assert request.history.tolist() == small_split.train[request.user].tolist()  # no validation, no test item
         assert target == small_split.valid[request.user]
     assert set(chosen["NDCG@10 by retriever_weight"]) == {"0", "1", "1000"}
     assert chosen["retriever_weight"] == (ranker.weight if ranker.weight < float("inf") else "retriever order")
     scrambled = dataclasses.replace(small_split, test=np.roll(small_split.test, 1))
-    assert _tune_ranker(parts, scrambled, config, run_context, n_cand=10) == chosen
+    assert tune_ranker(parts, scrambled, config, run_context) == chosen
 
 
 def test_micro_batches_shrink_to_the_memory_budget_and_an_impossible_fit_stops_first(
         registry, run_context, training_data, monkeypatch):
-    import palr.plugins.llama_lora.ranker as module
+    import palr.plugins.llama_lora.memory as module
 
     ranker = _ranker(registry, batch_size=8)
     ranker.setup(run_context)
-    batches = ranker._instruction_batches(training_data, run_context)
-    micro, whole, _ = ranker._micro_batch(batches, run_context)
+    batches = _batches(ranker, training_data, run_context)
+    micro, whole, _ = _micro_batch(ranker, batches, run_context)
     assert micro == 8  # the tiny model fits the default 4 GB with the whole batch
     ranker.config.max_memory_gb = (whole - 1) / 1e9  # one byte short of the whole batch
-    assert ranker._micro_batch(batches, run_context)[0] == 4
+    assert _micro_batch(ranker, batches, run_context)[0] == 4
     monkeypatch.setattr(module, "available_memory", lambda device="cpu": 10**6)  # 1 MB free
     with pytest.raises(ValueError, match=r"fine-tuning needs about .* GB at micro-batches of 1 .* lower ranker\.max_length"):
-        ranker._micro_batch(batches, run_context)
+        _micro_batch(ranker, batches, run_context)
 
 
 def _tuned(registry, run_context, small_split, monkeypatch, model_scores, **overrides):
@@ -430,7 +444,7 @@ def _tuned(registry, run_context, small_split, monkeypatch, model_scores, **over
     requests = _requests(small_split, range(60))
     targets = np.array([int(r.candidates[3]) for r in requests])
     fake = [model_scores(r, t) for r, t in zip(requests, targets)]
-    monkeypatch.setattr(type(ranker), "_scores", lambda self, reqs, ctx: fake[:len(reqs)])
+    monkeypatch.setattr(ranker.decoder, "scores", lambda reqs, inputs: fake[:len(reqs)])
     return ranker, requests, targets, ranker.tune(requests, targets, run_context)
 
 
@@ -457,7 +471,7 @@ def test_auto_keeps_the_retriever_order_against_a_lucky_weight_and_then_skips_th
     ranker, requests, targets, chosen = _tuned(registry, run_context, small_split, monkeypatch, one_hit)
     assert chosen["NDCG@10 by retriever_weight"]["0"] > chosen["retriever order NDCG@10"]
     assert chosen["retriever_weight"] == "retriever order" and ranker.weight == float("inf")
-    monkeypatch.setattr(type(ranker), "_scores", lambda *a: pytest.fail("the model ran for the retriever's order"))
+    monkeypatch.setattr(ranker.decoder, "scores", lambda *a: pytest.fail("the model ran for the retriever's order"))
     assert ranker.rank(requests, run_context) == [r.candidates.tolist() for r in requests]
     json.dumps(chosen, allow_nan=False)  # metrics.json takes it as it is
 

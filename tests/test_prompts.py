@@ -1,9 +1,9 @@
 """Prompt templates: the packaged paper templates, rendering, and errors on bad templates."""
 
 import pytest
+from palr.plugins.llama_lora.prompts import PromptError, build_prompt, check_templates, default_templates
 
 from palr_core import ItemCatalog
-from palr_core.kit.prompts import PromptError, build_prompt, check_templates, default_templates
 
 
 @pytest.fixture
