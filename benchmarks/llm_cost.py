@@ -173,7 +173,9 @@ def worker(spec: dict) -> dict:
 
         result = {"seconds": round(seconds, 1), "users": len(requests), "users_per_s": round(len(requests) / seconds, 3),
                   "NDCG@10": metrics_from_ranks(rank_from_lists(ranked, targets), (10,))["NDCG@10"]}
-        prompts = ranker._prompts(requests, context, 10)
+        from palr.plugins.llama_lora.decoders.shared import palr_prompts
+
+        prompts = palr_prompts(requests, ranker.inputs(context), 10)
         blocks = sum(len(ranker.coder.block(int(c))) for r in requests for c in r.candidates)
         result["tokens"] = (sum(len(p) for p in prompts) + blocks) if ranker.config.decoder == "score" else None
     model = ranker.model.get_base_model()

@@ -80,9 +80,8 @@ def gpu_benchmark(args) -> list[dict]:
     from palr.plugins.llama_lora.config import LoraSettings
     from palr.plugins.llama_lora.decoding import ItemCoder, generate_rankings, score_rankings
     from palr.plugins.llama_lora.model import train_tokenizer, wrap_lora
+    from palr.plugins.llama_lora.prompts import build_prompt, default_templates
     from transformers import LlamaConfig, LlamaForCausalLM
-
-    from palr_core.kit.prompts import build_prompt, default_templates
 
     if not torch.cuda.is_available():
         raise SystemExit("--gpu needs a CUDA GPU (none visible)")
