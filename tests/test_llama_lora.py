@@ -407,7 +407,7 @@ def test_auto_fusion_is_chosen_on_validation_items_never_on_test_items(registry,
     retriever = registry.build("retriever", "popularity", {})
     retriever.fit(training_data, run_context)
     parts = Components(dataset=None, retriever=retriever, profile=registry.build("profile", "none", {}),
-                       ranker=ranker, names={}, apis={})
+                       ranker=ranker, names={})
     config = PalrConfig()
     config.eval.tune_users, config.eval.candidates, config.eval.ks = 40, 10, [5, 10]
     chosen = tune_ranker(parts, small_split, config, run_context)
