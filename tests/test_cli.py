@@ -253,9 +253,9 @@ def test_palr_plugins_lists_components_with_their_distribution():
     out = subprocess.run([sys.executable, "-c", "from palr_core.cli import main; main(['plugins'])"],
                          capture_output=True, text=True, check=True).stdout
     lines = [line.split() for line in out.splitlines()]
-    assert ["retriever", "popularity", "palr", "0.2.0", "palr.plugins.popularity"] in lines
-    assert ["dataset", "synthetic", "palr", "0.2.0", "palr.plugins.synthetic"] in lines
-    assert "smollm2-135m  (palr 0.2.0)" in out  # language models, with where their files are
+    assert ["retriever", "popularity", "palr", __version__, "palr.plugins.popularity"] in lines
+    assert ["dataset", "synthetic", "palr", __version__, "palr.plugins.synthetic"] in lines
+    assert f"smollm2-135m  (palr {__version__})" in out  # language models, with where their files are
 
 
 @pytest.mark.slow
@@ -288,6 +288,7 @@ def test_a_component_with_neither_yaml_nor_dataclass_can_be_chosen(tmp_path):
         def retrieve(self, histories, k): ...
 
     module = types.ModuleType("bare_plugin")
+    module.PALR_PLUGIN_API = 3
     module.register_retrievers = hookimpl(lambda register: register("bare", Bare))
     registry = load_registry(extra_plugins=[("bare", module)])
     prepare_hydra(registry)

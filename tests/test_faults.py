@@ -109,19 +109,20 @@ def test_file_hashes_see_an_edit_that_restores_size_and_mtime(tmp_path):
     assert FileHashes(tmp_path / "c").sha256(f) == hashlib.sha256(b"bbbb").hexdigest()
 
 
-def test_a_corrupt_cache_entry_is_detected_and_rebuilt(tmp_path):
+def test_a_corrupt_cache_entry_is_detected_and_rebuilt(tmp_path, caplog):
     f = tmp_path / "in.txt"
     f.write_text("a")
     calls: list = []
     _parsed(tmp_path, [f], {}, calls)
     (payload,) = (tmp_path / "cache" / "parsed").glob("*/log.npz")
     payload.write_bytes(payload.read_bytes()[:-3] + b"xyz")  # same size, broken zip CRC
-    with pytest.warns(UserWarning, match="unreadable"):
+    with caplog.at_level("WARNING", logger="palr"):
         assert _parsed(tmp_path, [f], {}, calls)[1] == {"n": 2}
+    assert "log.npz does not have the sha256 its manifest records" in caplog.text
     assert _parsed(tmp_path, [f], {}, calls)[1:] == ({"n": 2}, True)  # the rebuilt entry is used again
 
 
-def test_a_crafted_cache_entry_cannot_run_code(tmp_path):
+def test_a_crafted_cache_entry_cannot_run_code(tmp_path, caplog):
     """A pickle planted in the cache is refused (npz is read with allow_pickle=False), never executed."""
     f = tmp_path / "in.txt"
     f.write_text("a")
@@ -132,10 +133,12 @@ def test_a_crafted_cache_entry_cannot_run_code(tmp_path):
     arrays = {"users.values": np.array([_Payload(marker)], dtype=object), "users.codes": np.array([0])}
     np.savez(entry / "log.npz", **arrays)  # an object array: a pickle inside the npz
     manifest = json.loads((entry / "manifest.json").read_text())
-    manifest["files"]["log.npz"] = (entry / "log.npz").stat().st_size
+    data = (entry / "log.npz").read_bytes()  # a manifest that vouches for it: only allow_pickle=False is left
+    manifest["files"]["log.npz"] = {"bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()}
     (entry / "manifest.json").write_text(json.dumps(manifest))
-    with pytest.warns(UserWarning, match="unreadable"):
+    with caplog.at_level("WARNING", logger="palr"):
         _parsed(tmp_path, [f], {}, calls)
+    assert "Object arrays cannot be loaded when allow_pickle=False" in caplog.text
     assert not marker.exists()
 
 

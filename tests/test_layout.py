@@ -16,8 +16,6 @@ from palr_core import hookspecs
 REPO = Path(__file__).resolve().parents[1]
 #: the built-in plugins' modules (plugins/<name>/ is installed as palr.plugins.<name>)
 PLUGINS = sorted(f"palr.plugins.{p.name}" for p in (REPO / "plugins").iterdir() if (p / "__init__.py").is_file())
-#: the one framework module that may import the toolkit: plugin API 1's name for kit.retrievers
-COMPAT = {"sequential.py"}
 
 
 def imported_modules(path: Path) -> list[tuple[str, bool]]:
@@ -44,8 +42,7 @@ def test_the_framework_imports_neither_the_toolkit_nor_a_plugin():
     for path in sorted((REPO / "palr_core").glob("*.py")):
         for module, _ in imported_modules(path):
             assert not module.startswith(tuple(PLUGINS)), f"{path.name} imports the plugin {module}"
-            if path.name not in COMPAT:
-                assert not module.startswith("palr_core.kit"), f"{path.name} imports the toolkit ({module})"
+            assert not module.startswith("palr_core.kit"), f"{path.name} imports the toolkit ({module})"
 
 
 def test_the_toolkit_imports_no_plugin():

@@ -1,5 +1,5 @@
 """Real distributions outside palr, found only through their entry points, with their own config
-files: written against plugin API 1, they check that what a third party relied on still works."""
+files: one written for plugin API 2 runs unchanged, one for API 1 is skipped with its migration."""
 
 import csv
 import json
@@ -70,10 +70,10 @@ def test_without_the_plugin_its_option_does_not_exist(tmp_path):
 
 
 @pytest.mark.slow
-def test_an_api_1_trained_retriever_still_trains_and_runs(installed_example, tmp_path):
-    """palr_core.sequential, RetrieverConfig's options and a YAML of the component's own name."""
-    palr_run("retriever=meanpool", f"hydra.run.dir={tmp_path}/run", tmp_path=tmp_path, env=installed_example)
-    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
-    assert metrics["rows"][0]["model"].startswith("retriever: meanpool")
-    assert "hidden: 32" in (tmp_path / "run" / "config_resolved.yaml").read_text()  # its YAML won
-    assert (tmp_path / "run" / "retriever" / "retriever.pt").is_file()  # trained and saved
+def test_an_api_1_plugin_is_skipped_with_one_line_naming_the_migration(installed_example, tmp_path):
+    """palr 0.3 no longer loads plugin API 1 (palr_core.sequential is gone): the plugin is named as
+    skipped, with what to change, and every other plugin and run goes on."""
+    proc = palr_run("retriever=meanpool", tmp_path=tmp_path, env=installed_example, check=False)
+    assert proc.returncode != 0 and "no retriever named 'meanpool'" in proc.stderr
+    assert "docs/plugins.md#migrating-to-palr-03" in proc.stderr
+    assert "Traceback" not in proc.stderr
