@@ -25,6 +25,7 @@ from .components import (
     ProfileGenerator,
     Ranker,
     RankRequest,
+    RestoresTuning,
     Retriever,
     RunContext,
     Summarised,
@@ -60,7 +61,7 @@ __version__ = "0.3.0"
 __all__ = [
     "KINDS", "Dataset", "ProfileGenerator", "Ranker", "RankRequest", "Retriever", "RunContext",
     "TrainingData", "LanguageModel", "ModelNotInstalled",
-    "Checkable", "Tunable", "Summarised", "Labelled", "Persistent",
+    "Checkable", "Tunable", "RestoresTuning", "Summarised", "Labelled", "Persistent",
     "TrainerConfig", "PalrConfig", "PreprocessConfig", "EvalConfig", "option", "OptionError",
     "DataError", "DatasetStats", "InteractionLog", "ItemCatalog", "RawDataset",
     "SequenceData", "Split", "iterative_k_core", "leave_one_out_split", "preprocess",

@@ -30,7 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .components import Persistent, RunContext, TrainingData, Tunable
+from .components import Persistent, RestoresTuning, RunContext, TrainingData, Tunable
 from .composition import compose, typed_config
 from .config import PalrConfig, default_cache_dir
 from .pipeline import build_components, prepare_data, run_pipeline, seed_stage, tune_ranker
@@ -218,8 +218,12 @@ def load_run(run_dir: str | os.PathLike, registry: Registry | None = None) -> Lo
     parts.retriever.fit(training, context)
     seed_stage(config.seed, "fit_ranker")
     parts.ranker.fit(training, context)
-    if isinstance(parts.ranker, Tunable):  # the settings the run chose on validation items, again
-        seed_stage(config.seed, "tune_ranker")
-        tune_ranker(parts, split, config, context)
-    return LoadedRun(run_dir, config, folder.result(), data, parts, context)
+    result = folder.result()
+    if isinstance(parts.ranker, Tunable):  # the settings the run chose on validation items: read back, or again
+        if isinstance(parts.ranker, RestoresTuning) and result.tuning:
+            parts.ranker.restore_tuning(result.tuning)
+        else:
+            seed_stage(config.seed, "tune_ranker")
+            tune_ranker(parts, split, config, context)
+    return LoadedRun(run_dir, config, result, data, parts, context)
 

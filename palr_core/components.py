@@ -221,12 +221,23 @@ class Tunable(Protocol):
         """Choose settings from how well ``requests`` are ranked against ``targets``.
 
         palr calls it after ``fit`` and before ``rank`` (and again in ``palr.load_run``, after the
-        second ``fit``, so a loaded run ranks as the run did), with ``eval.tune_users`` seeded
+        second ``fit``, unless the ranker is :class:`RestoresTuning`, so a loaded run ranks as the run did), with ``eval.tune_users`` seeded
         users: their training prefixes as histories, the retriever's candidates and profiles for
         them, and their validation items as ``targets`` (one per request; never a test item).
         The dict returned is recorded in ``metrics.json`` under ``validation.ranker``; its
         top-level scalars (the chosen setting) are printed under the results table.
         """
+        ...
+
+
+@runtime_checkable
+class RestoresTuning(Protocol):
+    """A Tunable ranker that takes back what its ``tune`` chose, so a loaded run ranks as the run
+    did without tuning again (``palr.load_run``, ``palr recommend``)."""
+
+    def restore_tuning(self, chosen: dict) -> None:
+        """Set the settings ``tune`` chose, from the dict it returned (as ``metrics.json`` keeps it
+        under ``validation.ranker``); called after ``fit`` in place of ``tune``."""
         ...
 
 
@@ -273,6 +284,7 @@ class Persistent(Protocol):
 OPTIONAL: dict[type, tuple[str, ...]] = {
     Checkable: ("dataset", "retriever", "profile", "ranker"),
     Tunable: ("ranker",),
+    RestoresTuning: ("ranker",),
     Summarised: ("retriever", "ranker"),
     Labelled: ("ranker",),
     Persistent: ("retriever", "ranker"),

@@ -178,3 +178,19 @@ def test_a_run_whose_training_is_gone_is_refused_not_trained_again(sasrec_run, t
     with pytest.raises(RunFolderError, match="the retriever 'sasrec' has no finished training in this run folder"):
         palr.load_run(copy)
     assert not (copy / "retriever_training").exists()
+
+
+@pytest.mark.slow
+def test_a_loaded_llm_run_reads_back_its_fusion_weight_instead_of_tuning_again(tmp_path, monkeypatch):
+    import palr
+    from palr.plugins.llama_lora.ranker import LlamaLoraRanker
+
+    run = tmp_path / "run"
+    palr_run(f"hydra.run.dir={run}", "ranker=llama_lora", "eval.max_users=10", "eval.tune_users=20",
+             "trainer.max_epochs=1", tmp_path=tmp_path)
+    monkeypatch.setenv("PALR_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setattr(LlamaLoraRanker, "tune", lambda *a, **k: pytest.fail("tuned again"))
+    before = snapshot(run)
+    loaded = palr.load_run(run)
+    assert loaded.ranker.weight is not None and loaded.recommend(loaded.users[0], k=3)
+    assert snapshot(run) == before

@@ -4,7 +4,7 @@ from palr_core import hookimpl
 
 from .config import LlamaLoraConfig
 
-PALR_PLUGIN_API = 2
+PALR_PLUGIN_API = 3
 
 
 @hookimpl

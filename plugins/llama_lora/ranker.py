@@ -16,6 +16,7 @@ import dataclasses
 import hashlib
 import json
 import logging
+import math
 import shutil
 from collections.abc import Sequence
 from pathlib import Path
@@ -264,6 +265,16 @@ class LlamaLoraRanker:
         self.weight, chosen = choose_retriever_weight(requests, np.asarray(targets), scores,
                                                       self.config.retriever_weights, self.config.auto_alpha)
         return chosen
+
+    def restore_tuning(self, chosen: dict) -> None:
+        """The fusion weight ``tune`` chose, read back from its report (a loaded run is not tuned again)."""
+        if "retriever_weight" in chosen:
+            weight = chosen["retriever_weight"]
+            self.weight = math.inf if weight == "retriever order" else float(weight)
+
+    def is_trained(self, context: RunContext) -> bool:
+        """Whether fit will load, not train: an ``adapter`` of another run, or this folder's finished one."""
+        return bool(self.config.adapter) or (Path(context.work_dir) / "llama_lora" / "done.json").is_file()
 
     def candidate_scores(self, requests: Sequence[RankRequest], context: RunContext) -> list[list[float]]:
         """The model's own score of each candidate before any fusion with the retriever (for studies
