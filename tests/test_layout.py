@@ -162,3 +162,26 @@ def test_the_framework_names_no_built_in_component_in_its_code():
                     and id(node) not in docstrings else node.id if isinstance(node, ast.Name) else None)
             found = pattern.search(text) if text else None
             assert not found, f"palr_core/{path.name}:{node.lineno} names the built-in {found.group(1)!r}"
+
+
+def test_no_two_framework_modules_import_each_other_in_a_circle():
+    """palr_core's modules (imports anywhere in a file, lazy ones included) form no cycle."""
+    graph = {}
+    for path in sorted((REPO / "palr_core").glob("*.py")):
+        name = f"palr_core.{path.stem}" if path.stem != "__init__" else "palr_core"
+        graph[name] = {m for m, _ in imported_modules(path) if m.startswith("palr_core.") and not
+                       m.startswith("palr_core.kit") and m != name}
+    graph = {name: {m for m in deps if m in graph} for name, deps in graph.items()}
+    state: dict[str, int] = {}
+
+    def visit(name: str, trail: list[str]) -> None:
+        state[name] = 1
+        for dep in sorted(graph[name]):
+            assert state.get(dep) != 1, "import circle: " + " -> ".join([*trail, name, dep])
+            if dep not in state:
+                visit(dep, [*trail, name])
+        state[name] = 2
+
+    for name in sorted(graph):
+        if name not in state:
+            visit(name, [])
