@@ -36,6 +36,7 @@ __all__ = [
     "Ranker",
     "Checkable",
     "Tunable",
+    "RestoresTuning",
     "Summarised",
     "Labelled",
     "Persistent",

@@ -109,6 +109,8 @@ def check_component_choices(argv: list[str], registry: Registry) -> None:
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
     args, _ = get_args_parser().parse_known_args(argv)
+    if args.shell_completion:
+        return  # the words are a completion query (query=bash), and a half-typed line must still complete
     try:
         overrides = OverridesParser.create().parse_overrides(args.overrides)
     except Exception:

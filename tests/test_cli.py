@@ -12,7 +12,7 @@ from hydra import compose, initialize_config_module
 from hydra.core.global_hydra import GlobalHydra
 from omegaconf import OmegaConf
 
-from palr_core import PLUGIN_API, PalrConfig
+from palr_core import PLUGIN_API, PalrConfig, __version__
 from palr_core.composition import prepare_hydra, typed_config, yaml_options
 from palr_core.plugins import field_default
 

@@ -36,8 +36,10 @@ def test_a_shortened_table2_sweep_ends_with_its_report(tmp_path):
              "eval.max_users=60", f"hydra.sweep.dir={tmp_path}/sweep", tmp_path=tmp_path, fast=False)
     with open(tmp_path / "sweep" / "report.csv") as f:
         rows = list(csv.DictReader(f))
-    assert [(r["label"], r["role"]) for r in rows] == [
-        ("table2=popularity", "retriever"), ("table2=palr-v2", "retriever"), ("table2=palr-v2", "ranker")]
+    labels = [(r["label"], r["role"]) for r in rows]  # a ranker row that repeats its retriever's ranks is left out
+    assert labels[:2] == [("table2=popularity", "retriever"), ("table2=palr-v2", "retriever")]
+    assert labels[2:] in ([], [("table2=palr-v2", "ranker")])
     assert rows[1]["reference"] == "table2=palr-v2 · retriever"  # the SASRec row
-    assert rows[2]["model"].startswith("ranker: PALR v2") and int(rows[2]["users"]) == 60
-    assert rows[2]["p_wilcoxon"] != "" and rows[0]["difference"] != ""
+    assert int(rows[1]["users"]) == 60 and rows[0]["difference"] != ""
+    if len(rows) == 3:
+        assert rows[2]["model"].startswith("ranker: PALR v2") and rows[2]["p_wilcoxon"] != ""
