@@ -43,3 +43,15 @@ def test_a_refused_run_keeps_a_folder_that_holds_a_run(tmp_path):
     proc = palr_run(f"hydra.run.dir={folder}", "eval.max_users=20", "retriever.hiden=3", tmp_path=tmp_path,
                     check=False)
     assert proc.returncode == 1 and (folder / "metrics.json").is_file()
+
+
+def test_a_preset_with_a_python_tag_is_refused_in_one_line_and_runs_nothing(tmp_path):
+    presets = tmp_path / "mine" / "retriever"
+    presets.mkdir(parents=True)
+    marker = tmp_path / "pwned"
+    (presets / "evil.yaml").write_text(f'defaults:\n  - sasrec\n  - _self_\n\nhidden: !!python/object/apply:os.system '
+                                       f'["touch {marker}"]\n')
+    proc = palr_run("--config-dir", str(tmp_path / "mine"), "retriever=evil", tmp_path=tmp_path, check=False)
+    assert proc.returncode == 1 and not marker.exists()
+    assert f"palr: retriever preset {presets / 'evil.yaml'}: not valid YAML: could not determine a constructor" in proc.stderr
+    assert "Traceback" not in proc.stderr
