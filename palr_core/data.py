@@ -16,6 +16,8 @@ from pathlib import Path
 
 import numpy as np
 
+from .atomic import write_atomic
+
 __all__ = [
     "InteractionLog",
     "ItemCatalog",
@@ -376,7 +378,8 @@ def load_sequences(directory: Path) -> SequenceData:
 
 
 def save_stats(stats: DatasetStats, path: Path, title: str) -> None:
-    """Write the statistics as JSON and markdown next to each other."""
+    """Write the statistics as JSON and markdown next to each other, each atomically and never
+    through a link that leads out of ``path``'s folder."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.with_suffix(".json").write_text(json.dumps(stats.as_dict(), indent=2))
-    path.with_suffix(".md").write_text(stats.table(title) + "\n")
+    write_atomic(path.with_suffix(".json"), json.dumps(stats.as_dict(), indent=2), path.parent)
+    write_atomic(path.with_suffix(".md"), stats.table(title) + "\n", path.parent)

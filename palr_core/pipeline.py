@@ -24,7 +24,6 @@ from typing import Any
 
 import numpy as np
 
-from .atomic import write_atomic
 from .cache import cached
 from .components import Checkable, Labelled, RunContext, Summarised, TrainingData, Tunable
 from .config import PalrConfig, TrainerConfig, check_options, default_cache_dir
@@ -36,6 +35,7 @@ from .data import (
     load_sequences,
     preprocess,
     save_sequences,
+    save_stats,
 )
 from .metrics import metrics_from_ranks, rank_from_lists
 from .plugins import Registry
@@ -173,8 +173,7 @@ def _run_stages(config: PalrConfig, parts: Components, context: RunContext, fold
     context.catalog = data.catalog
     stats, title = data.stats, f"Dataset {data.name!r} after {k_core}-core"
     print(stats.table(title + ":"))
-    write_atomic(work_dir / "dataset_stats.json", json.dumps(stats.as_dict(), indent=2), work_dir)
-    write_atomic(work_dir / "dataset_stats.md", stats.table(title) + "\n", work_dir)
+    save_stats(stats, work_dir / "dataset_stats", title)
     training = TrainingData(train=split.train, valid=split.valid, catalog=data.catalog)
 
     with _stage("fit_retriever", timings, config.seed, peaks):

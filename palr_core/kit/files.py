@@ -13,13 +13,13 @@ import gzip
 import json
 import os
 import re
-import tempfile
 import time
 import zipfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import IO
 
+from .. import atomic
 from ..data import DataError
 
 __all__ = ["MissingDataError", "ChecksumError", "file_sha256", "FileHashes", "fetch", "write_atomic",
@@ -81,19 +81,10 @@ class FileHashes:
 
 
 def write_atomic(path: str | os.PathLike, data: bytes | str) -> None:
-    """Write a file so that it is either the old one or the new one, never half of it (a
-    temporary file in the same folder, renamed into place)."""
-    path = Path(path)
-    data = data.encode() if isinstance(data, str) else data
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    """Write a file so that it is either the old one or the new one, never half of it
+    (:func:`palr_core.atomic.write_atomic`), creating its folder first."""
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    atomic.write_atomic(path, data)
 
 
 def fetch(url: str, directory: str | os.PathLike, help_text: str, *, checksum: str | None = None,

@@ -368,7 +368,32 @@ def _shape_problem(source: TableSource, text: str, fields: int) -> str:
     return f"expected {source.expected()}, got {fields} field(s): {text[:80]!r}{hint}"
 
 
-class _Utf8Lines(io.RawIOBase):
+class _BlockStream(io.RawIOBase):
+    """A binary stream read block by block from ``raw``, each block rewritten by :meth:`_rewrite`."""
+
+    out: bytes = b""
+    offset = 0
+    eof = False
+
+    def readable(self) -> bool:
+        return True
+
+    def _rewrite(self, block: bytes) -> bytes:
+        """The bytes to hand on for the next block read (``b""`` at the end of ``raw``)."""
+        raise NotImplementedError
+
+    def readinto(self, buffer) -> int:
+        while self.offset >= len(self.out) and not self.eof:
+            block = self.raw.read(1 << 20)
+            self.eof = not block
+            self.out, self.offset = self._rewrite(block), 0
+        n = min(len(buffer), len(self.out) - self.offset)
+        buffer[:n] = self.out[self.offset:self.offset + n]
+        self.offset += n
+        return n
+
+
+class _Utf8Lines(_BlockStream):
     """A UTF-8 text stream in which each line that is not valid UTF-8 (binary garbage, another
     encoding) goes to ``bad_lines`` and is replaced by an empty line, so later lines keep their numbers.
 
@@ -382,22 +407,8 @@ class _Utf8Lines(io.RawIOBase):
         self.held = b""  # the unfinished last line of the blocks read so far
         self.line, self.byte = 1, 0  # the line number and file offset at the start of ``held``
         self.dropping = False  # inside a line longer than LONGEST_LINE, skipped to its end
-        self.out, self.offset, self.eof = b"", 0, False
 
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, buffer) -> int:
-        while self.offset >= len(self.out) and not self.eof:
-            block = self.raw.read(1 << 20)
-            self.eof = not block
-            self.out, self.offset = self._whole_lines(block), 0
-        n = min(len(buffer), len(self.out) - self.offset)
-        buffer[:n] = self.out[self.offset:self.offset + n]
-        self.offset += n
-        return n
-
-    def _whole_lines(self, block: bytes) -> bytes:
+    def _rewrite(self, block: bytes) -> bytes:
         data = self.held + block
         if self.dropping:
             end = data.find(b"\n")
@@ -441,31 +452,20 @@ class _Utf8Lines(io.RawIOBase):
         return b"\n".join(lines)
 
 
-class _SeparatorSwap(io.RawIOBase):
+class _SeparatorSwap(_BlockStream):
     """A binary stream with every multi-byte separator replaced by the one byte ``\\x1f``."""
 
     def __init__(self, raw, separator: bytes) -> None:
         self.raw, self.separator = raw, separator
         self.held = b""  # the end of the last read, when it may begin a separator the next read ends
-        self.out, self.offset, self.eof = b"", 0, False
 
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, buffer) -> int:
-        while self.offset >= len(self.out) and not self.eof:
-            chunk = self.raw.read(1 << 20)
-            self.eof = not chunk
-            data, self.held = (self.held + chunk).replace(self.separator, _SWAP.encode()), b""
-            for k in range(len(self.separator) - 1, 0, -1):
-                if not self.eof and data.endswith(self.separator[:k]):
-                    data, self.held = data[:-k], data[-k:]
-                    break
-            self.out, self.offset = data, 0
-        n = min(len(buffer), len(self.out) - self.offset)
-        buffer[:n] = self.out[self.offset:self.offset + n]
-        self.offset += n
-        return n
+    def _rewrite(self, chunk: bytes) -> bytes:
+        data, self.held = (self.held + chunk).replace(self.separator, _SWAP.encode()), b""
+        for k in range(len(self.separator) - 1, 0, -1):
+            if not self.eof and data.endswith(self.separator[:k]):
+                data, self.held = data[:-k], data[-k:]
+                break
+        return data
 
 
 def _decode_head(path: Path, head: bytes, encoding: str | None, compression: str) -> str:

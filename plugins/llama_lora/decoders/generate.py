@@ -11,30 +11,20 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from palr_core import RankRequest, TrainingData
+from palr_core import RankRequest
 
 from .protocol import DecoderInputs
-from .score import title_scores
-from .shared import batched, palr_instruction_batches, palr_prompts
+from .score import ScoreDecoder
+from .shared import batched, palr_prompts
 
 __all__ = ["GenerateDecoder", "candidate_pool"]
 
 
-class GenerateDecoder:
-    """Trie-constrained generation of the ranking (see the module)."""
+class GenerateDecoder(ScoreDecoder):
+    """Trie-constrained generation of the ranking (see the module). Its fine-tuning, task and
+    scores are ``score``'s (generation has no score of its own); only the ranking differs."""
 
-    fine_tuning_options = frozenset()
     fuses_with_retriever = False
-
-    def task(self, config) -> str:
-        return config.task
-
-    def training_batches(self, data: TrainingData, inputs: DecoderInputs):
-        return palr_instruction_batches(data, inputs)
-
-    def scores(self, requests: Sequence[RankRequest], inputs: DecoderInputs) -> list[list[float]]:
-        """Generation has no score of its own: the title likelihood ``score`` ranks by."""
-        return title_scores(requests, inputs)
 
     def rank(self, requests: Sequence[RankRequest], inputs: DecoderInputs, weight: float | None) -> list[list[int]]:
         from ..decoding import generate_rankings
