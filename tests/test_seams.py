@@ -182,8 +182,9 @@ def test_a_run_whose_training_is_gone_is_refused_not_trained_again(sasrec_run, t
 
 @pytest.mark.slow
 def test_a_loaded_llm_run_reads_back_its_fusion_weight_instead_of_tuning_again(tmp_path, monkeypatch):
-    import palr
     from palr.plugins.llama_lora.ranker import LlamaLoraRanker
+
+    import palr
 
     run = tmp_path / "run"
     palr_run(f"hydra.run.dir={run}", "ranker=llama_lora", "eval.max_users=10", "eval.tune_users=20",
