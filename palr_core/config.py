@@ -134,9 +134,11 @@ class TrainerConfig:
     :param limit_val_batches: the same for validation.
     :param threads: torch's CPU threads for the whole run, set once when it starts: a number, or
         ``auto`` (``OMP_NUM_THREADS`` when set, as joblib sweeps set it; else the CPUs this process
-        may use minus the machine's 1-minute load average, at least one), so a run beside other work
-        does not oversubscribe the cores (on a shared 2-core
-        machine torch's default ran the default pipeline 5-13x slower than one thread).
+        may use). ``auto`` reads only facts that stay put between two runs of one command, never
+        the machine's load: float sums depend on how many threads split them, so a count that
+        followed the load would change the result's bytes. On a machine shared with other work,
+        set a number (``trainer.threads=1`` or ``OMP_NUM_THREADS=1``) so the run does not
+        oversubscribe the cores.
     :param profiler: ``simple``, ``advanced`` or ``pytorch``: Lightning's profiler, whose report is
         written to ``<training folder>/fit-profile.txt`` (``null``: none).
     :param extra: any other ``lightning.Trainer`` argument, e.g. ``+trainer.extra.detect_anomaly=true``
@@ -180,9 +182,8 @@ class TrainerConfig:
             return int(self.threads)
         if os.environ.get("OMP_NUM_THREADS", "").isdigit() and int(os.environ["OMP_NUM_THREADS"]) > 0:
             return int(os.environ["OMP_NUM_THREADS"])  # set by the user or a launcher (joblib does)
-        usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-        busy = round(os.getloadavg()[0]) if hasattr(os, "getloadavg") else 0
-        return max(1, min(usable, usable - busy))
+        # the CPUs this process may use, not minus the load: same command, same bytes
+        return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
     def results_settings(self) -> dict:
         """The settings that can change what a training computes (:attr:`OBSERVATION` left out):
