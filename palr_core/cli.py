@@ -16,6 +16,7 @@ import os
 import shutil
 import signal
 import sys
+import tempfile
 from pathlib import Path
 
 from . import __version__
@@ -43,7 +44,8 @@ def run(argv: list[str] | None = None) -> None:
     registry = load_registry()
     try:
         check_component_choices(sys.argv[1:], registry)
-    except PluginError as exc:
+        check_output_folder(sys.argv[1:])
+    except (PluginError, ValueError) as exc:
         sys.exit(f"palr: {exc}")
     prepare_hydra(registry)
     stopped: dict[str, int] = {}
@@ -81,6 +83,38 @@ def run(argv: list[str] | None = None) -> None:
 
     task.__module__ = __name__
     hydra.main(config_path=PRIMARY_CONFIG, config_name="config", version_base="1.3")(task)()
+
+
+def check_output_folder(argv: list[str]) -> None:
+    """Refuse, in one line naming the setting, a run folder (``hydra.run.dir``; ``hydra.sweep.dir``
+    with ``-m``) that lies below a file or in a folder nobody can write: Hydra would otherwise fail
+    with a traceback while making it. Only the part before the first ``${`` is checked (the
+    default's ``outputs/${now:...}``: the folder it is made in)."""
+    from hydra._internal.utils import get_args_parser
+
+    args, _ = get_args_parser().parse_known_args(argv)
+    if args.shell_completion or args.help or args.hydra_help or args.cfg:
+        return
+    key = "hydra.sweep.dir" if args.multirun else "hydra.run.dir"
+    given = [o.split("=", 1)[1] for o in args.overrides if o.startswith(f"{key}=")]
+    chosen = given[-1] if given else ("multirun/" if args.multirun else "outputs/")
+    setting = f"{key}={chosen}" if given else f"the default {key} ({Path.cwd() / chosen}/...)"
+    static, dynamic, _ = chosen.partition("${")
+    path = Path(static).expanduser().absolute()
+    if dynamic and not static.endswith("/"):
+        path = path.parent  # "runs/x-${now:...}": it is made in runs/
+    expected = "expected a folder palr can write the run into"
+    for folder in [path, *path.parents]:
+        if folder.exists():
+            break
+    if not folder.is_dir():
+        where = "it is a file" if folder == path and not dynamic else f"{folder} is a file"
+        raise ValueError(f"{setting}: {where}; {expected}")
+    try:
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as exc:
+        raise ValueError(f"{setting}: cannot write in {folder} ({exc.strerror or exc}); {expected}") from None
 
 
 def _stop_on_signals(stopped: dict[str, int]) -> None:
