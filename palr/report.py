@@ -315,8 +315,8 @@ def build_report(folders: Iterable[str | Path], metric: str = "NDCG@10", referen
     :param figures: published figures printed beside matching rows (default: :func:`read_figures`).
     """
     figures = figures if figures is not None else read_figures()
-    if not re.fullmatch(r"(HR|NDCG)@\d+", metric):
-        raise ValueError(f"report: metric must look like NDCG@10 or HR@20, got {metric!r}")
+    if not re.fullmatch(r"(HR|NDCG|MRR)@\d+", metric):  # the per-user metrics: the paired test needs one per user
+        raise ValueError(f"report: metric must look like NDCG@10, HR@20 or MRR@10, got {metric!r}")
     run_dirs, skipped = collect_runs(folders)
     rows: list[ReportRow] = []
     repeated: list[str] = []
