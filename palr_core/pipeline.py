@@ -37,7 +37,7 @@ from .data import (
     save_sequences,
     save_stats,
 )
-from .metrics import metrics_from_ranks, rank_from_lists
+from .metrics import item_popularity, list_metrics, metrics_from_ranks, rank_from_lists
 from .plugins import Registry
 from .ranking import candidate_count, candidate_requests, rank_candidates
 from .runs import RANKINGS, RunFolder, RunFolderError, RunResult, write_rankings
@@ -192,7 +192,8 @@ def _run_stages(config: PalrConfig, parts: Components, context: RunContext, fold
                                   stage=functools.partial(_stage, timings=timings, seed=config.seed, peaks=peaks))
     cand_ids = np.stack([r.candidates for r in requests])
     cand_scores = np.stack([r.candidate_scores for r in requests])
-    rows = [_row(f"retriever: {retriever_name} (its own order)", cand_ids, targets, ks)]
+    popularity = item_popularity(split.train, data.num_items)  # what AvgPop@K counts: training interactions
+    rows = [_row(f"retriever: {retriever_name} (its own order)", cand_ids, targets, ks, popularity)]
 
     with _stage("fit_ranker", timings, config.seed, peaks):
         parts.ranker.fit(training, context)
@@ -207,7 +208,7 @@ def _run_stages(config: PalrConfig, parts: Components, context: RunContext, fold
     label = parts.ranker.label if isinstance(parts.ranker, Labelled) else parts.names["ranker"]
     profiled = any(r.profile for r in requests)  # a generator that wrote no profile adds nothing to the prompt
     rows.append(_row(f"ranker: {label} over {retriever_name} top-{n_cand}"
-                     + (f" + profile: {parts.names['profile']}" if profiled else ""), final, targets, ks))
+                     + (f" + profile: {parts.names['profile']}" if profiled else ""), final, targets, ks, popularity))
     training = {role: summary for role, summary in (("retriever", fit_summary(parts.retriever)),
                                                     ("ranker", fit_summary(parts.ranker))) if summary}
     return RunResult(rows=rows, stats=stats.as_dict(), timings=timings, dataset=data.name, users=len(users),
@@ -280,5 +281,8 @@ def _evaluation_users(n_users: int, max_users: int | None, context: RunContext, 
     return np.sort(context.rng(salt).choice(n_users, size=max_users, replace=False))
 
 
-def _row(model: str, ranked: Sequence[Sequence[int]], targets: np.ndarray, ks: Sequence[int]) -> dict:
-    return {"model": model, **metrics_from_ranks(rank_from_lists(ranked, targets), ks)}
+def _row(model: str, ranked: Sequence[Sequence[int]], targets: np.ndarray, ks: Sequence[int],
+         popularity: np.ndarray) -> dict:
+    """A results row: HR@K and NDCG@K first (the keys readers of ``metrics.json`` know), then MRR@K,
+    catalogue coverage and average popularity of the top K (:func:`~palr_core.metrics.list_metrics`)."""
+    return {"model": model, **list_metrics(ranked, targets, ks, popularity)}

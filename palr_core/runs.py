@@ -26,7 +26,8 @@ __all__ = ["RunResult", "RunFolder", "RunFolderError", "RANKINGS", "RANKING_COLU
 class RunResult:
     """A finished run: its results table, dataset statistics, stage times and folder.
 
-    :param rows: one dict per model: ``model`` (the row's name) and ``HR@K``/``NDCG@K``.
+    :param rows: one dict per model: ``model`` (the row's name), ``HR@K``/``NDCG@K``, then
+        ``MRR@K``, ``Coverage@K`` and ``AvgPop@K`` (:mod:`palr_core.metrics`).
     :param stats: the dataset after preprocessing (users, items, interactions).
     :param timings: wall-clock seconds per stage.
     :param peak_memory_gb: the process's peak resident memory (GiB) at the end of each stage: a
@@ -59,7 +60,7 @@ class RunResult:
 
     def table(self) -> str:
         """The results as a markdown table, one row per model (the shape of the paper's Table 2)."""
-        metric_keys = [k for k in self.rows[0] if k.startswith(("HR@", "NDCG@"))]
+        metric_keys = [k for k in self.rows[0] if k != "model"]  # HR, NDCG, MRR, Coverage, AvgPop @K
         lines = ["| model | " + " | ".join(metric_keys) + " |",
                  "|---|" + "---:|" * len(metric_keys)]
         for row in self.rows:

@@ -156,7 +156,7 @@ def result_metrics(result) -> dict[str, float]:
     for position, row in enumerate(result.rows):
         role = row["model"].split(":", 1)[0].strip() if ":" in row["model"] else f"row{position}"
         metrics.update({f"{role}/{k}": float(v) for k, v in row.items()
-                        if k.startswith(("HR@", "NDCG@")) and v is not None})
+                        if k != "model" and v is not None})
     metrics.update({f"time/{stage}_s": float(s) for stage, s in result.timings.items()})
     metrics.update({f"memory/{stage}_peak_gb": float(g) for stage, g in result.peak_memory_gb.items()})
     metrics["users_evaluated"] = float(result.users)
