@@ -207,13 +207,24 @@ class EvalConfig:
     :param max_users: evaluate a seeded sample of this many test users (``null``: all).
     :param tune_users: users whose validation item (history: their training prefix, candidates: the
         retriever's) a ranker with a ``tune`` method chooses its own settings on, e.g.
-        ``ranker.retriever_weight=auto`` (a seeded sample; never a test item).
+        ``ranker.retriever_weight=auto`` (a seeded sample; never a test item). ``null``: 200, or
+        ``max_users`` when that is smaller, so that a smoke run (``eval.max_users=50``) also tunes
+        on few users; a number set here is used as it is.
     """
+
+    #: how many users ``tune_users=null`` tunes on when ``max_users`` allows it
+    TUNE_USERS = 200
 
     ks: list[int] = option([5, 10, 20], each_min=1, nonempty=True)
     candidates: int = option(50, min=1)
     max_users: int | None = option(None, min=1)
-    tune_users: int = option(200, min=1)
+    tune_users: int | None = option(None, min=1)
+
+    def tuning_users(self) -> int:
+        """The number of users :attr:`tune_users` stands for (its ``null`` resolved)."""
+        if self.tune_users is not None:
+            return self.tune_users
+        return min(self.TUNE_USERS, self.max_users or self.TUNE_USERS)
 
 
 @dataclass

@@ -226,9 +226,10 @@ def fit_summary(component) -> dict:
 
 def tune_ranker(parts: Components, split: Split, config: PalrConfig, context: RunContext) -> dict:
     """Let the ranker choose its own settings (``tune(requests, targets, context)``) on validation items:
-    a seeded sample of ``eval.tune_users`` users, their training prefix as history, the retriever's
-    candidates for it, and their validation item as the target. The test item is never shown."""
-    users = _evaluation_users(len(split.valid), config.eval.tune_users, context, salt="tune users")
+    a seeded sample of ``eval.tune_users`` users (unset: 200, or ``eval.max_users`` when smaller),
+    their training prefix as history, the retriever's candidates for it, and their validation item
+    as the target. The test item is never shown."""
+    users = _evaluation_users(len(split.valid), config.eval.tuning_users(), context, salt="tune users")
     requests = candidate_requests(users.tolist(), [split.train[u] for u in users], parts.retriever, parts.profile,
                                   context, candidate_count(config.eval))
     return parts.ranker.tune(requests, split.valid[users], context) or {}

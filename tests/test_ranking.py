@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import pytest
 
+from palr_core import EvalConfig, PalrConfig
+from palr_core.pipeline import Components, tune_ranker
 from palr_core.ranking import RankingError, candidate_count, candidate_requests, rank_candidates
 from palr_core.testing import tiny_context, tiny_data
 
@@ -86,3 +88,45 @@ def test_a_run_with_a_ranker_that_drops_a_list_fails_with_one_named_line(tmp_pat
     assert proc.returncode != 0
     assert "palr: ranker 'short' returned 19 ranked lists for 20 requests" in proc.stderr, proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+class Tuning(Answer):
+    """A ranker with a ``tune`` method that records how many validation users it was shown."""
+
+    def __init__(self):
+        super().__init__(lambda lists: lists)
+        self.shown = None
+
+    def tune(self, requests, targets, context):
+        self.shown = (len(requests), len(targets))
+        return {}
+
+
+@pytest.fixture(scope="module")
+def more_users():
+    tiny = tiny_data(users=260)
+    assert len(tiny.split.valid) > 200  # more users than the default 200 tunes on
+    return tiny
+
+
+@pytest.mark.parametrize(("max_users", "tune_users", "shown"), [
+    (None, None, 200), (30, None, 30), (None, 25, 25), (30, 60, 60)])
+def test_tuning_users_follow_max_users_unless_set(tmp_path, registry, more_users, max_users, tune_users, shown):
+    tiny = more_users
+    context = tiny_context(tmp_path, catalog=tiny.catalog)
+    retriever = registry.build("retriever", "popularity")
+    retriever.fit(tiny.training, context)
+    ranker = Tuning()
+    parts = Components(dataset=None, retriever=retriever, profile=registry.build("profile", "none"), ranker=ranker,
+                       names={})
+    config = PalrConfig(dataset={}, retriever={}, profile={}, ranker={},
+                        eval=EvalConfig(max_users=max_users, tune_users=tune_users, candidates=10))
+    tune_ranker(parts, tiny.split, config, context)
+    assert ranker.shown == (shown, shown)
+
+
+def test_tuning_users_default_is_200_or_max_users():
+    assert EvalConfig().tuning_users() == 200
+    assert EvalConfig(max_users=50).tuning_users() == 50
+    assert EvalConfig(max_users=500).tuning_users() == 200
+    assert EvalConfig(max_users=50, tune_users=300).tuning_users() == 300
