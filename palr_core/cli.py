@@ -21,7 +21,7 @@ from pathlib import Path
 
 from . import __version__
 from .atomic import write_with
-from .composition import PRIMARY_CONFIG, check_component_choices, prepare_hydra, typed_config
+from .composition import PRIMARY_CONFIG, check_component_choices, check_sweep, prepare_hydra, typed_config
 from .config import OptionError
 from .plugins import PluginError, Registry, load_registry
 
@@ -48,6 +48,10 @@ def run(argv: list[str] | None = None) -> None:
     except (PluginError, ValueError) as exc:
         sys.exit(f"palr: {exc}")
     prepare_hydra(registry)
+    try:
+        check_sweep(sys.argv[1:], registry)
+    except PluginError as exc:
+        sys.exit(f"palr: {exc}")
     stopped: dict[str, int] = {}
     _stop_on_signals(stopped)
 

@@ -23,8 +23,8 @@ from .components import KINDS
 from .config import PalrConfig, store_schema
 from .plugins import PluginError, Registry, field_default, load_registry
 
-__all__ = ["PRIMARY_CONFIG", "prepare_hydra", "check_component_choices", "typed_config", "compose",
-           "component_node", "yaml_options"]
+__all__ = ["PRIMARY_CONFIG", "prepare_hydra", "check_component_choices", "check_sweep", "typed_config",
+           "compose", "component_node", "yaml_options"]
 
 PRIMARY_CONFIG = "pkg://palr_conf"
 
@@ -209,6 +209,102 @@ def _check_preset(kind: str, name: str, config_dirs: list[str], registry: Regist
                                   + (f" (did you mean {close[0]!r}?)" if close else "")
                                   + f"; its options: {', '.join(fields)}")
         return
+
+
+BASIC_SWEEPER = "hydra._internal.core_plugins.basic_sweeper.BasicSweeper"
+
+
+def check_sweep(argv: list[str], registry: Registry) -> None:
+    """Check every job of a ``palr-run -m`` sweep before the first one starts, as each job would be
+    checked when it starts (types, every option's range, the objective, every component's options):
+    a bad value in the last job stops the sweep in one line naming the job and the value, instead of
+    after the jobs before it ran. Hydra's basic sweeper only; another sweeper picks values itself.
+
+    Cheap: one composition per distinct choice of config groups (``retriever=sasrec,gru4rec``), the
+    values (``eval.candidates=5,0``) applied to a copy of it, as Hydra applies them."""
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_module
+    from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+    from hydra._internal.utils import get_args_parser
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    args, _ = get_args_parser().parse_known_args(argv)
+    if not args.multirun or args.shell_completion or args.help or args.hydra_help or args.cfg:
+        return
+    parser = OverridesParser.create()
+    try:
+        given = parser.parse_overrides(args.overrides)
+    except Exception:  # noqa: BLE001 - Hydra reports its own syntax errors
+        return
+    search = [f"hydra.searchpath=[file://{Path(args.config_dir).expanduser().resolve()}]"] if args.config_dir else []
+    name = args.config_name or "config"
+    GlobalHydra.instance().clear()
+    try:
+        with initialize_config_module(config_module=PRIMARY_CONFIG[len("pkg://"):], version_base="1.3"):
+            try:  # the sweeper, and the values a preset sweeps (hydra.sweeper.params)
+                first = BasicSweeper.split_arguments(given, None)[0][0]
+                sweeper = hydra_compose(name, [*first, *search], return_hydra_config=True).hydra.sweeper
+            except Exception:  # noqa: BLE001 - the first job does not compose: its check below says why
+                sweeper = {"_target_": BASIC_SWEEPER}
+            if sweeper.get("_target_") != BASIC_SWEEPER:
+                return
+            params = [f"{key}={value}" for key, value in (sweeper.get("params") or {}).items()]
+            overrides = parser.parse_overrides([*params, *args.overrides])
+            jobs = BasicSweeper.split_arguments(overrides, None)[0]
+            swept = {o.get_key_element() for o in overrides if o.is_sweep_override()}
+            repository = GlobalHydra.instance().config_loader().repository
+            cache: dict[tuple, typing.Any] = {}
+            for number, job in enumerate(jobs):
+                try:
+                    _check_job(parser.parse_overrides(job), repository, cache,
+                               lambda groups: hydra_compose(name, [*groups, *search]), registry)
+                except Exception as exc:  # noqa: BLE001 - whatever the job would have failed with, in one line
+                    label = " ".join(o for o in job if o.split("=", 1)[0] in swept)
+                    raise PluginError(f"sweep job {number} of jobs 0-{len(jobs) - 1} ({label}): {_one_line(exc)}; "
+                                      "no job was started") from None
+    finally:
+        GlobalHydra.instance().clear()
+
+
+def _check_job(overrides: list, repository, cache: dict, compose_groups, registry: Registry) -> None:
+    """One sweep job's checks: its config groups composed (once per distinct choice, kept in
+    ``cache``), its values applied to a copy, each distinct component node checked once."""
+    import copy
+
+    from hydra._internal.config_loader_impl import ConfigLoaderImpl
+
+    from .config import check_options
+    from .plugins import validate_params
+
+    groups = tuple(o.input_line for o in overrides
+                   if o.key_or_group.startswith("hydra/") or repository.group_exists(o.key_or_group))
+    values = [o for o in overrides if o.input_line not in groups and not o.key_or_group.startswith("hydra.")]
+    if groups not in cache:
+        cache[groups] = compose_groups(list(groups))
+    cfg = copy.deepcopy(cache[groups])
+    ConfigLoaderImpl._apply_overrides_to_config(values, cfg)  # what Hydra does after composing the groups
+    config = typed_config(cfg)
+    check_options(config, "")
+    config.check_objective()
+    for kind in KINDS:
+        node = dict(getattr(config, kind))
+        seen = (kind, repr(sorted(node.items())))
+        if seen not in cache:
+            cache[seen] = validate_params(registry.get(kind, node.pop("name")), node)
+
+
+def _one_line(exc: BaseException) -> str:
+    """An exception as one line: Hydra's and OmegaConf's span several (the reason in the second,
+    a list of available options after it, the search path after that) and keep details in their cause."""
+    text = f"{exc}\n{exc.__cause__ or ''}"
+    lines = [line.strip() for line in text.splitlines() if line.strip()
+             and not line.strip().startswith(("full_key:", "reference_type", "object_type"))]
+    lines = lines[:next((i for i, line in enumerate(lines) if line.startswith("Config search path")), len(lines))]
+    if not lines:
+        return type(exc).__name__
+    listed = " " + ", ".join(lines[2:]) if len(lines) > 2 and lines[1].endswith(":") else ""
+    return ": ".join(lines[:2]) + listed
 
 
 def typed_config(cfg) -> PalrConfig:
