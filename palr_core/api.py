@@ -202,7 +202,7 @@ def load_run(run_dir: str | os.PathLike, registry: Registry | None = None) -> Lo
     context = RunContext(seed=config.seed, work_dir=run_dir, cache_dir=default_cache_dir(config.cache_dir),
                          trainer=trainer, profiles=parts.profile, language_models=registry.language_models)
     seed_stage(config.seed, "load")
-    data, split = prepare_data(parts.dataset, context, config.preprocess.k_core)
+    data, split = prepare_data(parts.dataset, context, config.preprocess)  # the run's split too
     if folder.data_fingerprint(data) != folder.record().get("data"):
         raise RunFolderError(f"{run_dir}: the dataset's files changed since this run; its models were trained "
                              "on other data")

@@ -193,9 +193,26 @@ class TrainerConfig:
 
 @dataclass
 class PreprocessConfig:
-    """:param k_core: iterative k-core threshold for users and items (the paper: 5)."""
+    """How the log becomes sequences and how they are split into training, validation and test.
+
+    :param k_core: iterative k-core threshold for users and items (the paper: 5).
+    :param split: ``leave_one_out`` (each user's last item is the test item, the one before it the
+        validation item) or ``temporal`` (one time cut for all users: the latest interactions form
+        the validation and test windows; :func:`palr_core.data.temporal_split`).
+    :param valid_fraction: ``temporal``: the share of all interactions, by time, in the validation window.
+    :param test_fraction: ``temporal``: the share of all interactions, the latest, in the test window.
+    """
 
     k_core: int = option(5, min=1)
+    split: str = option("leave_one_out", choices=("leave_one_out", "temporal"))
+    valid_fraction: float = option(0.1, above=0, below=1)
+    test_fraction: float = option(0.1, above=0, below=1)
+
+    def __post_init__(self) -> None:
+        both = (self.valid_fraction, self.test_fraction)
+        if all(isinstance(f, (int, float)) and 0 < f < 1 for f in both) and sum(both) >= 1:
+            raise OptionError(f"preprocess.valid_fraction + preprocess.test_fraction must be below 1 (the rest is "
+                              f"training), got {self.valid_fraction} + {self.test_fraction}")
 
 
 @dataclass

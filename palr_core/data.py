@@ -3,11 +3,13 @@
 Everything here is plain numpy: a Dataset plugin hands over an :class:`InteractionLog` (raw ids,
 file order) and an :class:`ItemCatalog` (text per raw item id); :func:`preprocess` turns them into
 per-user chronological sequences over contiguous item ids ``0..num_items-1``, and
-:func:`leave_one_out_split` holds out the last two items of each sequence.
+:func:`leave_one_out_split` holds out the last two items of each sequence, while
+:func:`temporal_split` cuts the whole log at two points in time (:func:`split_data` picks one).
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 from collections.abc import Sequence
@@ -28,6 +30,8 @@ __all__ = [
     "DataError",
     "preprocess",
     "leave_one_out_split",
+    "temporal_split",
+    "split_data",
     "iterative_k_core",
     "fingerprint",
     "save_raw",
@@ -147,12 +151,16 @@ class DatasetStats:
 
 @dataclass(frozen=True)
 class SequenceData:
-    """Per-user chronological sequences over catalogue indices ``0..num_items-1``."""
+    """Per-user chronological sequences over catalogue indices ``0..num_items-1``.
+
+    ``timestamps[u][j]`` is the time of ``sequences[u][j]``; ``None`` when the log had no time.
+    """
 
     sequences: list[np.ndarray]
     user_ids: list
     catalog: ItemCatalog
     name: str = "dataset"
+    timestamps: list[np.ndarray] | None = None
 
     @property
     def num_items(self) -> int:
@@ -169,20 +177,56 @@ class SequenceData:
 
 @dataclass(frozen=True)
 class Split:
-    """Leave-one-out split: per user the training prefix, the validation and the test item."""
+    """Training rows (a training sequence and a validation item each) and test rows (a history and
+    a test item each).
+
+    Leave-one-out (:func:`leave_one_out_split`): row ``u`` is user ``u`` in both, the test history
+    is the training prefix plus the validation item, and the optional fields stay ``None``. A
+    temporal split (:func:`temporal_split`) has its own rows for each, named by ``train_users`` and
+    ``test_users``.
+
+    :param train: per training row, the sequence a model learns from.
+    :param valid: per training row, the item that follows it (early stopping, tuning).
+    :param test: per test row, the held-out item.
+    :param test_history: per test row, what a model sees when predicting it (``None``: train + valid).
+    :param train_users: the dataset user (index into ``SequenceData.sequences``) of each training
+        row (``None``: row ``u`` is user ``u``).
+    :param test_users: the same for test rows.
+    :param valid_rows: the training rows whose ``valid`` item is a real validation target, the rows
+        to measure and tune on (``None``: every row).
+    :param cuts: a temporal split's cut timestamps, ``{"valid": ..., "test": ...}``.
+    """
 
     train: list[np.ndarray]
     valid: np.ndarray
     test: np.ndarray
     num_items: int
+    test_history: list[np.ndarray] | None = None
+    train_users: np.ndarray | None = None
+    test_users: np.ndarray | None = None
+    valid_rows: np.ndarray | None = None
+    cuts: dict | None = None
 
     def histories(self, stage: str) -> list[np.ndarray]:
-        """What a model may see when predicting ``stage`` (``"valid"``: train; ``"test"``: train+valid)."""
+        """What a model may see when predicting ``stage`` (``"valid"``: train, one per training
+        row; ``"test"``: one per test row, for leave-one-out train+valid)."""
         if stage == "valid":
             return self.train
         if stage == "test":
+            if self.test_history is not None:
+                return self.test_history
             return [np.append(t, v) for t, v in zip(self.train, self.valid)]
         raise ValueError(f"stage must be 'valid' or 'test', got {stage!r}")
+
+    def validation_rows(self) -> np.ndarray:
+        """The training rows with a real validation target (all of them for leave-one-out)."""
+        return np.arange(len(self.valid)) if self.valid_rows is None else self.valid_rows
+
+    def user_of(self, stage: str, rows) -> np.ndarray:
+        """The dataset users of training (``"valid"``) or test (``"test"``) rows."""
+        users = self.train_users if stage == "valid" else self.test_users
+        rows = np.asarray(rows, dtype=np.int64)
+        return rows if users is None else users[rows]
 
 
 def iterative_k_core(user_codes: np.ndarray, item_codes: np.ndarray, k: int) -> np.ndarray:
@@ -220,6 +264,7 @@ def preprocess(raw: RawDataset, k_core: int = 5) -> SequenceData:
     else:
         order = np.lexsort((np.asarray(log.timestamps), user_codes))  # lexsort is stable
     u, i = user_codes[order].astype(np.int64), item_codes[order].astype(np.int64)
+    t = None if log.timestamps is None else np.asarray(log.timestamps)[order]
     # per-user dedup, keeping the earliest event
     pair = u * (len(item_raw) + 1) + i
     _, first = np.unique(pair, return_index=True)
@@ -228,6 +273,8 @@ def preprocess(raw: RawDataset, k_core: int = 5) -> SequenceData:
     u, i = u[dedup], i[dedup]
     keep = iterative_k_core(u, i, k_core)
     u, i = u[keep], i[keep]
+    if t is not None:
+        t = t[dedup][keep]
     if len(u) == 0:
         raise DataError(f"dataset {raw.name!r}: nothing left after {k_core}-core filtering")
 
@@ -238,12 +285,15 @@ def preprocess(raw: RawDataset, k_core: int = 5) -> SequenceData:
     kept_users = _first_appearance(u)
     boundaries = np.flatnonzero(np.diff(u)) + 1
     per_user = np.split(item_new[i], boundaries)
-    by_user = dict(zip(u[np.r_[0, boundaries]].tolist(), per_user))
+    starts = u[np.r_[0, boundaries]].tolist()
+    by_user = dict(zip(starts, per_user))
+    times = None if t is None else dict(zip(starts, np.split(t, boundaries)))
     return SequenceData(
         sequences=[by_user[x] for x in kept_users.tolist()],
         user_ids=user_raw[kept_users].tolist(),
         catalog=raw.catalog.subset(catalog_index[kept_items].tolist()),
         name=raw.name,
+        timestamps=None if times is None else [times[x] for x in kept_users.tolist()],
     )
 
 
@@ -277,6 +327,69 @@ def leave_one_out_split(data: SequenceData) -> Split:
         test=np.array([s[-1] for s in data.sequences], dtype=np.int64),
         num_items=data.num_items,
     )
+
+
+def temporal_split(data: SequenceData, valid_fraction: float = 0.1, test_fraction: float = 0.1) -> Split:
+    """A global time cut: the latest ``test_fraction`` of all interactions form the test window, the
+    ``valid_fraction`` before them the validation window, and everything earlier is training.
+
+    The cuts are timestamps: ``test`` is the time of the earliest of the last
+    ``round(n * test_fraction)`` interactions by time, ``valid`` that of the last
+    ``round(n * (valid_fraction + test_fraction))`` (ties at a cut fall inside its window, so a
+    window can hold a few more interactions than its fraction). Nothing at or after a cut is ever
+    shown for the window before it:
+
+    - training rows: each user with interactions before ``valid``; their sequence is what they did
+      before it. A user active in the validation window has that window's first item as the
+      validation target (a :attr:`Split.valid_rows` row, where validation metrics and tuning are
+      measured); a user who is not holds out their last training item instead, for early stopping
+      only (users with a single training item and no validation item are left out);
+    - test rows: each user with an interaction at or after ``test`` and at least one before it;
+      the target is their first item in the test window, the history everything before ``test``.
+    """
+    if data.timestamps is None:
+        raise DataError(f"dataset {data.name!r} has no timestamps: preprocess.split=temporal cuts the log by time; "
+                        "use preprocess.split=leave_one_out")
+    flat = np.sort(np.concatenate(data.timestamps), kind="stable")
+    n_test = max(1, round(len(flat) * test_fraction))
+    n_valid = max(1, round(len(flat) * (valid_fraction + test_fraction)) - n_test)
+    if n_test + n_valid >= len(flat):
+        raise DataError(f"dataset {data.name!r}: preprocess.valid_fraction + preprocess.test_fraction leave no "
+                        f"training interactions of {len(flat)}")
+    valid_cut, test_cut = flat[len(flat) - n_test - n_valid], flat[len(flat) - n_test]
+    if not flat[0] < valid_cut < test_cut:
+        raise DataError(f"dataset {data.name!r}: the temporal cuts fall on tied timestamps (validation from "
+                        f"{valid_cut}, test from {test_cut}, first {flat[0]}); change preprocess.valid_fraction "
+                        "or preprocess.test_fraction")
+    train, valid, train_users, valid_rows, test, history, test_users = [], [], [], [], [], [], []
+    for user, (items, times) in enumerate(zip(data.sequences, data.timestamps)):
+        before = items[times < valid_cut]
+        in_valid = items[(times >= valid_cut) & (times < test_cut)]
+        if len(before) and len(in_valid):
+            valid_rows.append(len(train))
+            train.append(before), valid.append(in_valid[0]), train_users.append(user)
+        elif len(before) >= 2:
+            train.append(before[:-1]), valid.append(before[-1]), train_users.append(user)
+        seen, in_test = items[times < test_cut], items[times >= test_cut]
+        if len(seen) and len(in_test):
+            history.append(seen), test.append(in_test[0]), test_users.append(user)
+    if not valid_rows or not test:
+        raise DataError(f"dataset {data.name!r}: the temporal split left {len(valid_rows)} validation and "
+                        f"{len(test)} test users; change preprocess.valid_fraction or preprocess.test_fraction")
+    as_int = functools.partial(np.array, dtype=np.int64)
+    return Split(train=train, valid=as_int(valid), test=as_int(test), num_items=data.num_items,
+                 test_history=history, train_users=as_int(train_users), test_users=as_int(test_users),
+                 valid_rows=as_int(valid_rows), cuts={"valid": valid_cut.item(), "test": test_cut.item()})
+
+
+def split_data(data: SequenceData, split: str = "leave_one_out", valid_fraction: float = 0.1,
+               test_fraction: float = 0.1) -> Split:
+    """The split ``split`` names (``preprocess.split``): :func:`leave_one_out_split` or :func:`temporal_split`."""
+    if split == "leave_one_out":
+        return leave_one_out_split(data)
+    if split == "temporal":
+        return temporal_split(data, valid_fraction, test_fraction)
+    raise DataError(f"preprocess.split must be leave_one_out or temporal, got {split!r}")
 
 
 def fingerprint(raw: RawDataset) -> str:
@@ -365,6 +478,8 @@ def save_sequences(data: SequenceData, directory: Path) -> None:
     """Write preprocessed sequences as one flat ``sequences.npz`` and ``catalog.json``."""
     arrays = {"items": np.concatenate(data.sequences) if data.sequences else np.zeros(0, np.int64),
               "lengths": np.array([len(s) for s in data.sequences], dtype=np.int64)}
+    if data.timestamps is not None and data.timestamps:
+        _pack_column(arrays, "timestamps", np.concatenate(data.timestamps))
     _pack_column(arrays, "user_ids", np.asarray(data.user_ids))
     _store(directory, "sequences.npz", arrays, data.name, data.catalog)
 
@@ -372,9 +487,12 @@ def save_sequences(data: SequenceData, directory: Path) -> None:
 def load_sequences(directory: Path) -> SequenceData:
     """Read what :func:`save_sequences` wrote."""
     arrays, doc = _stored(directory, "sequences.npz")
-    sequences = np.split(arrays["items"], np.cumsum(arrays["lengths"])[:-1])
+    cuts = np.cumsum(arrays["lengths"])[:-1]
+    sequences = np.split(arrays["items"], cuts)
+    stamps = _unpack_column(arrays, "timestamps")
+    times = None if stamps is None else np.split(stamps, cuts)
     return SequenceData(sequences=sequences, user_ids=_unpack_column(arrays, "user_ids").tolist(),
-                        catalog=_catalog_from_document(doc), name=doc["name"])
+                        catalog=_catalog_from_document(doc), name=doc["name"], timestamps=times)
 
 
 def save_stats(stats: DatasetStats, path: Path, title: str) -> None:

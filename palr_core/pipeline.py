@@ -26,16 +26,16 @@ import numpy as np
 
 from .cache import cached
 from .components import Checkable, Labelled, RunContext, Summarised, TrainingData, Tunable
-from .config import PalrConfig, TrainerConfig, check_options, default_cache_dir
+from .config import PalrConfig, PreprocessConfig, TrainerConfig, check_options, default_cache_dir
 from .data import (
     SequenceData,
     Split,
     fingerprint,
-    leave_one_out_split,
     load_sequences,
     preprocess,
     save_sequences,
     save_stats,
+    split_data,
 )
 from .metrics import item_popularity, list_metrics, metrics_from_ranks, rank_from_lists
 from .plugins import Registry
@@ -117,11 +117,20 @@ def _stage(name: str, timings: dict[str, float], seed: int, peaks: dict[str, flo
     peaks[name] = peak_memory_gb()
 
 
-def prepare_data(dataset, context: RunContext, k_core: int = 5) -> tuple[SequenceData, Split]:
-    """Load a Dataset component, preprocess it (cached under ``context.cache_dir``) and split it."""
+def prepare_data(dataset, context: RunContext, settings: int | PreprocessConfig = 5) -> tuple[SequenceData, Split]:
+    """Load a Dataset component, preprocess it (cached under ``context.cache_dir``) and split it.
+
+    :param settings: the ``preprocess`` group, or a k-core threshold alone (leave-one-out).
+    """
+    settings = settings if isinstance(settings, PreprocessConfig) else PreprocessConfig(k_core=settings)
     raw = dataset.load(context)
-    data = cached_preprocess(raw, k_core, context.cache_dir)
-    return data, leave_one_out_split(data)
+    data = cached_preprocess(raw, settings.k_core, context.cache_dir)
+    split = split_data(data, settings.split, settings.valid_fraction, settings.test_fraction)
+    if split.cuts is not None:
+        log.info("temporal split: validation window from time %s, test window from %s: %d training rows "
+                 "(%d with a validation item), %d test users", split.cuts["valid"], split.cuts["test"],
+                 len(split.train), len(split.validation_rows()), len(split.test))
+    return data, split
 
 
 def run_pipeline(config: PalrConfig, registry: Registry, work_dir: str | os.PathLike) -> RunResult:
@@ -142,7 +151,7 @@ def run_pipeline(config: PalrConfig, registry: Registry, work_dir: str | os.Path
     with RunFolder(work_dir, config) as folder:
         if folder.finished():
             seed_stage(config.seed, "load")  # the data it finished on must still be the data: else refused
-            folder.check_data(prepare_data(parts.dataset, context, config.preprocess.k_core)[0])
+            folder.check_data(prepare_data(parts.dataset, context, config.preprocess)[0])
             result = folder.result()
             print(f"{folder.path} holds this run, finished: its results (nothing was trained or evaluated again)")
             print(result.table())
@@ -168,7 +177,7 @@ def _run_stages(config: PalrConfig, parts: Components, context: RunContext, fold
     k_core, ks = config.preprocess.k_core, tuple(config.eval.ks)
 
     with _stage("load", timings, config.seed, peaks):
-        data, split = prepare_data(parts.dataset, context, k_core)
+        data, split = prepare_data(parts.dataset, context, config.preprocess)
     folder.check_data(data)
     context.catalog = data.catalog
     stats, title = data.stats, f"Dataset {data.name!r} after {k_core}-core"
@@ -178,15 +187,18 @@ def _run_stages(config: PalrConfig, parts: Components, context: RunContext, fold
 
     with _stage("fit_retriever", timings, config.seed, peaks):
         parts.retriever.fit(training, context)
-    users = _evaluation_users(len(split.test), config.eval.max_users, context)
+    rows = _evaluation_users(len(split.test), config.eval.max_users, context)  # test rows (leave-one-out: users)
+    users = split.user_of("test", rows)
     histories = split.histories("test")
-    eval_histories = [histories[u] for u in users]
-    targets = split.test[users]
+    eval_histories = [histories[r] for r in rows]
+    targets = split.test[rows]
     n_cand = candidate_count(config.eval)
     retriever_name = parts.names["retriever"]
     with _stage("validate", timings, config.seed, peaks):  # never the test item: the prefix predicts the validation item
-        valid_ids, _ = parts.retriever.retrieve([split.train[u] for u in users], max(ks))
-        validation = metrics_from_ranks(rank_from_lists(valid_ids, split.valid[users]), ks)
+        valid_rows = rows if split.valid_rows is None else _sample(split.validation_rows(), config.eval.max_users,
+                                                                   context, "validation users")
+        valid_ids, _ = parts.retriever.retrieve([split.train[r] for r in valid_rows], max(ks))
+        validation = metrics_from_ranks(rank_from_lists(valid_ids, split.valid[valid_rows]), ks)
     log.info("retriever on the validation items: %s", ", ".join(f"{k} {v:.4f}" for k, v in validation.items()))
     requests = candidate_requests(users.tolist(), eval_histories, parts.retriever, parts.profile, context, n_cand,
                                   stage=functools.partial(_stage, timings=timings, seed=config.seed, peaks=peaks))
@@ -229,10 +241,10 @@ def tune_ranker(parts: Components, split: Split, config: PalrConfig, context: Ru
     a seeded sample of ``eval.tune_users`` users (unset: 200, or ``eval.max_users`` when smaller),
     their training prefix as history, the retriever's candidates for it, and their validation item
     as the target. The test item is never shown."""
-    users = _evaluation_users(len(split.valid), config.eval.tuning_users(), context, salt="tune users")
-    requests = candidate_requests(users.tolist(), [split.train[u] for u in users], parts.retriever, parts.profile,
-                                  context, candidate_count(config.eval))
-    return parts.ranker.tune(requests, split.valid[users], context) or {}
+    rows = _sample(split.validation_rows(), config.eval.tuning_users(), context, "tune users")
+    requests = candidate_requests(split.user_of("valid", rows).tolist(), [split.train[r] for r in rows],
+                                  parts.retriever, parts.profile, context, candidate_count(config.eval))
+    return parts.ranker.tune(requests, split.valid[rows], context) or {}
 
 
 def use_threads(trainer: TrainerConfig) -> int:
@@ -270,7 +282,8 @@ def check_resources(parts: Components, context: RunContext) -> None:
 def cached_preprocess(raw, k_core: int, cache_dir: str | os.PathLike) -> SequenceData:
     """:func:`~palr_core.data.preprocess`, reused from ``<cache_dir>/preprocessed`` when the raw data
     (its content fingerprint) and ``k_core`` are unchanged."""
-    key = {"stage": "preprocess", "k_core": k_core, "raw": fingerprint(raw)}
+    # "timestamps": entries written before SequenceData kept each interaction's time are not reused
+    key = {"stage": "preprocess", "k_core": k_core, "raw": fingerprint(raw), "timestamps": True}
     return cached(cache_dir, "preprocessed", f"{raw.name}-{k_core}core", key,
                   lambda: preprocess(raw, k_core=k_core), save_sequences, load_sequences)
 
@@ -280,6 +293,12 @@ def _evaluation_users(n_users: int, max_users: int | None, context: RunContext, 
     if max_users is None or max_users >= n_users:
         return np.arange(n_users)
     return np.sort(context.rng(salt).choice(n_users, size=max_users, replace=False))
+
+
+def _sample(rows: np.ndarray, size: int | None, context: RunContext, salt: str) -> np.ndarray:
+    """``rows``, or a sorted seeded sample of ``size`` of them (as :func:`_evaluation_users` draws
+    positions, so for ``rows = 0..n-1`` the same users as before)."""
+    return rows[_evaluation_users(len(rows), size, context, salt=salt)]
 
 
 def _row(model: str, ranked: Sequence[Sequence[int]], targets: np.ndarray, ks: Sequence[int],

@@ -25,6 +25,14 @@ def test_duplicates_keep_the_earliest_interaction():
     assert [data.catalog.titles[i] for i in data.sequences[0]] == ["ta", "tb", "tc"]
 
 
+def test_each_kept_interaction_keeps_its_time_through_dedup_and_k_core():
+    data = preprocess(raw(["u", "u", "u", "v", "v", "w"], ["a", "b", "a", "b", "a", "c"], [30, 10, 5, 7, 8, 1]),
+                      k_core=2)
+    by_user = {uid: dict(zip((data.catalog.titles[i] for i in seq), times.tolist()))
+               for uid, seq, times in zip(data.user_ids, data.sequences, data.timestamps)}
+    assert by_user == {"u": {"ta": 5, "tb": 10}, "v": {"tb": 7, "ta": 8}}  # u's later "a" and user w are gone
+
+
 def test_no_timestamps_means_file_order():
     data = preprocess(raw(["u", "v", "u", "u"], ["x", "y", "z", "y"]), k_core=1)
     assert [data.catalog.titles[i] for i in data.sequences[0]] == ["tx", "tz", "ty"]
