@@ -1,5 +1,11 @@
-"""palr's hand-written CPU kernels (``palr.plugins.llama_lora.kernels``) beside the library paths they
-would replace, side by side in one process: which kernel earns its place.
+"""Hand-written CPU kernels beside the library paths they would replace, side by side in one
+process: which kernel earns its place.
+
+palr 0.2's ``llama_lora`` ranker shipped such kernels (``plugins/llama_lora/kernels.py``); this
+benchmark showed none beating the library by 10 % and palr 0.3 removed them. ``--kernels FILE``
+loads a kernels module from a file to time it again (``git show 7587822:plugins/llama_lora/kernels.py
+> /tmp/kernels.py``, or a candidate of your own with the same function names); without it only the
+library paths are timed.
 
 SmolLM2-135M's shapes (hidden 576, 9 query heads sharing 3 key/value heads of 64, a micro-batch of
 2 examples of ``--length`` tokens), in bf16 and float32. Each op's paths alternate within every
@@ -31,8 +37,8 @@ library path of its op and dtype (below 1: faster than every library path).
 
 A compiled path that fails (no compiler, an inductor limitation) keeps its error text in its row.
 
-    python benchmarks/llm_kernels.py               # ~8 min on two loaded cores
-    python benchmarks/llm_kernels.py --quick       # ~3 min
+    python benchmarks/llm_kernels.py --kernels /tmp/kernels.py          # ~8 min on two loaded cores
+    python benchmarks/llm_kernels.py --kernels /tmp/kernels.py --quick  # ~3 min
 
 Prints a markdown table and writes ``benchmarks/results/llm_kernels.json`` (the CPU model, torch
 version, ``git describe --always --dirty`` and the 1-minute load average before and after).
@@ -60,18 +66,23 @@ DROPOUT = 0.05
 DTYPES = {"bf16": torch.bfloat16, "fp32": torch.float32}
 
 
+#: the kernels module's file (``--kernels``); None: time the library paths only
+KERNELS_FILE: Path | None = None
+
+
 @functools.cache
 def _kernels():
-    """``palr.plugins.llama_lora.kernels``, loaded from its file when the package cannot be imported
-    (it needs only torch, transformers and peft)."""
-    try:
-        from palr.plugins.llama_lora import kernels
-    except ImportError:
-        import importlib.util
+    """The module ``--kernels`` names (it may need torch, transformers and peft), or an empty
+    namespace: each op then times its library paths only."""
+    if KERNELS_FILE is None:
+        import types
 
-        spec = importlib.util.spec_from_file_location("palr_llama_kernels", REPO / "plugins" / "llama_lora" / "kernels.py")
-        kernels = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(kernels)
+        return types.SimpleNamespace()
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("palr_cpu_kernels", KERNELS_FILE)
+    kernels = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(kernels)
     return kernels
 
 
@@ -285,7 +296,7 @@ def training_step(length: int, layers: int) -> dict:
     from peft import LoraConfig, get_peft_model
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    cpu_training_kernels = _kernels().cpu_training_kernels
+    cpu_training_kernels = getattr(_kernels(), "cpu_training_kernels", None)
 
     torch.manual_seed(0)
     config = LlamaConfig(vocab_size=VOCAB, hidden_size=HIDDEN, intermediate_size=1536, num_hidden_layers=layers,
@@ -310,7 +321,10 @@ def training_step(length: int, layers: int) -> dict:
             optimizer.zero_grad()
         return run
 
-    return {("palr", "cpu_training_kernels"): step(True), ("library", "sdpa, peft, transformers"): step(False)}
+    paths = {("library", "sdpa, peft, transformers"): step(False)}
+    if cpu_training_kernels is not None:
+        paths[("palr", "cpu_training_kernels")] = step(True)
+    return paths
 
 
 def step_dtype() -> torch.dtype:
@@ -404,7 +418,12 @@ def main() -> None:
     p.add_argument("--step-layers", type=int, default=4, help="layers of the training-step model; 0: no step")
     p.add_argument("--quick", action="store_true", help="3 rounds of about 0.08 s, a 2-layer step")
     p.add_argument("--out", default=str(RESULTS))
+    p.add_argument("--kernels", type=Path, help="a kernels module's file to time beside the library paths")
     args = p.parse_args()
+    global KERNELS_FILE
+    if args.kernels is not None and not args.kernels.is_file():
+        p.error(f"--kernels: {args.kernels} is not a file")
+    KERNELS_FILE = args.kernels
     if args.quick:
         args.rounds, args.target, args.step_layers = 3, 0.08, min(args.step_layers, 2)
     torch.set_num_threads(args.threads)

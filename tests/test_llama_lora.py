@@ -31,8 +31,7 @@ def _batches(ranker, data, context):
 def _micro_batch(ranker, batches, context):
     from palr.plugins.llama_lora.memory import choose_micro_batch
 
-    return choose_micro_batch(ranker.model, batches, ranker.config, on_gpu=False,
-                              cpu_kernels=ranker._cpu_kernels(context))
+    return choose_micro_batch(ranker.model, batches, ranker.config, on_gpu=False)
 
 
 def _requests(split, users, k=8):
@@ -159,8 +158,7 @@ def test_right_padded_batches_train_with_causal_attention_alone(registry, run_co
 def test_micro_batches_padded_to_a_multiple_keep_their_loss(registry, run_context, training_data, decoder):
     """``pad_to_multiple_of`` rounds every micro-batch's width up (fewer distinct shapes for the
     CPU's kernel caches to compile and keep); the padding comes after the real tokens and out of
-    the loss, so each micro-batch's loss is the unpadded one, with palr's CPU kernels too."""
-    from palr.plugins.llama_lora.kernels import cpu_training_kernels
+    the loss, so each micro-batch's loss is the unpadded one."""
     from palr.plugins.llama_lora.training import answer_loss, choice_loss
 
     ranker = _ranker(registry, decoder=decoder, choices=5, lora={"dropout": 0.0}, pad_to_multiple_of=1)
@@ -171,7 +169,7 @@ def test_micro_batches_padded_to_a_multiple_keep_their_loss(registry, run_contex
     loss = choice_loss if decoder == "verbalizer" else answer_loss
     groups = [[e] for e in plain.examples[:3]] + [plain.examples[3:6]]
     widths = set()
-    with torch.no_grad(), cpu_training_kernels(ranker.model):
+    with torch.no_grad():
         for rows in groups:
             batch, wide = plain.collate(rows), padded.collate(rows)
             assert wide["input_ids"].shape[1] % 16 == 0
@@ -496,3 +494,23 @@ def test_auto_without_tune_ranks_at_the_old_default_and_says_so(registry, run_co
     fixed = _ranker(registry, retriever_weight=2.0)
     fixed.model, fixed.coder = ranker.model, ranker.coder
     assert fixed.rank(requests, run_context) == ranked
+
+
+@pytest.mark.parametrize(("option", "values"), [("cpu_kernels", (True, None)), ("pad_to_multiple_of", (32, 1))])
+def test_how_options_leave_the_fine_tuning_fingerprint_alone(registry, run_context, training_data, option, values):
+    """The padding says how, not what, and ``cpu_kernels`` (ignored since palr 0.3) says nothing:
+    folders fine-tuned with other values, or before 0.3 with the kernels on, still resume and load."""
+    prints = [_ranker(registry, **{option: value})._fingerprint(training_data, run_context) for value in values]
+    assert prints[0] == prints[1] and option not in prints[0]["config"]
+
+
+def test_the_old_cpu_kernels_option_is_accepted_with_one_warning(registry, caplog):
+    """A 0.2 preset or run folder that sets ``ranker.cpu_kernels`` still builds, with one line
+    saying the option is ignored and where the migration note is; leaving it out says nothing."""
+    with caplog.at_level("WARNING", logger="palr"):
+        _ranker(registry)
+    assert not [r for r in caplog.records if "cpu_kernels" in r.getMessage()]
+    with caplog.at_level("WARNING", logger="palr"):
+        _ranker(registry, cpu_kernels=True)
+    (line,) = [r.getMessage() for r in caplog.records if "cpu_kernels" in r.getMessage()]
+    assert "ignored since palr 0.3" in line and "migrating-to-palr-03" in line

@@ -83,12 +83,10 @@ class LlamaLoraConfig:
         instructions (``avx512_bf16``/``amx_bf16``) when the base is frozen; float32 otherwise),
         ``float32``, ``bfloat16``, ``float16``. LoRA weights train in float32 either way.
     :param gradient_checkpointing: trade compute for memory on large models.
-    :param cpu_kernels: on a CPU, fine-tuning uses palr's block-causal attention, bulk-drawn LoRA
-        dropout masks, LoRA projections computed in the base's dtype (the adapter's weights stay
-        float32) and LLaMA's RMS norm with its backward written out, and ranking the block attention
-        (:mod:`palr.plugins.llama_lora.kernels`: the same maths, a third less time per SmolLM2 training
-        step and a fifth less per ranked user, ``docs/llm.md``); ``false``: transformers' SDPA
-        attention, torch's dropout and peft's and transformers' own layers. GPUs always use those.
+    :param cpu_kernels: ignored since palr 0.3, kept so that configs and run folders written before
+        it still load. palr's hand-written CPU kernels were removed: side by side with SDPA,
+        ``torch.compile`` and peft none was faster by the 10 % that would justify keeping it
+        (``benchmarks/llm_kernels.py``, ``docs/benchmarks.md``); every device now runs the library paths.
     :param adapter: a previous run's ``<work_dir>/llama_lora`` folder: load it instead of training.
     :param resume: continue from ``<work_dir>/llama_lora/checkpoints/last.ckpt`` if present.
     :param checkpoint_every_n_steps: how often ``last.ckpt`` is written during fine-tuning.
@@ -131,7 +129,7 @@ class LlamaLoraConfig:
     templates: dict = field(default_factory=default_templates)
     dtype: str = option("auto", choices=("auto", "float32", "bfloat16", "float16"))
     gradient_checkpointing: bool = False
-    cpu_kernels: bool = True
+    cpu_kernels: bool | None = None
     adapter: str | None = None
     resume: bool = True
     checkpoint_every_n_steps: int = option(100, min=1)

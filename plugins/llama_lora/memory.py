@@ -21,7 +21,7 @@ __all__ = ["choose_micro_batch", "fine_tuning_memory", "available_memory", "resi
 log = logging.getLogger("palr")
 
 
-def choose_micro_batch(model, batches, config, on_gpu: bool, cpu_kernels: bool) -> tuple[int, int, float]:
+def choose_micro_batch(model, batches, config, on_gpu: bool) -> tuple[int, int, float]:
     """Examples per forward pass, the estimated peak bytes of one and the memory budget in bytes
     (:func:`fine_tuning_memory`, at the longest example): ``config.micro_batch_size``, or the
     largest power-of-two share of ``config.batch_size`` within ``config.max_memory_gb``.
@@ -29,8 +29,6 @@ def choose_micro_batch(model, batches, config, on_gpu: bool, cpu_kernels: bool) 
     :param model: the peft model about to be fine-tuned.
     :param batches: its :class:`~palr.plugins.llama_lora.training.InstructionBatches`.
     :param config: the ranker's :class:`~palr.plugins.llama_lora.config.LlamaLoraConfig`.
-    :param cpu_kernels: whether fine-tuning uses palr's CPU kernels (their attention keeps about
-        half of each score matrix, their dropout 1-byte masks).
     :raises ValueError: before training, when even one example per forward pass cannot fit the
         memory available now, saying which options to change.
     """
@@ -41,11 +39,6 @@ def choose_micro_batch(model, batches, config, on_gpu: bool, cpu_kernels: bool) 
     size = dict(parameters=sum(p.numel() for p in weights), weight_bytes=weights[0].element_size(),
                 trainable=sum(p.numel() for p in weights if p.requires_grad),
                 checkpointing=config.gradient_checkpointing)
-    if cpu_kernels:  # block-causal attention keeps half of each score matrix and a block
-        from .kernels import QUERY_BLOCK
-
-        size["saved_attention"] = 0.5 + QUERY_BLOCK / 2 / longest
-        size["byte_dropout_masks"] = len(config.lora.target_modules) if config.lora.dropout > 0 else 0
 
     def need(micro: int) -> int:
         return fine_tuning_memory(base.config, micro, longest, micro * answer, **size)
@@ -151,8 +144,7 @@ def resident_memory() -> int:
 
 
 def fine_tuning_memory(config, batch: int, length: int, answer_tokens: int, parameters: int, weight_bytes: int,
-                       trainable: int, checkpointing: bool = False, saved_attention: float = 0.0,
-                       byte_dropout_masks: int = 0) -> int:
+                       trainable: int, checkpointing: bool = False, saved_attention: float = 0.0) -> int:
     """Estimated peak bytes of a LoRA fine-tuning step of a decoder-only model.
 
     :param config: the model's transformers config (``num_hidden_layers``, ``hidden_size``,
@@ -163,17 +155,13 @@ def fine_tuning_memory(config, batch: int, length: int, answer_tokens: int, para
     :param trainable: trainable parameters (float32, with a gradient and two AdamW moments).
     :param saved_attention: the share of each head's ``length x length`` attention probabilities
         that the attention keeps for the backward pass (0: a fused kernel that recomputes them;
-        1: transformers' eager attention; about 0.5: a causal one that skips the masked half).
-    :param byte_dropout_masks: adapted projections per layer whose LoRA dropout keeps a 1-byte mask
-        of its ``hidden_size``-wide input where torch's dropout (in the fit) keeps 4 bytes.
+        1: transformers' eager attention).
 
     Activations saved for the backward pass cost ``(3.5 * weight_bytes + 18)`` bytes per token, layer
     and hidden + intermediate unit, fitted to SmolLM2-135M's training steps at 1,220 and 4,880 tokens
     per batch in float32 and bf16. Gradient checkpointing keeps one hidden state per layer and one
     layer's activations. A fixed 1.4 GB stands for the libraries, the data, loading the weights and
-    the allocator's slack. The estimate is meant to err high rather than low: with palr's CPU
-    kernels, which also compute LoRA without float32 copies, real peaks stay below it
-    (``docs/llm.md`` compares the two).
+    the allocator's slack. The estimate is meant to err high rather than low.
     """
     layers, hidden = config.num_hidden_layers, config.hidden_size
     width = hidden + config.intermediate_size
@@ -183,7 +171,5 @@ def fine_tuning_memory(config, batch: int, length: int, answer_tokens: int, para
     if saved_attention:
         kept = 1 if checkpointing else layers
         activations += int(batch * length**2 * config.num_attention_heads * saved_attention * weight_bytes * kept)
-    if byte_dropout_masks and not checkpointing:
-        activations -= tokens * hidden * 3 * byte_dropout_masks * layers
     head = answer_tokens * config.vocab_size * 4 * 3  # float32 logits, their log-softmax and gradient
     return int(activations + head + parameters * weight_bytes + trainable * 16 + 1.4e9)

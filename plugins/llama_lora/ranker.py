@@ -11,7 +11,6 @@ safetensors and a model card), ``checkpoints/last.ckpt``, ``done.json``.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import hashlib
 import json
@@ -63,6 +62,9 @@ class LlamaLoraRanker:
             raise ValueError(f"ranker.retriever_weight must be a number >= 0 or auto, got {cfg.retriever_weight!r}")
         check_templates(cfg.templates, "ranker.templates")
         check_options(cfg, "ranker")
+        if cfg.cpu_kernels is not None:
+            log.warning("ranker.cpu_kernels is ignored since palr 0.3: the library attention, dropout and LoRA "
+                        "layers run on every device (docs/plugins.md#migrating-to-palr-03)")
         self.config = cfg
         #: what ranks with the fine-tuned model (:class:`~palr.plugins.llama_lora.decoders.Decoder`)
         self.decoder = DECODERS[cfg.decoder]()
@@ -182,9 +184,9 @@ class LlamaLoraRanker:
 
     def _fingerprint(self, data: TrainingData, context: RunContext) -> dict:
         """What the fine-tuning checkpoints depend on: ranking-only options are left out, and so is
-        ``cpu_kernels`` and ``pad_to_multiple_of`` (how attention, dropout masks and padding are
-        computed, not what: like ``trainer.threads``, they may differ between an interrupted run and
-        its resumption), and so are the decoder options its decoder's fine-tuning does not read."""
+        ``pad_to_multiple_of`` (how padding is computed, not what: like ``trainer.threads``, it may
+        differ between an interrupted run and its resumption) and the ignored ``cpu_kernels``, and so
+        are the decoder options its decoder's fine-tuning does not read."""
         digest = hashlib.sha256()
         for array in (*data.train, np.asarray(data.valid)):
             digest.update(np.ascontiguousarray(array, dtype=np.int64).tobytes() + b"|")
@@ -200,8 +202,8 @@ class LlamaLoraRanker:
 
     def _train(self, batches: InstructionBatches, out: Path, context: RunContext) -> None:
         seed = int(context.rng("ranker batches").integers(2**31))
-        on_cpu, kernels = self._on_cpu(context), self._cpu_kernels(context)
-        micro, estimate, budget = choose_micro_batch(self.model, batches, self.config, not on_cpu, kernels)
+        on_cpu = self._on_cpu(context)
+        micro, estimate, budget = choose_micro_batch(self.model, batches, self.config, not on_cpu)
         module = LoraFineTuner(self.model, self.config.learning_rate, self.config.weight_decay,
                                self.config.warmup_steps, release_above=budget if on_cpu else None)
         accumulate = -(-self.config.batch_size // micro) * context.trainer.accumulate_grad_batches
@@ -212,10 +214,7 @@ class LlamaLoraRanker:
                                log_every_n_steps=max(1, min(50, len(loader) // accumulate)),
                                accumulate_grad_batches=accumulate)
         self.model.train()  # from_pretrained returns eval mode: dropout must be on while training
-        from .kernels import BLOCK_ATTENTION, cpu_training_kernels  # transformers: imported when used
-
-        with cpu_training_kernels(self.model) if kernels else contextlib.nullcontext():
-            resumed = fit(trainer, module, loader)
+        resumed = fit(trainer, module, loader)
         with transformers_quietly():
             self.model.save_pretrained(out / "adapter", safe_serialization=True)
         self.model.eval()
@@ -224,7 +223,7 @@ class LlamaLoraRanker:
                           "epochs": trainer.current_epoch, "micro_batch_size": micro,
                           "accumulate_grad_batches": accumulate, "estimated_peak_gb": round(estimate / 1e9, 2),
                           "dtype": str(next(self.model.parameters()).dtype).removeprefix("torch."),
-                          "attention": BLOCK_ATTENTION if kernels else self.model.config._attn_implementation}
+                          "attention": self.model.config._attn_implementation}
         if trainer.is_global_zero:
             card = model_card(self.config, self.fit_state, self._base_name(out), self.train_base, out, context)
             write_atomic(out / "adapter" / "README.md", card)
@@ -234,10 +233,6 @@ class LlamaLoraRanker:
     @staticmethod
     def _on_cpu(context: RunContext) -> bool:
         return context.trainer.accelerator == "cpu" or not torch.cuda.is_available()
-
-    def _cpu_kernels(self, context: RunContext) -> bool:
-        """Whether fine-tuning uses :func:`palr.plugins.llama_lora.kernels.cpu_training_kernels`."""
-        return self.config.cpu_kernels and self._on_cpu(context)
 
     # -- ranking -------------------------------------------------------------------------
     def rank(self, requests: Sequence[RankRequest], context: RunContext) -> list[list[int]]:
@@ -290,8 +285,4 @@ class LlamaLoraRanker:
         if torch.cuda.is_available() and context.trainer.accelerator in ("gpu", "cuda", "auto"):
             self.model.to("cuda")  # Lightning hands the model back on the CPU after fit
         adapters_in_base_dtype(self.model)
-        if self.config.cpu_kernels and self.model.device.type == "cpu":  # a fifth faster than SDPA here
-            from .kernels import BLOCK_ATTENTION
-
-            self.model.get_base_model().set_attn_implementation(BLOCK_ATTENTION)
         return self.inputs(context)

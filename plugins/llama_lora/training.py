@@ -142,8 +142,6 @@ class LoraFineTuner(L.LightningModule):
         self.strict_loading = False
 
     def setup(self, stage: str) -> None:
-        from . import kernels  # noqa: F401  (registers the block attention in each process Lightning trains in)
-
         if self.release_above is not None:  # a CPU: its steps reuse what the last one freed
             keep_freed_memory()
 
