@@ -33,6 +33,7 @@ import numpy as np
 
 from palr_core.atomic import write_atomic, write_with
 from palr_core.metrics import per_user
+from palr_core.result_files import markdown_cell, read_metrics, read_rankings
 from palr_core.runs import RANKINGS, RunFolder
 
 log = logging.getLogger("palr")
@@ -255,13 +256,14 @@ def _fit_summary(run_dir: Path, saved: dict) -> dict:
     (``saved``: its ``fit_summary``), or for runs from before palr recorded it there the kit's
     ``retriever_training/done.json``; ``{}`` when there is none (popularity, a loaded retriever)."""
     recorded = saved.get("training", {}).get("retriever")
-    if recorded:
+    if recorded and isinstance(recorded, dict):
         return recorded
     path = run_dir / "retriever_training" / "done.json"
     try:
-        return json.loads(path.read_text()) if path.is_file() else {}
+        summary = json.loads(path.read_text()) if path.is_file() else {}
     except (OSError, ValueError):
         return {}
+    return summary if isinstance(summary, dict) else {}
 
 
 def _read_ranks(run_dir: Path) -> tuple[dict, dict] | None:
@@ -269,9 +271,7 @@ def _read_ranks(run_dir: Path) -> tuple[dict, dict] | None:
     path = run_dir / RANKINGS
     if not path.is_file():
         return None
-    import pyarrow.parquet as pq
-
-    table = pq.read_table(path, columns=["user", "rank", "retriever_rank", "held_out"]).to_pydict()
+    table = read_rankings(path, ["user", "rank", "retriever_rank", "held_out"]).to_pydict()  # checked: one named line
     ranker = {u: math.inf for u in table["user"]}
     retriever = dict(ranker)
     for user, rank, retriever_rank, held_out in zip(table["user"], table["rank"], table["retriever_rank"],
@@ -321,7 +321,7 @@ def build_report(folders: Iterable[str | Path], metric: str = "NDCG@10", referen
     rows: list[ReportRow] = []
     repeated: list[str] = []
     for run_dir, label in zip(run_dirs, run_labels(run_dirs)):
-        saved = json.loads((run_dir / "metrics.json").read_text())
+        saved = read_metrics(run_dir / "metrics.json")  # checked: a crafted file is one line naming its field
         ranks = _read_ranks(run_dir)
         seconds = sum(saved.get("timings_s", {}).values()) or None
         for row in saved["rows"]:
@@ -397,20 +397,20 @@ def markdown(report: Report) -> str:
         rows = [r for r in report.rows if r.dataset == dataset]
         ref = report.references[dataset]
         best = max(rows, key=lambda r: r.metrics.get(m, -1))
-        lines += [f"## {dataset}", ""]
-        verdict = f"Best {m}: **{best.name}** ({best.metrics[m]:.4f})"
+        lines += [f"## {markdown_cell(dataset)}", ""]
+        verdict = f"Best {m}: **{markdown_cell(best.name)}** ({best.metrics[m]:.4f})"
         if best is ref:
             verdict += ", the reference row."
         elif best.comparison:
             c = best.comparison
             significant = max(c["p_ttest"], c["p_wilcoxon"]) < 0.05
-            verdict += (f", {c['difference']:+.4f} over the reference ({ref.name}), 95 % CI "
+            verdict += (f", {c['difference']:+.4f} over the reference ({markdown_cell(ref.name)}), 95 % CI "
                         f"[{c['ci_low']:+.4f}, {c['ci_high']:+.4f}], paired t p={_fmt_p(c['p_ttest'])}, "
                         f"Wilcoxon p={_fmt_p(c['p_wilcoxon'])}: " + (
                             "significant at 5 % by both tests." if significant else
                             "not significant at 5 % by both tests (it could be noise)."))
         lines += [verdict, ""]
-        header = ["row", "users", *keys, f"Δ {m} vs reference [95 % CI]", "p (paired t)", "p (Wilcoxon)",
+        header = ["row", "users", *map(markdown_cell, keys), f"Δ {m} vs reference [95 % CI]", "p (paired t)", "p (Wilcoxon)",
                   f"validation {m}", "training stopped by", "paper HR@10 / NDCG@10", "run s", "run folder"]
         lines += ["| " + " | ".join(header) + " |",
                   "|---|" + "---:|" * (len(keys) + 1) + "---|---:|---:|---:|---|---|---:|---|"]
@@ -419,8 +419,10 @@ def markdown(report: Report) -> str:
             paper = f"{r.paper[0]:.4f} / {r.paper[1]:.4f}" if r.paper else ""
             seconds = f"{r.seconds:.0f}" if r.seconds else ""
             valid = f"{r.validation[m]:.4f}" if m in r.validation else ""
-            lines.append("| " + " | ".join([r.name, f"{r.users:,}", *(f"{r.metrics.get(k, float('nan')):.4f}" for k in keys),
-                                           diff, p_t, p_w, valid, r.stopped, paper, seconds, str(r.run_dir)]) + " |")
+            lines.append("| " + " | ".join([markdown_cell(r.name), f"{r.users:,}",
+                                           *(f"{r.metrics.get(k, float('nan')):.4f}" for k in keys), diff, p_t, p_w,
+                                           valid, markdown_cell(r.stopped), paper, seconds,
+                                           markdown_cell(r.run_dir)]) + " |")
         lines.append("")
     lines += [f"Validation: the retriever's {m} on the same users' validation items (history: the training "
               "prefix), the column to choose settings by; the other columns are on the test items. "
@@ -432,9 +434,9 @@ def markdown(report: Report) -> str:
               "Paper: PALR (Yang et al. 2023), Table 2, where the dataset and model match.", ""]
     if report.repeated:
         lines += ["Left out as repeats of a row above (same model, same per-user ranks): "
-                  + "; ".join(report.repeated) + ".", ""]
+                  + "; ".join(map(markdown_cell, report.repeated)) + ".", ""]
     if report.skipped:
-        lines += ["Not included: " + "; ".join(report.skipped), ""]
+        lines += ["Not included: " + "; ".join(map(markdown_cell, report.skipped)), ""]
     return "\n".join(lines)
 
 

@@ -263,7 +263,8 @@ def _cmd_export(args: argparse.Namespace) -> int:
     import pyarrow.csv
     import pyarrow.parquet as pq
 
-    from .runs import RANKING_COLUMNS, RANKINGS
+    from .result_files import ResultFileError, read_rankings
+    from .runs import RANKINGS
 
     run_dir = Path(args.run_dir).expanduser()
     source = run_dir / RANKINGS
@@ -280,10 +281,9 @@ def _cmd_export(args: argparse.Namespace) -> int:
         print(f"palr: -k must be 1 or more (each user's top K), got {args.k}", file=sys.stderr)
         return 2
     try:
-        table = pq.read_table(source, columns=RANKING_COLUMNS)
-    except (OSError, ValueError, KeyError) as exc:  # pyarrow's errors for a damaged or foreign file
-        print(f"palr: {source} is not a rankings file palr wrote ({str(exc).splitlines()[0]}); run the run again "
-              "to rewrite it", file=sys.stderr)
+        table = read_rankings(source)  # every column checked: a damaged or crafted file is one named line
+    except ResultFileError as exc:
+        print(f"palr: {exc}", file=sys.stderr)
         return 2
     if args.k is not None:
         table = table.filter(pc.less_equal(table["rank"], args.k))

@@ -18,6 +18,7 @@ import numpy as np
 from .atomic import write_atomic, write_with
 from .config import PalrConfig, TrainerConfig
 from .data import SequenceData
+from .result_files import FINISHED_RUN_KEYS, RANKING_TYPES, markdown_cell, read_metrics
 
 __all__ = ["RunResult", "RunFolder", "RunFolderError", "RANKINGS", "RANKING_COLUMNS", "write_rankings"]
 
@@ -61,10 +62,10 @@ class RunResult:
     def table(self) -> str:
         """The results as a markdown table, one row per model (the shape of the paper's Table 2)."""
         metric_keys = [k for k in self.rows[0] if k != "model"]  # HR, NDCG, MRR, Coverage, AvgPop @K
-        lines = ["| model | " + " | ".join(metric_keys) + " |",
+        lines = ["| model | " + " | ".join(map(markdown_cell, metric_keys)) + " |",
                  "|---|" + "---:|" * len(metric_keys)]
         for row in self.rows:
-            lines.append(f"| {row['model']} | " + " | ".join(f"{row[k]:.4f}" for k in metric_keys) + " |")
+            lines.append(f"| {markdown_cell(row['model'])} | " + " | ".join(f"{row[k]:.4f}" for k in metric_keys) + " |")
         chosen = {k: v for k, v in self.tuning.items() if not isinstance(v, (dict, list))}
         if chosen:  # what the ranker chose on validation items (its tune()): why its row reads as it does
             lines.append("\nThe ranker's choice on validation items: "
@@ -178,7 +179,7 @@ class RunFolder:
         return bool((self._record() or {}).get("finished")) and (self.path / "metrics.json").is_file()
 
     def result(self) -> RunResult:
-        saved = json.loads((self.path / "metrics.json").read_text())
+        saved = read_metrics(self.path / "metrics.json", FINISHED_RUN_KEYS)  # a file edited since: one named line
         return RunResult(rows=saved["rows"], stats=saved["stats"], timings=saved["timings_s"],
                          dataset=saved["dataset"], users=saved["users_evaluated"], run_dir=self.path,
                          validation=saved.get("validation", {}).get("retriever", {}),
@@ -227,7 +228,7 @@ def _finite(value):
 
 
 #: the columns of ``rankings.parquet``, in order
-RANKING_COLUMNS = ["user", "rank", "item", "title", "retriever_rank", "retriever_score", "held_out"]
+RANKING_COLUMNS = list(RANKING_TYPES)
 #: every evaluated user's ranked candidates, written by each run (``palr export`` converts it)
 RANKINGS = "rankings.parquet"
 

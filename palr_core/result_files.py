@@ -1,0 +1,169 @@
+"""Reading a run's result files back (``metrics.json``, ``rankings.parquet``) without trusting them.
+
+``palr report``, ``palr export``, :func:`palr.load_run` and a finished run started again read what a
+run wrote, and a folder may hold a file palr did not write as it is (edited, truncated, crafted).
+Each reader checks every field it hands on and refuses, in one line that names the file and the
+field and says what was expected, anything else: never a traceback, never a number in a report that
+the file did not hold. A text field is shown in a markdown table only through :func:`markdown_cell`,
+so a newline or ``|`` in a model name cannot change the table's structure.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from pathlib import Path
+
+__all__ = ["ResultFileError", "read_metrics", "read_rankings", "markdown_cell", "RANKING_TYPES"]
+
+#: metrics that are shares of users or items: anything outside [0, 1] was not computed by palr
+_SHARES = re.compile(r"(HR|NDCG|MRR|Coverage)@\d+")
+#: what ``palr-run`` needs of a metrics.json to report a finished run again (``palr report`` only needs rows)
+FINISHED_RUN_KEYS = ("rows", "stats", "timings_s", "dataset", "users_evaluated")
+_REWRITE = "run the run again to rewrite it"
+_MISSING = object()
+
+
+class ResultFileError(ValueError):
+    """A result file that is not as palr writes it; the message is one line naming file and field."""
+
+
+def _json_type(value) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    names = {dict: "an object", list: "an array", str: "a string", int: "a number", float: "a number"}
+    return "null" if value is None else next((n for t, n in names.items() if isinstance(value, t)), "a value")
+
+
+def _shown(value) -> str:
+    text = json.dumps(value, allow_nan=True)  # one line: json escapes newlines
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _strict_constant(name: str):
+    raise ValueError(f"it holds {name}, which strict JSON has not (palr writes a missing number as null)")
+
+
+def read_metrics(path: str | Path, required: tuple[str, ...] = ("rows",)) -> dict:
+    """A run's ``metrics.json``, checked: an object with ``required`` keys; ``rows`` a non-empty
+    array of objects with a text ``model`` and the same metric keys, each a finite
+    number (HR, NDCG, MRR, Coverage within [0, 1]) or null, returned as NaN; ``dataset`` text,
+    ``users_evaluated`` a whole number >= 0, ``timings_s`` finite seconds >= 0, and the other
+    sections objects. Raises :class:`ResultFileError` naming the file and field."""
+    path = Path(path)
+
+    def refuse(field: str, expected: str, value=_MISSING) -> None:
+        got = ("it is missing" if value is _MISSING else "got null" if value is None
+               else f"got {_json_type(value)} {_shown(value)}")
+        raise ResultFileError(f"{path}: {field} must be {expected}, {got}; {_REWRITE}")
+
+    try:
+        saved = json.loads(path.read_bytes().decode("utf-8"), parse_constant=_strict_constant)
+    except UnicodeDecodeError as exc:
+        raise ResultFileError(f"{path}: not UTF-8 text (byte {exc.start}); {_REWRITE}") from None
+    except json.JSONDecodeError as exc:
+        raise ResultFileError(f"{path}: not valid JSON ({exc.msg} at line {exc.lineno}, column {exc.colno}); "
+                              f"{_REWRITE}") from None
+    except ValueError as exc:  # NaN, Infinity, or an integer too long to read
+        raise ResultFileError(f"{path}: not a metrics file palr writes ({str(exc).splitlines()[0]}); "
+                              f"{_REWRITE}") from None
+    except OSError as exc:
+        raise ResultFileError(f"{path}: cannot read it ({exc.strerror or exc})") from None
+    if not isinstance(saved, dict):
+        refuse("the file", "a JSON object with rows, dataset, users_evaluated...", saved)
+    for key in required:
+        if key not in saved:
+            raise ResultFileError(f"{path}: no {key!r} key (expected {', '.join(required)}); {_REWRITE}")
+    rows = saved.get("rows")
+    if not isinstance(rows, list) or not rows:
+        refuse("rows", "a non-empty array of result rows", saved.get("rows", _MISSING))
+    for i, row in enumerate(rows):
+        if not isinstance(row, dict):
+            refuse(f"rows[{i}]", "an object (model and metrics)", row)
+        if not isinstance(row.get("model"), str) or not row["model"].strip():
+            refuse(f"rows[{i}].model", "the row's name as text", row.get("model", _MISSING))
+        keys = [k for k in row if k != "model"]
+        first = [k for k in rows[0] if k != "model"]
+        if sorted(keys) != sorted(first):
+            raise ResultFileError(f"{path}: rows[{i}] has the metrics {', '.join(keys) or 'none'}, rows[0] "
+                                  f"{', '.join(first) or 'none'}; every row must have the same; {_REWRITE}")
+        for key in keys:
+            row[key] = _metric(row[key], key, f"rows[{i}].{key}", refuse)
+    if "dataset" in saved and not isinstance(saved["dataset"], str):
+        refuse("dataset", "the dataset's name as text", saved["dataset"])
+    users = saved.get("users_evaluated", 0)
+    if isinstance(users, bool) or not isinstance(users, int) or users < 0:
+        refuse("users_evaluated", "a whole number >= 0", users)
+    for section in ("stats", "validation", "training", "timings_s", "peak_memory_gb"):
+        if section in saved and not isinstance(saved[section], dict):
+            refuse(section, "an object", saved[section])
+    for stage, seconds in saved.get("timings_s", {}).items():
+        if isinstance(seconds, bool) or not isinstance(seconds, (int, float)) or not 0 <= seconds < math.inf:
+            refuse(f"timings_s.{stage}", "seconds (a finite number >= 0)", seconds)
+    validation = saved.get("validation", {})
+    for role in ("retriever", "ranker"):
+        if role in validation and not isinstance(validation[role], dict):
+            refuse(f"validation.{role}", "an object", validation[role])
+    for key, value in validation.get("retriever", {}).items():
+        validation["retriever"][key] = _metric(value, key, f"validation.retriever.{key}", refuse)
+    return saved
+
+
+def _metric(value, key: str, field: str, refuse) -> float:
+    if value is None:
+        return math.nan  # palr writes a metric it could not compute as null
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        refuse(field, "a number (or null)", value)
+    if _SHARES.fullmatch(key) and not 0 <= value <= 1:
+        refuse(field, "a share between 0 and 1", value)
+    return float(value)
+
+
+#: the columns of ``rankings.parquet`` and the Arrow types palr writes them as
+RANKING_TYPES = {"user": "id", "rank": "position", "item": "id", "title": "text", "retriever_rank": "position",
+                 "retriever_score": "number", "held_out": "flag"}
+_EXPECTED = {"id": "whole numbers or text", "position": "positions from 1", "text": "text",
+             "number": "numbers", "flag": "true/false"}
+
+
+def read_rankings(path: str | Path, columns: list[str] | None = None):
+    """``rankings.parquet`` (or the given ``columns`` of it) as a pyarrow Table, checked: each column
+    of its type, no missing values, ranks from 1. Raises :class:`ResultFileError` naming the file
+    and column."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    path = Path(path)
+    columns = list(RANKING_TYPES) if columns is None else columns
+    what = f"{path} is not a rankings file palr wrote"
+    try:
+        schema = pq.read_schema(path)
+        missing = [c for c in columns if schema.get_field_index(c) < 0]
+        if missing:
+            raise ResultFileError(f"{what}: no column {', '.join(map(repr, missing))} (it has "
+                                  f"{', '.join(schema.names) or 'none'}); {_REWRITE}")
+        table = pq.read_table(path, columns=columns)
+    except (OSError, pa.ArrowException, KeyError) as exc:  # pyarrow's errors for a damaged or foreign file
+        raise ResultFileError(f"{what} ({str(exc).splitlines()[0]}); {_REWRITE}") from None
+    checks = {"id": lambda t: pa.types.is_integer(t) or pa.types.is_string(t) or pa.types.is_large_string(t),
+              "position": lambda t: pa.types.is_integer(t) or pa.types.is_floating(t), "text": lambda t: pa.types.is_string(t) or pa.types.is_large_string(t),
+              "number": pa.types.is_floating, "flag": pa.types.is_boolean}
+    for name in columns:
+        kind, column = RANKING_TYPES[name], table[name]
+        if not checks[kind](column.type):
+            raise ResultFileError(f"{what}: column {name!r} must hold {_EXPECTED[kind]}, got {column.type}; {_REWRITE}")
+        if column.null_count and name != "title":
+            raise ResultFileError(f"{what}: column {name!r} has {column.null_count} missing value(s); {_REWRITE}")
+        if kind == "position" and len(column) and not pc.all(pc.greater_equal(column, 1)).as_py():  # NaN fails too
+            bad = next(v for v in column.to_pylist() if not v >= 1)
+            raise ResultFileError(f"{what}: column {name!r} must hold {_EXPECTED[kind]}, got {bad}; {_REWRITE}")
+    return table
+
+
+def markdown_cell(text: object) -> str:
+    """``text`` for one cell of a markdown table: ``|`` escaped, a newline or other control
+    character written as its escape (``\\n``), so the table keeps its rows and columns."""
+    out = "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in str(text))
+    return out.replace("|", "\\|")
