@@ -169,7 +169,16 @@ def run_pipeline(config: PalrConfig, registry: Registry, work_dir: str | os.Path
     logging.getLogger("palr.results").info("results of %s\n%s", folder.path, result.table())
     print(f"Evaluated {result.users} of {result.stats['users']} test users (eval.max_users={config.eval.max_users}).")
     print(result.table())
+    curves = training_curves(folder.path)
+    if curves:
+        print("Per-epoch training curves (loss and validation metric per epoch): "
+              + ", ".join(str(c.relative_to(folder.path)) for c in curves))
     return result
+
+
+def training_curves(run_dir: Path) -> list[Path]:
+    """The CSV logs of every training in a run folder (``<training>/logs/version_N/metrics.csv``)."""
+    return sorted(Path(run_dir).glob("*/logs/version_*/metrics.csv"))
 
 
 def _run_stages(config: PalrConfig, parts: Components, context: RunContext, folder: RunFolder) -> RunResult:

@@ -18,8 +18,8 @@ from __future__ import annotations
 
 import atexit
 import json
+import math
 import random
-import sys
 import time
 import warnings
 from collections.abc import Sequence
@@ -29,10 +29,12 @@ from typing import Any
 import lightning as L
 import numpy as np
 import torch
-from lightning.pytorch.callbacks import Callback, EarlyStopping, ModelCheckpoint
+from lightning.pytorch.callbacks import Callback, EarlyStopping, ModelCheckpoint, TQDMProgressBar
 
 from ..config import TrainerConfig
 from ..pipeline import RunFolderError
+from ..progress import duration, log_lines, on_terminal
+from ..result_files import check_weights, read_checkpoint
 from .files import write_atomic
 
 # Two deprecation notices raised inside Lightning and torchdata about their own use of torch APIs,
@@ -45,7 +47,7 @@ warnings.filterwarnings("ignore", message=r"Checkpoint directory .* exists and i
 warnings.filterwarnings("ignore", message="Detected pickle protocol 4 in the checkpoint", category=UserWarning)
 
 __all__ = ["make_trainer", "epoch_budget", "fit", "resumable_loader", "LengthBucketSampler",
-           "RandomStateCheckpoint", "MovableCheckpoint", "claim_folder", "FolderInUse"]
+           "RandomStateCheckpoint", "MovableCheckpoint", "claim_folder", "FolderInUse", "EpochLog"]
 
 
 def epoch_budget(config: TrainerConfig, max_epochs: int | None) -> int | None:
@@ -83,7 +85,8 @@ def make_trainer(
     ``profiler``, any other through ``trainer.extra``) from the config; ``log_every_n_steps`` set
     here by a component is its default, which the config's wins over. Lightning's start-up banners
     and tips are silenced at their logger; its progress bar is shown on a terminal only (a log
-    file would get one line per refresh).
+    file would get one line per refresh), without the logger's ``v_num``; elsewhere each epoch
+    writes one log line (:class:`EpochLog`). ``trainer.enable_progress_bar=false`` turns both off.
     """
     from ..tracking import training_loggers
 
@@ -106,6 +109,11 @@ def make_trainer(
         cbs.append(_MidEpochCheckpoint(**last, every_n_train_steps=last_every_n_steps))
     cbs.append(RandomStateCheckpoint())
     cbs.append(_GlooExitGrace())
+    bar = config.enable_progress_bar and on_terminal()
+    if bar:
+        cbs.append(_Bar())
+    elif log_lines(config.enable_progress_bar):
+        cbs.append(EpochLog(work_dir.name, monitor, mode, max_time=config.max_time))
     kwargs: dict[str, Any] = dict(
         max_epochs=-1 if epochs is None else epochs,
         max_time=config.max_time,
@@ -116,7 +124,7 @@ def make_trainer(
         check_val_every_n_epoch=config.check_val_every_n_epoch,
         gradient_clip_val=config.gradient_clip_val,
         accumulate_grad_batches=config.accumulate_grad_batches,
-        enable_progress_bar=config.enable_progress_bar and sys.stderr.isatty(),
+        enable_progress_bar=bar,
         deterministic=config.deterministic,
         default_root_dir=str(work_dir),
         logger=training_loggers(config, work_dir),
@@ -137,6 +145,72 @@ def make_trainer(
     kwargs.update(config.extra or {})
     quiet_lightning()
     return L.Trainer(**kwargs)
+
+
+class _Bar(TQDMProgressBar):
+    """Lightning's bar without ``v_num`` (the logger's version folder, which reads as a metric)."""
+
+    def get_metrics(self, trainer, pl_module):
+        metrics = super().get_metrics(trainer, pl_module)
+        metrics.pop("v_num", None)
+        return metrics
+
+
+class EpochLog(Callback):
+    """One log line per training epoch, for output that is not a terminal: the epoch (of the
+    budget), the mean training loss, the ``monitor`` metric (and the best so far), the time so far
+    and the estimated time left, which early stopping can only shorten.
+
+    :param name: what trains (the training folder's name, e.g. ``retriever_training``).
+    :param mode: ``max`` or ``min``: which ``monitor`` value is best.
+    :param max_time: ``trainer.max_time`` (``DD:HH:MM:SS``), which caps the estimate.
+    """
+
+    def __init__(self, name: str, monitor: str | None = None, mode: str = "max", max_time: str | None = None) -> None:
+        self.name, self.monitor, self.mode, self.best = name, monitor, mode, None
+        self.time_cap = None if max_time is None else sum(
+            int(part) * unit for part, unit in zip(max_time.split(":"), (86400, 3600, 60, 1)))
+        self.start, self.first_epoch, self.loss, self.batches = 0.0, 0, None, 0
+
+    def on_train_start(self, trainer, pl_module) -> None:
+        self.start, self.first_epoch = time.perf_counter(), trainer.current_epoch  # a resumed fit starts later
+        best = getattr(trainer.checkpoint_callback, "best_model_score", None) if self.monitor else None
+        self.best = None if best is None else float(best)  # a resumed fit's best so far
+
+    def on_train_epoch_start(self, trainer, pl_module) -> None:
+        self.loss, self.batches = None, 0
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx: int) -> None:
+        loss = outputs.get("loss") if isinstance(outputs, dict) else outputs
+        if isinstance(loss, torch.Tensor):  # summed on the device: no synchronisation per batch
+            self.loss = loss.detach().float() if self.loss is None else self.loss + loss.detach().float()
+            self.batches += 1
+
+    def on_train_epoch_end(self, trainer, pl_module) -> None:  # after the epoch's validation
+        if trainer.sanity_checking or trainer.global_rank != 0:
+            return
+        import logging
+
+        epoch, budget = trainer.current_epoch + 1, trainer.max_epochs
+        elapsed = time.perf_counter() - self.start
+        parts = [f"epoch {epoch}" + (f"/{budget}" if budget and budget > 0 else "")]
+        if self.loss is not None and self.batches:
+            parts.append(f"loss {float(self.loss) / self.batches:.4f}")
+        value = trainer.callback_metrics.get(self.monitor) if self.monitor else None
+        if value is not None:
+            value = float(value)
+            if self.best is None or (value > self.best if self.mode == "max" else value < self.best):
+                self.best = value
+            parts.append(f"{self.monitor} {value:.4f} (best {self.best:.4f})")
+        parts.append(f"{duration(elapsed)} elapsed")
+        left = None
+        done = epoch - self.first_epoch
+        if budget and budget > 0 and done > 0:
+            left = elapsed / done * (budget - epoch)
+        if self.time_cap is not None:
+            left = min(left if left is not None else math.inf, max(0.0, self.time_cap - elapsed))
+        parts.append(f"ETA {duration(left)}" if left is not None else "ETA unknown (until early stopping)")
+        logging.getLogger("palr").info("%s: %s", self.name, ", ".join(parts))
 
 
 def _profiler(name: str, work_dir: Path):
@@ -240,11 +314,14 @@ def fit(trainer, module, train_loader, val_loader=None) -> str | None:
     """
     last = Path(trainer.default_root_dir) / "checkpoints" / "last.ckpt"
     resume = str(last) if last.is_file() else None
+    if resume:  # an empty, torn, crafted or foreign last.ckpt: one line naming it, not Lightning's traceback
+        state = read_checkpoint(last, needs=("state_dict", "loops", "optimizer_states"))
+        check_weights(last, state["state_dict"], module)
     sampler = getattr(train_loader, "sampler", None)
     if resume and hasattr(sampler, "set_epoch"):
         # Lightning builds the first epoch's iterator before it calls set_epoch, which is right for a
         # fresh fit but would replay epoch 0's order in a resumed one: start at the epoch it resumes
-        progress = torch.load(last, map_location="cpu", weights_only=True)["loops"]["fit_loop"]
+        progress = state["loops"]["fit_loop"]
         sampler.set_epoch(progress["epoch_progress"]["current"]["processed"])  # the epoch it continues
     trainer.fit(module, train_loader, val_loader, ckpt_path=resume, weights_only=True)
     return resume

@@ -61,14 +61,14 @@ def user_profiles(users: Sequence[int], histories: Sequence[np.ndarray], context
 
 def batched(prompts: list[list[int]], run: Callable[[list[int]], list], inputs: DecoderInputs) -> list:
     """``run(indices)`` over batches of ``rank_batch_size`` prompts of similar length (less
-    padding), with a progress bar; results back in the prompts' order."""
-    from tqdm.auto import tqdm
+    padding), with progress (a bar on a terminal, else a log line per tenth); results back in the
+    prompts' order."""
+    from palr_core.progress import progress
 
     order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
     size = inputs.config.rank_batch_size
     results: list = [None] * len(prompts)
-    with tqdm(total=len(prompts), desc=f"ranking ({inputs.config.decoder})", unit="user",
-              disable=None if inputs.context.trainer.enable_progress_bar else True) as bar:  # None: a terminal only
+    with progress(len(prompts), f"ranking ({inputs.config.decoder})", inputs.context.trainer.enable_progress_bar) as bar:
         for start in range(0, len(order), size):
             idx = order[start:start + size]
             for i, result in zip(idx, run(idx)):
