@@ -39,3 +39,30 @@ def test_scoring_a_history_longer_than_maxlen_uses_its_most_recent_items(trainin
     bert.fit(training_data, run_context)
     long = np.arange(60) % training_data.num_items
     assert torch.equal(bert.score([long]), bert.score([long[-40:]]))
+
+
+def bert4rec_loss(module, batch):
+    torch.manual_seed(0)  # the same masks each call
+    return module.training_step(batch, 0)
+
+
+def test_ce_loss_in_chunks_is_the_full_logits_loss(training_data, run_context, monkeypatch):
+    from palr_core.kit import losses
+
+    bert = BERT4RecRetriever(**TINY)
+    module = bert.build_module(training_data.num_items).eval()
+    batch = (bert.training_dataset(training_data, run_context).tensors[0][:64],)
+    whole = bert4rec_loss(module, batch)
+    monkeypatch.setattr(losses, "CHUNK_ELEMENTS", training_data.num_items * 5)
+    chunked = bert4rec_loss(module, batch)
+    assert type(chunked.grad_fn).__name__ == "_ChunkedCrossEntropyBackward"
+    assert torch.allclose(chunked, whole, rtol=1e-6)
+    got = torch.autograd.grad(chunked, module.output_bias)[0]
+    assert torch.allclose(got, torch.autograd.grad(whole, module.output_bias)[0], rtol=1e-4, atol=1e-7)
+
+
+def test_sampled_loss_fits_and_retrieves(training_data, run_context, small_split):
+    bert = BERT4RecRetriever(**TINY, loss="sampled", negatives=16, max_epochs=1)
+    bert.fit(training_data, run_context)
+    assert bert.module.log_q.exp().sum().item() == pytest.approx(1.0)
+    assert bert.retrieve(small_split.histories("test")[:5], 10)[0].shape == (5, 10)

@@ -91,3 +91,26 @@ def test_a_bad_option_is_a_clear_error():
         GRU4RecRetriever(tied="yes")
     with pytest.raises(ValueError, match="layers"):
         GRU4RecRetriever(layers=0)
+
+
+@pytest.mark.parametrize("tied", [True, False])
+def test_ce_loss_in_chunks_is_the_full_logits_loss(training_data, run_context, monkeypatch, tied):
+    from palr_core.kit import losses
+
+    gru = GRU4RecRetriever(**TINY, tied=tied)
+    module = gru.build_module(training_data.num_items).eval()
+    batch = [t[:64] for t in gru.training_dataset(training_data, run_context).tensors]
+    whole = module.training_step(batch, 0)
+    monkeypatch.setattr(losses, "CHUNK_ELEMENTS", training_data.num_items * 5)
+    chunked = module.training_step(batch, 0)
+    assert type(chunked.grad_fn).__name__ == "_ChunkedCrossEntropyBackward"
+    assert torch.allclose(chunked, whole, rtol=1e-6)
+    weight = module.items.weight if tied else module.output.weight
+    got = torch.autograd.grad(chunked, weight)[0]
+    assert torch.allclose(got, torch.autograd.grad(whole, weight)[0], rtol=1e-4, atol=1e-7)
+
+
+def test_sampled_loss_fits_and_retrieves(training_data, run_context, small_split):
+    gru = GRU4RecRetriever(**TINY, loss="sampled", negatives=16, tied=False, max_epochs=1)
+    gru.fit(training_data, run_context)
+    assert gru.retrieve(small_split.histories("test")[:5], 10)[0].shape == (5, 10)

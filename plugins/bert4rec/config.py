@@ -7,6 +7,8 @@ from dataclasses import dataclass
 from palr_core import option
 from palr_core.kit.configs import RetrieverConfig
 
+LOSSES = ("ce", "sampled")
+
 
 @dataclass
 class BERT4RecConfig(RetrieverConfig):
@@ -16,6 +18,10 @@ class BERT4RecConfig(RetrieverConfig):
     :param heads: attention heads.
     :param mask_prob: share of items replaced by the mask token in training.
     :param last_mask_prob: share of training sequences in which only the last item is masked.
+    :param loss: ``ce`` (softmax over the whole catalogue, exact, computed in chunks of bounded
+        memory) or ``sampled`` (softmax over the target and ``negatives`` items drawn per batch,
+        logQ-corrected: for catalogues too large for ``ce``).
+    :param negatives: items drawn per training batch for ``loss=sampled``.
     """
 
     maxlen: int = option(200, min=1)
@@ -24,3 +30,5 @@ class BERT4RecConfig(RetrieverConfig):
     dropout: float = option(0.1, min=0, below=1)
     mask_prob: float = option(0.2, above=0, below=1)
     last_mask_prob: float = option(0.1, min=0, max=1)
+    loss: str = option("ce", choices=LOSSES)
+    negatives: int = option(256, min=1)

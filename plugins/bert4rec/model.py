@@ -2,17 +2,21 @@
 
 Training masks a random ``mask_prob`` share of each sequence's items (and, for a
 ``last_mask_prob`` share of sequences, only the last item, the situation at inference) and
-applies softmax cross-entropy over the catalogue at the masked positions. To score a history,
+applies softmax cross-entropy over the catalogue at the masked positions (``loss=ce``, exact, in
+chunks of bounded memory; ``loss=sampled``: against ``negatives`` sampled items, logQ-corrected).
+To score a history,
 a mask token is appended and its representation is matched against every item embedding.
 """
 
 from __future__ import annotations
 
+import math
+
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from palr_core import RunContext, TrainingData
+from palr_core.kit.losses import full_cross_entropy, sampled_softmax, training_log_q
 from palr_core.kit.retrievers import (
     PAD,
     RetrieverModule,
@@ -39,6 +43,8 @@ class BERT4RecModule(RetrieverModule):
         self.output_bias = nn.Parameter(torch.zeros(num_items))
         nn.init.normal_(self.items.weight, std=0.02)
         nn.init.normal_(self.positions.weight, std=0.02)
+        # log-probability of drawing each item as a negative (loss=sampled); set from the training data
+        self.register_buffer("log_q", torch.full((num_items,), -math.log(max(num_items, 1))), persistent=False)
 
     def encode(self, seq: torch.Tensor) -> torch.Tensor:
         positions = torch.arange(self.config.maxlen - seq.shape[1], self.config.maxlen, device=seq.device)
@@ -46,8 +52,12 @@ class BERT4RecModule(RetrieverModule):
         allowed = (seq != 0)[:, None, :] | torch.eye(seq.shape[1], dtype=torch.bool, device=seq.device)[None]
         return self.encoder(x, allowed[:, None])
 
+    def output_weight(self) -> torch.Tensor:
+        """The catalogue's output embeddings ``[num_items, hidden]`` (tied to the input ones)."""
+        return self.items.weight[1:self.num_items + 1]
+
     def logits(self, hidden: torch.Tensor) -> torch.Tensor:
-        return hidden @ self.items.weight[1:self.num_items + 1].T + self.output_bias
+        return hidden @ self.output_weight().T + self.output_bias
 
     def score(self, queries: torch.Tensor) -> torch.Tensor:
         # drop the oldest item and append the mask token: "what comes next?"
@@ -63,7 +73,12 @@ class BERT4RecModule(RetrieverModule):
         masked[last_only, -1] = True
         inputs = seq.masked_fill(masked, self.mask_id)
         hidden = self.encode(inputs)[masked]
-        loss = F.cross_entropy(self.logits(hidden), seq[masked] - 1)
+        targets = seq[masked] - 1
+        if self.config.loss == "sampled":
+            loss = sampled_softmax(hidden, self.output_weight(), targets, self.log_q, self.config.negatives,
+                                   bias=self.output_bias)
+        else:
+            loss = full_cross_entropy(hidden, self.output_weight(), targets, bias=self.output_bias)
         self.log("train/loss", loss, prog_bar=True, batch_size=len(seq))
         return loss
 
@@ -73,8 +88,17 @@ class BERT4RecRetriever(TrainedRetriever):
 
     config_class = BERT4RecConfig
 
+    log_q: torch.Tensor | None = None
+
+    def prepare(self, data: TrainingData) -> None:
+        if self.config.loss == "sampled":
+            self.log_q = training_log_q(data.train, data.num_items)
+
     def build_module(self, num_items: int) -> BERT4RecModule:
-        return BERT4RecModule(num_items, self.config)
+        module = BERT4RecModule(num_items, self.config)
+        if self.log_q is not None:
+            module.log_q.copy_(self.log_q)
+        return module
 
     def training_dataset(self, data: TrainingData, context: RunContext) -> torch.utils.data.Dataset:
         return torch.utils.data.TensorDataset(left_pad(data.train, self.config.maxlen))

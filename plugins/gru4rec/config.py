@@ -7,6 +7,8 @@ from dataclasses import dataclass
 from palr_core import option
 from palr_core.kit.configs import RetrieverConfig
 
+LOSSES = ("ce", "sampled")
+
 
 @dataclass
 class GRU4RecConfig(RetrieverConfig):
@@ -20,6 +22,10 @@ class GRU4RecConfig(RetrieverConfig):
     :param layers: stacked GRU layers (``hidden`` units each).
     :param tied: score items with the input item embedding (GRU4Rec's "constrained embedding");
         ``false``: a separate output embedding with a per-item bias.
+    :param loss: ``ce`` (softmax over the whole catalogue, exact, computed in chunks of bounded
+        memory) or ``sampled`` (softmax over the target and ``negatives`` items drawn per batch,
+        logQ-corrected: for catalogues too large for ``ce``).
+    :param negatives: items drawn per training batch for ``loss=sampled``.
     """
 
     maxlen: int = option(200, min=1)
@@ -27,6 +33,8 @@ class GRU4RecConfig(RetrieverConfig):
     lr: float = option(3e-3, above=0)
     layers: int = option(1, min=1)
     tied: bool = True
+    loss: str = option("ce", choices=LOSSES)
+    negatives: int = option(256, min=1)
 
     def __post_init__(self) -> None:
         if not isinstance(self.tied, bool):

@@ -5,7 +5,8 @@ An item embedding feeds one or more GRU layers; the hidden state after each posi
 against every item's embedding (the input embedding itself when ``tied``, GRU4Rec's "constrained
 embedding"; otherwise a separate output embedding with a bias) and trained with softmax
 cross-entropy over the whole catalogue to predict the next item, at every position of each user's
-training prefix. This follows the later reproducibility work on GRU4Rec (Hidasi & Czapp, RecSys
+training prefix (``loss=ce``, exact, in chunks of bounded memory; ``loss=sampled``: against
+``negatives`` sampled items, logQ-corrected). This follows the later reproducibility work on GRU4Rec (Hidasi & Czapp, RecSys
 2023), whose best setting is a cross-entropy loss over (here: all) items, rather than the 2016
 paper's session-parallel mini-batches with BPR/TOP1 over in-batch negatives.
 
@@ -16,14 +17,15 @@ the final hidden state after its most recent item (the last ``maxlen``) is used.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from palr_core import RunContext, TrainingData
+from palr_core.kit.losses import full_cross_entropy, sampled_softmax, training_log_q
 from palr_core.kit.retrievers import PAD, RetrieverModule, TrainedRetriever, right_pad
 
 from .config import GRU4RecConfig
@@ -46,6 +48,8 @@ class GRU4RecModule(RetrieverModule):
             self.output = nn.Embedding(num_items, config.hidden)
             self.output_bias = nn.Parameter(torch.zeros(num_items))
             nn.init.normal_(self.output.weight, std=0.02)
+        # log-probability of drawing each item as a negative (loss=sampled); set from the training data
+        self.register_buffer("log_q", torch.full((num_items,), -math.log(max(num_items, 1))), persistent=False)
 
     def _packed(self, seq: torch.Tensor, lengths: torch.Tensor):
         """Right-padded ``seq`` ``[B, L]`` with real ``lengths`` (0 allowed: read as one padding step),
@@ -60,12 +64,17 @@ class GRU4RecModule(RetrieverModule):
         outputs, _ = self._packed(seq, lengths)
         return nn.utils.rnn.pad_packed_sequence(outputs, batch_first=True, total_length=seq.shape[1])[0]
 
+    def output_weights(self) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The catalogue's output embeddings ``[num_items, hidden]`` and bias (``None`` when tied)."""
+        if self.config.tied:
+            return self.items.weight[1:], None
+        return self.output.weight, self.output_bias
+
     def logits(self, hidden: torch.Tensor) -> torch.Tensor:
         """Scores over the catalogue ``[..., num_items]`` for GRU outputs ``[..., hidden]``."""
-        hidden = self.dropout(hidden)
-        if self.config.tied:
-            return hidden @ self.items.weight[1:].T
-        return hidden @ self.output.weight.T + self.output_bias
+        weight, bias = self.output_weights()
+        logits = self.dropout(hidden) @ weight.T
+        return logits if bias is None else logits + bias
 
     def score(self, queries: torch.Tensor) -> torch.Tensor:
         """A query row is ``[length, item, ..., item, PAD, ...]`` (:meth:`GRU4RecRetriever.queries`)."""
@@ -80,7 +89,12 @@ class GRU4RecModule(RetrieverModule):
         hidden = self.encode(seq[:, :-1], lengths - 1)
         targets = seq[:, 1:]
         real = targets != PAD
-        loss = F.cross_entropy(self.logits(hidden[real]), targets[real] - 1)
+        hidden, targets = self.dropout(hidden[real]), targets[real] - 1
+        weight, bias = self.output_weights()
+        if self.config.loss == "sampled":
+            loss = sampled_softmax(hidden, weight, targets, self.log_q, self.config.negatives, bias=bias)
+        else:
+            loss = full_cross_entropy(hidden, weight, targets, bias=bias)
         self.log("train/loss", loss, prog_bar=True, batch_size=len(seq))
         return loss
 
@@ -90,8 +104,17 @@ class GRU4RecRetriever(TrainedRetriever):
 
     config_class = GRU4RecConfig
 
+    log_q: torch.Tensor | None = None
+
+    def prepare(self, data: TrainingData) -> None:
+        if self.config.loss == "sampled":
+            self.log_q = training_log_q(data.train, data.num_items)
+
     def build_module(self, num_items: int) -> GRU4RecModule:
-        return GRU4RecModule(num_items, self.config)
+        module = GRU4RecModule(num_items, self.config)
+        if self.log_q is not None:
+            module.log_q.copy_(self.log_q)
+        return module
 
     def training_dataset(self, data: TrainingData, context: RunContext) -> torch.utils.data.Dataset:
         return torch.utils.data.TensorDataset(*right_pad(data.train, self.config.maxlen + 1))

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from palr_core import option
 from palr_core.kit.configs import RetrieverConfig
 
-LOSSES = ("ce", "bce")
+LOSSES = ("ce", "bce", "sampled")
 
 
 @dataclass
@@ -16,13 +16,17 @@ class SASRecConfig(RetrieverConfig):
 
     :param blocks: self-attention blocks.
     :param heads: attention heads per block.
-    :param loss: ``ce`` (full-catalogue softmax) or ``bce`` (one sampled negative per position).
+    :param loss: ``ce`` (full-catalogue softmax, exact, computed in chunks of bounded memory),
+        ``bce`` (one sampled negative per position) or ``sampled`` (softmax over the target and
+        ``negatives`` items drawn per batch, logQ-corrected: for catalogues too large for ``ce``).
+    :param negatives: items drawn per training batch for ``loss=sampled``.
     """
 
     maxlen: int = option(200, min=1)
     blocks: int = option(2, min=1)
     heads: int = option(2, min=1)
     loss: str = option("ce", choices=LOSSES)
+    negatives: int = option(256, min=1)
 
     def __post_init__(self) -> None:
         """What option() cannot say alone: ``loss`` is checked by its option() rule, not here."""

@@ -1,17 +1,21 @@
 """SASRec (Kang & McAuley 2018): causal self-attention over the item sequence, as a palr Retriever.
 
-Two losses, selected by ``loss``: ``ce`` (softmax cross-entropy over the whole catalogue at every
-position, the stronger one and the default) and ``bce`` (the paper's binary cross-entropy with one
-sampled negative per position).
+Three losses, selected by ``loss``: ``ce`` (softmax cross-entropy over the whole catalogue at every
+position, the stronger one and the default, in chunks of bounded memory), ``bce`` (the paper's
+binary cross-entropy with one sampled negative per position) and ``sampled`` (softmax over the
+target and ``negatives`` sampled items, logQ-corrected, for large catalogues).
 """
 
 from __future__ import annotations
+
+import math
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from palr_core import RunContext, TrainingData
+from palr_core.kit.losses import full_cross_entropy, sampled_softmax, training_log_q
 from palr_core.kit.retrievers import (
     PAD,
     RetrieverModule,
@@ -49,6 +53,8 @@ class SASRecModule(RetrieverModule):
         self.dropout = nn.Dropout(config.dropout)
         nn.init.normal_(self.items.weight, std=0.02)
         nn.init.normal_(self.positions.weight, std=0.02)
+        # log-probability of drawing each item as a negative (loss=sampled); set from the training data
+        self.register_buffer("log_q", torch.full((num_items,), -math.log(max(num_items, 1))), persistent=False)
 
     def encode(self, seq: torch.Tensor) -> torch.Tensor:
         """Hidden states ``[B, L, hidden]`` for left-padded item sequences ``[B, L]``."""
@@ -67,7 +73,9 @@ class SASRecModule(RetrieverModule):
         real = targets > 0
         hidden, targets = hidden[real], targets[real]
         if self.config.loss == "ce":
-            loss = F.cross_entropy(hidden @ self.items.weight[1:].T, targets - 1)
+            loss = full_cross_entropy(hidden, self.items.weight[1:], targets - 1)
+        elif self.config.loss == "sampled":
+            loss = sampled_softmax(hidden, self.items.weight[1:], targets - 1, self.log_q, self.config.negatives)
         else:
             negatives = torch.randint(1, self.num_items + 1, targets.shape, device=targets.device)
             pos = (hidden * self.items(targets)).sum(-1)
@@ -83,8 +91,17 @@ class SASRecRetriever(TrainedRetriever):
 
     config_class = SASRecConfig
 
+    log_q: torch.Tensor | None = None
+
+    def prepare(self, data: TrainingData) -> None:
+        if self.config.loss == "sampled":
+            self.log_q = training_log_q(data.train, data.num_items)
+
     def build_module(self, num_items: int) -> SASRecModule:
-        return SASRecModule(num_items, self.config)
+        module = SASRecModule(num_items, self.config)
+        if self.log_q is not None:
+            module.log_q.copy_(self.log_q)
+        return module
 
     def training_dataset(self, data: TrainingData, context: RunContext) -> torch.utils.data.Dataset:
         # maxlen + 1 columns: inputs are the first maxlen, next-item targets the last maxlen
