@@ -33,11 +33,18 @@ def tiny_base(folder: Path, catalog: ItemCatalog, templates: Mapping[str, Mappin
               settings: TinyModelSettings, cache_dir) -> tuple:
     """``(model, tokenizer)`` of ``model: tiny``, saved in ``folder`` the first time (a tokenizer
     trained on :func:`tokenizer_corpus`, a random init from torch's seeded generator) and read
-    back from it after that, so a resumed run fine-tunes the same base."""
+    back from it after that, so a resumed run fine-tunes the same base.
+
+    The init draws from a copy of torch's generator state, which is put back afterwards: whether
+    the base was built here or read from ``folder`` (left by an interrupted run), what is drawn
+    next (the LoRA init, dropout) is the same, and so is the fine-tuning."""
     if (folder / "config.json").is_file():
         return load_causal_lm(folder, cache_dir, "float32")
+    import torch
+
     tokenizer = train_tokenizer(tokenizer_corpus(catalog, templates), settings.vocab_size)
-    model = build_tiny_model(tokenizer, settings)
+    with torch.random.fork_rng(devices=[]):
+        model = build_tiny_model(tokenizer, settings)
     partial = folder.with_name(f"{folder.name}.{os.getpid()}.tmp")  # renamed when complete: no half a base
     shutil.rmtree(partial, ignore_errors=True)
     with transformers_quietly():

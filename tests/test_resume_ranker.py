@@ -1,0 +1,65 @@
+"""A run killed anywhere in the LLM ranker's stage, then started again with the same command,
+ends with the uninterrupted run's metrics and rankings: whatever the killed process left in
+``llama_lora/`` (a saved base and nothing else, a mid-training checkpoint, a finished adapter)."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+
+from .test_cli import palr_run
+
+#: the LLM stage on its own: no retriever training, the tiny LLaMA trained from a random init, the
+#: model's scores alone ranking (``retriever_weight=0``), so every drift in the ranker shows
+RANKER_ONLY = ("retriever=popularity", "profile=keywords", "ranker=llama_lora", "dataset.users=120",
+               "dataset.franchises=40", "ranker.epochs=2", "ranker.batch_size=8", "ranker.checkpoint_every_n_steps=2",
+               "ranker.instructions.user_fraction=0.5", "ranker.tiny.hidden_size=32", "ranker.tiny.layers=1",
+               "ranker.retriever_weight=0", "eval.max_users=40", "eval.candidates=20",
+               "trainer.enable_progress_bar=false", "trainer.threads=1")
+
+#: where to kill: the file whose appearance marks the point
+KILL_POINTS = {"base saved, before training": "llama_lora/base/config.json",
+               "mid-training checkpoint": "llama_lora/checkpoints/last.ckpt",
+               "fine-tuning finished, ranking not": "llama_lora/done.json"}
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory) -> Path:
+    folder = tmp_path_factory.mktemp("ranker-whole")
+    palr_run(*RANKER_ONLY, f"hydra.run.dir={folder}/run", tmp_path=folder, fast=False)
+    return folder / "run"
+
+
+def _kill_when(marker: Path, tmp_path: Path, run_dir: Path) -> None:
+    """Start the run in ``run_dir`` and SIGKILL it as soon as ``marker`` exists."""
+    env = {**os.environ, "PALR_CACHE_DIR": str(tmp_path / "cache")}
+    proc = subprocess.Popen([sys.executable, "-c", "from palr_core.cli import run; run()", *RANKER_ONLY,
+                             f"hydra.run.dir={run_dir}"], cwd=tmp_path, env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 300
+    while not marker.exists() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert marker.exists(), f"the run ended (code {proc.returncode}) before {marker.name} appeared"
+    assert not (run_dir / "metrics.json").exists(), "the run finished before it could be killed"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("point", list(KILL_POINTS))
+def test_a_ranker_killed_anywhere_resumes_to_the_uninterrupted_run(uninterrupted, tmp_path, point):
+    run_dir = tmp_path / "killed"
+    _kill_when(run_dir / KILL_POINTS[point], tmp_path, run_dir)
+    palr_run(*RANKER_ONLY, f"hydra.run.dir={run_dir}", tmp_path=tmp_path, fast=False)
+    whole = json.loads((uninterrupted / "metrics.json").read_text())
+    resumed = json.loads((run_dir / "metrics.json").read_text())
+    assert resumed["rows"] == whole["rows"], point
+    assert resumed["validation"] == whole["validation"], point
+    rankings = [pq.read_table(folder / "rankings.parquet").to_pylist() for folder in (uninterrupted, run_dir)]
+    assert rankings[0] == rankings[1], point
