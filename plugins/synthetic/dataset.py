@@ -111,9 +111,11 @@ def _user_sequence(rng, affinity, next_in_franchise, length, sequel_prob) -> lis
         follow = next_in_franchise[last] if last >= 0 else -1
         if follow >= 0 and not seen[follow] and rng.random() < sequel_prob:
             item = int(follow)
-        else:
+        else:  # rng.choice(n, p=weights / weights.sum()) as numpy computes it, without its checks of p
             weights = np.where(seen, 0.0, affinity)
-            item = int(rng.choice(len(weights), p=weights / weights.sum()))
+            cdf = (weights / weights.sum()).cumsum()
+            cdf /= cdf[-1]
+            item = int(cdf.searchsorted(rng.random(), side="right"))
         seen[item] = True
         seq.append(item)
     return seq
