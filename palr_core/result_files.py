@@ -1,7 +1,8 @@
-"""Reading a run's result files back (``metrics.json``, ``rankings.parquet``) without trusting them.
+"""Reading a run's files back (``metrics.json``, ``rankings.parquet``, checkpoints) without trusting them.
 
-``palr report``, ``palr export``, :func:`palr.load_run` and a finished run started again read what a
-run wrote, and a folder may hold a file palr did not write as it is (edited, truncated, crafted).
+``palr report``, ``palr export``, :func:`palr.load_run`, a finished run started again and a resumed
+training read what a run wrote, and a folder may hold a file palr did not write as it is (edited,
+truncated, crafted).
 Each reader checks every field it hands on and refuses, in one line that names the file and the
 field and says what was expected, anything else: never a traceback, never a number in a report that
 the file did not hold. A text field is shown in a markdown table only through :func:`markdown_cell`,
@@ -15,7 +16,8 @@ import math
 import re
 from pathlib import Path
 
-__all__ = ["ResultFileError", "read_metrics", "read_rankings", "markdown_cell", "RANKING_TYPES"]
+__all__ = ["ResultFileError", "read_metrics", "read_rankings", "read_checkpoint", "check_weights", "markdown_cell",
+           "RANKING_TYPES"]
 
 #: metrics that are shares of users or items: anything outside [0, 1] was not computed by palr
 _SHARES = re.compile(r"(HR|NDCG|MRR|Coverage)@\d+")
@@ -167,3 +169,58 @@ def markdown_cell(text: object) -> str:
     character written as its escape (``\\n``), so the table keeps its rows and columns."""
     out = "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in str(text))
     return out.replace("|", "\\|")
+
+
+_CHECKPOINT = "expected a checkpoint palr wrote (tensors and plain data, in torch's zip format)"
+
+
+def read_checkpoint(file: str | Path, needs: tuple[str, ...] = ()) -> dict:
+    """A checkpoint or saved model read with ``torch.load(weights_only=True)``: tensors and plain
+    data only, so a crafted file cannot run code. An empty, truncated or damaged file, one holding
+    anything else, or a dict without the keys in ``needs`` is refused with a :class:`ResultFileError`
+    naming the file and what was expected."""
+    import pickle
+
+    import torch
+
+    file = Path(file)
+    try:
+        if file.stat().st_size == 0:
+            raise ResultFileError(f"{file} is empty; {_CHECKPOINT}")
+        state = torch.load(file, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:  # weights_only refused a type: the payload never ran
+        why = str(exc).partition("WeightsUnpickler error:")[2].strip() or str(exc)  # past torch's advice
+        raise ResultFileError(f"{file} holds something other than weights and plain data, and was not loaded "
+                              f"(torch.load weights_only=True refused it: {_first_line(why)})") from None
+    except (RuntimeError, EOFError, OSError, ValueError, KeyError, IndexError) as exc:  # a torn or foreign file
+        raise ResultFileError(f"{file} cannot be read, truncated or damaged? ({_first_line(exc)}); "
+                              f"{_CHECKPOINT}") from None
+    if not isinstance(state, dict):
+        raise ResultFileError(f"{file} holds {type(state).__name__}; {_CHECKPOINT}, a dict")
+    missing = [key for key in needs if key not in state]
+    if missing:
+        raise ResultFileError(f"{file} has no {', '.join(map(repr, missing))}; {_CHECKPOINT}")
+    return state
+
+
+def check_weights(file: str | Path, weights, module) -> None:
+    """Every tensor in ``weights`` (a checkpoint's ``state_dict``, which may hold only some of the
+    module's weights, as an adapter checkpoint does) names a weight of ``module`` with its shape;
+    else a :class:`ResultFileError` naming the file and the first weight that does not fit."""
+    import torch
+
+    what = f"expected weights of this {type(module).__name__}"
+    if not isinstance(weights, dict):
+        raise ResultFileError(f"{file}: state_dict is {type(weights).__name__}, not a dict of tensors; {what}")
+    own = module.state_dict()
+    for key, tensor in weights.items():
+        if key not in own:
+            raise ResultFileError(f"{file}: weight {key!r} is not one of the model's; {what}")
+        if not isinstance(tensor, torch.Tensor) or tensor.shape != own[key].shape:
+            shape = tuple(tensor.shape) if isinstance(tensor, torch.Tensor) else type(tensor).__name__
+            raise ResultFileError(f"{file}: weight {key!r} is {shape}, the model's is {tuple(own[key].shape)}; {what}")
+
+
+def _first_line(exc: BaseException | str) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__

@@ -20,7 +20,6 @@ import hashlib
 import io
 import json
 import logging
-import pickle
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any, ClassVar
@@ -31,6 +30,7 @@ import torch
 
 from ..components import RunContext, TrainingData
 from ..config import check_options
+from ..result_files import check_weights, read_checkpoint
 from .configs import RetrieverConfig
 from .files import write_atomic
 from .training import LengthBucketSampler, claim_folder, fit, make_trainer, resumable_loader
@@ -39,6 +39,7 @@ log = logging.getLogger("palr")
 
 __all__ = [
     "PAD",
+    "flatten_histories",
     "left_pad",
     "right_pad",
     "trim_padding",
@@ -88,16 +89,34 @@ def sample_unseen(users: torch.Tensor, keys: torch.Tensor, num_items: int, shape
     return negatives
 
 
+def flatten_histories(histories: Sequence[Sequence[int]]) -> tuple[np.ndarray, np.ndarray]:
+    """All histories' items in one int64 array, and each history's length (one ``np.concatenate``,
+    no Python loop over the items)."""
+    lengths = np.fromiter(map(len, histories), dtype=np.int64, count=len(histories))
+    if not lengths.sum():
+        return np.zeros(0, np.int64), lengths
+    return np.concatenate([np.asarray(h, dtype=np.int64).reshape(-1) for h in histories]), lengths
+
+
+def _tails(histories: Sequence[Sequence[int]], maxlen: int):
+    """For the last ``maxlen`` items of each history: (row, position within the tail, tail length)
+    per kept item, and the kept items (shifted by +1)."""
+    flat, lengths = flatten_histories(histories)
+    kept = np.minimum(lengths, max(maxlen, 0))
+    rows = np.repeat(np.arange(len(lengths)), kept)
+    position = np.arange(int(kept.sum())) - np.repeat(np.cumsum(kept) - kept, kept)
+    source = np.repeat(np.cumsum(lengths) - kept, kept) + position
+    return rows, position, np.repeat(kept, kept), flat[source] + 1
+
+
 def left_pad(histories: Sequence[Sequence[int]], maxlen: int) -> torch.Tensor:
     """The last ``maxlen`` items of each history, shifted by +1, right-aligned, ``0``-padded on the left.
 
     The most recent item is always in the last column, so position ``maxlen - 1`` means "now".
     """
-    out = np.zeros((len(histories), maxlen), dtype=np.int64)
-    for row, history in enumerate(histories):
-        tail = np.asarray(history, dtype=np.int64)[-maxlen:] if maxlen > 0 else ()
-        if len(tail):
-            out[row, maxlen - len(tail):] = tail + 1
+    out = np.zeros((len(histories), max(maxlen, 0)), dtype=np.int64)
+    rows, position, kept, items = _tails(histories, maxlen)
+    out[rows, maxlen - kept + position] = items
     return torch.from_numpy(out)
 
 
@@ -106,21 +125,20 @@ def right_pad(histories: Sequence[Sequence[int]], maxlen: int) -> tuple[torch.Te
     right, with each row's length: the layout ``torch.nn.utils.rnn.pack_padded_sequence`` takes
     (an empty history has length 0; pack needs lengths >= 1, so clamp or drop such rows).
     """
-    out = np.zeros((len(histories), maxlen), dtype=np.int64)
-    lengths = np.zeros(len(histories), dtype=np.int64)
-    for row, history in enumerate(histories):
-        tail = np.asarray(history, dtype=np.int64)[-maxlen:] if maxlen > 0 else ()
-        out[row, :len(tail)] = np.asarray(tail) + 1
-        lengths[row] = len(tail)
+    out = np.zeros((len(histories), max(maxlen, 0)), dtype=np.int64)
+    rows, position, _, items = _tails(histories, maxlen)
+    out[rows, position] = items
+    lengths = np.bincount(rows, minlength=len(histories)).astype(np.int64)
     return torch.from_numpy(out), torch.from_numpy(lengths)
 
 
 def mask_history(scores: torch.Tensor, histories: Sequence[Iterable[int]]) -> torch.Tensor:
     """Set the scores of items a user has already seen to ``-inf`` (in place; returns ``scores``)."""
-    rows = [torch.full((len(h),), r, dtype=torch.long) for r, h in enumerate(histories)]
-    cols = [torch.as_tensor(np.asarray(h, dtype=np.int64)) for h in histories]
-    if rows:
-        scores[torch.cat(rows).to(scores.device), torch.cat(cols).to(scores.device)] = float("-inf")
+    histories = [h if hasattr(h, "__len__") else list(h) for h in histories]
+    flat, lengths = flatten_histories(histories)
+    if len(flat):
+        rows = torch.from_numpy(np.repeat(np.arange(len(lengths)), lengths)).to(scores.device)
+        scores[rows, torch.from_numpy(flat).to(scores.device)] = float("-inf")
     return scores
 
 
@@ -348,9 +366,13 @@ class TrainedRetriever:
 
     def _load_into(self, path: Path) -> None:
         state = _read_state(path)
-        self.num_items = int(state["num_items"])
+        if isinstance(state["num_items"], bool) or not isinstance(state["num_items"], int) or state["num_items"] < 1:
+            raise ValueError(f"{path / 'retriever.pt'}: num_items must be a whole number >= 1, got "
+                             f"{state['num_items']!r}; expected a retriever saved by palr")
+        self.num_items = state["num_items"]
         self.restore_extra_state(state["extra"])
         self.module = self.build_module(self.num_items)
+        check_weights(path / "retriever.pt", state["state_dict"], self.module)
         self.module.load_state_dict(state["state_dict"])
 
     # -- helpers ---------------------------------------------------------------------------
@@ -385,8 +407,10 @@ class TrainedRetriever:
                      self.fit_summary["best_val_ndcg10"])
 
     def _load_checkpoint(self, path: Path) -> None:
-        """The module's weights from a Lightning checkpoint (``weights_only``: no code runs)."""
-        checkpoint = _safe_load(path)
+        """The module's weights from a Lightning checkpoint (``weights_only``: no code runs); a
+        damaged file, or one of another model, is refused in one line naming it."""
+        checkpoint = _safe_load(path, needs=("state_dict",))
+        check_weights(path, checkpoint["state_dict"], self.module)
         self.module.load_state_dict(checkpoint["state_dict"])
 
     def _fingerprint(self, data: TrainingData, context: RunContext) -> dict:
@@ -416,18 +440,14 @@ def _read_state(path: Path) -> dict:
     if not file.is_file():
         raise FileNotFoundError(f"no saved retriever at {file} (expected a directory written by "
                                 f"retriever.save(), e.g. <previous run>/retriever)")
-    return _safe_load(file)
+    return _safe_load(file, needs=("config", "num_items", "state_dict", "extra"))
 
 
-def _safe_load(file: Path) -> dict:
+def _safe_load(file: Path, needs: tuple[str, ...] = ()) -> dict:
     """``torch.load`` with ``weights_only=True``: tensors and plain data only, so a crafted file
-    cannot run code; anything else is refused with the file named."""
-    try:
-        return torch.load(file, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise ValueError(f"{file} holds something other than weights and plain data, and was not loaded "
-                         f"(torch.load weights_only=True refused it: {first})") from None
+    cannot run code; that, an empty or truncated file, or one without the keys in ``needs``, is
+    refused in one line naming the file (a ``ValueError``: :func:`palr_core.result_files.read_checkpoint`)."""
+    return read_checkpoint(file, needs)
 
 
 class UserRetriever(TrainedRetriever):

@@ -1,0 +1,127 @@
+"""A checkpoint or saved retriever that palr did not write as it is (empty, torn, crafted, of
+another model) is refused in one line naming the file and what was expected: on resume, when a
+finished training's best checkpoint is read back, and for ``retriever.load_from``."""
+
+from __future__ import annotations
+
+import json
+import pickle
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+from palr.plugins.sasrec.model import SASRecRetriever
+
+from palr_core.testing import tiny_context, tiny_data
+from tests.test_cli import palr_run
+from tests.test_faults import TINY, _Payload
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """One finished SASRec training folder (``retriever_training/``) and saved retriever (``retriever/``)."""
+    root = tmp_path_factory.mktemp("trained")
+    context = tiny_context(root, catalog=tiny_data().catalog)
+    SASRecRetriever(**TINY, max_epochs=1).fit(tiny_data().training, context)
+    return context.work_dir
+
+
+def resume_with(last: bytes, trained: Path, training_data, run_context) -> str:
+    """Plant ``last`` as an interrupted training's last.ckpt and start the same training again."""
+    folder = run_context.work_dir / "retriever_training"
+    shutil.copytree(trained / "retriever_training", folder)
+    (folder / "done.json").unlink()  # not finished: the fit resumes last.ckpt
+    (folder / "checkpoints" / "last.ckpt").write_bytes(last)
+    with pytest.raises(ValueError) as caught:
+        SASRecRetriever(**TINY, max_epochs=1).fit(training_data, run_context)
+    assert "\n" not in str(caught.value)
+    return str(caught.value)
+
+
+def whole(trained: Path) -> bytes:
+    return (trained / "retriever_training" / "checkpoints" / "last.ckpt").read_bytes()
+
+
+def saved_with(trained: Path, **changes) -> bytes:
+    state = torch.load(trained / "retriever_training" / "checkpoints" / "last.ckpt", weights_only=True)
+    state.update(changes)
+    path = trained / "edited.ckpt"
+    torch.save(state, path)
+    return path.read_bytes()
+
+
+@pytest.mark.parametrize(("make", "says"), [
+    (lambda t: b"", "last.ckpt is empty; expected a checkpoint palr wrote"),
+    (lambda t: whole(t)[: len(whole(t)) // 2], "last.ckpt cannot be read, truncated or damaged? ("),
+    (lambda t: b"\x00garbage" * 100, "last.ckpt holds something other than weights and plain data, and was not "
+                                        "loaded (torch.load weights_only=True refused it: Unsupported operand 0)"),
+    (lambda t: pickle.dumps(_Payload(t / "pwned")), "last.ckpt holds something other than weights and plain data"),
+    (lambda t: _without(t, "loops"), "last.ckpt has no 'loops'; expected a checkpoint"),
+    (lambda t: saved_with(t, state_dict={"item_emb.weight": torch.zeros(3, 2)}),
+     "last.ckpt: weight 'item_emb.weight' is not one of the model's; expected weights of this"),
+])
+def test_a_bad_last_ckpt_on_resume_is_one_line_naming_it(trained, training_data, run_context, make, says):
+    message = resume_with(make(trained), trained, training_data, run_context)
+    last = run_context.work_dir / "retriever_training" / "checkpoints" / "last.ckpt"
+    assert message.startswith(str(last)) and says in message, message
+    assert not (trained / "pwned").exists()
+
+
+def _without(trained: Path, key: str) -> bytes:
+    state = torch.load(trained / "retriever_training" / "checkpoints" / "last.ckpt", weights_only=True)
+    del state[key]
+    torch.save(state, trained / "edited.ckpt")
+    return (trained / "edited.ckpt").read_bytes()
+
+
+def test_weights_of_another_shape_in_last_ckpt_are_named(trained, training_data, run_context):
+    state = torch.load(trained / "retriever_training" / "checkpoints" / "last.ckpt", weights_only=True)
+    name, tensor = next(iter(state["state_dict"].items()))
+    state["state_dict"][name] = torch.zeros(tensor.shape[0] + 1, *tensor.shape[1:])
+    torch.save(state, trained / "edited.ckpt")
+    message = resume_with((trained / "edited.ckpt").read_bytes(), trained, training_data, run_context)
+    assert f"weight {name!r} is ({tensor.shape[0] + 1}, " in message and "the model's is" in message
+
+
+def test_a_torn_best_checkpoint_of_a_finished_training_is_one_line(trained, training_data, run_context):
+    folder = run_context.work_dir / "retriever_training"
+    shutil.copytree(trained / "retriever_training", folder)
+    best = folder / "checkpoints" / json.loads((folder / "done.json").read_text())["best_checkpoint"]
+    best.write_bytes(best.read_bytes()[:1000])
+    with pytest.raises(ValueError, match=rf"^{best}: cannot be read|^{best} cannot be read, truncated or damaged"):
+        SASRecRetriever(**TINY, max_epochs=1).fit(training_data, run_context)
+
+
+@pytest.mark.parametrize(("edit", "says"), [
+    (lambda p: p.write_bytes(b""), "retriever.pt is empty; expected a checkpoint palr wrote"),
+    (lambda p: p.write_bytes(p.read_bytes()[:500]), "retriever.pt cannot be read, truncated or damaged? ("),
+    (lambda p: torch.save([1, 2], p), "retriever.pt holds list; expected a checkpoint palr wrote"),
+    (lambda p: torch.save({"config": {}}, p), "retriever.pt has no 'num_items', 'state_dict', 'extra'"),
+    (lambda p: torch.save({**torch.load(p, weights_only=True), "num_items": "many"}, p),
+     "retriever.pt: num_items must be a whole number >= 1, got 'many'"),
+])
+def test_a_bad_saved_retriever_for_load_from_is_one_line(trained, training_data, run_context, tmp_path, edit, says):
+    saved = Path(shutil.copytree(trained / "retriever", tmp_path / "saved"))
+    edit(saved / "retriever.pt")
+    with pytest.raises(ValueError) as caught:
+        SASRecRetriever(**TINY, load_from=str(saved)).fit(training_data, run_context)
+    assert str(caught.value).startswith(str(saved / "retriever.pt")) and says in str(caught.value), caught.value
+    assert "\n" not in str(caught.value)
+
+
+def test_palr_run_resuming_a_torn_last_ckpt_prints_one_line(tmp_path):
+    run = tmp_path / "run"
+    args = (f"hydra.run.dir={run}", "retriever=sasrec", "trainer.max_epochs=1", "eval.max_users=20",
+            "retriever.hidden=16", "retriever.maxlen=20")
+    palr_run(*args, tmp_path=tmp_path)
+    last = run / "retriever_training" / "checkpoints" / "last.ckpt"
+    last.write_bytes(last.read_bytes()[:2000])
+    for stale in ("metrics.json", "retriever_training/done.json"):
+        (run / stale).unlink()
+    record = json.loads((run / "run.json").read_text())
+    (run / "run.json").write_text(json.dumps({**record, "finished": False}))
+    proc = palr_run(*args, tmp_path=tmp_path, check=False)
+    assert proc.returncode != 0 and "Traceback" not in proc.stderr, proc.stderr
+    assert proc.stderr.strip().splitlines()[-1].startswith(f"palr: {last} cannot be read, truncated or damaged? (")
+
