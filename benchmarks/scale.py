@@ -1,0 +1,299 @@
+"""How palr's cost grows with the size of the log: generated logs of a given shape, the whole pipeline per size.
+
+Three parts, each optional:
+
+* ``--events``: per size, a seeded log of that many events (users and items scaled from ML-20M's
+  shape, power-law popularity) written as Parquet, then ``palr-run dataset=table ...`` in a
+  subprocess with ``retriever=popularity`` and with ``retriever=sasrec`` (one epoch, limited
+  batches), ``ranker=identity profile=none``; per stage seconds (``metrics.json``) and the peak
+  RSS of the run (``getrusage`` of the child).
+* ``--loss-items``: the peak memory and time of one SASRec training step at that catalogue size
+  (ML-20M: 26,744 items), the loss over full logits against the chunked one
+  (``palr_core.kit.losses``), each in its own process.
+* ``--retrieval-users``: full-catalogue top-50 retrieval (``TrainedRetriever.retrieve``: scoring,
+  history masking, top-k) for that many users of the ML-20M shape, timed in-process.
+
+    nice python benchmarks/scale.py --events 1000000 5000000 --loss-items 26744 --retrieval-users 20000 --threads 2
+
+Prints a markdown table and writes ``benchmarks/results/scale.json`` (``--out`` to change), and
+``scale.png`` beside it when matplotlib is installed. ``--preset ml-20m`` (or ``ml-25m``) adds
+that dataset's whole shape as a size.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "benchmarks" / "results" / "scale.json"
+
+#: (users, items, events) of the MovieLens releases (their README files)
+PRESETS = {"ml-20m": (138_493, 26_744, 20_000_263), "ml-25m": (162_541, 59_047, 25_000_095)}
+SASREC_LIMITS = ["trainer.max_epochs=1", "trainer.limit_train_batches=100", "trainer.limit_val_batches=10",
+                 "eval.max_users=5000"]
+
+
+def shape_for(events: int, like: str = "ml-20m") -> tuple[int, int, int]:
+    """(users, items, events): ``like``'s users and items scaled by ``events`` over its events."""
+    users, items, total = PRESETS[like]
+    return max(50, round(users * events / total)), max(50, round(items * events / total)), events
+
+
+def generate(path: Path, users: int, items: int, events: int, exponent: float = 1.0, seed: int = 0,
+             batch: int = 2_000_000) -> None:
+    """Write a seeded ``user_id,item_id,timestamp`` Parquet log.
+
+    Item ``i`` (0-based popularity rank) is drawn with probability proportional to
+    ``(i + 1) ** -exponent``; users' activity follows the same law with half the exponent, so
+    there are heavy and light users as in MovieLens. Ids are shuffled so rank is not id order.
+    """
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    rng = np.random.default_rng(seed)
+    item_p = np.arange(1, items + 1, dtype=np.float64) ** -exponent
+    user_p = np.arange(1, users + 1, dtype=np.float64) ** (-exponent / 2)
+    item_ids, user_ids = rng.permutation(items), rng.permutation(users)
+    item_cdf, user_cdf = np.cumsum(item_p / item_p.sum()), np.cumsum(user_p / user_p.sum())
+    schema = pa.schema([("user_id", pa.int64()), ("item_id", pa.int64()), ("timestamp", pa.int64())])
+    with pq.ParquetWriter(str(path), schema) as writer:
+        for start in range(0, events, batch):
+            n = min(batch, events - start)
+            u = user_ids[np.minimum(np.searchsorted(user_cdf, rng.random(n)), users - 1)]
+            i = item_ids[np.minimum(np.searchsorted(item_cdf, rng.random(n)), items - 1)]
+            t = 1_000_000_000 + rng.integers(0, 10**8, n)
+            writer.write_table(pa.table({"user_id": u, "item_id": i, "timestamp": t}, schema=schema))
+
+
+def measured(cmd: list[str], env: dict) -> dict:
+    """Run ``cmd`` through a fresh ``python scale.py _child`` so ``getrusage(RUSAGE_CHILDREN)`` sees it alone."""
+    start = time.perf_counter()
+    done = subprocess.run([sys.executable, __file__, "_child", *cmd], env=env, capture_output=True, text=True)
+    wall = time.perf_counter() - start
+    if done.returncode:
+        raise RuntimeError(f"{' '.join(cmd)} failed ({done.returncode}):\n{done.stderr[-3000:]}")
+    child = json.loads(done.stdout.strip().splitlines()[-1])
+    return {"wall_s": round(wall, 2), "peak_rss_mb": child["peak_rss_mb"], "stdout": child["stdout"]}
+
+
+def child(cmd: list[str]) -> None:
+    done = subprocess.run(cmd, capture_output=True, text=True)
+    if done.returncode:
+        sys.stderr.write(done.stdout[-3000:] + done.stderr[-5000:])
+        sys.exit(done.returncode)
+    peak_kb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss  # Linux: kilobytes
+    print(json.dumps({"peak_rss_mb": round(peak_kb / 1024), "stdout": done.stdout[-2000:]}))
+
+
+def run_pipeline(log: Path, retriever: str, threads: int, work: Path) -> dict:
+    """``palr-run`` on the generated log; per stage seconds and the run's peak RSS."""
+    run_dir = work / f"run_{retriever}"
+    cmd = ["palr-run", "dataset=table", f"dataset.interactions={log}", "dataset.title=null",
+           f"retriever={retriever}", "ranker=identity", "profile=none", f"trainer.threads={threads}",
+           "trainer.enable_progress_bar=false", f"hydra.run.dir={run_dir}",
+           *(SASREC_LIMITS if retriever == "sasrec" else [])]
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
+    result = measured(cmd, env)
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    ndcg = {row["model"]: row.get("NDCG@10") for row in metrics.get("rows", []) if isinstance(row, dict)}
+    return {"retriever": retriever, "command": " ".join(cmd[:1] + cmd[2:]), "wall_s": result["wall_s"],
+            "peak_rss_mb": result["peak_rss_mb"], "stages_s": metrics["timings_s"],
+            "stage_peak_gb": metrics.get("peak_memory_gb"), "stats": metrics["stats"],
+            "users_evaluated": metrics.get("users_evaluated"), "ndcg10": ndcg}
+
+
+def loss_step(items: int, kind: str, rows: int) -> dict:
+    """One SASRec-sized training step's loss + backward (``rows`` positions of hidden 64 against
+    ``items`` items) in this process: seconds and peak RSS growth over the set-up."""
+    import torch
+    import torch.nn.functional as F
+
+    from palr_core.kit.losses import full_cross_entropy
+
+    torch.manual_seed(0)
+    hidden = torch.randn(rows, 64, requires_grad=True)
+    weight = (torch.randn(items, 64) * 0.02).requires_grad_()
+    targets = torch.randint(0, items, (rows,))
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    start = time.perf_counter()
+    if kind == "full":
+        loss = F.cross_entropy(hidden @ weight.T, targets)
+    elif kind == "checkpoint":
+        from torch.utils.checkpoint import checkpoint
+
+        chunk = max(1, 2**24 // items)
+        loss = sum(checkpoint(lambda h, t: F.cross_entropy(h @ weight.T, t, reduction="sum"),
+                              hidden[s:s + chunk], targets[s:s + chunk], use_reentrant=False)
+                   for s in range(0, rows, chunk)) / rows
+    else:
+        loss = full_cross_entropy(hidden, weight, targets)
+    loss.backward()
+    seconds = time.perf_counter() - start
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return {"kind": kind, "items": items, "rows": rows, "seconds": round(seconds, 3),
+            "peak_rss_growth_mb": round((peak - before) / 1024), "loss": float(loss)}
+
+
+def use_kit_of(revision: str) -> None:
+    """Swap in ``palr_core/kit/retrievers.py``'s padding, masking and top-k as they were at ``revision``
+    (git), to time the retrieval path before a change with everything else as it is now."""
+    import types
+
+    import palr_core.kit.retrievers as kit
+
+    source = subprocess.run(["git", "show", f"{revision}:palr_core/kit/retrievers.py"], cwd=ROOT, check=True,
+                            capture_output=True, text=True).stdout
+    old = types.ModuleType("palr_core.kit._retrievers_then")
+    old.__package__ = "palr_core.kit"
+    exec(compile(source, f"retrievers.py@{revision}", "exec"), old.__dict__)
+    for name in ("left_pad", "right_pad", "mask_history", "top_k_unseen"):
+        setattr(kit, name, getattr(old, name))
+
+
+def retrieval(users: int, threads: int, kit_revision: str | None = None) -> dict:
+    """``TrainedRetriever.retrieve`` top-50 for ``users`` histories of the ML-20M shape (an untrained
+    SASRec: the cost does not depend on the weights); ``kit_revision``: :func:`use_kit_of` first."""
+    import torch
+    from palr.plugins.sasrec.model import SASRecRetriever
+
+    if kit_revision:
+        use_kit_of(kit_revision)
+    torch.set_num_threads(threads)
+    n_users, items, events = PRESETS["ml-20m"]
+    rng = np.random.default_rng(0)
+    lengths = np.minimum(rng.zipf(1.6, users) + 19, 2000)  # ML-20M: at least 20 per user, heavy tail
+    item_p = np.arange(1, items + 1, dtype=np.float64) ** -1.0
+    histories = [rng.choice(items, size=min(n, items), replace=False, p=item_p / item_p.sum()) for n in lengths]
+    sasrec = SASRecRetriever()
+    sasrec.num_items = items
+    sasrec.module = sasrec.build_module(items)
+    start = time.perf_counter()
+    ids, _ = sasrec.retrieve(histories, 50)
+    seconds = time.perf_counter() - start
+    assert not any(set(h.tolist()) & set(r.tolist()) for h, r in zip(histories[:100], ids[:100]))
+    return {"kit": kit_revision or "current", "users": users, "items": items, "history_items": int(lengths.sum()), "seconds": round(seconds, 2),
+            "users_per_s": round(users / seconds), "peak_rss_mb": round(resource.getrusage(
+                resource.RUSAGE_SELF).ru_maxrss / 1024)}
+
+
+def in_fresh_process(function: str, *args) -> dict:
+    code = (f"import json, sys; sys.path.insert(0, {str(Path(__file__).parent)!r}); import scale; "
+            f"print(json.dumps(scale.{function}(*{args!r})))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env={
+        **os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")})
+    if done.returncode:
+        raise RuntimeError(done.stderr[-3000:])
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def table(record: dict) -> str:
+    lines = ["| events | users | items | interactions (5-core) | retriever | load | fit_retriever | retrieve "
+             "| validate | rank | wall | peak RSS |", "|---:|---:|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|"]
+    for size in record["sizes"]:
+        for run in size["runs"]:
+            s = run["stages_s"]
+            lines.append(f"| {size['events']:,} | {size['users']:,} | {size['items']:,} | "
+                         f"{run['stats']['interactions']:,} | {run['retriever']} | {s.get('load', 0):.1f} s | "
+                         f"{s.get('fit_retriever', 0):.1f} s | {s.get('retrieve', 0):.1f} s | "
+                         f"{s.get('validate', 0):.1f} s | {s.get('rank', 0):.1f} s | {run['wall_s']:.0f} s | "
+                         f"{run['peak_rss_mb']:,} MB |")
+    if record.get("loss"):
+        lines += ["", "| loss step | items | rows | seconds | peak RSS growth |", "|---|---:|---:|---:|---:|"]
+        lines += [f"| {r['kind']} | {r['items']:,} | {r['rows']:,} | {r['seconds']} | {r['peak_rss_growth_mb']:,} MB |"
+                  for r in record["loss"]]
+    if record.get("retrieval"):
+        lines += ["", "| retrieval (SASRec top-50, history masked) | kit | users | items | seconds | users/s "
+                  "| peak RSS |", "|---|---|---:|---:|---:|---:|---:|"]
+        lines += [f"| | {r['kit']} | {r['users']:,} | {r['items']:,} | {r['seconds']} | {r['users_per_s']:,} | "
+                  f"{r['peak_rss_mb']:,} MB |" for r in record["retrieval"]]
+    return "\n".join(lines)
+
+
+def plot(record: dict, path: Path) -> bool:
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return False
+    fig, (time_ax, rss_ax) = plt.subplots(1, 2, figsize=(10, 4))
+    for retriever in ("popularity", "sasrec"):
+        points = [(s["events"], r) for s in record["sizes"] for r in s["runs"] if r["retriever"] == retriever]
+        if points:
+            x = [p[0] for p in points]
+            time_ax.plot(x, [p[1]["wall_s"] for p in points], "o-", label=retriever)
+            rss_ax.plot(x, [p[1]["peak_rss_mb"] for p in points], "o-", label=retriever)
+    for ax, label in ((time_ax, "wall seconds"), (rss_ax, "peak RSS (MB)")):
+        ax.set_xscale("log"), ax.set_yscale("log"), ax.set_xlabel("events"), ax.set_ylabel(label), ax.legend()
+    fig.tight_layout()
+    fig.savefig(path)
+    return True
+
+
+def main(argv: list[str] | None = None) -> None:
+    if argv is None and len(sys.argv) > 1 and sys.argv[1] == "_child":
+        return child(sys.argv[2:])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--events", type=int, nargs="*", default=[], help="log sizes (events) to run")
+    parser.add_argument("--preset", choices=sorted(PRESETS), nargs="*", default=[], help="whole dataset shapes to run")
+    parser.add_argument("--exponent", type=float, default=1.0, help="item popularity power-law exponent")
+    parser.add_argument("--retrievers", nargs="+", default=["popularity", "sasrec"])
+    parser.add_argument("--loss-items", type=int, default=0, help="catalogue size of the loss-memory rows (0: none)")
+    parser.add_argument("--loss-rows", type=int, default=128 * 100, help="positions in that training step")
+    parser.add_argument("--retrieval-users", type=int, default=0, help="users of the retrieval timing (0: none)")
+    parser.add_argument("--retrieval-baseline", metavar="REV", help="also time retrieval with the kit's "
+                        "padding/masking/top-k of this git revision")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--out", type=Path, default=RESULTS)
+    args = parser.parse_args(argv)
+    os.environ["OMP_NUM_THREADS"] = str(args.threads)
+    commit = subprocess.run(["git", "describe", "--always", "--dirty"], cwd=ROOT, capture_output=True,
+                            text=True).stdout.strip()
+    record = {"date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+              "command": " ".join([Path(sys.argv[0]).name, *(argv if argv is not None else sys.argv[1:])]),
+              "tree": commit, "machine": platform.processor() or platform.machine(), "cpus": os.cpu_count(),
+              "threads": args.threads, "loadavg_before": [round(x, 2) for x in os.getloadavg()], "sizes": []}
+    shapes = [shape_for(e) for e in args.events] + [PRESETS[p] for p in args.preset]
+    for users, items, events in shapes:
+        with tempfile.TemporaryDirectory(prefix="palr_scale_") as tmp:
+            log = Path(tmp) / "log.parquet"
+            start = time.perf_counter()
+            generate(log, users, items, events, args.exponent)
+            size = {"users": users, "items": items, "events": events, "exponent": args.exponent,
+                    "generate_s": round(time.perf_counter() - start, 1), "parquet_mb": round(log.stat().st_size / 2**20),
+                    "runs": []}
+            for retriever in args.retrievers:
+                size["runs"].append(run_pipeline(log, retriever, args.threads, Path(tmp)))
+                print(f"{events:,} events, {retriever}: {size['runs'][-1]['wall_s']} s, "
+                      f"{size['runs'][-1]['peak_rss_mb']} MB", flush=True)
+            record["sizes"].append(size)
+    if args.loss_items:
+        record["loss"] = [in_fresh_process("loss_step", args.loss_items, kind, args.loss_rows)
+                          for kind in ("full", "checkpoint", "chunked")]
+    if args.retrieval_users:
+        revisions = ([args.retrieval_baseline] if args.retrieval_baseline else []) + [None]
+        record["retrieval"] = [in_fresh_process("retrieval", args.retrieval_users, args.threads, rev)
+                               for rev in revisions]
+    record["loadavg_after"] = [round(x, 2) for x in os.getloadavg()]
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(record, indent=1) + "\n")
+    print(table(record))
+    print(f"load average before {record['loadavg_before']}, after {record['loadavg_after']}; wrote {args.out}")
+    if record["sizes"] and plot(record, args.out.with_suffix(".png")):
+        print(f"plot: {args.out.with_suffix('.png')}")
+
+
+if __name__ == "__main__":
+    main()
