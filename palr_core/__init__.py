@@ -28,6 +28,7 @@ from .components import (
     RestoresTuning,
     Retriever,
     RunContext,
+    Storable,
     Summarised,
     TrainingData,
     Tunable,
@@ -61,7 +62,7 @@ __version__ = "0.3.0"
 __all__ = [
     "KINDS", "Dataset", "ProfileGenerator", "Ranker", "RankRequest", "Retriever", "RunContext",
     "TrainingData", "LanguageModel", "ModelNotInstalled",
-    "Checkable", "Tunable", "RestoresTuning", "Summarised", "Labelled", "Persistent",
+    "Checkable", "Tunable", "RestoresTuning", "Summarised", "Labelled", "Persistent", "Storable",
     "TrainerConfig", "PalrConfig", "PreprocessConfig", "EvalConfig", "option", "OptionError",
     "DataError", "DatasetStats", "InteractionLog", "ItemCatalog", "RawDataset",
     "SequenceData", "Split", "iterative_k_core", "leave_one_out_split", "preprocess",

@@ -8,7 +8,8 @@ Hydra or OmegaConf objects.
 Besides its interface's methods a component may have optional ones, each a runtime-checkable
 Protocol here that says when palr uses it and what it may assume: :class:`Checkable`
 (``check``), :class:`Tunable` (``tune``), :class:`Summarised` (``fit_summary``),
-:class:`Labelled` (``label``) and :class:`Persistent` (``is_trained``). palr tests for them with
+:class:`Labelled` (``label``), :class:`Persistent` (``is_trained``) and :class:`Storable`
+(``stage_key``, ``save``, ``restore``). palr tests for them with
 ``isinstance(component, Tunable)``; nothing else of a component is looked up by name.
 """
 
@@ -40,6 +41,7 @@ __all__ = [
     "Summarised",
     "Labelled",
     "Persistent",
+    "Storable",
     "OPTIONAL",
     "LanguageModel",
     "ModelNotInstalled",
@@ -281,6 +283,36 @@ class Persistent(Protocol):
         ...
 
 
+@runtime_checkable
+class Storable(Protocol):
+    """A Retriever whose trained state palr may keep in its store of trained stages
+    (:mod:`palr_core.store`) and read back in any later run with the same key, instead of training.
+
+    palr's trained retrievers (:class:`palr_core.kit.TrainedRetriever`) are Storable. With the store
+    on (``store.enabled``, the default), palr asks :meth:`stage_key` before ``fit``: when the store
+    holds that key it calls :meth:`restore` instead of ``fit``; else it calls ``fit`` and then
+    :meth:`save` into a new entry. Either way the run's later stages see the same fitted component.
+    """
+
+    def stage_key(self, data: TrainingData, context: RunContext) -> dict:
+        """Everything ``fit(data, context)``'s result depends on, as JSON values: the model, every
+        option that changes the result (not those that cannot, such as a save flag or an
+        evaluation batch size), the training data (a digest), ``context.seed`` and
+        ``context.trainer.results_settings()`` if it trains with Lightning. palr hashes it; two
+        runs with equal keys must be able to share one training."""
+        ...
+
+    def save(self, folder: Path) -> object:
+        """Write the fitted state into ``folder`` (it exists and is empty), in formats that cannot
+        run code when read (tensors for ``torch.load(weights_only=True)``, JSON, ``.npy``)."""
+        ...
+
+    def restore(self, folder: Path, context: RunContext) -> None:
+        """Become the fitted component :meth:`save` wrote into ``folder`` (read-only: copy what
+        the run folder should hold, as ``fit`` would have written it, into ``context.work_dir``)."""
+        ...
+
+
 #: the optional Protocols, each with the component kinds palr uses it for
 OPTIONAL: dict[type, tuple[str, ...]] = {
     Checkable: ("dataset", "retriever", "profile", "ranker"),
@@ -290,6 +322,8 @@ OPTIONAL: dict[type, tuple[str, ...]] = {
     Labelled: ("ranker",),
     Persistent: ("retriever", "ranker"),
 }
+# Storable is not in OPTIONAL: registration checks each optional method a class defines by its
+# signature, and a retriever with a ``save`` of its own kind but no ``stage_key`` is not Storable
 
 
 #: component kind (also its config group) -> (interface, registration hook)

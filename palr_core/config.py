@@ -19,7 +19,7 @@ from typing import Any
 
 from omegaconf import MISSING
 
-__all__ = ["TrainerConfig", "PreprocessConfig", "EvalConfig", "PalrConfig", "default_cache_dir",
+__all__ = ["TrainerConfig", "PreprocessConfig", "EvalConfig", "StoreConfig", "PalrConfig", "default_cache_dir",
            "store_schema", "option", "OptionError", "check_options"]
 
 
@@ -245,6 +245,20 @@ class EvalConfig:
 
 
 @dataclass
+class StoreConfig:
+    """The store of trained stages (:mod:`palr_core.store`): a run whose retriever was trained before
+    with the same data, settings, seed and trainer reads it instead of training it again.
+
+    :param enabled: ``false``: always train, read and write nothing in the store.
+    :param dir: the store's folder, shared by every run that points at it (a cluster sweep: a
+        folder on the shared filesystem); ``null``: ``<cache_dir>/stages``.
+    """
+
+    enabled: bool = True
+    dir: str | None = None
+
+
+@dataclass
 class PalrConfig:
     """One experiment. The four component groups hold ``{"name": <registered name>, **params}``.
 
@@ -255,7 +269,13 @@ class PalrConfig:
         ``hydra.sweeper.direction=maximize``): ``<retriever|ranker>/<HR|NDCG>@K`` of the results
         table (test items), or ``validation/<HR|NDCG>@K``, the retriever on the validation items,
         the one to choose settings by; K one of ``eval.ks``. See docs/sweeps.md.
+    :param store: the store of trained stages (:class:`StoreConfig`).
     """
+
+    #: run settings that cannot change a trained stage (which users are evaluated and how, where
+    #: files go, what a sweeper reads): never part of a stage's key in the store (palr_core.store).
+    #: The trainer's are :attr:`TrainerConfig.OBSERVATION`; a component's, its ``stage_key``'s.
+    OUTSIDE_STAGE_KEYS = ("eval", "objective", "cache_dir", "store")
 
     dataset: Any = MISSING
     retriever: Any = MISSING
@@ -266,6 +286,7 @@ class PalrConfig:
     preprocess: PreprocessConfig = field(default_factory=PreprocessConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     cache_dir: str | None = None
+    store: StoreConfig = field(default_factory=StoreConfig)
     objective: str = option("ranker/NDCG@10", pattern=r"(retriever|ranker|validation)/(HR|NDCG)@\d+",
                             hint="<retriever|ranker|validation>/<HR|NDCG>@K, e.g. validation/NDCG@10")
 

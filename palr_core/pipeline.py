@@ -41,6 +41,7 @@ from .metrics import item_popularity, list_metrics, metrics_from_ranks, rank_fro
 from .plugins import Registry
 from .ranking import candidate_count, candidate_requests, rank_candidates
 from .runs import RANKINGS, RunFolder, RunFolderError, RunResult, write_rankings
+from .store import fit_stage, open_store
 from .tracking import RunTracker, check_tracking
 
 log = logging.getLogger("palr")
@@ -194,8 +195,8 @@ def _run_stages(config: PalrConfig, parts: Components, context: RunContext, fold
     save_stats(stats, work_dir / "dataset_stats", title)
     training = TrainingData(train=split.train, valid=split.valid, catalog=data.catalog)
 
-    with _stage("fit_retriever", timings, config.seed, peaks):
-        parts.retriever.fit(training, context)
+    with _stage("fit_retriever", timings, config.seed, peaks):  # or read from the store of trained stages
+        fit_stage(parts.retriever, "retriever", training, context, open_store(config.store, context.cache_dir))
     rows = _evaluation_users(len(split.test), config.eval.max_users, context)  # test rows (leave-one-out: users)
     users = split.user_of("test", rows)
     histories = split.histories("test")

@@ -32,6 +32,10 @@ class RetrieverConfig:
         :meth:`~palr_core.kit.TrainedRetriever.row_lengths`), so that trimmed batches carry less padding.
     """
 
+    #: options that cannot change what ``fit`` trains: left out of the retriever's key in the store
+    #: of trained stages (``TrainedRetriever.stage_key``) and of its training folder's fingerprint
+    OUTSIDE_STAGE_KEY = ("load_from", "save")
+
     maxlen: int = option(50, min=1)
     hidden: int = option(64, min=1)
     dropout: float = option(0.2, min=0, below=1)

@@ -59,6 +59,9 @@ __all__ = [
 #: the padding id inside padded batches (real items are shifted by +1)
 PAD = 0
 
+#: in ``<work_dir>/retriever/``: this run read its retriever from the store of trained stages
+STORED = "stored.json"
+
 #: most rounds of redrawing negatives that hit one of the user's training items (:func:`sample_unseen`)
 MAX_REDRAWS = 50
 
@@ -287,6 +290,13 @@ class TrainedRetriever:
             self._load_into(Path(self.config.load_from))
             log.info("retriever loaded from %s (no training)", self.config.load_from)
             return
+        stored = Path(context.work_dir) / "retriever"
+        if (stored / STORED).is_file():  # this run read its retriever from the store: the copy it kept
+            self._load_into(stored)
+            summary = stored / "fit_summary.json"
+            self.fit_summary = json.loads(summary.read_text()) if summary.is_file() else {}
+            log.info("retriever: %s holds the stored training this run read; it is used", stored)
+            return
         self.num_items = data.num_items
         self.prepare(data)
         self.module = self.build_module(data.num_items)
@@ -316,9 +326,34 @@ class TrainedRetriever:
             self.save(saved.parent)
 
     def is_trained(self, context: RunContext) -> bool:
-        """Whether ``context.work_dir`` holds this retriever's finished training (or it loads another
-        run's, ``load_from``), so that :meth:`fit` loads instead of training."""
-        return bool(self.config.load_from) or (Path(context.work_dir) / "retriever_training" / "done.json").is_file()
+        """Whether ``context.work_dir`` holds this retriever's finished training (or the copy of a
+        stored one, :meth:`restore`; or it loads another run's, ``load_from``), so that :meth:`fit`
+        loads instead of training."""
+        work_dir = Path(context.work_dir)
+        return (bool(self.config.load_from) or (work_dir / "retriever_training" / "done.json").is_file()
+                or (work_dir / "retriever" / STORED).is_file())
+
+    # -- the store of trained stages (palr_core.Storable) -------------------------------------
+    def stage_key(self, data: TrainingData, context: RunContext) -> dict:
+        """What a fit on ``data`` depends on (the training folder's fingerprint): the model class,
+        its options (``OUTSIDE_STAGE_KEY`` left out), the training data, the seed and the trainer
+        settings that change results."""
+        return self._fingerprint(data, context)
+
+    def restore(self, folder: Path, context: RunContext) -> None:
+        """Become the retriever :meth:`save` wrote into ``folder`` (a store entry), and copy it to
+        ``<work_dir>/retriever`` as :meth:`fit` writes it, so the run folder can be read back
+        (``palr.load_run``, ``palr recommend``) and resumed without the store."""
+        folder = Path(folder)
+        self._load_into(folder)
+        summary = folder / "fit_summary.json"
+        self.fit_summary = json.loads(summary.read_text()) if summary.is_file() else {}
+        saved = Path(context.work_dir) / "retriever"
+        saved.mkdir(parents=True, exist_ok=True)
+        for name in ("retriever.pt", "config.json", "fit_summary.json"):
+            if (folder / name).is_file():
+                write_atomic(saved / name, (folder / name).read_bytes())
+        write_atomic(saved / STORED, json.dumps({"entry": str(folder)}, indent=1))
 
     def retrieve(self, histories: Sequence[np.ndarray], k: int) -> tuple[np.ndarray, np.ndarray]:
         """Top-``k`` ids and scores per history over the whole catalogue, history items excluded."""
@@ -353,6 +388,8 @@ class TrainedRetriever:
         torch.save(state, buffer)
         write_atomic(path / "retriever.pt", buffer.getvalue())
         write_atomic(path / "config.json", json.dumps(state["config"], indent=2))
+        if self.fit_summary:
+            write_atomic(path / "fit_summary.json", json.dumps(self.fit_summary, indent=1, default=str))
         return path / "retriever.pt"
 
     @classmethod
@@ -418,7 +455,8 @@ class TrainedRetriever:
         digest = hashlib.sha256()
         for array in (*data.train, np.asarray(data.valid)):
             digest.update(np.ascontiguousarray(array, dtype=np.int64).tobytes() + b"|")
-        config = {k: v for k, v in dataclasses.asdict(self.config).items() if k not in ("save", "load_from")}
+        outside = getattr(self.config, "OUTSIDE_STAGE_KEY", ("save", "load_from"))
+        config = {k: v for k, v in dataclasses.asdict(self.config).items() if k not in outside}
         trainer = context.trainer.results_settings()
         return {"model": f"{type(self).__module__}.{type(self).__qualname__}", "config": config,
                 "num_items": data.num_items, "data": digest.hexdigest(), "seed": context.seed, "trainer": trainer}
