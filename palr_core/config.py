@@ -219,7 +219,7 @@ class PreprocessConfig:
 class EvalConfig:
     """How the rows of the results table are evaluated.
 
-    :param ks: cut-offs for HR@K and NDCG@K.
+    :param ks: cut-offs K of every metric of a results row (HR, NDCG, MRR, Coverage, AvgPop @K).
     :param candidates: the retriever's top-K handed to the ranker (the paper: 50).
     :param max_users: evaluate a seeded sample of this many test users (``null``: all).
     :param tune_users: users whose validation item (history: their training prefix, candidates: the
