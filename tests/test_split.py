@@ -156,6 +156,11 @@ def test_a_run_on_the_temporal_split_evaluates_its_test_users(tmp_path):
     assert "temporal split: validation window from time" in proc.stdout + proc.stderr
     assert 0 < metrics["users_evaluated"] < metrics["stats"]["users"]  # only users active in the test window
     assert metrics["rows"][0]["HR@10"] > 0
+    # every row and results.md carry the list metrics after HR and NDCG
+    assert list(metrics["rows"][0])[1:7] == ["HR@5", "NDCG@5", "HR@10", "NDCG@10", "HR@20", "NDCG@20"]
+    assert {"MRR@10", "Coverage@10", "AvgPop@10"} <= set(metrics["rows"][1])
+    header = (tmp_path / "run" / "results.md").read_text().splitlines()[0]
+    assert "| NDCG@20 | MRR@5 |" in header and "| AvgPop@20 |" in header
 
 
 def test_a_bad_split_name_is_one_line(tmp_path):
