@@ -227,6 +227,9 @@ class EvalConfig:
         ``ranker.retriever_weight=auto`` (a seeded sample; never a test item). ``null``: 200, or
         ``max_users`` when that is smaller, so that a smoke run (``eval.max_users=50``) also tunes
         on few users; a number set here is used as it is.
+    :param rank_processes: rank the test users in this many forked CPU processes, a contiguous
+        share of the users each, torch's threads split between them (the same rankings as one
+        process; on a GPU keep 1).
     """
 
     #: how many users ``tune_users=null`` tunes on when ``max_users`` allows it
@@ -236,6 +239,7 @@ class EvalConfig:
     candidates: int = option(50, min=1)
     max_users: int | None = option(None, min=1)
     tune_users: int | None = option(None, min=1)
+    rank_processes: int = option(1, min=1)
 
     def tuning_users(self) -> int:
         """The number of users :attr:`tune_users` stands for (its ``null`` resolved)."""

@@ -148,6 +148,13 @@ def run_pipeline(config: PalrConfig, registry: Registry, work_dir: str | os.Path
                          trainer=config.trainer, profiles=parts.profile,
                          language_models=registry.language_models)
     check_resources(parts, context)
+    if config.eval.rank_processes > 1:
+        from .parallel import check_rank_processes
+
+        if context.trainer.accelerator in ("gpu", "cuda", "mps"):
+            raise ValueError(f"eval.rank_processes={config.eval.rank_processes} forks CPU processes to rank; "
+                             f"with trainer.accelerator={context.trainer.accelerator} set eval.rank_processes=1")
+        check_rank_processes(config.eval.rank_processes)
     use_threads(config.trainer)
     with RunFolder(work_dir, config) as folder:
         if folder.finished():
@@ -224,7 +231,7 @@ def _run_stages(config: PalrConfig, parts: Components, context: RunContext, fold
         with _stage("tune_ranker", timings, config.seed, peaks):
             tuning = tune_ranker(parts, split, config, context)
     with _stage("rank", timings, config.seed, peaks):
-        final = rank_candidates(parts.ranker, requests, context, parts.names["ranker"])
+        final = rank_candidates(parts.ranker, requests, context, parts.names["ranker"], config.eval.rank_processes)
     write_rankings(work_dir / RANKINGS, data, users, targets, cand_ids, cand_scores, final)
     # a ranker may name its row (e.g. "PALR v2 (llama_lora tiny, score)"), as in the paper's Table 2
     label = parts.ranker.label if isinstance(parts.ranker, Labelled) else parts.names["ranker"]

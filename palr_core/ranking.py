@@ -56,14 +56,21 @@ def candidate_requests(users: Sequence[int], histories: Sequence[np.ndarray], re
 
 
 def rank_candidates(ranker, requests: Sequence[RankRequest], context: RunContext,
-                    name: str = "ranker") -> list[list[int]]:
+                    name: str = "ranker", processes: int = 1) -> list[list[int]]:
     """The ranker's order of each request's candidates, checked and completed in retriever order.
 
     :param name: the ranker's registered name, for the error message.
+    :param processes: rank in this many forked CPU processes, a contiguous shard of the requests
+        each (``eval.rank_processes``; :func:`palr_core.parallel.rank_in_processes`).
     :raises RankingError: a list count that differs from the requests', an item that is not one of
         its request's candidates, or an item listed twice.
     """
-    ranked = ranker.rank(list(requests), context)
+    if processes > 1:
+        from .parallel import rank_in_processes
+
+        ranked = rank_in_processes(ranker, requests, context, processes)
+    else:
+        ranked = ranker.rank(list(requests), context)
     if len(ranked) != len(requests):
         raise RankingError(f"ranker {name!r} returned {len(ranked)} ranked lists for {len(requests)} requests; "
                            "Ranker.rank must return one list per request, in the requests' order")

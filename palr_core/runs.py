@@ -87,7 +87,7 @@ class RunFolder:
     process on the same folder is refused while the first holds its lock (released on any exit).
     """
 
-    VOLATILE = {"cache_dir", "store", "progress", "objective", *TrainerConfig.OBSERVATION}
+    VOLATILE = {"cache_dir", "store", "progress", "objective", "rank_processes", *TrainerConfig.OBSERVATION}
 
     def __init__(self, path: str | os.PathLike, config: PalrConfig) -> None:
         self.path = Path(path)
