@@ -360,7 +360,8 @@ def _kill_when(path: Path, tmp_path: Path, run_dir: Path) -> None:
 @pytest.mark.parametrize("stage, checkpoint", [("retriever", "retriever_training/checkpoints/last.ckpt")])
 def test_a_run_killed_mid_training_resumes_to_the_uninterrupted_metrics(tmp_path, stage, checkpoint):
     """The ranker's stage has its own kill points (tests/test_resume_ranker.py)."""
-    palr_run(*RETRIEVER_STAGE, f"hydra.run.dir={tmp_path}/whole", tmp_path=tmp_path, fast=False)
+    # store.enabled=false: with its training in the store, the second run would read it, not train and be killed
+    palr_run(*RETRIEVER_STAGE, "store.enabled=false", f"hydra.run.dir={tmp_path}/whole", tmp_path=tmp_path, fast=False)
     _kill_when(tmp_path / "killed" / checkpoint, tmp_path, tmp_path / "killed")
     palr_run(*RETRIEVER_STAGE, f"hydra.run.dir={tmp_path}/killed", tmp_path=tmp_path, fast=False)
     whole = json.loads((tmp_path / "whole" / "metrics.json").read_text())
