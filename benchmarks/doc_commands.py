@@ -77,7 +77,8 @@ def main() -> None:
     for r in records:
         print(f"{r['seconds']:8.1f}  {r['load_before']:5.2f}  [{r['mark']}] {r['command']}")
     previous = json.loads(RESULTS.read_text()) if RESULTS.exists() else []
-    kept = [r for r in previous if r["command"] not in {n["command"] for n in records}]
+    on_pages = {_code(command) for page in PAGES for command in commands(page)}  # one no page shows any more goes
+    kept = [r for r in previous if r["command"] not in {n["command"] for n in records} and r["command"] in on_pages]
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps(kept + [{**r, "cpus": os.cpu_count(),
                                            "date": time.strftime("%Y-%m-%d %H:%M")} for r in records],

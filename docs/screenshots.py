@@ -43,7 +43,7 @@ class Handler(http.server.SimpleHTTPRequestHandler):
     def do_GET(self):
         if not self.path.endswith("?measure"):
             return super().do_GET()
-        file = Path(self.translate_path(self.path.removesuffix("?measure"))) / "index.html"
+        file = Path(self.translate_path(self.path.removesuffix("?measure")))
         body = file.read_bytes().replace(b"</body>", MEASURE + b"</body>")
         self.send_response(200)
         self.send_header("Content-Type", "text/html; charset=utf-8")
@@ -53,12 +53,12 @@ class Handler(http.server.SimpleHTTPRequestHandler):
 
 
 def pages(site: Path) -> list[str]:
-    """Every page of the built site, as its URL path ("" for the home page)."""
+    """Every page of the built site, as its path without ``.html`` (mkdocs.yml: use_directory_urls: false)."""
     found = []
-    for index in sorted(site.rglob("index.html")):
-        page = index.parent.relative_to(site).as_posix()
-        if page not in ("search", "assets") and not page.startswith("assets/"):
-            found.append("" if page == "." else page)
+    for html in sorted(site.rglob("*.html")):
+        page = html.relative_to(site).as_posix().removesuffix(".html")
+        if page != "404" and not page.startswith(("search/", "assets/")):
+            found.append(page)
     return found
 
 
@@ -96,26 +96,26 @@ def main(argv: list[str] | None = None) -> int:
                                                  functools.partial(Handler, directory=str(site)))
         threading.Thread(target=server.serve_forever, daemon=True).start()
         base = f"http://127.0.0.1:{server.server_address[1]}/"
-        wanted = [("" if p in ("index", "") else p.strip("/")) for p in args.pages] if args.pages else pages(site)
+        wanted = [p.strip("/").removesuffix(".html") or "index" for p in args.pages] if args.pages else pages(site)
         try:
             with concurrent.futures.ThreadPoolExecutor(args.jobs) as pool:
                 shots = list(pool.map(functools.partial(shoot, args, base), wanted))
         finally:
             server.shutdown()
     for page, png, height, error in shots:
-        print(f"FAILED {page}/: {error}" if error else f"{png}  {args.width}x{height}",
+        print(f"FAILED {page}.html: {error}" if error else f"{png}  {args.width}x{height}",
               file=sys.stderr if error else sys.stdout)
     return int(any(error for *_, error in shots))
 
 
 def shoot(args: argparse.Namespace, base: str, page: str) -> tuple[str, Path, int, str]:
     """Measure one page's height at the width, then screenshot it whole."""
-    url = base + (page + "/" if page else "")
+    url = base + page + ".html"
     dom = chromium(args.chromium, args.width, 1000, "--virtual-time-budget=3000", "--dump-dom",
                    url + "?measure").stdout
     measured = re.search(r"palr-height=(\d+)", dom)
     height = min(int(measured.group(1)), MAX_HEIGHT) if measured else 2000
-    png = args.out / ((page.replace("/", "-") or "index") + ".png")
+    png = args.out / (page.replace("/", "-") + ".png")
     png.unlink(missing_ok=True)
     shot = chromium(args.chromium, args.width, height, f"--screenshot={png}", url)
     return page, png, height, "" if png.exists() else shot.stderr[-500:] or "no screenshot written"

@@ -98,3 +98,33 @@ def test_pages_run_as_written(relative, tmp_path):
         proc = subprocess.run([sys.executable, "-c", block], cwd=tmp_path, env=env, capture_output=True,
                               text=True, timeout=600)
         assert proc.returncode == 0, f"{relative}: a Python block failed:\n{block}\n{proc.stdout}\n{proc.stderr}"
+
+
+#: a page teaches one task; beyond this it is two pages (the issue's "one page per task")
+MAX_PAGE_LINES = 300
+MAX_README_LINES = 120
+LINK = re.compile(r"\]\(([^)\s]+)\)")
+
+
+#: reference pages, one section per entry, that grow with what they list
+LONG_PAGES = {"benchmarks.md"}
+
+
+def test_readme_and_every_page_stay_short():
+    long = [f"{p.relative_to(REPO)}: {n} lines" for p in PAGES if p.name not in LONG_PAGES
+            if (n := len(p.read_text().splitlines())) > (MAX_README_LINES if p.name == "README.md" else MAX_PAGE_LINES)]
+    assert not long, f"over {MAX_README_LINES} (README) or {MAX_PAGE_LINES} lines (a page): {long}"
+
+
+@pytest.mark.parametrize("page", PAGES, ids=lambda p: str(p.relative_to(REPO)))
+def test_every_relative_link_names_a_file_that_exists(page):
+    """Outside code blocks, a link that is not a URL or an #anchor names a file (relative to its page)."""
+    text = FENCE.sub("", page.read_text())
+    missing = []
+    for target in LINK.findall(text):
+        path = target.split("#")[0]
+        if not path or re.match(r"[a-z]+:", path):
+            continue
+        if not (page.parent / path).exists():
+            missing.append(target)
+    assert not missing, f"{page.relative_to(REPO)} links to missing files: {missing}"
