@@ -323,6 +323,16 @@ def _cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_store(args: argparse.Namespace) -> int:
+    from .store import store_command
+
+    if (args.action == "rm") != (args.key is not None) or (args.action == "prune") != (args.older_than is not None):
+        print("palr: store rm needs a KEY, store prune needs --older-than DAYS, and nothing else takes either",
+              file=sys.stderr)
+        return 2
+    return store_command(args.action, args.dir, args.key, args.older_than)
+
+
 def main(argv: list[str] | None = None) -> int:
     """``palr``: utility commands; experiments run with ``palr-run``."""
     parser = argparse.ArgumentParser(prog="palr", description="palr utilities; experiments run with palr-run")
@@ -362,6 +372,12 @@ def main(argv: list[str] | None = None) -> int:
                                           "reference (a YAML file; default: the PALR paper's Table 2)")
     report.add_argument("--output", "-o", help="where report.{md,csv,png} go (default: the one DIR, else here)")
     report.set_defaults(func=_cmd_report)
+    store = sub.add_parser("store", help="the store of trained stages: list, du, rm KEY, prune --older-than DAYS")
+    store.add_argument("action", choices=("list", "du", "rm", "prune"))
+    store.add_argument("key", nargs="?", help="rm: the entry's key, or its first characters (at least 6)")
+    store.add_argument("--older-than", type=float, metavar="DAYS", help="prune: remove entries stored before this")
+    store.add_argument("--dir", help="the store's folder (default: store.dir's default, <cache_dir>/stages)")
+    store.set_defaults(func=_cmd_store)
     args = parser.parse_args(argv)
     try:
         return args.func(args)

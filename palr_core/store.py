@@ -25,6 +25,7 @@ import json
 import logging
 import os
 import shutil
+import sys
 import tempfile
 import time
 from collections.abc import Iterator
@@ -35,7 +36,8 @@ from pathlib import Path
 from .cache import MANIFEST, StaleEntry, _discard, _running, _sha256, check_entry
 from .components import Persistent, RunContext, Storable, TrainingData
 
-__all__ = ["StageStore", "StoredEntry", "stage_digest", "fit_stage", "open_store", "default_store_dir"]
+__all__ = ["StageStore", "StoredEntry", "stage_digest", "fit_stage", "open_store", "default_store_dir",
+           "store_command"]
 
 log = logging.getLogger("palr")
 
@@ -160,7 +162,7 @@ class StageStore:
     def remove(self, key_prefix: str) -> list[StoredEntry]:
         """Remove the entries whose key starts with ``key_prefix`` (at least 6 characters)."""
         if len(key_prefix) < 6:
-            raise ValueError(f"palr store rm {key_prefix}: give at least 6 characters of a key (palr store list)")
+            raise ValueError(f"store rm {key_prefix}: give at least 6 characters of a key (palr store list)")
         chosen = [e for e in self.entries() if e.key.startswith(key_prefix)]
         for e in chosen:
             _discard(e.path)
@@ -221,3 +223,41 @@ def fit_stage(component, kind: str, data: TrainingData, context: RunContext, sto
             return
         if store.put(kind, key, document, component.save, seconds) is not None:
             log.info("%s: stored in the store, key %s (training took %.1f s)", kind, key, seconds)
+
+
+def store_command(action: str, store_dir: str | None, key: str | None = None, older_than: float | None = None) -> int:
+    """``palr store list | du | rm KEY | prune --older-than DAYS`` (``store_dir``: ``--dir``, else
+    the default store under the cache folder); prints what it found or removed, returns the exit status."""
+    from .config import default_cache_dir
+
+    try:
+        store = StageStore(default_store_dir(store_dir, default_cache_dir(None) if not store_dir else Path()))
+        if action == "list":
+            found = store.entries()
+            for e in found:
+                created = time.strftime("%Y-%m-%d %H:%M", time.localtime(e.created)) if e.created else "?"
+                took = f"{e.seconds:.1f} s" if e.seconds is not None else "?"
+                print(f"{e.kind:9} {e.key}  {_size(e.bytes):>9}  trained in {took:>9}  stored {created}  {e.what}")
+            print(f"{len(found)} entries in {store.root}")
+        elif action == "du":
+            found = store.entries()
+            print(f"{_size(sum(e.bytes for e in found))} in {len(found)} entries in {store.root}")
+        else:
+            removed = store.remove(key) if action == "rm" else store.prune(older_than)
+            if action == "rm" and not removed:
+                raise ValueError(f"store rm {key}: no entry's key starts with it in {store.root} (palr store list)")
+            for e in removed:
+                print(f"removed {e.kind} {e.key} ({_size(e.bytes)})")
+            print(f"{len(removed)} entries removed from {store.root}")
+    except ValueError as exc:
+        print(f"palr: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def _size(n: int) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if n < 1024 or unit == "GiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n} B"

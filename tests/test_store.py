@@ -271,3 +271,25 @@ def test_a_third_party_retriever_is_stored_and_read_back(tmp_path):
     assert (entry / "counts.npy").is_file()
     assert f"read from the store, key {entry.name}" in (tmp_path / "second" / "palr.log").read_text()
     assert rows(tmp_path / "second") == rows(tmp_path / "first")
+
+
+def test_palr_store_lists_sizes_removes_and_prunes_entries(tmp_path, capsys):
+    from palr_core.cli import main
+
+    store = StageStore(tmp_path)
+    keys = [stage_digest({"model": "m", "n": n}) for n in range(3)]
+    for n, key in enumerate(keys):
+        store.put("retriever", key, {"model": "m", "n": n}, lambda f: (f / "w.npy").write_bytes(b"x" * 2048), 1.5)
+    assert main(["store", "list", "--dir", str(tmp_path)]) == 0
+    listed = capsys.readouterr().out
+    assert all(key in listed for key in keys) and "3 entries" in listed and "1.5 s" in listed
+    assert main(["store", "du", "--dir", str(tmp_path)]) == 0
+    assert "in 3 entries" in capsys.readouterr().out
+    assert main(["store", "rm", keys[0][:8], "--dir", str(tmp_path)]) == 0
+    assert [e.key for e in store.entries()] == sorted(keys[1:], key=keys.index)
+    assert main(["store", "rm", "000000", "--dir", str(tmp_path)]) == 2
+    assert "no entry's key starts with it" in capsys.readouterr().err
+    assert main(["store", "prune", "--older-than", "1", "--dir", str(tmp_path)]) == 0  # all are fresh
+    assert len(store.entries()) == 2
+    assert main(["store", "prune", "--older-than", "0", "--dir", str(tmp_path)]) == 0
+    assert store.entries() == []
