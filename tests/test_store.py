@@ -242,8 +242,9 @@ class NextItem:
         return ids, np.take_along_axis(scores, ids, 1)
 
     def stage_key(self, data, context):
-        digest = hashlib.sha256(b"|".join(np.asarray(s, np.int64).tobytes() for s in data.train)).hexdigest()
-        return {"model": "next_item", "smoothing": self.smoothing, "data": digest, "items": data.num_items}
+        digest = hashlib.sha256(b"|".join(np.asarray(s, np.int64).tobytes() for s in data.train))
+        return {"model": "next_item", "smoothing": self.smoothing, "data": digest.hexdigest(),
+                "items": data.num_items, "seed": context.seed}
 
     def save(self, folder):
         np.save(Path(folder) / "counts.npy", self.counts, allow_pickle=False)
