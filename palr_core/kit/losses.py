@@ -29,9 +29,8 @@ def full_cross_entropy(hidden: torch.Tensor, weight: torch.Tensor, targets: torc
 
     ``hidden``: ``[rows, d]``; ``weight``: ``[num_items, d]``; ``targets``: ``[rows]`` in
     ``0..num_items-1``; ``bias``: ``[num_items]`` or ``None``; ``chunk_elements``: default
-    :data:`CHUNK_ELEMENTS`. When all the logits fit in one chunk
-    this *is* ``F.cross_entropy`` on them (the same bits as computing it directly); otherwise the
-    rows go through :class:`_ChunkedCrossEntropy`, which keeps one log-sum-exp per row and
+    :data:`CHUNK_ELEMENTS`. When all the logits fit in one chunk this *is* ``F.cross_entropy`` on
+    them (the same bits as computing it directly); otherwise the rows go through :class:`_ChunkedCrossEntropy`, which keeps one log-sum-exp per row and
     recomputes a chunk's logits in the backward. The two agree to float rounding (the summation
     order differs).
     """
@@ -40,10 +39,9 @@ def full_cross_entropy(hidden: torch.Tensor, weight: torch.Tensor, targets: torc
     if rows <= chunk:
         logits = hidden @ weight.T
         return F.cross_entropy(logits if bias is None else logits + bias, targets)
-    if bias is None:
-        bias = hidden.new_zeros(())  # broadcasts; its gradient is dropped
-        return _ChunkedCrossEntropy.apply(hidden, weight, bias, targets, chunk, False)
-    return _ChunkedCrossEntropy.apply(hidden, weight, bias, targets, chunk, True)
+    has_bias = bias is not None
+    bias = bias if has_bias else hidden.new_zeros(())  # a zero that broadcasts; its gradient is dropped
+    return _ChunkedCrossEntropy.apply(hidden, weight, bias, targets, chunk, has_bias)
 
 
 class _ChunkedCrossEntropy(torch.autograd.Function):
