@@ -202,8 +202,9 @@ def _run_stages(config: PalrConfig, parts: Components, context: RunContext, fold
     save_stats(stats, work_dir / "dataset_stats", title)
     training = TrainingData(train=split.train, valid=split.valid, catalog=data.catalog)
 
+    store = open_store(config.store, context.cache_dir)
     with _stage("fit_retriever", timings, config.seed, peaks):  # or read from the store of trained stages
-        fit_stage(parts.retriever, "retriever", training, context, open_store(config.store, context.cache_dir))
+        retriever_key = fit_stage(parts.retriever, "retriever", training, context, store)
     rows = _evaluation_users(len(split.test), config.eval.max_users, context)  # test rows (leave-one-out: users)
     users = split.user_of("test", rows)
     histories = split.histories("test")
@@ -224,8 +225,9 @@ def _run_stages(config: PalrConfig, parts: Components, context: RunContext, fold
     popularity = item_popularity(split.train, data.num_items)  # what AvgPop@K counts: training interactions
     rows = [_row(f"retriever: {retriever_name} (its own order)", cand_ids, targets, ks, popularity)]
 
-    with _stage("fit_ranker", timings, config.seed, peaks):
-        parts.ranker.fit(training, context)
+    with _stage("fit_ranker", timings, config.seed, peaks):  # its key holds the retriever's (or its settings)
+        upstream = {"retriever": retriever_key or [parts.names["retriever"], config.retriever]}
+        fit_stage(parts.ranker, "ranker", training, context, store, upstream)
     tuning = {}
     if isinstance(parts.ranker, Tunable):
         with _stage("tune_ranker", timings, config.seed, peaks):

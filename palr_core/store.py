@@ -196,17 +196,24 @@ def open_store(settings, cache_dir: Path) -> StageStore | None:
     return StageStore(default_store_dir(settings.dir, cache_dir))
 
 
-def fit_stage(component, kind: str, data: TrainingData, context: RunContext, store: StageStore | None) -> None:
+def fit_stage(component, kind: str, data: TrainingData, context: RunContext, store: StageStore | None,
+              upstream: dict | None = None) -> str | None:
     """``component.fit(data, context)``, or its trained state read from ``store`` when the store
     holds its key; a fresh fit is stored. Components that are not :class:`Storable`, a store that
-    is off, and a run folder that already holds the training (a resumed run, ``load_from``) fit
-    as before."""
-    if store is None or not isinstance(component, Storable) or (
-            isinstance(component, Persistent) and component.is_trained(context)):
+    is off, and a run folder that already holds the training (a resumed run, ``load_from``,
+    ``ranker.adapter``) fit as before.
+
+    :param upstream: what the stage's inputs come from (the ranker's: the retriever's key), part of its key.
+    :returns: the stage's key, or ``None`` when it has none (not Storable, or the store is off).
+    """
+    if store is None or not isinstance(component, Storable):
         component.fit(data, context)
-        return
-    document = {"kind": kind, **component.stage_key(data, context)}
+        return None
+    document = {"kind": kind, **component.stage_key(data, context), **({"upstream": upstream} if upstream else {})}
     key = stage_digest(document)
+    if isinstance(component, Persistent) and component.is_trained(context):
+        component.fit(data, context)
+        return key
     with store.lock(kind, key):
         manifest = store.lookup(kind, key)
         if manifest is not None:
@@ -214,15 +221,16 @@ def fit_stage(component, kind: str, data: TrainingData, context: RunContext, sto
             component.restore(entry, context)
             log.info("%s: read from the store, key %s, entry %s (its training took %.1f s; nothing trained)",
                      kind, key, entry, manifest.get("seconds") or 0.0)
-            return
+            return key
         started = time.perf_counter()
         component.fit(data, context)
         seconds = time.perf_counter() - started
         if isinstance(component, Persistent) and not component.is_trained(context):
             log.info("%s: not stored: its training did not finish (interrupted or a dev run)", kind)
-            return
+            return key
         if store.put(kind, key, document, component.save, seconds) is not None:
             log.info("%s: stored in the store, key %s (training took %.1f s)", kind, key, seconds)
+        return key
 
 
 def store_command(action: str, store_dir: str | None, key: str | None = None, older_than: float | None = None) -> int:

@@ -38,9 +38,9 @@ def config_of(*overrides: str, registry) -> PalrConfig:
     return typed_config(cfg)
 
 
-def run(tmp: Path, folder: str, *overrides: str, registry) -> Path:
+def run(tmp: Path, folder: str, *overrides: str, registry, base: tuple[str, ...] = SASREC) -> Path:
     """One palr run in this process, its cache (and so its store) under ``tmp``; its run folder."""
-    run_pipeline(config_of(*SASREC, f"cache_dir={tmp / 'cache'}", *overrides, registry=registry), registry, tmp / folder)
+    run_pipeline(config_of(*base, f"cache_dir={tmp / 'cache'}", *overrides, registry=registry), registry, tmp / folder)
     return tmp / folder
 
 
@@ -294,3 +294,24 @@ def test_palr_store_lists_sizes_removes_and_prunes_entries(tmp_path, capsys):
     assert len(store.entries()) == 2
     assert main(["store", "prune", "--older-than", "0", "--dir", str(tmp_path)]) == 0
     assert store.entries() == []
+
+
+@pytest.mark.slow
+def test_the_rankers_fine_tuned_adapter_is_stored_and_read_back(tmp_path, registry, caplog):
+    """llama_lora's fine-tuning is a stage of its own: a run with the same retriever, data and
+    fine-tuning settings reads the adapter (no llama_lora/checkpoints) and ranks exactly as the
+    run that trained it; its key includes the retriever's."""
+    llm = (*(a for a in SASREC if not a.startswith(("ranker=", "profile="))), "ranker.retriever_weight=0.5")
+    first = run(tmp_path, "first", registry=registry, base=llm)
+    caplog.set_level(logging.INFO, logger="palr")
+    second = run(tmp_path, "second", registry=registry, base=llm)
+    stages = tmp_path / "cache" / "stages"
+    ranker_entry, = [p for p in (stages / "ranker").iterdir() if p.is_dir()]
+    assert f"ranker: read from the store, key {ranker_entry.name}" in "\n".join(r.getMessage() for r in caplog.records)
+    assert (first / "llama_lora" / "checkpoints").is_dir() and not (second / "llama_lora" / "checkpoints").exists()
+    assert rows(second) == rows(first) and rows(second)[1] != rows(second)[0]  # the model ranked
+    assert pq.read_table(second / "rankings.parquet").equals(pq.read_table(first / "rankings.parquet"))
+    inputs = json.loads((ranker_entry / "manifest.json").read_text())["inputs"]
+    retriever_entry, = entries(stages)
+    assert inputs["upstream"] == {"retriever": retriever_entry.name}
+    assert not [p for p in ranker_entry.rglob("*") if p.suffix in (".ckpt", ".pt", ".bin", ".pkl")]

@@ -71,6 +71,7 @@ class LlamaLoraRanker:
         self.model = None
         self.coder: ItemCoder | None = None
         self.fit_state: dict = {}
+        self._out: Path | None = None  # the run's llama_lora folder, once fit ran
         #: the fusion weight in use: ``retriever_weight``, or what :meth:`tune` chose for ``auto``
         #: (``inf``: the retriever's order, without running the model)
         self.weight: float | None = None if cfg.retriever_weight == "auto" else float(cfg.retriever_weight)
@@ -170,7 +171,7 @@ class LlamaLoraRanker:
         if self.config.adapter:
             self.load(self.config.adapter, context)
             return
-        out = Path(context.work_dir) / "llama_lora"
+        out = self._out = Path(context.work_dir) / "llama_lora"
         if not self.config.resume:  # start over: checkpoints of an earlier attempt would mix in
             shutil.rmtree(out, ignore_errors=True)
         claim_folder(out, self._fingerprint(data, context), "ranker llama_lora")
@@ -266,6 +267,40 @@ class LlamaLoraRanker:
         if "retriever_weight" in chosen:
             weight = chosen["retriever_weight"]
             self.weight = math.inf if weight == "retriever order" else float(weight)
+
+    # -- the store of trained stages (palr_core.Storable) -----------------------------------
+    #: what of ``<work_dir>/llama_lora`` the store keeps: the adapter, the tiny base, the records
+    STORED = ("adapter", "base", "done.json", "fingerprint.json")
+
+    def stage_key(self, data: TrainingData, context: RunContext) -> dict:
+        """The fine-tuning's fingerprint, and the catalogue's text (the tiny model's vocabulary and
+        every prompt are made from it)."""
+        catalog = context.catalog
+        text = json.dumps([[str(i) for i in catalog.ids], [str(t) for t in catalog.titles], catalog.attributes,
+                           catalog.domain, catalog.show_id], default=str)
+        return {"model": f"{type(self).__module__}.{type(self).__qualname__}", **self._fingerprint(data, context),
+                "catalog": hashlib.sha256(text.encode()).hexdigest()}
+
+    def save(self, folder: Path) -> None:
+        """Copy the finished fine-tuning (safetensors and JSON: nothing that runs code) into ``folder``."""
+        out = Path(self._out)
+        for name in self.STORED:
+            if (out / name).is_dir():
+                shutil.copytree(out / name, Path(folder) / name)
+            elif (out / name).is_file():
+                shutil.copy2(out / name, Path(folder) / name)
+
+    def restore(self, folder: Path, context: RunContext) -> None:
+        """The stored fine-tuning, copied into ``<work_dir>/llama_lora`` as :meth:`fit` writes it, and loaded."""
+        out = Path(context.work_dir) / "llama_lora"
+        out.mkdir(parents=True, exist_ok=True)
+        for name in self.STORED:
+            if (Path(folder) / name).is_dir():
+                shutil.copytree(Path(folder) / name, out / name, dirs_exist_ok=True)
+            elif (Path(folder) / name).is_file():
+                shutil.copy2(Path(folder) / name, out / name)
+        self.load(out, context)
+        self.fit_state = json.loads((out / "done.json").read_text())
 
     def is_trained(self, context: RunContext) -> bool:
         """Whether fit will load, not train: an ``adapter`` of another run, or this folder's finished one."""
