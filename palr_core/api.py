@@ -36,6 +36,7 @@ from .config import PalrConfig, default_cache_dir
 from .pipeline import build_components, prepare_data, run_pipeline, seed_stage, tune_ranker
 from .plugins import Registry, load_registry
 from .ranking import candidate_count, candidate_requests, rank_candidates
+from .result_files import check_model_files
 from .runs import RunFolder, RunFolderError, RunResult
 
 __all__ = ["run", "compose", "load_run", "LoadedRun", "Recommendation", "RunResult"]
@@ -196,6 +197,7 @@ def load_run(run_dir: str | os.PathLike, registry: Registry | None = None) -> Lo
     if not folder.finished():
         raise RunFolderError(f"{run_dir} holds a run that has not finished; finish it first (palr-run with "
                              f"hydra.run.dir={run_dir} and the same overrides resumes it)")
+    check_model_files(run_dir)  # a torn or crafted adapter or model: one named line, not the library's traceback
     registry = registry or load_registry()
     parts = build_components(config, registry)
     trainer = dataclasses.replace(config.trainer, logger="none")

@@ -16,8 +16,8 @@ import math
 import re
 from pathlib import Path
 
-__all__ = ["ResultFileError", "read_metrics", "read_rankings", "read_checkpoint", "check_weights", "markdown_cell",
-           "RANKING_TYPES"]
+__all__ = ["ResultFileError", "read_metrics", "read_rankings", "read_checkpoint", "check_weights",
+           "check_model_files", "markdown_cell", "RANKING_TYPES"]
 
 #: metrics that are shares of users or items: anything outside [0, 1] was not computed by palr
 _SHARES = re.compile(r"(HR|NDCG|MRR|Coverage)@\d+")
@@ -224,3 +224,60 @@ def check_weights(file: str | Path, weights, module) -> None:
 def _first_line(exc: BaseException | str) -> str:
     text = str(exc).strip()
     return text.splitlines()[0] if text else type(exc).__name__
+
+
+#: bytes per element of each safetensors dtype
+_DTYPE_BYTES = {"F64": 8, "F32": 4, "F16": 2, "BF16": 2, "I64": 8, "I32": 4, "I16": 2, "I8": 1, "U64": 8, "U32": 4,
+                "U16": 2, "U8": 1, "BOOL": 1, "F8_E4M3": 1, "F8_E5M2": 1}
+_SAFETENSORS = "expected a safetensors file as palr writes them (a JSON header, then each tensor's bytes)"
+
+
+def check_model_files(folder: str | Path) -> None:
+    """Every ``*.safetensors`` file and every ``*.json`` beside one under ``folder`` (a LoRA adapter
+    and its ``adapter_config.json``, a saved base model and its ``config.json``), checked before a
+    library reads them: a safetensors header that is whole and describes exactly the bytes that
+    follow, and JSON objects. Reads headers only, so it costs milliseconds; raises a
+    :class:`ResultFileError` naming the file and what was expected."""
+    for file in sorted(Path(folder).rglob("*.safetensors")):
+        _check_safetensors(file)
+        for config in sorted(file.parent.glob("*.json")):
+            try:
+                node = json.loads(config.read_bytes().decode("utf-8"))
+            except (UnicodeDecodeError, ValueError) as exc:
+                raise ResultFileError(f"{config}: not valid JSON ({_first_line(exc)}); expected the settings the "
+                                      f"model beside it was saved with") from None
+            if not isinstance(node, dict):
+                raise ResultFileError(f"{config} holds {_json_type(node)}; expected a JSON object of settings")
+
+
+def _check_safetensors(file: Path) -> None:
+    size = file.stat().st_size
+    with file.open("rb") as f:
+        head = f.read(8)
+        length = int.from_bytes(head, "little") if len(head) == 8 else -1
+        if length < 2 or 8 + length > size:
+            raise ResultFileError(f"{file}: its header is cut short ({size} bytes in all); {_SAFETENSORS}")
+        try:
+            header = json.loads(f.read(length).decode("utf-8"))
+        except (UnicodeDecodeError, ValueError) as exc:
+            raise ResultFileError(f"{file}: its header is not JSON ({_first_line(exc)}); {_SAFETENSORS}") from None
+    if not isinstance(header, dict):
+        raise ResultFileError(f"{file}: its header is {_json_type(header)}; {_SAFETENSORS}")
+    end = 0
+    for name, entry in header.items():
+        if name == "__metadata__":
+            continue
+        try:
+            begin, stop = entry["data_offsets"]
+            count = math.prod(entry["shape"])
+            width = _DTYPE_BYTES[entry["dtype"]]
+            assert isinstance(begin, int) and isinstance(stop, int) and 0 <= begin <= stop
+        except (TypeError, KeyError, ValueError, AssertionError):
+            raise ResultFileError(f"{file}: tensor {name!r} is described as {_shown(entry)}; {_SAFETENSORS}") from None
+        if stop - begin != count * width:
+            raise ResultFileError(f"{file}: tensor {name!r} has {stop - begin} bytes for {count} x {entry['dtype']}; "
+                                  f"{_SAFETENSORS}")
+        end = max(end, stop)
+    if size != 8 + length + end:
+        raise ResultFileError(f"{file} is {size} bytes, its header describes {8 + length + end} (truncated?); "
+                              f"{_SAFETENSORS}")

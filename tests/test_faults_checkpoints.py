@@ -125,3 +125,57 @@ def test_palr_run_resuming_a_torn_last_ckpt_prints_one_line(tmp_path):
     assert proc.returncode != 0 and "Traceback" not in proc.stderr, proc.stderr
     assert proc.stderr.strip().splitlines()[-1].startswith(f"palr: {last} cannot be read, truncated or damaged? (")
 
+
+
+# -- LoRA adapters and saved models: safetensors and their JSON settings --------------------------
+def safetensors_file(path: Path) -> Path:
+    from safetensors.torch import save_file
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_file({"lora_A": torch.zeros(4, 8), "lora_B": torch.ones(8, 4)}, str(path))
+    (path.parent / "adapter_config.json").write_text('{"r": 4}')
+    return path
+
+
+@pytest.mark.parametrize(("edit", "says"), [
+    (lambda p: p.write_bytes(b""), "adapter_model.safetensors: its header is cut short (0 bytes in all)"),
+    (lambda p: p.write_bytes(p.read_bytes()[:-10]), "adapter_model.safetensors is 382 bytes, its header describes 392 (truncated?)"),
+    (lambda p: p.write_bytes((5).to_bytes(8, "little") + b"{nope" + b"\0" * 10), "its header is not JSON"),
+    (lambda p: p.write_bytes((2).to_bytes(8, "little") + b"[]"), "its header is an array; expected a safetensors"),
+    (lambda p: (p.parent / "adapter_config.json").write_text("{"), "adapter_config.json: not valid JSON"),
+    (lambda p: (p.parent / "adapter_config.json").write_text("[1]"), "adapter_config.json holds an array"),
+])
+def test_a_torn_or_crafted_adapter_is_named_before_a_library_reads_it(tmp_path, edit, says):
+    from palr_core.result_files import ResultFileError, check_model_files
+
+    file = safetensors_file(tmp_path / "run" / "llama_lora" / "adapter" / "adapter_model.safetensors")
+    check_model_files(tmp_path / "run")  # whole: accepted
+    edit(file)
+    with pytest.raises(ResultFileError) as caught:
+        check_model_files(tmp_path / "run")
+    assert str(caught.value).startswith(str(file.parent)) and says in str(caught.value), caught.value
+    assert "\n" not in str(caught.value)
+
+
+@pytest.fixture(scope="module")
+def llm_run(tmp_path_factory) -> Path:
+    tmp = tmp_path_factory.mktemp("llm")
+    palr_run(f"hydra.run.dir={tmp / 'run'}", "ranker=llama_lora", "eval.max_users=10", "eval.tune_users=20",
+             "trainer.max_epochs=1", tmp_path=tmp)
+    return tmp / "run"
+
+
+@pytest.mark.parametrize(("file", "content", "says"), [
+    ("adapter_model.safetensors", lambda b: b[: len(b) // 2], "(truncated?); expected a safetensors file"),
+    ("adapter_config.json", lambda b: b"{\"r\": ", "adapter_config.json: not valid JSON"),
+])
+def test_palr_recommend_on_a_torn_adapter_is_one_line(llm_run, tmp_path, capsys, monkeypatch, file, content, says):
+    from palr_core.cli import main
+
+    run = Path(shutil.copytree(llm_run, tmp_path / "run", ignore=shutil.ignore_patterns(".palr.lock")))
+    target = run / "llama_lora" / "adapter" / file
+    target.write_bytes(content(target.read_bytes()))
+    monkeypatch.setenv("PALR_CACHE_DIR", str(llm_run.parent / "cache"))
+    code = main(["recommend", str(run), "-u", "1"])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1 and err.startswith(f"palr: {target}") and says in err, err
