@@ -64,6 +64,7 @@ def run(overrides: Sequence[str] = (), *, run_dir: str | os.PathLike | None = No
     config = typed_config(cfg)
     folder.mkdir(parents=True, exist_ok=True)
     print(f"palr: run folder {folder}", flush=True)
+    check_model_files(folder)  # a resumed folder's torn adapter or model: one named line
     with _log_file(folder / "palr.log"):
         return run_pipeline(config, registry, folder)
 

@@ -24,6 +24,7 @@ from .atomic import write_with
 from .composition import PRIMARY_CONFIG, check_component_choices, check_sweep, prepare_hydra, typed_config
 from .config import OptionError
 from .plugins import PluginError, Registry, load_registry
+from .result_files import check_model_files
 
 log = logging.getLogger("palr")
 
@@ -66,6 +67,7 @@ def run(argv: list[str] | None = None) -> None:
                 raise SystemExit(f"palr: {exc}") from None
         try:
             config = typed_config(cfg)
+            check_model_files(work_dir)  # a resumed folder's torn adapter or model: one named line
             result = run_pipeline(config, registry, work_dir)
         except (KeyboardInterrupt, SystemExit) as exc:
             if not stopped:

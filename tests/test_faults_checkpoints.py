@@ -179,3 +179,15 @@ def test_palr_recommend_on_a_torn_adapter_is_one_line(llm_run, tmp_path, capsys,
     code = main(["recommend", str(run), "-u", "1"])
     err = capsys.readouterr().err
     assert code == 2 and err.count("\n") == 1 and err.startswith(f"palr: {target}") and says in err, err
+
+
+def test_palr_run_resuming_a_folder_with_a_torn_adapter_prints_one_line(llm_run, tmp_path):
+    run = Path(shutil.copytree(llm_run, tmp_path / "run", ignore=shutil.ignore_patterns(".palr.lock")))
+    (run / "metrics.json").unlink()
+    (run / "run.json").write_text(json.dumps({**json.loads((run / "run.json").read_text()), "finished": False}))
+    adapter = run / "llama_lora" / "adapter" / "adapter_model.safetensors"
+    adapter.write_bytes(adapter.read_bytes()[:100])
+    proc = palr_run(f"hydra.run.dir={run}", "ranker=llama_lora", "eval.max_users=10", "eval.tune_users=20",
+                    "trainer.max_epochs=1", tmp_path=llm_run.parent, check=False)
+    assert proc.returncode != 0 and "Traceback" not in proc.stderr, proc.stderr
+    assert proc.stderr.strip().splitlines()[-1].startswith(f"palr: {adapter}: its header is cut short"), proc.stderr
