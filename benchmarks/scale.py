@@ -98,11 +98,12 @@ def child(cmd: list[str]) -> None:
 
 
 def run_pipeline(log: Path, retriever: str, threads: int, work: Path) -> dict:
-    """``palr-run`` on the generated log; per stage seconds and the run's peak RSS."""
+    """``palr-run`` on the generated log; per stage seconds and the run's peak RSS. Each run has its
+    own empty ``cache_dir``, so every run reads and preprocesses the log itself."""
     run_dir = work / f"run_{retriever}"
     cmd = ["palr-run", "dataset=table", f"dataset.interactions={log}", "dataset.title=null",
            f"retriever={retriever}", "ranker=identity", "profile=none", f"trainer.threads={threads}",
-           "trainer.enable_progress_bar=false", f"hydra.run.dir={run_dir}",
+           "trainer.enable_progress_bar=false", f"hydra.run.dir={run_dir}", f"cache_dir={work / ('cache_' + retriever)}",
            *(SASREC_LIMITS if retriever == "sasrec" else [])]
     env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
     result = measured(cmd, env)
@@ -114,36 +115,63 @@ def run_pipeline(log: Path, retriever: str, threads: int, work: Path) -> dict:
             "users_evaluated": metrics.get("users_evaluated"), "ndcg10": ndcg}
 
 
+def _loss(kind: str, hidden, weight, targets):
+    import torch.nn.functional as F
+
+    from palr_core.kit.losses import CHUNK_ELEMENTS, full_cross_entropy
+
+    if kind == "full":
+        return F.cross_entropy(hidden @ weight.T, targets)
+    if kind == "checkpoint":  # torch.utils.checkpoint per chunk, the alternative to the kit's Function
+        from torch.utils.checkpoint import checkpoint
+
+        chunk = max(1, CHUNK_ELEMENTS // len(weight))
+        return sum(checkpoint(lambda h, t: F.cross_entropy(h @ weight.T, t, reduction="sum"),
+                              hidden[s:s + chunk], targets[s:s + chunk], use_reentrant=False)
+                   for s in range(0, len(hidden), chunk)) / len(hidden)
+    return full_cross_entropy(hidden, weight, targets)
+
+
+def _loss_inputs(items: int, rows: int):
+    import torch
+
+    torch.manual_seed(0)
+    return (torch.randn(rows, 64, requires_grad=True), (torch.randn(items, 64) * 0.02).requires_grad_(),
+            torch.randint(0, items, (rows,)))
+
+
 def loss_step(items: int, kind: str, rows: int) -> dict:
     """One SASRec-sized training step's loss + backward (``rows`` positions of hidden 64 against
     ``items`` items) in this process: seconds and peak RSS growth over the set-up."""
-    import torch
-    import torch.nn.functional as F
-
-    from palr_core.kit.losses import full_cross_entropy
-
-    torch.manual_seed(0)
-    hidden = torch.randn(rows, 64, requires_grad=True)
-    weight = (torch.randn(items, 64) * 0.02).requires_grad_()
-    targets = torch.randint(0, items, (rows,))
+    hidden, weight, targets = _loss_inputs(items, rows)
     before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     start = time.perf_counter()
-    if kind == "full":
-        loss = F.cross_entropy(hidden @ weight.T, targets)
-    elif kind == "checkpoint":
-        from torch.utils.checkpoint import checkpoint
-
-        chunk = max(1, 2**24 // items)
-        loss = sum(checkpoint(lambda h, t: F.cross_entropy(h @ weight.T, t, reduction="sum"),
-                              hidden[s:s + chunk], targets[s:s + chunk], use_reentrant=False)
-                   for s in range(0, rows, chunk)) / rows
-    else:
-        loss = full_cross_entropy(hidden, weight, targets)
+    loss = _loss(kind, hidden, weight, targets)
     loss.backward()
     seconds = time.perf_counter() - start
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return {"kind": kind, "items": items, "rows": rows, "seconds": round(seconds, 3),
-            "peak_rss_growth_mb": round((peak - before) / 1024), "loss": float(loss)}
+            "peak_rss_growth_mb": round((peak - before) / 1024), "loss": loss.item()}
+
+
+def loss_timing(items: int, rows: int, rounds: int, threads: int) -> dict:
+    """Median seconds of loss + backward per kind, the kinds interleaved round by round in one
+    process (so that a change of machine load hits them alike)."""
+    import torch
+
+    torch.set_num_threads(threads)
+    inputs = _loss_inputs(items, rows)
+    seconds: dict[str, list[float]] = {"full": [], "checkpoint": [], "chunked": []}
+    for _ in range(rounds):
+        for kind in seconds:
+            for t in inputs[:2]:
+                t.grad = None
+            start = time.perf_counter()
+            _loss(kind, *inputs).backward()
+            seconds[kind].append(time.perf_counter() - start)
+    return {"items": items, "rows": rows, "rounds": rounds,
+            "median_s": {k: round(float(np.median(v)), 3) for k, v in seconds.items()},
+            "all_s": {k: [round(x, 3) for x in v] for k, v in seconds.items()}}
 
 
 def use_kit_of(revision: str) -> None:
@@ -213,6 +241,10 @@ def table(record: dict) -> str:
         lines += ["", "| loss step | items | rows | seconds | peak RSS growth |", "|---|---:|---:|---:|---:|"]
         lines += [f"| {r['kind']} | {r['items']:,} | {r['rows']:,} | {r['seconds']} | {r['peak_rss_growth_mb']:,} MB |"
                   for r in record["loss"]]
+    if record.get("loss_timing"):
+        t = record["loss_timing"]
+        lines += ["", f"Loss + backward, median of {t['rounds']} interleaved rounds ({t['rows']:,} rows x "
+                  f"{t['items']:,} items): " + ", ".join(f"{k} {v} s" for k, v in t["median_s"].items())]
     if record.get("retrieval"):
         lines += ["", "| retrieval (SASRec top-50, history masked) | kit | users | items | seconds | users/s "
                   "| peak RSS |", "|---|---|---:|---:|---:|---:|---:|"]
@@ -242,6 +274,11 @@ def plot(record: dict, path: Path) -> bool:
     return True
 
 
+def write(record: dict, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(record, indent=1) + "\n")
+
+
 def main(argv: list[str] | None = None) -> None:
     if argv is None and len(sys.argv) > 1 and sys.argv[1] == "_child":
         return child(sys.argv[2:])
@@ -252,6 +289,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--retrievers", nargs="+", default=["popularity", "sasrec"])
     parser.add_argument("--loss-items", type=int, default=0, help="catalogue size of the loss-memory rows (0: none)")
     parser.add_argument("--loss-rows", type=int, default=128 * 100, help="positions in that training step")
+    parser.add_argument("--loss-rounds", type=int, default=0, help="interleaved timing rounds of the three "
+                        "losses in one process (0: none)")
     parser.add_argument("--retrieval-users", type=int, default=0, help="users of the retrieval timing (0: none)")
     parser.add_argument("--retrieval-baseline", metavar="REV", help="also time retrieval with the kit's "
                         "padding/masking/top-k of this git revision")
@@ -279,16 +318,19 @@ def main(argv: list[str] | None = None) -> None:
                 print(f"{events:,} events, {retriever}: {size['runs'][-1]['wall_s']} s, "
                       f"{size['runs'][-1]['peak_rss_mb']} MB", flush=True)
             record["sizes"].append(size)
+            write(record, args.out)  # what is done so far survives an interrupted run
     if args.loss_items:
         record["loss"] = [in_fresh_process("loss_step", args.loss_items, kind, args.loss_rows)
                           for kind in ("full", "checkpoint", "chunked")]
+    if args.loss_items and args.loss_rounds:
+        record["loss_timing"] = in_fresh_process("loss_timing", args.loss_items, args.loss_rows, args.loss_rounds,
+                                                 args.threads)
     if args.retrieval_users:
         revisions = ([args.retrieval_baseline] if args.retrieval_baseline else []) + [None]
         record["retrieval"] = [in_fresh_process("retrieval", args.retrieval_users, args.threads, rev)
                                for rev in revisions]
     record["loadavg_after"] = [round(x, 2) for x in os.getloadavg()]
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(record, indent=1) + "\n")
+    write(record, args.out)
     print(table(record))
     print(f"load average before {record['loadavg_before']}, after {record['loadavg_after']}; wrote {args.out}")
     if record["sizes"] and plot(record, args.out.with_suffix(".png")):
