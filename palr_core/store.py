@@ -190,10 +190,25 @@ def default_store_dir(store_dir: str | os.PathLike | None, cache_dir: Path) -> P
 
 
 def open_store(settings, cache_dir: Path) -> StageStore | None:
-    """The run's store from the ``store`` config section, ``None`` when ``store.enabled=false``."""
+    """The run's store from the ``store`` config section, ``None`` when ``store.enabled=false``.
+
+    A folder that is a file, or cannot be created or written, is one :class:`ValueError` line
+    naming ``store.dir``, before any stage is trained."""
     if not settings.enabled:
         return None
-    return StageStore(default_store_dir(settings.dir, cache_dir))
+    root = default_store_dir(settings.dir, cache_dir)
+    setting = f"store.dir={settings.dir}" if settings.dir else f"the store's default folder {root} (store.dir unset)"
+    expected = "expected a folder palr can write (or create) for trained stages; or store.enabled=false"
+    blocker = next((p for p in (root, *root.parents) if p.exists() and not p.is_dir()), None)
+    if blocker is not None:
+        raise ValueError(f"{setting}: {blocker} is a file; {expected}")
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=root):
+            pass
+    except OSError as exc:
+        raise ValueError(f"{setting}: cannot write there ({exc.strerror or exc}); {expected}") from None
+    return StageStore(root)
 
 
 def fit_stage(component, kind: str, data: TrainingData, context: RunContext, store: StageStore | None,

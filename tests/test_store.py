@@ -315,3 +315,10 @@ def test_the_rankers_fine_tuned_adapter_is_stored_and_read_back(tmp_path, regist
     retriever_entry, = entries(stages)
     assert inputs["upstream"] == {"retriever": retriever_entry.name}
     assert not [p for p in ranker_entry.rglob("*") if p.suffix in (".ckpt", ".pt", ".bin", ".pkl")]
+
+
+def test_a_store_folder_that_is_a_file_is_one_line_naming_store_dir(tmp_path, registry):
+    (tmp_path / "taken").write_text("not a folder")
+    with pytest.raises(ValueError, match=r"^store\.dir=.*taken: .*taken is a file; expected a folder palr can write"):
+        run(tmp_path, "run", f"store.dir={tmp_path / 'taken'}", registry=registry)
+    assert not (tmp_path / "run" / "retriever_training").exists()  # refused before the retriever trained
