@@ -105,7 +105,8 @@ class TrainerConfig:
 
     :param accelerator: ``cpu``, ``gpu`` or ``auto``.
     :param devices: number of devices or ``auto``.
-    :param strategy: ``auto``, ``ddp``, ``ddp_spawn``, ``fsdp``... (Lightning strategy names).
+    :param strategy: ``auto``, ``ddp_spawn``, ``ddp_fork``... (Lightning strategy names; ``palr-run``
+        refuses those that start their processes by running the command again: ``ddp``, ``fsdp``, ``deepspeed``).
     :param precision: ``32-true``, ``bf16-mixed``, ``16-mixed``...
     :param max_epochs: an upper bound on every component's epochs (``null``: each component's own);
         ``trainer.max_epochs=1`` makes a quick smoke run of any pipeline.

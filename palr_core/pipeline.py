@@ -280,6 +280,7 @@ def check_resources(parts: Components, context: RunContext) -> None:
     """What a run needs from the machine, before the first stage: the ``trainer`` group's devices,
     and whatever a component checks in its optional ``check(context)`` (a model file, an adapter)."""
     check_tracking(context.trainer)
+    _check_strategy(context.trainer)
     accelerator = context.trainer.accelerator
     if accelerator in ("gpu", "cuda", "mps"):
         import torch
@@ -296,6 +297,24 @@ def check_resources(parts: Components, context: RunContext) -> None:
         component = getattr(parts, kind)
         if isinstance(component, Checkable):
             component.check(context)
+
+
+#: Lightning strategies that start their other processes from the command line again (torchrun-style)
+_RELAUNCHING = ("ddp", "fsdp", "deepspeed")
+_SPAWNING = ("ddp_spawn", "ddp_fork", "ddp_notebook")
+
+
+def _check_strategy(trainer: TrainerConfig) -> None:
+    """Refuse a multi-process strategy whose extra processes would run the whole ``palr-run``
+    command again (each its own pipeline in the same folder): palr trains data-parallel through
+    the strategies that spawn or fork its processes from inside the training call."""
+    strategy = str(trainer.strategy)
+    if trainer.devices == 1 or not strategy.startswith(_RELAUNCHING) or strategy.startswith(_SPAWNING):
+        return
+    instead = ("trainer.strategy=ddp_spawn (what trainer=ddp sets)" if strategy.startswith("ddp")
+               else "trainer=ddp (ddp_spawn: data parallel, the model replicated on every device)")
+    raise ValueError(f"trainer.strategy={strategy} starts its other processes by running the palr-run command "
+                     f"again, which would run the whole pipeline once per process; use {instead}")
 
 
 def cached_preprocess(raw, k_core: int, cache_dir: str | os.PathLike) -> SequenceData:

@@ -44,6 +44,9 @@ def test_retriever_trains_with_ddp_on_two_cpu_processes(name, training_data, run
     retriever = RETRIEVERS[name](2)
     retriever.fit(training_data, replace(run_context, trainer=trainer))
     assert retriever.fit_summary["best_checkpoint"].endswith("best.ckpt")
+    # the spawned processes' loops and callbacks stay there: the summary is read from last.ckpt
+    assert retriever.fit_summary["epochs"] == 2 and retriever.fit_summary["stopped_by"] == "max_epochs"
+    assert retriever.fit_summary["best_val_ndcg10"] > 0
     assert (run_context.work_dir / "retriever" / "retriever.pt").is_file()
     ids, scores = retriever.retrieve(small_split.histories("test"), 10)
     assert ids.shape == (len(small_split.test), 10) and np.isfinite(scores).all()

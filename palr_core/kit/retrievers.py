@@ -435,13 +435,10 @@ class TrainedRetriever:
         best = getattr(callback, "best_model_path", "") if callback else ""
         if best and Path(best).is_file():
             self._load_checkpoint(Path(best))
-            self.fit_summary = {"best_checkpoint": Path(best).name,
-                                "best_val_ndcg10": float(callback.best_model_score or 0.0),
-                                "epochs": trainer.current_epoch,
-                                "stopped_by": _stop_reason(trainer)}
-            log.info("retriever training stopped by %s after %d epochs; best val NDCG@10 %.4f",
-                     self.fit_summary["stopped_by"], trainer.current_epoch,
-                     self.fit_summary["best_val_ndcg10"])
+            epochs, score, reason = _fit_outcome(trainer, callback)
+            self.fit_summary = {"best_checkpoint": Path(best).name, "best_val_ndcg10": score, "epochs": epochs,
+                                "stopped_by": reason}
+            log.info("retriever training stopped by %s after %d epochs; best val NDCG@10 %.4f", reason, epochs, score)
 
     def _load_checkpoint(self, path: Path) -> None:
         """The module's weights from a Lightning checkpoint (``weights_only``: no code runs); a
@@ -460,6 +457,26 @@ class TrainedRetriever:
         trainer = context.trainer.results_settings()
         return {"model": f"{type(self).__module__}.{type(self).__qualname__}", "config": config,
                 "num_items": data.num_items, "data": digest.hexdigest(), "seed": context.seed, "trainer": trainer}
+
+
+def _fit_outcome(trainer, callback) -> tuple[int, float, str]:
+    """Epochs trained, the best validation score and :func:`_stop_reason`, from the trainer; or,
+    when the training ran in spawned processes (``ddp_spawn``: Lightning hands back the weights and
+    the best checkpoint's path, not the loops' or callbacks' state), from its ``last.ckpt``."""
+    if callback.best_model_score is not None or trainer.current_epoch > 0:
+        return trainer.current_epoch, float(callback.best_model_score or 0.0), _stop_reason(trainer)
+    last = Path(callback.dirpath or "") / "last.ckpt"
+    if not last.is_file():
+        return trainer.current_epoch, 0.0, _stop_reason(trainer)
+    saved = torch.load(last, map_location="cpu", weights_only=True)
+    states = saved.get("callbacks", {})
+    score = states.get(callback.state_key, {}).get("best_model_score")
+    stopper = trainer.early_stopping_callback
+    stopped = states.get(stopper.state_key, {}).get("stopped_epoch", 0) if stopper is not None else 0
+    epochs = int(saved.get("epoch", -1)) + 1
+    reason = ("early_stopping" if stopped else
+              "max_epochs" if trainer.max_epochs is not None and 0 <= trainer.max_epochs <= epochs else "max_time")
+    return epochs, float(score or 0.0), reason
 
 
 def _stop_reason(trainer) -> str:
