@@ -46,9 +46,11 @@ def full_cross_entropy(hidden: torch.Tensor, weight: torch.Tensor, targets: torc
 
 class _ChunkedCrossEntropy(torch.autograd.Function):
     """Forward: per chunk of rows, logits → log-sum-exp and target logit, summed; only the per-row
-    log-sum-exp is saved. Backward: per chunk, recompute the logits, ``softmax - onehot`` from the
-    saved log-sum-exp, and accumulate the three gradients. Autocast (bf16-mixed) is re-entered in
-    the backward as it was in the forward, so the recomputed logits are the forward's."""
+    log-sum-exp is saved. Backward: per chunk, recompute the logits and turn them into the softmax
+    in place; the gradients are ``softmax @ weight`` and ``softmax.T @ hidden`` minus the target
+    rows (an index-add, not a one-hot pass over the chunk), scaled once at the end. Autocast
+    (bf16-mixed) is re-entered in the backward as it was in the forward, so the recomputed logits
+    are the forward's."""
 
     @staticmethod
     def forward(ctx, hidden, weight, bias, targets, chunk: int, has_bias: bool):
@@ -58,7 +60,7 @@ class _ChunkedCrossEntropy(torch.autograd.Function):
         lse = torch.empty(hidden.shape[0], dtype=dtype, device=hidden.device)
         total = torch.zeros((), dtype=dtype, device=hidden.device)
         for start in range(0, hidden.shape[0], chunk):
-            logits = _logits(hidden[start:start + chunk], weight, bias)
+            logits = _logits(hidden[start:start + chunk], weight, bias if has_bias else None)
             lse[start:start + chunk] = torch.logsumexp(logits, 1)
             picked = logits.gather(1, targets[start:start + chunk, None]).squeeze(1)
             total += (lse[start:start + chunk] - picked).sum()
@@ -69,23 +71,24 @@ class _ChunkedCrossEntropy(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad_out):
         hidden, weight, bias, targets, lse = ctx.saved_tensors
-        device, enabled, dtype = ctx.autocast
-        scale = grad_out.to(lse.dtype) / hidden.shape[0]
-        grad_hidden = torch.empty_like(hidden)
-        grad_weight = torch.zeros(weight.shape, dtype=lse.dtype, device=weight.device)
-        grad_bias = torch.zeros(weight.shape[0], dtype=lse.dtype, device=weight.device)
-        with torch.autocast(device, dtype=dtype, enabled=enabled):
+        device, enabled, autocast_dtype = ctx.autocast
+        dtype = lse.dtype
+        grad_hidden = torch.empty(hidden.shape, dtype=dtype, device=hidden.device)
+        grad_weight = torch.zeros(weight.shape, dtype=dtype, device=weight.device)
+        grad_bias = torch.zeros(weight.shape[0], dtype=dtype, device=weight.device)
+        with torch.autocast(device, dtype=autocast_dtype, enabled=enabled):
             for start in range(0, hidden.shape[0], ctx.chunk):
-                rows = slice(start, start + ctx.chunk)
-                probs = torch.exp(_logits(hidden[rows], weight, bias) - lse[rows, None])
-                probs.scatter_add_(1, targets[rows, None], probs.new_full((len(probs), 1), -1.0))
-                probs *= scale
-                grad_hidden[rows] = (probs @ weight.to(probs.dtype)).to(hidden.dtype)
-                grad_weight += probs.T @ hidden[rows].to(probs.dtype)
+                rows, h, t = slice(start, start + ctx.chunk), hidden[start:start + ctx.chunk], targets[start:start + ctx.chunk]
+                probs = _logits(h, weight, bias if ctx.has_bias else None).sub_(lse[rows, None]).exp_()
+                grad_hidden[rows] = (probs @ weight.to(probs.dtype)).to(dtype) - weight[t].to(dtype)
+                grad_weight += probs.T @ h.to(probs.dtype)
+                grad_weight.index_add_(0, t, h.to(dtype), alpha=-1)
                 if ctx.has_bias:
                     grad_bias += probs.sum(0)
-        return (grad_hidden, grad_weight.to(weight.dtype),
-                grad_bias.to(bias.dtype) if ctx.has_bias else None, None, None, None)
+                    grad_bias.index_add_(0, t, torch.ones_like(t, dtype=dtype), alpha=-1)
+        scale = grad_out.to(dtype) / hidden.shape[0]
+        return ((grad_hidden * scale).to(hidden.dtype), (grad_weight * scale).to(weight.dtype),
+                (grad_bias * scale).to(bias.dtype) if ctx.has_bias else None, None, None, None)
 
 
 def _accumulation_dtype(dtype: torch.dtype) -> torch.dtype:
@@ -93,11 +96,12 @@ def _accumulation_dtype(dtype: torch.dtype) -> torch.dtype:
     return torch.promote_types(dtype, torch.float32)
 
 
-def _logits(hidden: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
-    """``hidden @ weight.T + bias`` in at least float32 (the matmul in autocast's dtype when it is on)."""
-    logits = hidden @ weight.T
+def _logits(hidden: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+    """A fresh ``hidden @ weight.T + bias`` in at least float32 (the matmul in autocast's dtype when it
+    is on), safe to change in place."""
+    logits = hidden @ weight.T if bias is None else torch.addmm(bias, hidden, weight.T)
     dtype = _accumulation_dtype(torch.promote_types(hidden.dtype, weight.dtype))
-    return logits.to(dtype) + bias.to(dtype)
+    return logits.to(dtype)
 
 
 def sampling_log_q(counts: torch.Tensor, uniform_share: float = 0.5) -> torch.Tensor:
