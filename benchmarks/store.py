@@ -57,8 +57,8 @@ def main() -> None:
               "trainer.enable_progress_bar=false", *args.set, args.sweep]
     with tempfile.TemporaryDirectory() as tmp:
         env = {**os.environ, "PALR_CACHE_DIR": str(Path(tmp) / "cache"), "OMP_NUM_THREADS": "1"}
-        subprocess.run([sys.executable, "-c", "from palr_core.cli import run; run()", "retriever=popularity",
-                        "ranker=identity", "profile=none", *args.set, f"hydra.run.dir={tmp}/warm"],
+        warm_up = [*common[:-1], "trainer.max_epochs=1", "store.enabled=false", f"hydra.run.dir={tmp}/warm"]
+        subprocess.run([sys.executable, "-c", "from palr_core.cli import run; run()", *warm_up],
                        env=env, capture_output=True, check=True)  # the data, preprocessed once for both
         without = sweep([*common, "store.enabled=false"], Path(tmp) / "without", env)
         with_store = sweep(common, Path(tmp) / "with", env)
