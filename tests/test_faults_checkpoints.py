@@ -191,3 +191,17 @@ def test_palr_run_resuming_a_folder_with_a_torn_adapter_prints_one_line(llm_run,
                     "trainer.max_epochs=1", tmp_path=llm_run.parent, check=False)
     assert proc.returncode != 0 and "Traceback" not in proc.stderr, proc.stderr
     assert proc.stderr.strip().splitlines()[-1].startswith(f"palr: {adapter}: its header is cut short"), proc.stderr
+
+
+def test_a_torn_adapter_given_as_ranker_adapter_is_one_line_before_any_work(llm_run, tmp_path):
+    """``ranker.adapter=<another run's llama_lora>`` is checked with the run's resources, before the
+    data is read: a torn file there is named, not met by peft after the retriever has trained."""
+    folder = Path(shutil.copytree(llm_run / "llama_lora", tmp_path / "llama_lora"))
+    adapter = folder / "adapter" / "adapter_model.safetensors"
+    adapter.write_bytes(adapter.read_bytes()[:100])
+    proc = palr_run(f"hydra.run.dir={tmp_path}/run", "ranker=llama_lora", f"ranker.adapter={folder}",
+                    "eval.max_users=10", tmp_path=llm_run.parent, check=False)
+    assert proc.returncode != 0 and "Traceback" not in proc.stderr, proc.stderr
+    assert proc.stderr.strip().splitlines()[-1].startswith(
+        f"palr: ranker.adapter={str(folder)!r}: {adapter}: its header is cut short"), proc.stderr
+    assert not (tmp_path / "run" / "dataset_stats.json").exists()

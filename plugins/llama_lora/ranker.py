@@ -94,6 +94,13 @@ class LlamaLoraRanker:
         if adapter and not (adapter / "adapter" / "adapter_config.json").is_file():
             raise FileNotFoundError(f"ranker.adapter={str(adapter)!r}: no adapter/adapter_config.json there "
                                     "(expected a previous run's <run dir>/llama_lora folder)")
+        if adapter:  # a torn or crafted file is named here, not in a library's traceback after training
+            from palr_core.result_files import ResultFileError, check_model_files
+
+            try:
+                check_model_files(adapter)
+            except ResultFileError as exc:
+                raise ValueError(f"ranker.adapter={str(adapter)!r}: {exc}") from None
         if self.config.model != "tiny" and not (adapter and (adapter / "base").is_dir()):
             resolve_language_model(self.config.model, context.cache_dir, models=context.language_models,
                                    option="ranker.model")
