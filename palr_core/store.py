@@ -33,7 +33,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from .cache import MANIFEST, StaleEntry, _discard, _running, _sha256, check_entry
+from .cache import MANIFEST, StaleEntry, _discard, _sha256, check_entry
 from .components import Persistent, RunContext, Storable, TrainingData
 
 __all__ = ["StageStore", "StoredEntry", "stage_digest", "fit_stage", "open_store", "default_store_dir",
@@ -99,8 +99,10 @@ class StageStore:
 
     def lookup(self, kind: str, key: str) -> dict | None:
         """The manifest of a sound entry for ``key``, or ``None``. A damaged entry is refused in one
-        log line naming it and what is wrong, and removed (the caller trains the stage again)."""
-        self._remove_abandoned(kind)
+        log line naming it and what is wrong, and removed (the caller trains the stage again).
+        Call it holding the key's :meth:`lock`: temporary folders of this key are then a killed
+        writer's (a live one would hold the lock), on this machine or another, and are removed."""
+        self._remove_abandoned(kind, key)
         entry = self.entry(kind, key)
         if not os.path.lexists(entry):
             return None
@@ -176,12 +178,11 @@ class StageStore:
             _discard(e.path)
         return chosen
 
-    def _remove_abandoned(self, kind: str) -> None:
-        """Delete temporary folders left by writers that no longer run (a killed trainer)."""
-        for tmp in (self.root / kind).glob(".*.tmp"):
-            parts = tmp.name.split(".")
-            if len(parts) > 2 and parts[2].isdigit() and not _running(int(parts[2])):
-                shutil.rmtree(tmp, ignore_errors=True)
+    def _remove_abandoned(self, kind: str, key: str) -> None:
+        """Delete this key's temporary folders, left by a killed writer (the caller holds the key's
+        lock, so no writer of it is alive; a process id says nothing across cluster nodes)."""
+        for tmp in (self.root / kind).glob(f".{key}.*.tmp"):
+            shutil.rmtree(tmp, ignore_errors=True)
 
 
 def default_store_dir(store_dir: str | os.PathLike | None, cache_dir: Path) -> Path:

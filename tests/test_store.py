@@ -158,16 +158,18 @@ def test_stage_keys_leave_out_exactly_the_options_declared_outside(tmp_path, reg
     assert set(RetrieverConfig.OUTSIDE_STAGE_KEY) <= {f.name for f in dataclasses.fields(RetrieverConfig)}
 
 
-def test_a_dead_writers_temporary_folder_is_removed_and_never_read(tmp_path):
-    dead = subprocess.Popen([sys.executable, "-c", "pass"])
-    dead.wait()
+def test_a_killed_writers_temporary_folder_is_removed_and_never_read(tmp_path):
+    """Under the key's lock a temporary folder of that key is a dead writer's; another key's is left alone."""
     store = StageStore(tmp_path)
-    key = "ab" * 32
-    abandoned = tmp_path / "retriever" / f".{key}.{dead.pid}.x1.tmp"
-    abandoned.mkdir(parents=True)
-    (abandoned / "retriever.pt").write_bytes(b"half")
-    assert store.lookup("retriever", key) is None
-    assert not abandoned.exists()
+    key, other = "ab" * 32, "cd" * 32
+    abandoned = tmp_path / "retriever" / f".{key}.12345.x1.tmp"
+    writing = tmp_path / "retriever" / f".{other}.12345.x1.tmp"
+    for folder in (abandoned, writing):
+        folder.mkdir(parents=True)
+        (folder / "retriever.pt").write_bytes(b"half")
+    with store.lock("retriever", key):
+        assert store.lookup("retriever", key) is None
+    assert not abandoned.exists() and writing.is_dir()
 
 
 @pytest.mark.slow
