@@ -25,6 +25,7 @@ import json
 import logging
 import math
 import re
+import textwrap
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -40,6 +41,9 @@ log = logging.getLogger("palr")
 
 __all__ = ["Figures", "read_figures", "ReportRow", "Report", "collect_runs", "build_report", "write_report",
            "ReportCallback"]
+
+#: characters per line of a row's name in report.png (longer names wrap, whole)
+LABEL_WIDTH = 60
 
 #: the figures printed beside each row by default, and the default reference row (a data file)
 PAPER_FIGURES = Path(__file__).with_name("paper_table2.yaml")
@@ -378,6 +382,11 @@ def _fmt_p(p: float) -> str:
     return "<0.0001" if p < 1e-4 else f"{p:.4f}"
 
 
+def _p_is(p: float) -> str:
+    """``p=0.0123`` or ``p<0.0001`` (never ``p=<0.0001``)."""
+    return "p<0.0001" if p < 1e-4 else f"p={p:.4f}"
+
+
 def _comparison_text(r: ReportRow, ref: ReportRow) -> tuple[str, str, str]:
     if r is ref:
         return "reference", "", ""
@@ -405,8 +414,8 @@ def markdown(report: Report) -> str:
             c = best.comparison
             significant = max(c["p_ttest"], c["p_wilcoxon"]) < 0.05
             verdict += (f", {c['difference']:+.4f} over the reference ({markdown_cell(ref.name)}), 95 % CI "
-                        f"[{c['ci_low']:+.4f}, {c['ci_high']:+.4f}], paired t p={_fmt_p(c['p_ttest'])}, "
-                        f"Wilcoxon p={_fmt_p(c['p_wilcoxon'])}: " + (
+                        f"[{c['ci_low']:+.4f}, {c['ci_high']:+.4f}], paired t {_p_is(c['p_ttest'])}, "
+                        f"Wilcoxon {_p_is(c['p_wilcoxon'])}: " + (
                             "significant at 5 % by both tests." if significant else
                             "not significant at 5 % by both tests (it could be noise)."))
         lines += [verdict, ""]
@@ -460,18 +469,38 @@ def write_csv(report: Report, path: Path) -> None:
 
 
 def write_chart(report: Report, path: Path) -> bool:
+    """:func:`chart` as ``path`` (a PNG); False (and nothing written) without matplotlib."""
+    fig = chart(report)
+    if fig is None:
+        return False
+    import matplotlib.pyplot as plt
+
+    # the figure grows to hold every label and note (an annotation past the axes is kept, not cut)
+    write_with(path, lambda tmp: fig.savefig(tmp, dpi=110, format="png", bbox_inches="tight", pad_inches=0.15),
+               path.parent)
+    plt.close(fig)
+    return True
+
+
+def _label(name: str) -> str:
+    """A row's whole name in lines of about :data:`LABEL_WIDTH` characters, broken at spaces only."""
+    return textwrap.fill(name, LABEL_WIDTH, break_long_words=False, break_on_hyphens=False)
+
+
+def chart(report: Report):
     """A horizontal bar per row of the main metric with its 95 % bootstrap interval, one panel per
-    dataset, the reference row's bar dark; False (and nothing written) without matplotlib."""
+    dataset, the reference row's bar dark, each row's whole name (wrapped) and its difference from
+    the reference; a matplotlib figure, or None without matplotlib."""
     try:
         import matplotlib
     except ImportError:
-        return False
+        return None
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     from scipy import stats
 
     datasets = report.datasets()
-    heights = [len([r for r in report.rows if r.dataset == d]) for d in datasets]
+    heights = [sum(_label(r.name).count("\n") * 0.45 + 1 for r in report.rows if r.dataset == d) for d in datasets]
     fig, axes = plt.subplots(len(datasets), 1, figsize=(9, 1.2 + 0.45 * sum(heights) + 0.6 * len(datasets)),
                              gridspec_kw={"height_ratios": heights}, squeeze=False)
     for ax, dataset in zip(axes[:, 0], datasets):
@@ -489,17 +518,16 @@ def write_chart(report: Report, path: Path) -> bool:
         colors = ["#1f3b73" if r is ref else "#7fa7d9" for r in rows]
         y = np.arange(len(rows))[::-1]
         ax.barh(y, values, xerr=errors, color=colors, capsize=3)
-        ax.set_yticks(y, [r.name if len(r.name) < 70 else r.name[:67] + "..." for r in rows], fontsize=8)
+        # whole names, wrapped: rows of a sweep often differ only at the end of theirs
+        ax.set_yticks(y, [_label(r.name) for r in rows], fontsize=8)
         for yi, v, high, r in zip(y, values, errors[1], rows):
             note = "  (reference)" if r is ref else "" if not r.comparison else (
-                f"  Δ {r.comparison['difference']:+.4f}, Wilcoxon p={_fmt_p(r.comparison['p_wilcoxon'])}")
+                f"  Δ {r.comparison['difference']:+.4f}, Wilcoxon {_p_is(r.comparison['p_wilcoxon'])}")
             ax.text(v + high, yi, f"  {v:.4f}{note}", va="center", fontsize=7)
         ax.set_title(f"{dataset}: {report.metric} per row, with 95 % bootstrap intervals", fontsize=9)
         ax.set_xlim(0, max(v + h for v, h in zip(values, errors[1])) * 1.6 + 1e-9)
     fig.tight_layout()
-    write_with(path, lambda tmp: fig.savefig(tmp, dpi=110, format="png"), path.parent)
-    plt.close(fig)
-    return True
+    return fig
 
 
 def write_report(folders: Iterable[str | Path], out_dir: str | Path, metric: str = "NDCG@10",

@@ -219,3 +219,29 @@ def test_figures_and_the_default_reference_come_from_a_file(tmp_path):
     own.write_text("figures:\n  ml-1m:\n    'retriever: bpr': [0.5]\n")
     with pytest.raises(ValueError, match=r"figures.yaml: figures.ml-1m.retriever: bpr must be \[HR@10, NDCG@10\]"):
         write_report([tmp_path / "s"], tmp_path / "out", figures=own)
+
+
+def test_the_chart_shows_whole_names_formatted_p_values_and_nothing_cut(tmp_path):
+    """report.png, rendered: every row's whole name (wrapped, not cut where sweep rows differ), p
+    written ``p<0.0001`` (never ``p=<0.0001``), and a blank margin on every side of the image, so no
+    label or note is clipped at an edge."""
+    from PIL import Image
+
+    from palr.report import build_report, chart
+
+    n = 300
+    base = np.random.default_rng(2).integers(0, 40, n).astype(float)
+    long_option = "retriever.some_unusually_long_option_name_that_a_sweep_varies_at_the_end"
+    for i, value in enumerate((1, 2)):
+        _fake_run(tmp_path / "sweep" / str(i), _config("sasrec", **{"extra": {long_option: value}}),
+                  {"retriever": list(base + 3 * i), "ranker": list(np.maximum(base - 8, 0))})
+    report = build_report([tmp_path / "sweep"])
+    fig = chart(report)
+    labels = [t.get_text() for ax in fig.axes for t in ax.get_yticklabels()]
+    assert sorted(label.replace("\n", " ") for label in labels) == sorted(r.name for r in report.rows)
+    notes = " ".join(t.get_text() for ax in fig.axes for t in ax.texts)
+    assert "p<0.0001" in notes and "p=<" not in notes
+    _, written = write_report([tmp_path / "sweep"], tmp_path / "out")
+    image = np.asarray(Image.open(tmp_path / "out" / "report.png").convert("L"))
+    for edge in (image[:4], image[-4:], image[:, :4], image[:, -4:]):
+        assert edge.min() > 250, "something is drawn at the image's edge (clipped)"
