@@ -77,3 +77,17 @@ def test_masking_sets_exactly_each_rows_history_to_minus_infinity(histories):
         seen[np.asarray(history, dtype=np.int64)] = True
         assert torch.isinf(masked[row, torch.from_numpy(seen)]).all()
         assert torch.equal(masked[row, torch.from_numpy(~seen)], scores[row, torch.from_numpy(~seen)])
+
+
+@pytest.mark.slow
+def test_scale_runs_the_pipeline_on_a_generated_log_and_writes_its_record(scale, tmp_path):
+    out = tmp_path / "scale.json"
+    scale.main(["--events", "30000", "--retrievers", "popularity", "--threads", "1", "--out", str(out)])
+    import json
+
+    record = json.loads(out.read_text())
+    (size,) = record["sizes"]
+    (run,) = size["runs"]
+    assert size["events"] == 30_000 and run["retriever"] == "popularity"
+    assert run["peak_rss_mb"] > 50 and run["stages_s"]["load"] > 0
+    assert run["stats"]["interactions"] <= 30_000 and len(record["loadavg_after"]) == 3
