@@ -10,6 +10,9 @@ import numpy as np
 
 from palr_core import RunContext, TrainingData
 
+#: most cells (users x items of the order's head) of one chunk's mask of seen items (its sort order: 0.5 MB)
+CHUNK_CELLS = 1 << 16
+
 
 @dataclass
 class PopularityConfig:
@@ -39,14 +42,43 @@ class PopularityRetriever:
         k = min(k, len(self.order))
         ids = np.empty((len(histories), k), dtype=np.int64)
         scores = np.empty((len(histories), k), dtype=np.float64)
-        for row, history in enumerate(histories):
-            # the first k + |history| items in global order hold k unseen ones, unless the
-            # catalogue is that small: then seen items fill the row at -inf, as in top_k_unseen
-            head = self.order[:k + len(history)]
-            seen = np.isin(head, history)
-            ids[row] = np.concatenate([head[~seen], head[seen]])[:k]
-            scores[row] = np.where(np.isin(ids[row], history), -np.inf, self.scores[ids[row]])
+        position = np.empty(len(self.order), dtype=np.int64)  # each item's place in the global order
+        position[self.order] = np.arange(len(self.order))
+        start = 0
+        while start < len(histories):
+            stop = self._chunk_end(histories, start, k)
+            self._retrieve_chunk(histories[start:stop], k, position, ids[start:stop], scores[start:stop])
+            start = stop
         return ids, scores
+
+    def _chunk_end(self, histories: Sequence[np.ndarray], start: int, k: int) -> int:
+        """Users from ``start`` whose ``users x (k + longest history)`` mask stays within
+        :data:`CHUNK_CELLS` (at least one user)."""
+        stop, longest = start, 0
+        while stop < len(histories):
+            longest = max(longest, len(histories[stop]))
+            if stop > start and (stop + 1 - start) * (k + longest) > CHUNK_CELLS:
+                break
+            stop += 1
+        return stop
+
+    def _retrieve_chunk(self, histories, k: int, position: np.ndarray, ids: np.ndarray, scores: np.ndarray) -> None:
+        """Each user's first ``k`` items of the global order that are not in their history (then,
+        when the catalogue is too small for ``k`` unseen ones, seen items at -inf): the first
+        ``k + longest history`` items of the order hold them, so one mask of that width serves
+        every user of the chunk, with no per-user Python loop."""
+        width = min(k + max((len(h) for h in histories), default=0), len(self.order))
+        head = self.order[:width]
+        lengths = np.fromiter((len(h) for h in histories), dtype=np.int64, count=len(histories))
+        items = (np.concatenate([np.asarray(h, dtype=np.int64) for h in histories]) if lengths.sum()
+                 else np.zeros(0, dtype=np.int64))
+        rows, columns = np.repeat(np.arange(len(histories)), lengths), position[items]
+        seen = np.zeros((len(histories), width), dtype=bool)
+        inside = columns < width
+        seen[rows[inside], columns[inside]] = True
+        picked = np.argsort(seen, axis=1, kind="stable")[:, :k]  # unseen first, each group in global order
+        ids[:] = head[picked]
+        scores[:] = np.where(np.take_along_axis(seen, picked, 1), -np.inf, self.scores[ids])
 
     def save(self, path: Path) -> None:
         np.save(Path(path) / "popularity.npy", self.scores)
