@@ -11,8 +11,6 @@ safetensors and a model card), ``checkpoints/last.ckpt``, ``done.json``.
 
 from __future__ import annotations
 
-import dataclasses
-import hashlib
 import json
 import logging
 import math
@@ -31,13 +29,14 @@ from palr_core.kit.training import claim_folder, fit, make_trainer
 
 from .card import model_card
 from .config import LlamaLoraConfig, LoraSettings, TinyModelSettings
-from .decoders import DECODER_OPTIONS, DECODERS, DecoderInputs
+from .decoders import DECODERS, DecoderInputs
 from .decoding import ItemCoder
 from .fusion import choose_retriever_weight
 from .instructions import InstructionConfig
 from .memory import choose_micro_batch
 from .model import adapters_in_base_dtype, tiny_base, wrap_lora
 from .prompts import check_templates
+from .stage import catalog_digest, copy_stage, fine_tuning_fingerprint
 from .training import AdapterOnlyCheckpoint, InstructionBatches, LoraFineTuner
 
 log = logging.getLogger("palr")
@@ -191,22 +190,8 @@ class LlamaLoraRanker:
         self._train(self.decoder.training_batches(data, self.inputs(context)), out, context)
 
     def _fingerprint(self, data: TrainingData, context: RunContext) -> dict:
-        """What the fine-tuning checkpoints depend on: ranking-only options are left out, and so is
-        ``pad_to_multiple_of`` (how padding is computed, not what: like ``trainer.threads``, it may
-        differ between an interrupted run and its resumption) and the ignored ``cpu_kernels``, and so
-        are the decoder options its decoder's fine-tuning does not read."""
-        digest = hashlib.sha256()
-        for array in (*data.train, np.asarray(data.valid)):
-            digest.update(np.ascontiguousarray(array, dtype=np.int64).tobytes() + b"|")
-        left_out = {"num_generate", "rank_batch_size", "num_beams", "retriever_weight", "retriever_weights",
-                    "auto_alpha", "adapter", "resume", "cpu_kernels", "pad_to_multiple_of"}
-        left_out |= DECODER_OPTIONS - self.decoder.fine_tuning_options
-        config = {k: v for k, v in dataclasses.asdict(self.config).items() if k not in left_out}
-        profiles = context.profiles
-        trainer = context.trainer.results_settings()
-        return {"config": config, "data": digest.hexdigest(), "seed": context.seed, "trainer": trainer,
-                "profiles": None if profiles is None else
-                [type(profiles).__qualname__, repr(getattr(profiles, "config", None))]}
+        """What the fine-tuning checkpoints depend on (:func:`~palr.plugins.llama_lora.stage.fine_tuning_fingerprint`)."""
+        return fine_tuning_fingerprint(self.config, self.decoder, data, context)
 
     def _train(self, batches: InstructionBatches, out: Path, context: RunContext) -> None:
         seed = int(context.rng("ranker batches").integers(2**31))
@@ -276,36 +261,20 @@ class LlamaLoraRanker:
             self.weight = math.inf if weight == "retriever order" else float(weight)
 
     # -- the store of trained stages (palr_core.Storable) -----------------------------------
-    #: what of ``<work_dir>/llama_lora`` the store keeps: the adapter, the tiny base, the records
-    STORED = ("adapter", "base", "done.json", "fingerprint.json")
-
     def stage_key(self, data: TrainingData, context: RunContext) -> dict:
         """The fine-tuning's fingerprint, and the catalogue's text (the tiny model's vocabulary and
         every prompt are made from it)."""
-        catalog = context.catalog
-        text = json.dumps([[str(i) for i in catalog.ids], [str(t) for t in catalog.titles], catalog.attributes,
-                           catalog.domain, catalog.show_id], default=str)
         return {"model": f"{type(self).__module__}.{type(self).__qualname__}", **self._fingerprint(data, context),
-                "catalog": hashlib.sha256(text.encode()).hexdigest()}
+                "catalog": catalog_digest(context.catalog)}
 
     def save(self, folder: Path) -> None:
         """Copy the finished fine-tuning (safetensors and JSON: nothing that runs code) into ``folder``."""
-        out = Path(self._out)
-        for name in self.STORED:
-            if (out / name).is_dir():
-                shutil.copytree(out / name, Path(folder) / name)
-            elif (out / name).is_file():
-                shutil.copy2(out / name, Path(folder) / name)
+        copy_stage(Path(self._out), Path(folder))
 
     def restore(self, folder: Path, context: RunContext) -> None:
         """The stored fine-tuning, copied into ``<work_dir>/llama_lora`` as :meth:`fit` writes it, and loaded."""
         out = Path(context.work_dir) / "llama_lora"
-        out.mkdir(parents=True, exist_ok=True)
-        for name in self.STORED:
-            if (Path(folder) / name).is_dir():
-                shutil.copytree(Path(folder) / name, out / name, dirs_exist_ok=True)
-            elif (Path(folder) / name).is_file():
-                shutil.copy2(Path(folder) / name, out / name)
+        copy_stage(Path(folder), out)
         self.load(out, context)
         self.fit_state = json.loads((out / "done.json").read_text())
 
