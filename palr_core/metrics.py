@@ -74,28 +74,28 @@ def catalogue_coverage(ranked: Sequence[Sequence[int]], k: int, num_items: int) 
     return len(seen) / num_items if num_items else 0.0
 
 
-def average_popularity(ranked: Sequence[Sequence[int]], k: int, popularity: np.ndarray) -> float:
+def average_popularity(ranked: Sequence[Sequence[int]], k: int, counts: np.ndarray) -> float:
     """Mean popularity of the items in every list's top ``k`` (all lists' items pooled), an item's
-    popularity being its count in ``popularity`` over the largest count (so in ``[0, 1]``)."""
+    popularity being its count in ``counts`` over the largest count (so in ``[0, 1]``)."""
     top = np.concatenate([np.asarray(list(items)[:k], dtype=np.int64) for items in ranked]) if len(ranked) else []
-    most = float(np.max(popularity)) if len(popularity) else 0.0
+    most = float(np.max(counts)) if len(counts) else 0.0
     if len(top) == 0 or most == 0.0:
         return 0.0
-    return float(np.mean(np.asarray(popularity, dtype=np.float64)[top]) / most)
+    return float(np.mean(np.asarray(counts, dtype=np.float64)[top]) / most)
 
 
 def list_metrics(ranked: Sequence[Sequence[int]], targets: Sequence[int], ks: Sequence[int],
-                 popularity: np.ndarray) -> dict[str, float]:
+                 counts: np.ndarray) -> dict[str, float]:
     """A results row's metrics for ordered lists: ``HR@K`` and ``NDCG@K`` (in
     :func:`metrics_from_ranks`' order), then ``MRR@K``, ``Coverage@K`` and ``AvgPop@K`` for each K.
 
-    :param popularity: each item's training-interaction count (:func:`item_popularity`); its length
+    :param counts: each item's training-interaction count (:func:`item_popularity`); its length
         is the catalogue size that coverage is a share of.
     """
     ranks = rank_from_lists(ranked, targets)
     return {**metrics_from_ranks(ranks, ks), **metrics_from_ranks(ranks, ks, ("MRR",)),
-            **{f"Coverage@{k}": catalogue_coverage(ranked, k, len(popularity)) for k in ks},
-            **{f"AvgPop@{k}": average_popularity(ranked, k, popularity) for k in ks}}
+            **{f"Coverage@{k}": catalogue_coverage(ranked, k, len(counts)) for k in ks},
+            **{f"AvgPop@{k}": average_popularity(ranked, k, counts) for k in ks}}
 
 
 def complete_ranking(ranked: Sequence[int], candidates: Sequence[int]) -> list[int]:

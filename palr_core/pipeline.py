@@ -222,8 +222,8 @@ def _run_stages(config: PalrConfig, parts: Components, context: RunContext, fold
                                   stage=functools.partial(_stage, timings=timings, seed=config.seed, peaks=peaks))
     cand_ids = np.stack([r.candidates for r in requests])
     cand_scores = np.stack([r.candidate_scores for r in requests])
-    popularity = item_popularity(split.train, data.num_items)  # what AvgPop@K counts: training interactions
-    rows = [_row(f"retriever: {retriever_name} (its own order)", cand_ids, targets, ks, popularity)]
+    counts = item_popularity(split.train, data.num_items)  # what AvgPop@K counts: training interactions
+    rows = [_row(f"retriever: {retriever_name} (its own order)", cand_ids, targets, ks, counts)]
 
     with _stage("fit_ranker", timings, config.seed, peaks):  # its key holds the retriever's (or its settings)
         upstream = {"retriever": retriever_key or [parts.names["retriever"], config.retriever]}
@@ -239,7 +239,7 @@ def _run_stages(config: PalrConfig, parts: Components, context: RunContext, fold
     label = parts.ranker.label if isinstance(parts.ranker, Labelled) else parts.names["ranker"]
     profiled = any(r.profile for r in requests)  # a generator that wrote no profile adds nothing to the prompt
     rows.append(_row(f"ranker: {label} over {retriever_name} top-{n_cand}"
-                     + (f" + profile: {parts.names['profile']}" if profiled else ""), final, targets, ks, popularity))
+                     + (f" + profile: {parts.names['profile']}" if profiled else ""), final, targets, ks, counts))
     training = {role: summary for role, summary in (("retriever", fit_summary(parts.retriever)),
                                                     ("ranker", fit_summary(parts.ranker))) if summary}
     return RunResult(rows=rows, stats=stats.as_dict(), timings=timings, dataset=data.name, users=len(users),
@@ -340,7 +340,7 @@ def _sample(rows: np.ndarray, size: int | None, context: RunContext, salt: str) 
 
 
 def _row(model: str, ranked: Sequence[Sequence[int]], targets: np.ndarray, ks: Sequence[int],
-         popularity: np.ndarray) -> dict:
+         counts: np.ndarray) -> dict:
     """A results row: HR@K and NDCG@K first (the keys readers of ``metrics.json`` know), then MRR@K,
     catalogue coverage and average popularity of the top K (:func:`~palr_core.metrics.list_metrics`)."""
-    return {"model": model, **list_metrics(ranked, targets, ks, popularity)}
+    return {"model": model, **list_metrics(ranked, targets, ks, counts)}
