@@ -251,7 +251,10 @@ def check_sweep(argv: list[str], registry: Registry) -> None:
                 return
             params = [f"{key}={value}" for key, value in (sweeper.get("params") or {}).items()]
             overrides = parser.parse_overrides([*params, *args.overrides])
-            jobs = BasicSweeper.split_arguments(overrides, None)[0]
+            try:
+                jobs = BasicSweeper.split_arguments(overrides, None)[0]
+            except Exception:  # noqa: BLE001 - a search space (choice, interval) of another sweeper: its own checks
+                return
             swept = {o.get_key_element() for o in overrides if o.is_sweep_override()}
             repository = GlobalHydra.instance().config_loader().repository
             cache: dict[tuple, typing.Any] = {}
