@@ -318,8 +318,6 @@ def default_cache_dir(cache_dir: str | os.PathLike | None = None) -> Path:
     ``PALR_CACHE_DIR=...``) when the folder is a file, lies below a file, or cannot be written:
     found before any work starts, not as a traceback in the first stage that caches something.
     """
-    import tempfile
-
     if cache_dir is not None:
         chosen, setting = cache_dir, f"cache_dir={cache_dir}"
     elif os.environ.get("PALR_CACHE_DIR"):
@@ -327,13 +325,20 @@ def default_cache_dir(cache_dir: str | os.PathLike | None = None) -> Path:
         setting = f"PALR_CACHE_DIR={chosen} (cache_dir unset)"
     else:
         chosen, setting = "~/.cache/palr", "the default cache_dir=~/.cache/palr"
-    path = Path(chosen).expanduser()
-    expected = "expected a folder palr can write (or create) for downloads and cached data"
-    if path.exists() and not path.is_dir():
-        raise ValueError(f"{setting}: it is a file; {expected}")
-    blocker = next((p for p in path.parents if p.exists() and not p.is_dir()), None)
+    return writable_folder(Path(chosen).expanduser(), setting,
+                           "expected a folder palr can write (or create) for downloads and cached data")
+
+
+def writable_folder(path: Path, setting: str, expected: str, *, name_itself: bool = False) -> Path:
+    """``path``, created if missing, after checking that it is not a file, lies below no file and
+    can be written; else one :class:`ValueError` line: ``setting``, what is wrong, ``expected``.
+    ``name_itself``: a ``path`` that is a file is named (``<path> is a file``), not ``it is a file``."""
+    import tempfile
+
+    blocker = next((p for p in (path, *path.parents) if p.exists() and not p.is_dir()), None)
     if blocker is not None:
-        raise ValueError(f"{setting}: {blocker} is a file; {expected}")
+        what = "it" if blocker == path and not name_itself else str(blocker)
+        raise ValueError(f"{setting}: {what} is a file; {expected}")
     try:
         path.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryFile(dir=path):

@@ -35,6 +35,7 @@ from pathlib import Path
 
 from .cache import MANIFEST, StaleEntry, _discard, _sha256, check_entry
 from .components import Persistent, RunContext, Storable, TrainingData
+from .config import writable_folder
 
 __all__ = ["StageStore", "StoredEntry", "stage_digest", "fit_stage", "open_store", "default_store_dir",
            "store_command"]
@@ -200,16 +201,7 @@ def open_store(settings, cache_dir: Path) -> StageStore | None:
     root = default_store_dir(settings.dir, cache_dir)
     setting = f"store.dir={settings.dir}" if settings.dir else f"the store's default folder {root} (store.dir unset)"
     expected = "expected a folder palr can write (or create) for trained stages; or store.enabled=false"
-    blocker = next((p for p in (root, *root.parents) if p.exists() and not p.is_dir()), None)
-    if blocker is not None:
-        raise ValueError(f"{setting}: {blocker} is a file; {expected}")
-    try:
-        root.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryFile(dir=root):
-            pass
-    except OSError as exc:
-        raise ValueError(f"{setting}: cannot write there ({exc.strerror or exc}); {expected}") from None
-    return StageStore(root)
+    return StageStore(writable_folder(root, setting, expected, name_itself=True))
 
 
 def fit_stage(component, kind: str, data: TrainingData, context: RunContext, store: StageStore | None,
