@@ -342,17 +342,18 @@ PIPELINE = ("dataset.users=200", "dataset.franchises=60", "retriever.maxlen=30",
 RETRIEVER_STAGE = (*(a for a in PIPELINE if not a.startswith("ranker.")), "ranker=identity", "profile=none")
 
 
-def _kill_when(path: Path, tmp_path: Path, run_dir: Path) -> None:
-    """Start the run in ``run_dir`` and SIGKILL it as soon as ``path`` exists."""
+def kill_when(path: Path, tmp_path: Path, run_dir: Path, args=RETRIEVER_STAGE) -> None:
+    """Start ``palr-run *args`` in ``run_dir`` and SIGKILL it as soon as ``path`` exists."""
     env = {**os.environ, "PALR_CACHE_DIR": str(tmp_path / "cache")}
-    proc = subprocess.Popen([sys.executable, "-c", "from palr_core.cli import run; run()", *RETRIEVER_STAGE,
+    proc = subprocess.Popen([sys.executable, "-c", "from palr_core.cli import run; run()", *args,
                              f"hydra.run.dir={run_dir}"], cwd=tmp_path, env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 300
     while not path.exists() and proc.poll() is None and time.time() < deadline:
-        time.sleep(0.02)
+        time.sleep(0.01)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
+    assert path.exists(), f"the run ended (code {proc.returncode}) before {path.name} appeared"
     assert not (run_dir / "metrics.json").exists(), "the run finished before it could be killed"
 
 
@@ -362,7 +363,7 @@ def test_a_run_killed_mid_training_resumes_to_the_uninterrupted_metrics(tmp_path
     """The ranker's stage has its own kill points (tests/test_resume_ranker.py)."""
     # store.enabled=false: with its training in the store, the second run would read it, not train and be killed
     palr_run(*RETRIEVER_STAGE, "store.enabled=false", f"hydra.run.dir={tmp_path}/whole", tmp_path=tmp_path, fast=False)
-    _kill_when(tmp_path / "killed" / checkpoint, tmp_path, tmp_path / "killed")
+    kill_when(tmp_path / "killed" / checkpoint, tmp_path, tmp_path / "killed")
     palr_run(*RETRIEVER_STAGE, f"hydra.run.dir={tmp_path}/killed", tmp_path=tmp_path, fast=False)
     whole = json.loads((tmp_path / "whole" / "metrics.json").read_text())
     resumed = json.loads((tmp_path / "killed" / "metrics.json").read_text())

@@ -2,23 +2,13 @@
 
 import json
 
-import numpy as np
 import pytest
 
-from palr_core import RankRequest
 from palr_core.parallel import rank_in_processes
 from palr_core.ranking import rank_candidates
 
 from .test_cli import palr_run
-from .test_llama_lora import SMALL
-
-
-def _requests(split, users, k=10):
-    histories = split.histories("test")
-    rng = np.random.default_rng(3)
-    return [RankRequest(user=u, history=histories[u],
-                        candidates=rng.choice(np.setdiff1d(np.arange(split.num_items), histories[u]), k, replace=False))
-            for u in users]
+from .test_llama_lora import SMALL, _requests
 
 
 class _Reversed:
@@ -61,7 +51,7 @@ def test_a_fine_tuned_llm_ranks_the_same_in_two_processes(registry, run_context,
     ranker = registry.build("ranker", "llama_lora", {**SMALL, "decoder": decoder, "choices": 5, "epochs": 1,
                                                      "retriever_weight": 0})
     ranker.fit(training_data, run_context)
-    requests = _requests(small_split, range(12))
+    requests = _requests(small_split, range(12), k=10)
     alone = rank_candidates(ranker, requests, run_context, "llama_lora")
     assert rank_candidates(ranker, requests, run_context, "llama_lora", processes=2) == alone
 

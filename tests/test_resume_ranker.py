@@ -3,17 +3,13 @@ ends with the uninterrupted run's metrics and rankings: whatever the killed proc
 ``llama_lora/`` (a saved base and nothing else, a mid-training checkpoint, a finished adapter)."""
 
 import json
-import os
-import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
 
 from .test_cli import palr_run
+from .test_faults import kill_when
 
 #: the LLM stage on its own: no retriever training, the tiny LLaMA trained from a random init, the
 #: model's scores alone ranking (``retriever_weight=0``), so every drift in the ranker shows
@@ -36,26 +32,11 @@ def uninterrupted(tmp_path_factory) -> Path:
     return folder / "run"
 
 
-def _kill_when(marker: Path, tmp_path: Path, run_dir: Path) -> None:
-    """Start the run in ``run_dir`` and SIGKILL it as soon as ``marker`` exists."""
-    env = {**os.environ, "PALR_CACHE_DIR": str(tmp_path / "cache")}
-    proc = subprocess.Popen([sys.executable, "-c", "from palr_core.cli import run; run()", *RANKER_ONLY,
-                             f"hydra.run.dir={run_dir}"], cwd=tmp_path, env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.time() + 300
-    while not marker.exists() and proc.poll() is None and time.time() < deadline:
-        time.sleep(0.01)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    assert marker.exists(), f"the run ended (code {proc.returncode}) before {marker.name} appeared"
-    assert not (run_dir / "metrics.json").exists(), "the run finished before it could be killed"
-
-
 @pytest.mark.slow
 @pytest.mark.parametrize("point", list(KILL_POINTS))
 def test_a_ranker_killed_anywhere_resumes_to_the_uninterrupted_run(uninterrupted, tmp_path, point):
     run_dir = tmp_path / "killed"
-    _kill_when(run_dir / KILL_POINTS[point], tmp_path, run_dir)
+    kill_when(run_dir / KILL_POINTS[point], tmp_path, run_dir, RANKER_ONLY)
     palr_run(*RANKER_ONLY, f"hydra.run.dir={run_dir}", tmp_path=tmp_path, fast=False)
     whole = json.loads((uninterrupted / "metrics.json").read_text())
     resumed = json.loads((run_dir / "metrics.json").read_text())
