@@ -8,13 +8,19 @@ import os
 import threading
 from pathlib import Path
 
-import numpy as np
-import pytest
+# Two pytest-xdist workers share the 2 cores CI has: each worker, and every run it starts, gets one
+# torch thread; two threads each oversubscribe the cores and the suite takes about 1.6x as long.
+# Set before torch is imported (palr_core's imports below may bring it in).
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    os.environ["OMP_NUM_THREADS"] = "1"
 
-from palr_core import RunContext, TrainingData
-from palr_core.pipeline import seed_stage
-from palr_core.plugins import load_registry
-from palr_core.testing import tiny_context, tiny_data
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+
+from palr_core import RunContext, TrainingData  # noqa: E402
+from palr_core.pipeline import seed_stage  # noqa: E402
+from palr_core.plugins import load_registry  # noqa: E402
+from palr_core.testing import tiny_context, tiny_data  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 
