@@ -14,7 +14,7 @@ import torch
 from palr.plugins.sasrec.model import SASRecRetriever
 
 from palr_core.testing import tiny_context, tiny_data
-from tests.test_cli import palr_run
+from tests.test_cli import FAST, palr_run
 from tests.test_faults import TINY, _Payload
 
 
@@ -110,18 +110,22 @@ def test_a_bad_saved_retriever_for_load_from_is_one_line(trained, training_data,
     assert "\n" not in str(caught.value)
 
 
-def test_palr_run_resuming_a_torn_last_ckpt_prints_one_line(tmp_path):
+def test_palr_run_resuming_a_torn_last_ckpt_prints_one_line(tmp_path, monkeypatch):
+    import palr
+
     run = tmp_path / "run"
-    args = (f"hydra.run.dir={run}", "retriever=sasrec", "trainer.max_epochs=1", "eval.max_users=20",
-            "retriever.hidden=16", "retriever.maxlen=20", "store.enabled=false")  # else read from the store
-    palr_run(*args, tmp_path=tmp_path)
+    args = ("retriever=sasrec", "trainer.max_epochs=1", "eval.max_users=20", "retriever.hidden=16",
+            "retriever.maxlen=20", "store.enabled=false", *(f"{g}={o}" for g, o in FAST.items() if g != "retriever"))
+    # the finished run to tear, in this process; the resumed one is palr-run's own process
+    monkeypatch.setenv("PALR_CACHE_DIR", str(tmp_path / "cache"))
+    palr.run(list(args), run_dir=run)
     last = run / "retriever_training" / "checkpoints" / "last.ckpt"
     last.write_bytes(last.read_bytes()[:2000])
     for stale in ("metrics.json", "retriever_training/done.json"):
         (run / stale).unlink()
     record = json.loads((run / "run.json").read_text())
     (run / "run.json").write_text(json.dumps({**record, "finished": False}))
-    proc = palr_run(*args, tmp_path=tmp_path, check=False)
+    proc = palr_run(f"hydra.run.dir={run}", *args, tmp_path=tmp_path, check=False)
     assert proc.returncode != 0 and "Traceback" not in proc.stderr, proc.stderr
     assert proc.stderr.strip().splitlines()[-1].startswith(f"palr: {last} cannot be read, truncated or damaged? (")
 
@@ -157,11 +161,22 @@ def test_a_torn_or_crafted_adapter_is_named_before_a_library_reads_it(tmp_path, 
     assert "\n" not in str(caught.value)
 
 
+#: a small LLM run: the tests below need its saved adapter, not what it learned
+LLM_RUN = ("ranker=llama_lora", "retriever=popularity", "profile=none", "dataset.users=150", "eval.max_users=10",
+           "eval.tune_users=20", "trainer.max_epochs=1", "ranker.tiny.hidden_size=32", "ranker.tiny.layers=1",
+           "ranker.instructions.user_fraction=0.3")
+
+
 @pytest.fixture(scope="module")
 def llm_run(tmp_path_factory) -> Path:
+    """Run in this process (``palr.run``, what ``palr-run`` runs): only the runs given the torn
+    files below have to be processes of their own, for their exit code and last line."""
+    import palr
+
     tmp = tmp_path_factory.mktemp("llm")
-    palr_run(f"hydra.run.dir={tmp / 'run'}", "ranker=llama_lora", "eval.max_users=10", "eval.tune_users=20",
-             "trainer.max_epochs=1", tmp_path=tmp)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("PALR_CACHE_DIR", str(tmp / "cache"))
+        palr.run(list(LLM_RUN), run_dir=tmp / "run")
     return tmp / "run"
 
 
@@ -187,8 +202,7 @@ def test_palr_run_resuming_a_folder_with_a_torn_adapter_prints_one_line(llm_run,
     (run / "run.json").write_text(json.dumps({**json.loads((run / "run.json").read_text()), "finished": False}))
     adapter = run / "llama_lora" / "adapter" / "adapter_model.safetensors"
     adapter.write_bytes(adapter.read_bytes()[:100])
-    proc = palr_run(f"hydra.run.dir={run}", "ranker=llama_lora", "eval.max_users=10", "eval.tune_users=20",
-                    "trainer.max_epochs=1", tmp_path=llm_run.parent, check=False)
+    proc = palr_run(f"hydra.run.dir={run}", *LLM_RUN, tmp_path=llm_run.parent, check=False)
     assert proc.returncode != 0 and "Traceback" not in proc.stderr, proc.stderr
     assert proc.stderr.strip().splitlines()[-1].startswith(f"palr: {adapter}: its header is cut short"), proc.stderr
 
