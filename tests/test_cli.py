@@ -24,15 +24,112 @@ REPO = Path(__file__).resolve().parents[1]
 FAST = {"retriever": "popularity", "profile": "none", "ranker": "identity"}
 
 
-def palr_run(*args: str, tmp_path: Path, env: dict | None = None, check: bool = True, fast: bool = True):
+def palr_run(*args: str, tmp_path: Path, env: dict | None = None, check: bool = True, fast: bool = True,
+             timeout: float = 600) -> subprocess.CompletedProcess:
+    """``palr-run *args`` in ``tmp_path`` (its cache in ``tmp_path/cache``), as a process of its own.
+
+    The process is forked from this one once torch, Lightning, transformers, peft and Hydra are
+    imported here (:func:`_forked`): the run is as separate as a new interpreter's (its own exit
+    code, stdout, stderr, signals, files) without paying ~5-10 s of imports each time. A new
+    interpreter is started instead where forking cannot give the same run: no ``fork``, more than
+    one torch thread here (an OpenMP pool does not survive a fork; conftest.py gives xdist workers
+    one), or an ``env`` that changes more than palr's own variables and thread counts (others are
+    read when a library is imported)."""
     run_env = {**os.environ, "PALR_CACHE_DIR": str(tmp_path / "cache"), **(env or {})}
     if fast:
         args = (*args, *(f"{g}={o}" for g, o in FAST.items() if not any(a.startswith(f"{g}=") for a in args)))
-    proc = subprocess.run([sys.executable, "-c", "from palr_core.cli import run; run()", *args],
-                          cwd=tmp_path, env=run_env, capture_output=True, text=True, timeout=600)
+    if hasattr(os, "fork") and os.environ.get("OMP_NUM_THREADS") == "1" and _forkable(run_env):
+        proc = _forked(args, tmp_path, run_env, timeout)
+    else:
+        proc = subprocess.run([sys.executable, "-c", "from palr_core.cli import run; run()", *args],
+                              cwd=tmp_path, env=run_env, capture_output=True, text=True, timeout=timeout)
     if check and proc.returncode != 0:
         raise AssertionError(f"palr-run {' '.join(args)} failed:\n{proc.stdout}\n{proc.stderr}")
     return proc
+
+
+#: the environment the libraries were imported under (:func:`_preimport`); a run that differs from it
+#: only in these variables (read when palr runs, not when a library is imported) may be forked
+_IMPORTED_UNDER: dict[str, str] = {}
+_RUNTIME_VARIABLES = ("PALR_", "OMP_NUM_THREADS", "MKL_NUM_THREADS", "PYTEST_")
+
+
+def _forkable(run_env: dict) -> bool:
+    if not _IMPORTED_UNDER:
+        _preimport()
+    changed = {k for k in run_env.keys() | _IMPORTED_UNDER.keys() if run_env.get(k) != _IMPORTED_UNDER.get(k)}
+    return all(k.startswith(_RUNTIME_VARIABLES) for k in changed)
+
+
+def _preimport() -> None:
+    import hydra  # noqa: F401
+    import lightning.pytorch  # noqa: F401
+    import peft  # noqa: F401
+    import torch  # noqa: F401
+    from transformers.models.llama import modeling_llama  # noqa: F401
+
+    import palr_core.cli  # noqa: F401
+    import palr_core.pipeline  # noqa: F401
+
+    _IMPORTED_UNDER.update(os.environ)
+
+
+def _forked(args, cwd: Path, env: dict, timeout: float) -> subprocess.CompletedProcess:
+    """Run ``palr-run *args`` in a forked child: cwd, environment, fresh stdout/stderr (fds 1 and 2
+    into files), default signal handlers, no exit handlers of this process; exits as the interpreter
+    would (``SystemExit``'s code or message, a traceback and 1 on an uncaught exception)."""
+    import atexit
+    import signal
+    import tempfile
+    import time
+    import traceback
+
+    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+        pid = os.fork()
+        if pid == 0:  # the child: never returns into pytest
+            code = 1
+            try:
+                atexit._clear()
+                os.dup2(out.fileno(), 1)
+                os.dup2(err.fileno(), 2)
+                sys.stdout = open(1, "w", closefd=False)  # noqa: SIM115
+                sys.stderr = open(2, "w", closefd=False)  # noqa: SIM115
+                signal.signal(signal.SIGINT, signal.default_int_handler)
+                signal.signal(signal.SIGTERM, signal.SIG_DFL)
+                os.chdir(cwd)
+                os.environ.clear()
+                os.environ.update(env)
+                from hydra.core.global_hydra import GlobalHydra
+
+                GlobalHydra.instance().clear()
+                from palr_core.cli import run
+
+                try:
+                    run(list(args))
+                    code = 0
+                except SystemExit as exc:
+                    if exc.code is None or isinstance(exc.code, int):
+                        code = exc.code or 0
+                    else:
+                        print(exc.code, file=sys.stderr)
+                atexit._run_exitfuncs()
+            except BaseException:
+                traceback.print_exc()
+            finally:
+                for stream in (sys.stdout, sys.stderr):
+                    stream.flush()
+                os._exit(code)
+        deadline = time.monotonic() + timeout
+        while (done := os.waitpid(pid, os.WNOHANG))[0] == 0:
+            if time.monotonic() > deadline:
+                os.kill(pid, signal.SIGKILL)
+                os.waitpid(pid, 0)
+                raise subprocess.TimeoutExpired(["palr-run", *args], timeout)
+            time.sleep(0.02)
+        out.seek(0)
+        err.seek(0)
+        return subprocess.CompletedProcess(["palr-run", *args], os.waitstatus_to_exitcode(done[1]),
+                                           out.read().decode(errors="replace"), err.read().decode(errors="replace"))
 
 
 @pytest.fixture
@@ -173,15 +270,23 @@ def test_help_describes_palr_and_its_groups(tmp_path):
     assert "prompts" not in out
 
 
-def test_version_and_plugins_as_json():
+def palr(*args: str, capsys) -> str:
+    """``palr *args`` in this process (it prints and returns; these tests are not about the process)."""
+    from palr_core.cli import main
+
+    try:
+        code = main(list(args))
+    except SystemExit as exc:  # argparse's --version
+        code = exc.code
+    assert code == 0, capsys.readouterr().err
+    return capsys.readouterr().out
+
+
+def test_version_and_plugins_as_json(capsys):
     from palr_core import __version__
 
-    def palr(*args):
-        return subprocess.run([sys.executable, "-c", "from palr_core.cli import main; main()", *args],
-                              capture_output=True, text=True, check=True).stdout
-
-    assert palr("--version").strip() == f"palr {__version__}"
-    document = json.loads(palr("plugins", "--json"))
+    assert palr("--version", capsys=capsys).strip() == f"palr {__version__}"
+    document = json.loads(palr("plugins", "--json", capsys=capsys))
     assert {"kind": "retriever", "name": "sasrec", "distribution": "palr", "version": __version__,
             "plugin": "palr.plugins.sasrec", "plugin_api": PLUGIN_API, "class": "palr.plugins.sasrec.model:SASRecRetriever"} in document["components"]
     assert document["conflicts"] == [] and document["skipped"] == []
@@ -249,9 +354,8 @@ def test_a_wrong_value_type_names_the_option(tmp_path):
     assert "Traceback" not in proc.stderr
 
 
-def test_palr_plugins_lists_components_with_their_distribution():
-    out = subprocess.run([sys.executable, "-c", "from palr_core.cli import main; main(['plugins'])"],
-                         capture_output=True, text=True, check=True).stdout
+def test_palr_plugins_lists_components_with_their_distribution(capsys):
+    out = palr("plugins", capsys=capsys)
     lines = [line.split() for line in out.splitlines()]
     assert ["retriever", "popularity", "palr", __version__, "palr.plugins.popularity"] in lines
     assert ["dataset", "synthetic", "palr", __version__, "palr.plugins.synthetic"] in lines

@@ -126,7 +126,7 @@ def test_a_signal_stops_a_run_with_one_line_and_the_same_command_resumes_it(tmp_
     import time
 
     args = [f"hydra.run.dir={tmp_path / 'run'}", "retriever=sasrec", "ranker=identity", "profile=none",
-            "eval.max_users=20", "trainer.max_epochs=30"]
+            "eval.max_users=20", "trainer.max_epochs=5"]
     env = {**os.environ, "PALR_CACHE_DIR": str(tmp_path / "cache")}
     proc = subprocess.Popen([sys.executable, "-c", "from palr_core.cli import run; run()", *args], cwd=tmp_path,
                             env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
