@@ -8,7 +8,6 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
-from .test_cli import palr_run
 from .test_faults import kill_when
 
 #: the LLM stage on its own: no retriever training, the tiny LLaMA trained from a random init, the
@@ -27,17 +26,25 @@ KILL_POINTS = {"base saved, before training": "llama_lora/base/config.json",
 
 @pytest.fixture(scope="module")
 def uninterrupted(tmp_path_factory) -> Path:
+    """In this process (``palr.run``, what ``palr-run`` runs): only the killed runs need a process of their own."""
+    import palr
+
     folder = tmp_path_factory.mktemp("ranker-whole")
-    palr_run(*RANKER_ONLY, f"hydra.run.dir={folder}/run", tmp_path=folder, fast=False)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("PALR_CACHE_DIR", str(folder / "cache"))
+        palr.run(list(RANKER_ONLY), run_dir=folder / "run")
     return folder / "run"
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("point", list(KILL_POINTS))
-def test_a_ranker_killed_anywhere_resumes_to_the_uninterrupted_run(uninterrupted, tmp_path, point):
+def test_a_ranker_killed_anywhere_resumes_to_the_uninterrupted_run(uninterrupted, tmp_path, monkeypatch, point):
+    import palr
+
     run_dir = tmp_path / "killed"
     kill_when(run_dir / KILL_POINTS[point], tmp_path, run_dir, RANKER_ONLY)
-    palr_run(*RANKER_ONLY, f"hydra.run.dir={run_dir}", tmp_path=tmp_path, fast=False)
+    monkeypatch.setenv("PALR_CACHE_DIR", str(tmp_path / "cache"))  # the killed run's cache
+    palr.run(list(RANKER_ONLY), run_dir=run_dir)  # the same command again, in this process
     whole = json.loads((uninterrupted / "metrics.json").read_text())
     resumed = json.loads((run_dir / "metrics.json").read_text())
     assert resumed["rows"] == whole["rows"], point
