@@ -26,26 +26,36 @@ FAST = {"retriever": "popularity", "profile": "none", "ranker": "identity"}
 
 def palr_run(*args: str, tmp_path: Path, env: dict | None = None, check: bool = True, fast: bool = True,
              timeout: float = 600) -> subprocess.CompletedProcess:
-    """``palr-run *args`` in ``tmp_path`` (its cache in ``tmp_path/cache``), as a process of its own.
-
-    The process is forked from this one once torch, Lightning, transformers, peft and Hydra are
-    imported here (:func:`_forked`): the run is as separate as a new interpreter's (its own exit
-    code, stdout, stderr, signals, files) without paying ~5-10 s of imports each time. A new
-    interpreter is started instead where forking cannot give the same run: no ``fork``, more than
-    one torch thread here (an OpenMP pool does not survive a fork; conftest.py gives xdist workers
-    one), or an ``env`` that changes more than palr's own variables and thread counts (others are
-    read when a library is imported)."""
-    run_env = {**os.environ, "PALR_CACHE_DIR": str(tmp_path / "cache"), **(env or {})}
+    """``palr-run *args`` in ``tmp_path`` (its cache in ``tmp_path/cache``), in a process of its own
+    (:func:`palr_process`), to its end."""
     if fast:
         args = (*args, *(f"{g}={o}" for g, o in FAST.items() if not any(a.startswith(f"{g}=") for a in args)))
-    if hasattr(os, "fork") and os.environ.get("OMP_NUM_THREADS") == "1" and _forkable(run_env):
-        proc = _forked(args, tmp_path, run_env, timeout)
-    else:
-        proc = subprocess.run([sys.executable, "-c", "from palr_core.cli import run; run()", *args],
-                              cwd=tmp_path, env=run_env, capture_output=True, text=True, timeout=timeout)
+    with palr_process(args, tmp_path, env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) as proc:
+        try:
+            out, err = proc.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            raise
     if check and proc.returncode != 0:
-        raise AssertionError(f"palr-run {' '.join(args)} failed:\n{proc.stdout}\n{proc.stderr}")
-    return proc
+        raise AssertionError(f"palr-run {' '.join(args)} failed:\n{out}\n{err}")
+    return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
+
+
+def palr_process(args, tmp_path: Path, env: dict | None = None, **popen) -> subprocess.Popen:
+    """Start ``palr-run *args`` in ``tmp_path`` (its cache in ``tmp_path/cache``): a
+    :class:`subprocess.Popen` to wait for, signal or kill.
+
+    The process is forked from this one once torch, Lightning, transformers, peft and Hydra are
+    imported here (:class:`_ForkedPalrRun`): as separate as a new interpreter (its own pid, exit
+    code, pipes, signals, files) without ~5-10 s of imports per run. A new interpreter is started
+    where a fork could give another run: no ``fork``, more than one torch thread here (an OpenMP
+    pool does not survive a fork; conftest.py gives xdist workers one), or an ``env`` that changes
+    more than palr's own variables and thread counts (others are read when a library is imported)."""
+    run_env = {**os.environ, "PALR_CACHE_DIR": str(tmp_path / "cache"), **(env or {})}
+    if hasattr(os, "fork") and os.environ.get("OMP_NUM_THREADS") == "1" and _forkable(run_env):
+        return _ForkedPalrRun(["palr-run", *args], cwd=tmp_path, env=run_env, **popen)
+    return subprocess.Popen([sys.executable, "-c", "from palr_core.cli import run; run()", *args],
+                            cwd=tmp_path, env=run_env, **popen)
 
 
 #: the environment the libraries were imported under (:func:`_preimport`); a run that differs from it
@@ -74,62 +84,59 @@ def _preimport() -> None:
     _IMPORTED_UNDER.update(os.environ)
 
 
-def _forked(args, cwd: Path, env: dict, timeout: float) -> subprocess.CompletedProcess:
-    """Run ``palr-run *args`` in a forked child: cwd, environment, fresh stdout/stderr (fds 1 and 2
-    into files), default signal handlers, no exit handlers of this process; exits as the interpreter
-    would (``SystemExit``'s code or message, a traceback and 1 on an uncaught exception)."""
+class _ForkedPalrRun(subprocess.Popen):
+    """A :class:`subprocess.Popen` whose child is forked, not executed: it takes the pipes Popen
+    made as fds 0-2, the cwd and environment, default signal handlers and none of this process's
+    exit handlers, runs ``palr_core.cli.run(args[1:])`` and exits as the interpreter would
+    (``SystemExit``'s code or message; a traceback and 1 on an uncaught exception)."""
+
+    def _execute_child(self, args, executable, preexec_fn, close_fds, pass_fds, cwd, env, startupinfo,
+                       creationflags, shell, p2cread, p2cwrite, c2pread, c2pwrite, errread, errwrite, *rest):
+        pid = os.fork()
+        if pid == 0:
+            _run_in_child(args[1:], cwd, env, (p2cread, c2pwrite, errwrite))
+        self.pid, self._child_created = pid, True
+        self._close_pipe_fds(p2cread, p2cwrite, c2pread, c2pwrite, errread, errwrite)  # the child's ends
+
+
+def _run_in_child(args, cwd, env, fds) -> None:
     import atexit
     import signal
-    import tempfile
-    import time
     import traceback
 
-    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
-        pid = os.fork()
-        if pid == 0:  # the child: never returns into pytest
-            code = 1
-            try:
-                atexit._clear()
-                os.dup2(out.fileno(), 1)
-                os.dup2(err.fileno(), 2)
-                sys.stdout = open(1, "w", closefd=False)  # noqa: SIM115
-                sys.stderr = open(2, "w", closefd=False)  # noqa: SIM115
-                signal.signal(signal.SIGINT, signal.default_int_handler)
-                signal.signal(signal.SIGTERM, signal.SIG_DFL)
-                os.chdir(cwd)
-                os.environ.clear()
-                os.environ.update(env)
-                from hydra.core.global_hydra import GlobalHydra
+    code = 1
+    try:
+        atexit._clear()
+        for target, fd in enumerate(fds):
+            if fd != -1:
+                os.dup2(fd, target)
+        sys.stdout = open(1, "w", closefd=False)  # noqa: SIM115
+        sys.stderr = open(2, "w", closefd=False)  # noqa: SIM115
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        os.chdir(cwd)
+        os.environ.clear()
+        os.environ.update(env)
+        from hydra.core.global_hydra import GlobalHydra
 
-                GlobalHydra.instance().clear()
-                from palr_core.cli import run
+        GlobalHydra.instance().clear()
+        from palr_core.cli import run
 
-                try:
-                    run(list(args))
-                    code = 0
-                except SystemExit as exc:
-                    if exc.code is None or isinstance(exc.code, int):
-                        code = exc.code or 0
-                    else:
-                        print(exc.code, file=sys.stderr)
-                atexit._run_exitfuncs()
-            except BaseException:
-                traceback.print_exc()
-            finally:
-                for stream in (sys.stdout, sys.stderr):
-                    stream.flush()
-                os._exit(code)
-        deadline = time.monotonic() + timeout
-        while (done := os.waitpid(pid, os.WNOHANG))[0] == 0:
-            if time.monotonic() > deadline:
-                os.kill(pid, signal.SIGKILL)
-                os.waitpid(pid, 0)
-                raise subprocess.TimeoutExpired(["palr-run", *args], timeout)
-            time.sleep(0.02)
-        out.seek(0)
-        err.seek(0)
-        return subprocess.CompletedProcess(["palr-run", *args], os.waitstatus_to_exitcode(done[1]),
-                                           out.read().decode(errors="replace"), err.read().decode(errors="replace"))
+        try:
+            run(list(args))
+            code = 0
+        except SystemExit as exc:
+            if exc.code is None or isinstance(exc.code, int):
+                code = exc.code or 0
+            else:
+                print(exc.code, file=sys.stderr)
+        atexit._run_exitfuncs()
+    except BaseException:
+        traceback.print_exc()
+    finally:
+        for stream in (sys.stdout, sys.stderr):
+            stream.flush()
+        os._exit(code)
 
 
 @pytest.fixture

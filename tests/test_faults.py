@@ -28,7 +28,7 @@ from palr.plugins.sasrec.model import SASRecRetriever
 from palr_core import ItemCatalog, TrainingData
 from palr_core.kit.files import FileHashes
 from palr_core.pipeline import seed_stage
-from tests.test_cli import FAST, palr_run
+from tests.test_cli import FAST, palr_process, palr_run
 from tests.test_dataset_cache import _parsed
 
 TINY = dict(maxlen=20, hidden=16, heads=2, blocks=1, dropout=0.1, lr=5e-3, batch_size=64)
@@ -159,10 +159,8 @@ def test_an_abandoned_temporary_entry_is_removed(tmp_path):
 # -- runs never mix ------------------------------------------------------------------------------
 def test_default_run_folders_never_collide(tmp_path):
     """Two palr-runs started together get two folders (microseconds in the name) and both finish."""
-    env = {**os.environ, "PALR_CACHE_DIR": str(tmp_path / "cache")}
-    args = [sys.executable, "-c", "from palr_core.cli import run; run()", *(f"{k}={v}" for k, v in FAST.items())]
-    procs = [subprocess.Popen(args, cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-             for _ in range(2)]
+    args = [f"{k}={v}" for k, v in FAST.items()]
+    procs = [palr_process(args, tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE) for _ in range(2)]
     assert [p.wait(timeout=300) for p in procs] == [0, 0]
     assert len(list((tmp_path / "outputs").glob("*/*/metrics.json"))) == 2
 
@@ -344,10 +342,8 @@ RETRIEVER_STAGE = (*(a for a in PIPELINE if not a.startswith("ranker.")), "ranke
 
 def kill_when(path: Path, tmp_path: Path, run_dir: Path, args=RETRIEVER_STAGE) -> None:
     """Start ``palr-run *args`` in ``run_dir`` and SIGKILL it as soon as ``path`` exists."""
-    env = {**os.environ, "PALR_CACHE_DIR": str(tmp_path / "cache")}
-    proc = subprocess.Popen([sys.executable, "-c", "from palr_core.cli import run; run()", *args,
-                             f"hydra.run.dir={run_dir}"], cwd=tmp_path, env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = palr_process([*args, f"hydra.run.dir={run_dir}"], tmp_path, stdout=subprocess.DEVNULL,
+                        stderr=subprocess.DEVNULL)
     deadline = time.time() + 300
     while not path.exists() and proc.poll() is None and time.time() < deadline:
         time.sleep(0.01)

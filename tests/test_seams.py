@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from palr_core.atomic import OutsideFolderError, write_atomic, write_with
-from tests.test_cli import palr_run
+from tests.test_cli import palr_process, palr_run
 
 
 def write_log(path: Path, users: int = 40, seed: int = 0) -> Path:
@@ -127,9 +127,7 @@ def test_a_signal_stops_a_run_with_one_line_and_the_same_command_resumes_it(tmp_
 
     args = [f"hydra.run.dir={tmp_path / 'run'}", "retriever=sasrec", "ranker=identity", "profile=none",
             "eval.max_users=20", "trainer.max_epochs=5"]
-    env = {**os.environ, "PALR_CACHE_DIR": str(tmp_path / "cache")}
-    proc = subprocess.Popen([sys.executable, "-c", "from palr_core.cli import run; run()", *args], cwd=tmp_path,
-                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = palr_process(args, tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     for line in proc.stdout:  # the retriever is training once its stage is announced
         if "fit_retriever ..." in line:
             break

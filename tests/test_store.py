@@ -6,10 +6,8 @@ from __future__ import annotations
 import fcntl
 import json
 import logging
-import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -23,7 +21,7 @@ from palr_core.components import RunContext, TrainingData
 from palr_core.composition import compose, typed_config
 from palr_core.pipeline import build_components, prepare_data, run_pipeline
 from palr_core.store import StageStore, stage_digest
-from tests.test_cli import palr_run
+from tests.test_cli import palr_process, palr_run
 from tests.test_namespace import installed
 
 #: a SASRec run of a few seconds: the retriever is the stage the store keeps
@@ -192,9 +190,7 @@ def test_parallel_joblib_jobs_that_share_a_key_train_it_once(tmp_path):
 def test_a_kill_during_training_leaves_no_entry_and_no_held_lock(tmp_path):
     run_dir = tmp_path / "killed"
     args = [*SASREC, "retriever.max_epochs=500", "retriever.patience=null", f"hydra.run.dir={run_dir}"]
-    proc = subprocess.Popen([sys.executable, "-c", "from palr_core.cli import run; run()", *args], cwd=tmp_path,
-                            env={**os.environ, "PALR_CACHE_DIR": str(tmp_path / "cache")},
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = palr_process(args, tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         deadline = time.monotonic() + 300
         while not list((run_dir / "retriever_training").glob("checkpoints/*.ckpt")):
