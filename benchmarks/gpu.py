@@ -12,7 +12,9 @@ no weight gradient for the frozen base, attention FLOPs left out) and ranked use
     python benchmarks/gpu.py --dry               # the same stages on the CPU at toy size; ~2 min on 2 CPU cores
 
 ``--dry`` runs every stage on the CPU with the embedded synthetic data, the tiny LLaMA and two
-gloo processes for DDP: what the tests run, to keep the GPU script working without a GPU.
+gloo processes for DDP: what the tests run, to keep the GPU script working without a GPU. To keep
+it short, its SASRec and LLM stages run in this process (``palr.run``, what ``palr-run`` runs),
+sparing two processes' imports; the DDP stage is ``palr-run``'s own processes, as on a GPU.
 Writes ``benchmarks/results/gpu.json`` (``gpu_dry.json`` with ``--dry``): the device, torch
 version, load average before and after, and one record per stage.
 """
@@ -71,18 +73,33 @@ def device() -> dict:
     return {"device": "cpu", "count": os.cpu_count(), "peak_bf16_tflops": None}
 
 
-def run_stage(name: str, args: list[str], folder: Path, peak_tflops: float | None) -> dict:
-    """One ``palr-run`` in its own folder and process; what its ``metrics.json`` says, summarised."""
-    # the palr-run script itself: Lightning's ddp strategy starts its other processes by running the
-    # same command line again, which ``python -c`` cannot give it
-    command = shutil.which("palr-run") or str(Path(sys.executable).with_name("palr-run"))
+def run_stage(name: str, args: list[str], folder: Path, peak_tflops: float | None, in_process: bool = False) -> dict:
+    """One ``palr-run`` in its own folder and process; what its ``metrics.json`` says, summarised.
+
+    ``in_process``: ``palr.run`` (what ``palr-run`` runs) in this process instead, sparing a new
+    process's imports (most of a toy stage's time on a CPU); not for ``trainer=ddp``."""
     started = time.perf_counter()
-    proc = subprocess.run([command, *args, f"hydra.run.dir={folder / name}"], cwd=folder, capture_output=True,
-                          text=True)
+    if in_process:
+        import traceback
+
+        import palr
+
+        try:
+            palr.run(args, run_dir=folder / name)
+        except (Exception, SystemExit) as exc:  # recorded as a failed stage, as a failed process is
+            tail = traceback.format_exception_only(exc)[-1].strip()
+            return {"stage": name, "args": args, "failed": tail, "wall_s": round(time.perf_counter() - started, 1)}
+    else:
+        # the palr-run script itself: Lightning's ddp strategy starts its other processes by running
+        # the same command line again, which ``python -c`` cannot give it
+        command = shutil.which("palr-run") or str(Path(sys.executable).with_name("palr-run"))
+        proc = subprocess.run([command, *args, f"hydra.run.dir={folder / name}"], cwd=folder, capture_output=True,
+                              text=True)
+        if proc.returncode != 0:
+            tail = (proc.stderr or proc.stdout).strip().splitlines()[-5:]
+            return {"stage": name, "args": args, "failed": " / ".join(tail),
+                    "wall_s": round(time.perf_counter() - started, 1)}
     wall = time.perf_counter() - started
-    if proc.returncode != 0:
-        tail = (proc.stderr or proc.stdout).strip().splitlines()[-5:]
-        return {"stage": name, "args": args, "failed": " / ".join(tail), "wall_s": round(wall, 1)}
     metrics = json.loads((folder / name / "metrics.json").read_text())
     timings = metrics["timings_s"]
     record = {"stage": name, "args": args, "wall_s": round(wall, 1), "timings_s": timings,
@@ -135,7 +152,9 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="palr-gpu-") as folder:
         for name, stage_args in chosen.items():
             print(f"{name}: palr-run {' '.join(stage_args)}", flush=True)
-            records.append(run_stage(name, stage_args, Path(folder), peak))
+            # --dry: the stages but DDP (whose processes rerun the palr-run command) in this process
+            in_process = args.dry and name != "ddp"
+            records.append(run_stage(name, stage_args, Path(folder), peak, in_process))
     load.append(os.getloadavg())
     meta = {"command": " ".join(["gpu.py", *(argv if argv is not None else sys.argv[1:])]), **info,
             "torch": torch.__version__, "load_average": [[round(x, 2) for x in avg] for avg in load],
