@@ -41,9 +41,19 @@ def palr_run(*args: str, tmp_path: Path, env: dict | None = None, check: bool = 
     return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
 
 
-def palr_process(args, tmp_path: Path, env: dict | None = None, **popen) -> subprocess.Popen:
-    """Start ``palr-run *args`` in ``tmp_path`` (its cache in ``tmp_path/cache``): a
-    :class:`subprocess.Popen` to wait for, signal or kill.
+def palr_command(*args: str, cwd: Path, env: dict | None = None) -> subprocess.CompletedProcess:
+    """``palr *args`` (``export``, ``report``, ``recommend``...) in ``cwd``, in a process of its own."""
+    with palr_process(args, cwd, env, program="palr", stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                      text=True) as proc:
+        out, err = proc.communicate(timeout=600)
+    return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
+
+
+def palr_process(args, tmp_path: Path, env: dict | None = None, program: str = "palr-run",
+                 **popen) -> subprocess.Popen:
+    """Start ``palr-run *args`` in ``tmp_path`` (its cache in ``tmp_path/cache``), or ``palr *args``
+    (``program="palr"``; the environment as it is): a :class:`subprocess.Popen` to wait for,
+    signal or kill.
 
     The process is forked from this one once torch, Lightning, transformers, peft and Hydra are
     imported here (:class:`_ForkedPalrRun`): as separate as a new interpreter (its own pid, exit
@@ -51,11 +61,12 @@ def palr_process(args, tmp_path: Path, env: dict | None = None, **popen) -> subp
     where a fork could give another run: no ``fork``, more than one torch thread here (an OpenMP
     pool does not survive a fork; conftest.py gives xdist workers one), or an ``env`` that changes
     more than palr's own variables and thread counts (others are read when a library is imported)."""
-    run_env = {**os.environ, "PALR_CACHE_DIR": str(tmp_path / "cache"), **(env or {})}
+    cache = {"PALR_CACHE_DIR": str(tmp_path / "cache")} if program == "palr-run" else {}
+    run_env = {**os.environ, **cache, **(env or {})}
     if hasattr(os, "fork") and os.environ.get("OMP_NUM_THREADS") == "1" and _forkable(run_env):
-        return _ForkedPalrRun(["palr-run", *args], cwd=tmp_path, env=run_env, **popen)
-    return subprocess.Popen([sys.executable, "-c", "from palr_core.cli import run; run()", *args],
-                            cwd=tmp_path, env=run_env, **popen)
+        return _ForkedPalrRun([program, *args], cwd=tmp_path, env=run_env, **popen)
+    code = {"palr-run": "from palr_core.cli import run; run()", "palr": "from palr_core.cli import main; raise SystemExit(main())"}
+    return subprocess.Popen([sys.executable, "-c", code[program], *args], cwd=tmp_path, env=run_env, **popen)
 
 
 #: the environment the libraries were imported under (:func:`_preimport`); a run that differs from it
@@ -87,14 +98,15 @@ def _preimport() -> None:
 class _ForkedPalrRun(subprocess.Popen):
     """A :class:`subprocess.Popen` whose child is forked, not executed: it takes the pipes Popen
     made as fds 0-2, the cwd and environment, default signal handlers and none of this process's
-    exit handlers, runs ``palr_core.cli.run(args[1:])`` and exits as the interpreter would
+    exit handlers, runs ``palr_core.cli.run`` (``palr-run``) or ``main`` (``palr``) on ``args[1:]`` and
+    exits as the interpreter would
     (``SystemExit``'s code or message; a traceback and 1 on an uncaught exception)."""
 
     def _execute_child(self, args, executable, preexec_fn, close_fds, pass_fds, cwd, env, startupinfo,
                        creationflags, shell, p2cread, p2cwrite, c2pread, c2pwrite, errread, errwrite, *rest):
         pid = os.fork()
         if pid == 0:
-            _run_in_child(args[1:], cwd, env, (p2cread, c2pwrite, errwrite))
+            _run_in_child(args, cwd, env, (p2cread, c2pwrite, errwrite))
         self.pid, self._child_created = pid, True
         self._close_pipe_fds(p2cread, p2cwrite, c2pread, c2pwrite, errread, errwrite)  # the child's ends
 
@@ -120,10 +132,12 @@ def _run_in_child(args, cwd, env, fds) -> None:
         from hydra.core.global_hydra import GlobalHydra
 
         GlobalHydra.instance().clear()
-        from palr_core.cli import run
+        from palr_core.cli import main, run
 
         try:
-            run(list(args))
+            if args[0] == "palr":
+                raise SystemExit(main(list(args[1:])))
+            run(list(args[1:]))
             code = 0
         except SystemExit as exc:
             if exc.code is None or isinstance(exc.code, int):

@@ -2,8 +2,6 @@
 
 import json
 import math
-import subprocess
-import sys
 
 import numpy as np
 import pyarrow as pa
@@ -14,6 +12,7 @@ from scipy import stats
 
 from palr.report import build_report, paired_comparison, per_user, run_labels, write_report
 from palr_core.metrics import metrics_from_ranks
+from tests.test_cli import palr_command
 
 
 def _fake_run(folder, config: dict, rows: dict[str, list], dataset="ml-1m", users=None):
@@ -162,9 +161,7 @@ def test_a_chosen_reference_and_a_run_without_per_user_ranks(tmp_path):
 
 def test_palr_report_names_a_folder_without_runs(tmp_path):
     (tmp_path / "empty").mkdir()
-    proc = subprocess.run([sys.executable, "-c", "from palr_core.cli import main; raise SystemExit(main())",
-                           "report", str(tmp_path / "empty"), str(tmp_path / "missing")],
-                          capture_output=True, text=True)
+    proc = palr_command("report", str(tmp_path / "empty"), str(tmp_path / "missing"), cwd=tmp_path)
     assert proc.returncode == 2
     assert "no finished palr run in it (no metrics.json)" in proc.stderr and "missing: not a folder" in proc.stderr
 

@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from palr_core.atomic import OutsideFolderError, write_atomic, write_with
-from tests.test_cli import palr_process, palr_run
+from tests.test_cli import palr_command, palr_process, palr_run
 
 
 def write_log(path: Path, users: int = 40, seed: int = 0) -> Path:
@@ -75,8 +74,7 @@ def test_a_resumed_run_does_not_write_through_links_planted_in_its_folder(tmp_pa
 
 
 def export(*args: str, cwd: Path) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-c", "from palr_core.cli import main; raise SystemExit(main())",
-                           "export", *args], cwd=cwd, capture_output=True, text=True)
+    return palr_command("export", *args, cwd=cwd)
 
 
 @pytest.fixture(scope="module")
