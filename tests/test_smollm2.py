@@ -122,7 +122,7 @@ def test_palr_run_ranks_with_smollm2_end_to_end(model_cache, tmp_path):
             "ranker.epochs=1", "ranker.batch_size=2", "ranker.dtype=float32",
             "ranker.instructions.user_fraction=0.005", "ranker.instructions.max_history=5",
             "ranker.instructions.num_negatives=3", "ranker.instructions.max_targets=2",
-            "eval.max_users=3", "eval.tune_users=3", "eval.candidates=20", "trainer.enable_progress_bar=false"]
+            "eval.max_users=3", "eval.tune_users=3", "eval.candidates=5", "trainer.enable_progress_bar=false"]
     proc = subprocess.run([sys.executable, "-c", "from palr_core.cli import run; run()", *args], cwd=tmp_path,
                           env={**os.environ, "PALR_CACHE_DIR": str(model_cache)}, capture_output=True, text=True,
                           timeout=900)
