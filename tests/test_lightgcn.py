@@ -42,10 +42,10 @@ def test_propagation_and_its_gradient_equal_the_dense_computation():
 
 @pytest.mark.slow
 def test_lightgcn_beats_popularity_on_default_synthetic_data(default_synthetic, tmp_path):
-    lightgcn = LightGCNRetriever(hidden=32, layers=2, lr=0.01, batch_size=512, reg=1e-3, max_epochs=60,
-                                 patience=10)
+    lightgcn = LightGCNRetriever(hidden=32, layers=2, lr=0.03, batch_size=512, reg=1e-3, max_epochs=15,
+                                 patience=None)
     report = check_retriever(lightgcn, tmp_path, default_synthetic)
-    # measured: 0.130 vs 0.081
+    # measured: 0.140 vs 0.081
     assert report["NDCG@10"] > 1.3 * report["popularity NDCG@10"]
 
 
