@@ -83,7 +83,8 @@ def test_mlflow_files_a_sweep_as_comparable_runs_with_their_trainings_nested(tmp
     monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")  # what reading a file store takes in MLflow 3
 
     store = tmp_path / "mlruns"
-    palr_run("-m", *PIPELINE, "eval.max_users=20", "ranker.epochs=1", "seed=1,2", "trainer.logger=mlflow",
+    palr_run("-m", *PIPELINE, "eval.max_users=20", "retriever.max_epochs=2", "ranker.epochs=1",
+             "ranker.instructions.user_fraction=0.1", "seed=1,2", "trainer.logger=mlflow",
              f"trainer.mlflow_tracking_uri={store}", f"hydra.sweep.dir={tmp_path}/sweep", tmp_path=tmp_path,
              fast=False)
     client = MlflowClient(store.as_uri())
