@@ -23,6 +23,13 @@ PAGES = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
 RUN_HERE = ["docs/recommend.md", "docs/tracking.md"]
 #: pages whose commands another test file runs from the page itself
 RUN_ELSEWHERE = {"docs/sweeps.md": "tests/test_ecosystem.py", "docs/plugins.md": "tests/test_scaffold.py"}
+#: settings added to a page's ``palr-run`` commands when this file runs them, so that they cost the test
+#: less (the page's own times are for the commands as written): recommend.md's pipeline (SASRec, keyword
+#: profiles, the tiny LLaMA ranker, retriever_weight=auto) with a smaller tiny LLaMA fine-tuned on fewer
+#: users and tuned on fewer (a third of the CPU time); tracking.md's sweep on a third of the synthetic data
+TEST_SETTINGS = {"docs/recommend.md": ("ranker.tiny.hidden_size=32", "ranker.tiny.layers=1",
+                                       "ranker.instructions.user_fraction=0.05", "eval.tune_users=20"),
+                 "docs/tracking.md": ("dataset.users=200", "dataset.franchises=60")}
 
 MARK = re.compile(r"#.*(\btested\b|~\s*\d+(\.\d+)?\s*(s|ms|sec|seconds?|min|minutes?|h|hours?)\b|\bneeds\b|"
                   r"starts a server)", re.I)
@@ -85,13 +92,17 @@ def _python_blocks(page: Path) -> list[str]:
 @pytest.mark.slow
 @pytest.mark.parametrize("relative", RUN_HERE)
 def test_pages_run_as_written(relative, tmp_path):
-    """The page's tested commands, then its Python blocks, in one empty folder, as a reader would."""
+    """The page's tested commands, then its Python blocks, in one empty folder, as a reader would
+    (``palr-run`` with the page's :data:`TEST_SETTINGS` added)."""
     page = REPO / relative
     env = {**os.environ, "PALR_CACHE_DIR": str(tmp_path / ".cache")}
     for command in commands(page):
         if not re.search(r"#.*\btested\b", command):
             continue
-        proc = subprocess.run(["bash", "-c", _code(command)], cwd=tmp_path, env=env, capture_output=True,
+        code = _code(command)
+        if code.startswith("palr-run "):
+            code = " ".join((code, *TEST_SETTINGS.get(relative, ())))
+        proc = subprocess.run(["bash", "-c", code], cwd=tmp_path, env=env, capture_output=True,
                               text=True, timeout=600)
         assert proc.returncode == 0, f"{relative}: `{command}` failed:\n{proc.stdout}\n{proc.stderr}"
     for block in _python_blocks(page):
