@@ -31,9 +31,11 @@ def test_each_row_chooses_its_retriever_and_ranker(row):
 
 @pytest.mark.slow
 def test_a_shortened_table2_sweep_ends_with_its_report(tmp_path):
-    """Two of the rows, shortened (the command-line sweep replaces the experiment's row list)."""
+    """Two of the rows, shortened (the command-line sweep replaces the experiment's row list; a third of
+    the default synthetic data, tuned on 20 users)."""
     palr_run("-m", "experiment=palr-table2", "+table2=popularity,palr-v2", "trainer.max_epochs=1",
-             "eval.max_users=60", f"hydra.sweep.dir={tmp_path}/sweep", tmp_path=tmp_path, fast=False)
+             "eval.max_users=60", "eval.tune_users=20", "dataset.users=200", "dataset.franchises=60",
+             f"hydra.sweep.dir={tmp_path}/sweep", tmp_path=tmp_path, fast=False)
     with open(tmp_path / "sweep" / "report.csv") as f:
         rows = list(csv.DictReader(f))
     labels = [(r["label"], r["role"]) for r in rows]  # a ranker row that repeats its retriever's ranks is left out
