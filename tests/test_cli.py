@@ -59,27 +59,43 @@ def palr_process(args, tmp_path: Path, env: dict | None = None, program: str = "
     imported here (:class:`_ForkedPalrRun`): as separate as a new interpreter (its own pid, exit
     code, pipes, signals, files) without ~5-10 s of imports per run. A new interpreter is started
     where a fork could give another run: no ``fork``, more than one torch thread here (an OpenMP
-    pool does not survive a fork; conftest.py gives xdist workers one), or an ``env`` that changes
-    more than palr's own variables and thread counts (others are read when a library is imported)."""
+    pool does not survive a fork; conftest.py gives xdist workers one), or what :func:`_forkable`
+    refuses."""
     cache = {"PALR_CACHE_DIR": str(tmp_path / "cache")} if program == "palr-run" else {}
     run_env = {**os.environ, **cache, **(env or {})}
-    if hasattr(os, "fork") and os.environ.get("OMP_NUM_THREADS") == "1" and _forkable(run_env):
+    if hasattr(os, "fork") and os.environ.get("OMP_NUM_THREADS") == "1" and _forkable(args, run_env):
         return _ForkedPalrRun([program, *args], cwd=tmp_path, env=run_env, **popen)
     code = {"palr-run": "from palr_core.cli import run; run()", "palr": "from palr_core.cli import main; raise SystemExit(main())"}
     return subprocess.Popen([sys.executable, "-c", code[program], *args], cwd=tmp_path, env=run_env, **popen)
 
 
-#: the environment the libraries were imported under (:func:`_preimport`); a run that differs from it
-#: only in these variables (read when palr runs, not when a library is imported) may be forked
+#: the environment the libraries were imported under (:func:`_preimport`)
 _IMPORTED_UNDER: dict[str, str] = {}
-_RUNTIME_VARIABLES = ("PALR_", "OMP_NUM_THREADS", "MKL_NUM_THREADS", "PYTEST_")
+#: variables the libraries imported here read when they are imported (PYTHONPATH: see _added_paths)
+_READ_AT_IMPORT = ("PYTHON", "HF_", "HUGGINGFACE_", "TRANSFORMERS_", "TORCH_", "CUDA_", "KMP_", "LD_", "HYDRA_")
 
 
-def _forkable(run_env: dict) -> bool:
+def _forkable(args, run_env: dict) -> bool:
+    """Whether a forked child runs ``args`` as a new interpreter would: not if the run hands jobs to
+    a launcher's worker processes (they would outlive the child holding its pipes: joblib's are shut
+    down by its interpreter's exit), nor if ``run_env`` changes a variable read at import time."""
+    if any(a.startswith("hydra/launcher=") for a in args):
+        return False
     if not _IMPORTED_UNDER:
         _preimport()
     changed = {k for k in run_env.keys() | _IMPORTED_UNDER.keys() if run_env.get(k) != _IMPORTED_UNDER.get(k)}
-    return all(k.startswith(_RUNTIME_VARIABLES) for k in changed)
+    return not any(k.startswith(_READ_AT_IMPORT) and not (k == "PYTHONPATH" and _added_paths(run_env) is not None)
+                   for k in changed)
+
+
+def _added_paths(run_env: dict) -> list[str] | None:
+    """The folders ``run_env``'s PYTHONPATH puts before this process's (a plugin "installed" for one
+    run: its child puts them on sys.path as an interpreter would); None if it drops any."""
+    new, old = (e.get("PYTHONPATH", "").split(os.pathsep) for e in (run_env, _IMPORTED_UNDER))
+    old = [p for p in old if p]
+    if new[len(new) - len(old):] != old and old:
+        return None
+    return [p for p in new[:len(new) - len(old)] if p]
 
 
 def _preimport() -> None:
@@ -113,6 +129,7 @@ class _ForkedPalrRun(subprocess.Popen):
 
 def _run_in_child(args, cwd, env, fds) -> None:
     import atexit
+    import importlib
     import signal
     import traceback
 
@@ -129,6 +146,8 @@ def _run_in_child(args, cwd, env, fds) -> None:
         os.chdir(cwd)
         os.environ.clear()
         os.environ.update(env)
+        sys.path[1:1] = _added_paths(env)  # after the script's folder, as PYTHONPATH's are
+        importlib.invalidate_caches()
         from hydra.core.global_hydra import GlobalHydra
 
         GlobalHydra.instance().clear()

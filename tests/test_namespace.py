@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 from pathlib import Path
+
+from tests.test_cli import palr_command
 
 
 def installed(site: Path, module: str, source: str, dist: str = "palr-gru4rec") -> dict:
@@ -30,8 +30,9 @@ def test_a_third_party_named_like_a_built_in_is_listed_beside_it(tmp_path):
         "    def fit(self, data, context):\n        pass\n\n"
         "    def retrieve(self, histories, k):\n        raise NotImplementedError\n\n"
         "@hookimpl\ndef register_retrievers(register):\n    register('gru4rec-plus', GRU4RecPlus)\n"))
-    out = subprocess.run([sys.executable, "-c", "from palr_core.cli import main; main(['plugins', '--json'])"],
-                         env=env, capture_output=True, text=True, check=True).stdout
+    proc = palr_command("plugins", "--json", cwd=tmp_path, env=env)
+    assert proc.returncode == 0, proc.stderr
+    out = proc.stdout
     listed = {(c["name"], c["distribution"], c["plugin"]) for c in json.loads(out)["components"]}
     assert ("gru4rec", "palr", "palr.plugins.gru4rec") in listed
     assert ("gru4rec-plus", "palr-gru4rec", "palr_gru4rec") in listed

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.test_cli import palr_run
+from tests.test_cli import palr_command, palr_run
 
 FIXTURES = Path(__file__).parent / "fixtures"
 EXAMPLES = [FIXTURES / "palr-example-plugin", FIXTURES / "palr-v1-trained-plugin"]
@@ -30,9 +30,9 @@ def installed_example(tmp_path_factory) -> dict:
 
 
 @pytest.mark.slow
-def test_installed_plugin_is_listed_with_its_distribution(installed_example):
-    out = subprocess.run([sys.executable, "-c", "from palr_core.cli import main; main(['plugins'])"],
-                         env={**os.environ, **installed_example}, capture_output=True, text=True, check=True)
+def test_installed_plugin_is_listed_with_its_distribution(installed_example, tmp_path):
+    out = palr_command("plugins", cwd=tmp_path, env=installed_example)
+    assert out.returncode == 0, out.stderr
     assert ["retriever", "markov", "palr-example-plugin", "0.3.0", "palr_example"] in [
         line.split() for line in out.stdout.splitlines()]
     assert "pkg://palr_example.conf" in out.stdout
