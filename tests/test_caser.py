@@ -7,16 +7,25 @@ import pytest
 import torch
 from palr.plugins.caser.model import CaserRetriever, training_windows
 
-from palr_core.testing import check_retriever
+from palr_core.pipeline import seed_stage
+from palr_core.testing import check_retriever, tiny_context, tiny_data
 
 TINY = dict(hidden=16, n_h=4, n_v=2, lr=5e-3, batch_size=256)
 
 
-@pytest.fixture
-def fitted(training_data, run_context):
+@pytest.fixture(scope="module")
+def fitted_context(tmp_path_factory):
+    """One trained Caser for the tests that only read it, and the context it was trained in."""
+    context = tiny_context(tmp_path_factory.mktemp("caser"), catalog=tiny_data().catalog)
+    seed_stage(0, "test")
     caser = CaserRetriever(**TINY, max_epochs=2, patience=0)
-    caser.fit(training_data, run_context)
-    return caser
+    caser.fit(tiny_data().training, context)
+    return caser, context
+
+
+@pytest.fixture
+def fitted(fitted_context):
+    return fitted_context[0]
 
 
 def test_training_windows_are_the_items_before_each_target():
@@ -40,8 +49,9 @@ def test_the_retriever_contract_holds(tmp_path):
     """palr_core.testing's check: shapes, catalogue ids, no repeats, never a history item, best first."""
     check_retriever(CaserRetriever(**TINY, max_epochs=1), tmp_path, k=50)
 
-def test_save_and_load_give_identical_scores(fitted, run_context, small_split):
-    loaded = CaserRetriever.load(run_context.work_dir / "retriever")
+def test_save_and_load_give_identical_scores(fitted_context, small_split):
+    fitted, context = fitted_context
+    loaded = CaserRetriever.load(context.work_dir / "retriever")
     histories = [*small_split.histories("test")[:40], np.array([3, 1, 4])]  # known users and one unknown
     assert torch.equal(fitted.queries(histories), loaded.queries(histories))
     assert torch.equal(fitted.score(histories), loaded.score(histories))
