@@ -180,8 +180,17 @@ def llm_run(tmp_path_factory) -> Path:
     return tmp / "run"
 
 
+def _widened(data: bytes) -> bytes:
+    """The same safetensors file with every tensor one row longer: a whole file, shapes that do not fit."""
+    import safetensors.torch
+
+    return safetensors.torch.save({k: torch.zeros(v.shape[0] + 1, *v.shape[1:]) for k, v in
+                                   safetensors.torch.load(data).items()})
+
+
 @pytest.mark.parametrize(("file", "content", "says"), [
     ("adapter_model.safetensors", lambda b: b[: len(b) // 2], "(truncated?); expected a safetensors file"),
+    ("adapter_model.safetensors", _widened, "its weights do not fit the base model (size mismatch for "),
     ("adapter_config.json", lambda b: b"{\"r\": ", "adapter_config.json: not valid JSON"),
 ])
 def test_palr_recommend_on_a_torn_adapter_is_one_line(llm_run, tmp_path, capsys, monkeypatch, file, content, says):

@@ -108,6 +108,25 @@ def wrap_lora(model, lora: LoraSettings, train_base: bool):
         return get_peft_model(model, config)
 
 
+def load_lora(model, folder: Path):
+    """The peft model: ``model`` with the LoRA adapter saved in ``folder``, for ranking. Whole
+    files whose tensors do not fit ``model`` (another base, other LoRA settings, crafted shapes)
+    are refused in one line naming the folder and the first mismatch, not peft's traceback."""
+    from peft import PeftModel
+
+    with transformers_quietly():
+        try:
+            return PeftModel.from_pretrained(model, folder).eval()
+        except RuntimeError as exc:
+            mismatch = next((line.strip() for line in str(exc).splitlines() if "size mismatch" in line), None)
+            if mismatch is None:
+                raise
+            weights = folder / "adapter_model.safetensors"
+            raise ValueError(f"{weights if weights.is_file() else folder}: its weights do not fit the base model "
+                             f"({mismatch}); expected the adapter palr saved for this model and these LoRA "
+                             "settings") from None
+
+
 def adapters_in_base_dtype(model) -> None:
     """For ranking: the LoRA weights cast to the base model's dtype when that is 16-bit.
 

@@ -34,7 +34,7 @@ from .decoding import ItemCoder
 from .fusion import choose_retriever_weight
 from .instructions import InstructionConfig
 from .memory import choose_micro_batch
-from .model import adapters_in_base_dtype, tiny_base, wrap_lora
+from .model import adapters_in_base_dtype, load_lora, tiny_base, wrap_lora
 from .prompts import check_templates
 from .stage import catalog_digest, copy_stage, fine_tuning_fingerprint
 from .training import AdapterOnlyCheckpoint, InstructionBatches, LoraFineTuner
@@ -143,8 +143,6 @@ class LlamaLoraRanker:
 
     def load(self, directory: str | Path, context: RunContext) -> None:
         """Base + adapter from a ``llama_lora`` output directory (``base/`` if tiny, ``adapter/``)."""
-        from peft import PeftModel
-
         directory = Path(directory).expanduser()
         if not (directory / "adapter" / "adapter_config.json").is_file():
             raise FileNotFoundError(f"ranker.adapter={str(directory)!r}: no adapter/adapter_config.json there")
@@ -153,8 +151,7 @@ class LlamaLoraRanker:
         else:
             model, tokenizer = load_causal_lm(self.config.model, context.cache_dir, self.config.dtype,
                                               option="ranker.model", models=context.language_models)
-        with transformers_quietly():
-            self.model = PeftModel.from_pretrained(model, directory / "adapter").eval()
+        self.model = load_lora(model, directory / "adapter")
         self.coder = ItemCoder(tokenizer, context.catalog)
 
     def inputs(self, context: RunContext) -> DecoderInputs:
