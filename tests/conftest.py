@@ -105,3 +105,15 @@ def http_server():
 class _QuietHandler(http.server.SimpleHTTPRequestHandler):
     def log_message(self, *args) -> None:
         pass
+
+
+#: the test files that take longest, in that order (a full run's ``--durations``). Each runs on one
+#: xdist worker (``--dist loadfile``, in collection order: ``--no-loadscope-reorder``), so they go
+#: first: one started last would run alone while the other worker idles.
+LONGEST_FIRST = ("test_smollm2.py", "test_doc_commands.py", "test_scaffold.py", "test_retriever_devices.py",
+                 "test_ecosystem.py", "test_store.py", "test_gpu_benchmark.py", "test_cli.py")
+
+
+def pytest_collection_modifyitems(items):
+    order = {name: rank for rank, name in enumerate(LONGEST_FIRST)}
+    items.sort(key=lambda item: order.get(item.path.name, len(order)))  # stable: a file's tests keep their order
