@@ -9,6 +9,7 @@ page's mark, with the load average before each command. Writes ``benchmarks/resu
 
     python benchmarks/doc_commands.py                      # every timed command without `needs`
     python benchmarks/doc_commands.py --match lightgcn     # only commands containing a substring
+    python benchmarks/doc_commands.py --page ranker.md     # only one page's commands
 """
 
 from __future__ import annotations
@@ -33,10 +34,12 @@ RESULTS = REPO / "benchmarks" / "results" / "doc_commands.json"
 TIME_MARK = re.compile(r"#.*?(~\s*\d+(\.\d+)?\s*(s|ms|sec|seconds?|min|minutes?|h|hours?)\b[^#]*)", re.I)
 
 
-def timed_commands(match: str | None) -> list[tuple[str, str, str]]:
+def timed_commands(match: str | None, page_name: str | None = None) -> list[tuple[str, str, str]]:
     """(page, command, its time mark) for every command with a time mark and no ``needs``."""
     found = []
     for page in PAGES:
+        if page_name and page.name != page_name:
+            continue
         for command in commands(page):
             mark = TIME_MARK.search(command)
             if not mark or re.search(r"#.*\bneeds\b", command) or re.search(r"#.*\btested\b", command):
@@ -52,9 +55,10 @@ def timed_commands(match: str | None) -> list[tuple[str, str, str]]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--match", help="only commands containing this substring")
+    parser.add_argument("--page", help="only the commands of this page (its file name, e.g. ranker.md)")
     parser.add_argument("--list", action="store_true", help="list the commands, run nothing")
     args = parser.parse_args()
-    selected = timed_commands(args.match)
+    selected = timed_commands(args.match, args.page)
     if args.list:
         for page, command, mark in selected:
             print(f"{page}: {command}   [{mark}]")

@@ -111,7 +111,7 @@ def wrap_lora(model, lora: LoraSettings, train_base: bool):
 def load_lora(model, folder: Path):
     """The peft model: ``model`` with the LoRA adapter saved in ``folder``, for ranking. Whole
     files whose tensors do not fit ``model`` (another base, other LoRA settings, crafted shapes)
-    are refused in one line naming the folder and the first mismatch, not peft's traceback."""
+    are refused in one line naming the file and the first mismatch, not peft's traceback."""
     from peft import PeftModel
 
     with transformers_quietly():
