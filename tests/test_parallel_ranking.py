@@ -65,8 +65,8 @@ def test_a_run_with_rank_processes_has_the_one_process_metrics_and_reads_back_as
     args = ["retriever=popularity", "ranker=llama_lora", "ranker.epochs=1", "ranker.tiny.hidden_size=32", "ranker.tiny.layers=1",
             "ranker.retriever_weight=0", "ranker.instructions.user_fraction=0.3", "profile=none",
             "dataset.users=150", "eval.max_users=30", "eval.candidates=20", "trainer.enable_progress_bar=false"]
-    one = palr.run(args, run_dir=tmp_path / "one")
-    two = palr.run([*args, "eval.rank_processes=2"], run_dir=tmp_path / "two")
+    palr.run(args, run_dir=tmp_path / "one")
+    palr.run([*args, "eval.rank_processes=2"], run_dir=tmp_path / "two")
     one, two = (json.loads((tmp_path / d / "metrics.json").read_text()) for d in ("one", "two"))
     assert two["rows"] == one["rows"]
     # rank_processes is not part of what the run computes: the finished folder is read back, not
