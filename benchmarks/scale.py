@@ -12,8 +12,14 @@ Three parts, each optional:
   (``palr_core.kit.losses``), each in its own process.
 * ``--retrieval-users``: full-catalogue top-50 retrieval (``TrainedRetriever.retrieve``: scoring,
   history masking, top-k) for that many users of the ML-20M shape, timed in-process.
+* ``--preprocess-events``: per size, a generated Parquet log read, deduplicated, 5-cored and split
+  (leave-one-out) alone, each in a fresh process: ``dataset.engine=duckdb`` at every size,
+  ``engine=memory`` up to ``--memory-engine-max`` events; seconds, seconds per million events and
+  peak RSS.
 
     nice python benchmarks/scale.py --events 1000000 5000000 --loss-items 26744 --retrieval-users 20000 --threads 2
+    python benchmarks/scale.py --preprocess-events 1000000 5000000 20000000 100000000 200000000 \
+        --out benchmarks/results/scale_preprocess.json
 
 Prints a markdown table and writes ``benchmarks/results/scale.json`` (``--out`` to change), and
 ``scale.png`` beside it when matplotlib is installed. ``--preset ml-20m`` (or ``ml-25m``) adds
@@ -216,6 +222,52 @@ def retrieval(users: int, threads: int, kit_revision: str | None = None) -> dict
                 resource.RUSAGE_SELF).ru_maxrss / 1024)}
 
 
+def preprocess_log(log: str, engine: str, memory_limit: str, threads: int) -> dict:
+    """Read, dedup, 5-core and leave-one-out split ``log`` with the table dataset's ``engine``, in
+    this process: seconds per step and the process's peak RSS."""
+    import torch
+    from palr.plugins.table.dataset import TableDataset
+
+    from palr_core import leave_one_out_split, preprocess
+
+    torch.set_num_threads(threads)
+    dataset = TableDataset(interactions=log, title=None, engine=engine, memory_limit=memory_limit)
+    start = time.perf_counter()
+    data = dataset.load_sequences(5, None) if engine == "duckdb" else preprocess(dataset.load(None), k_core=5)
+    preprocessed = time.perf_counter()
+    split = leave_one_out_split(data)
+    done = time.perf_counter()
+    stats = data.stats
+    return {"engine": engine, "memory_limit": memory_limit if engine == "duckdb" else None,
+            "preprocess_s": round(preprocessed - start, 2), "split_s": round(done - preprocessed, 2),
+            "seconds": round(done - start, 2), "users": stats.users, "items": stats.items,
+            "interactions": stats.interactions, "test_rows": len(split.test),
+            "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)}
+
+
+def preprocessing(sizes: list[int], engines: list[str], memory_limit: str, memory_engine_max: int, threads: int,
+                  record: dict, out: Path, exponent: float) -> None:
+    """The preprocessing-only rows of :func:`main`, written after each run."""
+    record["preprocess"] = []
+    for events in sizes:
+        users, items, _ = shape_for(events)
+        with tempfile.TemporaryDirectory(prefix="palr_scale_") as tmp:
+            log = Path(tmp) / "log.parquet"
+            start = time.perf_counter()
+            generate(log, users, items, events, exponent)
+            generated = round(time.perf_counter() - start, 1)
+            for engine in engines:
+                if engine == "memory" and events > memory_engine_max:
+                    continue
+                row = {"events": events, "generate_s": generated, "parquet_mb": round(log.stat().st_size / 2**20),
+                       **in_fresh_process("preprocess_log", str(log), engine, memory_limit, threads)}
+                row["s_per_million_events"] = round(row["seconds"] / (events / 1e6), 2)
+                record["preprocess"].append(row)
+                print(f"{events:,} events, preprocessing with {engine}: {row['seconds']} s, {row['peak_rss_mb']:,} MB",
+                      flush=True)
+                write(record, out)
+
+
 def in_fresh_process(function: str, *args) -> dict:
     code = (f"import json, sys; sys.path.insert(0, {str(Path(__file__).parent)!r}); import scale; "
             f"print(json.dumps(scale.{function}(*{args!r})))")
@@ -245,6 +297,12 @@ def table(record: dict) -> str:
         t = record["loss_timing"]
         lines += ["", f"Loss + backward, median of {t['rounds']} interleaved rounds ({t['rows']:,} rows x "
                   f"{t['items']:,} items): " + ", ".join(f"{k} {v} s" for k, v in t["median_s"].items())]
+    if record.get("preprocess"):
+        lines += ["", "| events | engine | interactions (5-core) | read + dedup + 5-core | split | s per 1M events "
+                  "| peak RSS |", "|---:|---|---:|---:|---:|---:|---:|"]
+        lines += [f"| {r['events']:,} | {r['engine']} | {r['interactions']:,} | {r['preprocess_s']} s | "
+                  f"{r['split_s']} s | {r['s_per_million_events']} | {r['peak_rss_mb']:,} MB |"
+                  for r in record["preprocess"]]
     if record.get("retrieval"):
         lines += ["", "| retrieval (SASRec top-50, history masked) | kit | users | items | seconds | users/s "
                   "| peak RSS |", "|---|---|---:|---:|---:|---:|---:|"]
@@ -294,6 +352,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--retrieval-users", type=int, default=0, help="users of the retrieval timing (0: none)")
     parser.add_argument("--retrieval-baseline", metavar="REV", help="also time retrieval with the kit's "
                         "padding/masking/top-k of this git revision")
+    parser.add_argument("--preprocess-events", type=int, nargs="*", default=[],
+                        help="log sizes (events) to preprocess alone")
+    parser.add_argument("--engines", nargs="+", default=["duckdb", "memory"], choices=["duckdb", "memory"])
+    parser.add_argument("--memory-limit", default="4GB", help="DuckDB's memory limit (dataset.memory_limit)")
+    parser.add_argument("--memory-engine-max", type=int, default=20_000_000,
+                        help="largest log preprocessed with engine=memory as well")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args(argv)
@@ -319,6 +383,9 @@ def main(argv: list[str] | None = None) -> None:
                       f"{size['runs'][-1]['peak_rss_mb']} MB", flush=True)
             record["sizes"].append(size)
             write(record, args.out)  # what is done so far survives an interrupted run
+    if args.preprocess_events:
+        preprocessing(args.preprocess_events, args.engines, args.memory_limit, args.memory_engine_max, args.threads,
+                      record, args.out, args.exponent)
     if args.loss_items:
         record["loss"] = [in_fresh_process("loss_step", args.loss_items, kind, args.loss_rows)
                           for kind in ("full", "checkpoint", "chunked")]

@@ -135,7 +135,14 @@ class RankRequest:
 
 @runtime_checkable
 class Dataset(Protocol):
-    """Produces the raw interaction log and the item catalogue."""
+    """Produces the raw interaction log and the item catalogue.
+
+    Optionally, for logs too large to hand over raw, a dataset may also define
+    ``load_sequences(k_core, context) -> SequenceData | None``: palr then calls it instead of
+    ``load`` and :func:`~palr_core.preprocess`, and it must return what they would give (the same
+    users, items, numbering and order; the ``table`` dataset's ``engine=duckdb`` does this in DuckDB), or
+    ``None`` to leave the work to them.
+    """
 
     def load(self, context: RunContext) -> RawDataset:
         """Read (or download into ``context.cache_dir``) the data; preprocessing and splitting are

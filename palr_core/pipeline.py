@@ -124,8 +124,10 @@ def prepare_data(dataset, context: RunContext, settings: int | PreprocessConfig 
     :param settings: the ``preprocess`` group, or a k-core threshold alone (leave-one-out).
     """
     settings = settings if isinstance(settings, PreprocessConfig) else PreprocessConfig(k_core=settings)
-    raw = dataset.load(context)
-    data = cached_preprocess(raw, settings.k_core, context.cache_dir)
+    own = getattr(dataset, "load_sequences", None)  # optional: a dataset that preprocesses its log itself
+    data = own(settings.k_core, context) if callable(own) else None
+    if data is None:
+        data = cached_preprocess(dataset.load(context), settings.k_core, context.cache_dir)
     split = split_data(data, settings.split, settings.valid_fraction, settings.test_fraction)
     if split.cuts is not None:
         log.info("temporal split: validation window from time %s, test window from %s: %d training rows "

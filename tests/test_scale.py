@@ -91,3 +91,16 @@ def test_scale_runs_the_pipeline_on_a_generated_log_and_writes_its_record(scale,
     assert size["events"] == 30_000 and run["retriever"] == "popularity"
     assert run["peak_rss_mb"] > 50 and run["stages_s"]["load"] > 0
     assert run["stats"]["interactions"] <= 30_000 and len(record["loadavg_after"]) == 3
+
+
+def test_scale_preprocesses_a_generated_log_with_both_engines_alike(scale, tmp_path):
+    pytest.importorskip("duckdb")
+    out = tmp_path / "preprocess.json"
+    scale.main(["--preprocess-events", "30000", "--threads", "1", "--out", str(out)])
+    import json
+
+    duck, memory = json.loads(out.read_text())["preprocess"]
+    assert (duck["engine"], memory["engine"]) == ("duckdb", "memory")
+    same = ("users", "items", "interactions", "test_rows")
+    assert {k: duck[k] for k in same} == {k: memory[k] for k in same} and duck["interactions"] > 5_000
+    assert duck["peak_rss_mb"] > 50 and duck["s_per_million_events"] > 0

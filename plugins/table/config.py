@@ -31,6 +31,12 @@ class TableConfig:
     :param encoding: text encoding (``null``: UTF-8, checked; e.g. ``latin-1`` for older files).
     :param domain: ``movies`` or ``products``: selects prompt wording.
     :param show_id: render items as ``"<id> (<title>)"`` in prompts (useful when titles repeat).
+    :param engine: ``memory`` reads the log into numpy and palr preprocesses it there (about 100
+        bytes per row at the peak); ``duckdb`` reads, deduplicates, k-cores and orders it in DuckDB
+        out of core, for logs too large for that (hundreds of millions of rows: ``pip install
+        duckdb``). Both give the same users, items and sequences. ``duckdb`` reads Parquet and
+        plain or gzip text, integer, float or date/time timestamps (as epoch milliseconds).
+    :param memory_limit: DuckDB's memory limit with ``engine=duckdb`` (it spills to disk beyond it).
     """
 
     interactions: str = "???"
@@ -50,3 +56,6 @@ class TableConfig:
     encoding: str | None = None
     domain: str = option("products", choices=("movies", "products"))
     show_id: bool = False
+    engine: str = option("memory", choices=("memory", "duckdb"))
+    memory_limit: str = option("4GB", pattern=r"\d+(\.\d+)?\s*(KB|MB|GB|TB|KiB|MiB|GiB|TiB)",
+                               hint="a size such as 4GB or 512MB")

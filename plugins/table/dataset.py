@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from tqdm.auto import tqdm
 
-from palr_core import DataError, InteractionLog, ItemCatalog, RawDataset, RunContext
+from palr_core import DataError, InteractionLog, ItemCatalog, RawDataset, RunContext, SequenceData
 from palr_core.kit.tables import TableSource, first_repeat, inspect, read_chunks
 
 from .columns import IdColumn, NumberColumn, TimeColumn
@@ -78,6 +78,16 @@ class TableDataset:
         print(self.report.summary(source.path.name))
         return RawDataset(log=InteractionLog(users.values, item_ids, times), catalog=catalog,
                           name=source.path.name)
+
+    def load_sequences(self, k_core: int, context: RunContext | None = None) -> SequenceData | None:
+        """With ``engine=duckdb``, the preprocessed sequences straight from DuckDB (cached under
+        ``context.cache_dir`` by the file's sha256); with ``engine=memory``, ``None``: palr loads
+        the log with :meth:`load` and preprocesses it in memory."""
+        if self.config.engine != "duckdb":
+            return None
+        from .large import load_sequences
+
+        return load_sequences(self, k_core, context)
 
     def _read_log(self, source: TableSource) -> tuple[IdColumn, IdColumn, np.ndarray | None]:
         cfg = self.config

@@ -1,0 +1,183 @@
+"""``dataset.engine=duckdb``: the log read, deduplicated, k-cored and ordered in DuckDB, out of core.
+
+The result is what ``engine=memory`` gives (the same users, items, numbering and sequences), but
+the raw log never enters Python: DuckDB scans the file, holds its tables in a database file in a
+temporary folder under ``cache_dir`` and keeps to ``dataset.memory_limit`` by spilling there.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from palr_core import DataError, ItemCatalog, RunContext, SequenceData
+from palr_core.kit.tables import TableSource, inspect
+
+from .outofcore import cached_sequences, connect, preprocess_relation, sequence_data
+
+log = logging.getLogger("palr.table")
+
+#: bump when the reading below changes what a cached result would hold
+VERSION = 1
+INTEGER_ID = "-?(0|[1-9][0-9]{0,17})"  # engine=memory's integer id: no leading zeros
+INTEGER_TYPES = ("TINYINT", "SMALLINT", "INTEGER", "BIGINT", "HUGEINT", "UTINYINT", "USMALLINT", "UINTEGER",
+                 "UBIGINT")
+
+
+def load_sequences(dataset, k_core: int, context: RunContext | None) -> SequenceData:
+    cfg = dataset.config
+    if cfg.rating_threshold is not None and cfg.rating is None:
+        raise DataError("dataset.rating_threshold is set but dataset.rating names no column")
+    source = inspect(cfg.interactions, cfg.separator, cfg.encoding, cfg.log_columns)
+    if source.compression == "zip":
+        raise DataError(f"{source.path}: dataset.engine=duckdb reads Parquet and plain or gzip text, not zip "
+                        "archives; unzip it or use dataset.engine=memory")
+    wanted = {"user": cfg.user, "item": cfg.item, "timestamp": cfg.timestamp,
+              "rating": cfg.rating if cfg.rating_threshold is not None else None}
+    wanted = {option: column for option, column in wanted.items() if column is not None}
+    source.require(wanted, hints={"timestamp": "set dataset.timestamp=null to take file order as time order"})
+    settings = {"version": VERSION, "k_core": k_core,
+                **{name: getattr(cfg, name) for name in ("user", "item", "timestamp", "rating", "rating_threshold",
+                                                         "item_id", "title", "attributes", "label_separator",
+                                                         "log_columns", "item_columns", "separator", "encoding",
+                                                         "domain", "show_id")}}
+    files = [source.path] + ([Path(cfg.items).expanduser()] if cfg.items is not None else [])
+    cache_dir = context.cache_dir if context is not None else None
+
+    def build() -> SequenceData:
+        return _build(dataset, source, k_core, cache_dir)
+
+    if cache_dir is None:
+        return build()
+    return cached_sequences(cache_dir, f"table-{source.path.stem}-{k_core}core", files, settings, build)
+
+
+def _build(dataset, source: TableSource, k_core: int, cache_dir) -> SequenceData:
+    import duckdb
+
+    cfg = dataset.config
+    work = Path(tempfile.mkdtemp(prefix="duckdb-", dir=_existing(cache_dir)))
+    try:
+        con = connect(work, cfg.memory_limit)
+        try:
+            relation = _relation(con, source, cfg)
+            result = preprocess_relation(con, relation, k_core, has_time=cfg.timestamp is not None,
+                                         name=source.path.name)
+        except duckdb.Error as exc:
+            raise DataError(f"{source.path}: DuckDB could not read it (dataset.engine=duckdb): "
+                            f"{' '.join(str(exc).split())}") from None
+        finally:
+            con.close()
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    report = dataset.report
+    report.rows_read = report.rows_kept = result.counts["rows"]
+    report.users, report.items_logged = len(result.user_ids), len(result.item_ids)
+    print(f"table {source.path.name} (DuckDB): {result.counts['rows']:,} rows, {result.counts['deduplicated']:,} "
+          f"after dedup, {result.counts['kept']:,} after {k_core}-core; {len(result.user_ids):,} users, "
+          f"{len(result.item_ids):,} items")
+    return sequence_data(result, _catalog(dataset, result.item_ids), source.path.name)
+
+
+def _existing(cache_dir) -> str | None:
+    if cache_dir is None:
+        return None
+    Path(cache_dir).expanduser().mkdir(parents=True, exist_ok=True)
+    return str(Path(cache_dir).expanduser())
+
+
+def _quoted(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+def _literal(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"
+
+
+def _relation(con, source: TableSource, cfg) -> str:
+    """A ``SELECT uid, iid, rn[, ts]`` over the file; text files are loaded into a table first, in
+    file order, so that ``rowid`` is the file row."""
+    path = _literal(source.path.as_posix())
+    if source.format == "parquet":
+        scan, row = f"read_parquet({path}, file_row_number = true)", "file_row_number"
+    else:
+        options = [f"delim = {_literal(source.separator)}", f"header = {str(source.header).lower()}",
+                   f"quote = {_literal(chr(34) if source.quoted else '')}",
+                   f"compression = {_literal('gzip' if source.compression == 'gzip' else 'none')}",
+                   # ids as text: the integer test below decides, as engine=memory does ("007" stays text)
+                   "types = {" + ", ".join(f"{_literal(c)}: 'VARCHAR'" for c in (cfg.user, cfg.item)) + "}"]
+        if not source.header:
+            options.append("names = [" + ", ".join(_literal(c) for c in source.columns) + "]")
+        if source.encoding not in (None, "utf-8", "utf8"):
+            options.append(f"encoding = {_literal(source.encoding)}")
+        con.execute("SET preserve_insertion_order = true")  # rowid below is the file's row order
+        con.execute(f"CREATE OR REPLACE TABLE palr_text AS SELECT * FROM read_csv({path}, {', '.join(options)})")
+        con.execute("SET preserve_insertion_order = false")
+        scan, row = "palr_text", "rowid"
+    types = {name: kind.upper() for name, kind, *_ in con.execute(f"DESCRIBE SELECT * FROM {scan}").fetchall()}
+    columns = [f"{_id(con, scan, cfg.user, types[cfg.user])} AS uid",
+               f"{_id(con, scan, cfg.item, types[cfg.item])} AS iid", f"{row} AS rn"]
+    if cfg.timestamp is not None:
+        columns.append(f"{_time(cfg.timestamp, types[cfg.timestamp], source)} AS ts")
+    where = ""
+    if cfg.rating_threshold is not None:
+        rating = f"TRY_CAST({_quoted(cfg.rating)} AS DOUBLE)"
+        where = f" WHERE {rating} >= {float(cfg.rating_threshold)!r} AND NOT isnan({rating})"
+    return f"SELECT {', '.join(columns)} FROM {scan}{where}"
+
+
+def _id(con, scan: str, column: str, kind: str) -> str:
+    """Integer ids stay integers; text ids are trimmed, and become integers when every one is a
+    plain integer without leading zeros (the rule of ``engine=memory``); an empty one is missing."""
+    name = _quoted(column)
+    if kind in INTEGER_TYPES or kind in ("FLOAT", "DOUBLE", "REAL") or kind.startswith("DECIMAL"):
+        return f"CAST({name} AS BIGINT)"
+    text = f"NULLIF(trim(CAST({name} AS VARCHAR)), '')"
+    integers = con.execute(f"SELECT coalesce(bool_and(regexp_full_match({text}, '{INTEGER_ID}')), false) "
+                           f"FROM {scan}").fetchone()[0]
+    return f"CAST({text} AS BIGINT)" if integers else text
+
+
+def _time(column: str, kind: str, source: TableSource) -> str:
+    name = _quoted(column)
+    if kind in INTEGER_TYPES:
+        return f"CAST({name} AS BIGINT)"
+    if kind in ("FLOAT", "DOUBLE", "REAL") or kind.startswith("DECIMAL"):
+        return f"CAST({name} AS DOUBLE)"
+    if kind == "VARCHAR":  # ISO 8601 text: an offset is honoured, a time without one is UTC
+        return f"epoch_ms(CAST({name} AS TIMESTAMPTZ))"
+    if kind.startswith(("TIMESTAMP", "DATE")):
+        return f"epoch_ms(CAST({name} AS TIMESTAMP))"
+    raise DataError(f"{source.path}: column {column!r} (dataset.timestamp) is {kind}; expected integers, "
+                    "floats or dates/times")
+
+
+def _catalog(dataset, item_ids: np.ndarray) -> ItemCatalog:
+    """The catalogue of the kept items, in item-code order: titles and labels from the items file
+    when there is one, else the id as title."""
+    from .dataset import _as_strings, _check_unique
+
+    cfg = dataset.config
+    if cfg.items is None:
+        return ItemCatalog(ids=item_ids.tolist(), titles=[str(x) for x in item_ids.tolist()], domain=cfg.domain,
+                           show_id=cfg.show_id)
+    source = inspect(cfg.items, cfg.separator, cfg.encoding, cfg.item_columns)
+    ids, titles, attributes, rows = dataset._read_items(source)
+    if ids.dtype != item_ids.dtype:  # e.g. integer ids in the log, "B00X" ids in the items file
+        ids, item_ids = _as_strings(ids), _as_strings(item_ids)
+    _check_unique(ids, rows, source, cfg.item_id or cfg.item)
+    position = {key: row for row, key in enumerate(ids.tolist())}
+    at = [position.get(key) for key in item_ids.tolist()]
+    missing = sum(row is None for row in at)
+    dataset.report.items_without_row = missing
+    return ItemCatalog(
+        ids=item_ids.tolist(),
+        titles=[(titles[row] or str(key)) if row is not None else str(key) for row, key in zip(at, item_ids.tolist())],
+        attributes={name: [labels[row] if row is not None else [] for row in at] for name, labels in attributes.items()},
+        domain=cfg.domain,
+        show_id=cfg.show_id,
+    )
