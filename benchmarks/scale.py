@@ -103,14 +103,14 @@ def child(cmd: list[str]) -> None:
     print(json.dumps({"peak_rss_mb": round(peak_kb / 1024), "stdout": done.stdout[-2000:]}))
 
 
-def run_pipeline(log: Path, retriever: str, threads: int, work: Path) -> dict:
+def run_pipeline(log: Path, retriever: str, threads: int, work: Path, extra: list[str] = ()) -> dict:
     """``palr-run`` on the generated log; per stage seconds and the run's peak RSS. Each run has its
     own empty ``cache_dir``, so every run reads and preprocesses the log itself."""
     run_dir = work / f"run_{retriever}"
     cmd = ["palr-run", "dataset=table", f"dataset.interactions={log}", "dataset.title=null",
            f"retriever={retriever}", "ranker=identity", "profile=none", f"trainer.threads={threads}",
            "trainer.enable_progress_bar=false", f"hydra.run.dir={run_dir}", f"cache_dir={work / ('cache_' + retriever)}",
-           *(SASREC_LIMITS if retriever == "sasrec" else [])]
+           *(SASREC_LIMITS if retriever == "sasrec" else []), *extra]
     env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
     result = measured(cmd, env)
     metrics = json.loads((run_dir / "metrics.json").read_text())
@@ -278,6 +278,26 @@ def in_fresh_process(function: str, *args) -> dict:
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
+def linearity(record: dict) -> list[str]:
+    """Per retriever and stage, the cost per event at the largest size over that at the smallest
+    (1.0: linear in events; the per-event cost of fixed work falls below 1)."""
+    lines = []
+    for retriever in dict.fromkeys(r["retriever"] for s in record["sizes"] for r in s["runs"]):
+        points = [(s["events"], r) for s in record["sizes"] for r in s["runs"] if r["retriever"] == retriever]
+        if len(points) < 2:
+            continue
+        (small, first), (large, last) = points[0], points[-1]
+        stages = [st for st in first["stages_s"] if first["stages_s"][st] > 0 and last["stages_s"].get(st, 0) > 0]
+        if not lines:
+            lines = ["", "| retriever | sizes | per-event cost, largest / smallest size |",
+                     "|---|---|---|"]
+        ratios = {st: (last["stages_s"][st] / large) / (first["stages_s"][st] / small) for st in stages}
+        ratios["wall"] = (last["wall_s"] / large) / (first["wall_s"] / small)
+        lines.append(f"| {retriever} | {small:,} → {large:,} | " + ", ".join(f"{st} {x:.2f}x" for st, x in ratios.items())
+                     + " |")
+    return lines
+
+
 def table(record: dict) -> str:
     lines = ["| events | users | items | interactions (5-core) | retriever | load | fit_retriever | retrieve "
              "| validate | rank | wall | peak RSS |", "|---:|---:|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|"]
@@ -289,6 +309,7 @@ def table(record: dict) -> str:
                          f"{s.get('fit_retriever', 0):.1f} s | {s.get('retrieve', 0):.1f} s | "
                          f"{s.get('validate', 0):.1f} s | {s.get('rank', 0):.1f} s | {run['wall_s']:.0f} s | "
                          f"{run['peak_rss_mb']:,} MB |")
+    lines += linearity(record)
     if record.get("loss"):
         lines += ["", "| loss step | items | rows | seconds | peak RSS growth |", "|---|---:|---:|---:|---:|"]
         lines += [f"| {r['kind']} | {r['items']:,} | {r['rows']:,} | {r['seconds']} | {r['peak_rss_growth_mb']:,} MB |"
@@ -358,6 +379,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--memory-limit", default="4GB", help="DuckDB's memory limit (dataset.memory_limit)")
     parser.add_argument("--memory-engine-max", type=int, default=20_000_000,
                         help="largest log preprocessed with engine=memory as well")
+    parser.add_argument("--set", nargs="*", default=[], metavar="OVERRIDE",
+                        help="further palr-run overrides of every pipeline run, e.g. dataset.engine=duckdb")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args(argv)
@@ -378,7 +401,7 @@ def main(argv: list[str] | None = None) -> None:
                     "generate_s": round(time.perf_counter() - start, 1), "parquet_mb": round(log.stat().st_size / 2**20),
                     "runs": []}
             for retriever in args.retrievers:
-                size["runs"].append(run_pipeline(log, retriever, args.threads, Path(tmp)))
+                size["runs"].append(run_pipeline(log, retriever, args.threads, Path(tmp), args.set))
                 print(f"{events:,} events, {retriever}: {size['runs'][-1]['wall_s']} s, "
                       f"{size['runs'][-1]['peak_rss_mb']} MB", flush=True)
             record["sizes"].append(size)
