@@ -91,20 +91,18 @@ def preprocess_relation(con, relation: str, k_core: int, has_time: bool, name: s
     :param relation: a ``SELECT`` with columns ``uid``, ``iid``, ``rn`` and, if ``has_time``, ``ts``.
     :param batch_rows: rows per Arrow batch when the result is copied into numpy.
     """
-    key = "{'t': ts, 'r': rn}" if has_time else "{'r': rn}"
     started = time.perf_counter()
-    con.execute(f"CREATE OR REPLACE TABLE palr_events AS SELECT * FROM ({relation})")
     rows, null_users, null_items = con.execute(
-        "SELECT count(*), count(*) - count(uid), count(*) - count(iid) FROM palr_events").fetchone()
+        f"SELECT count(*), count(*) - count(uid), count(*) - count(iid) FROM ({relation})").fetchone()
     for column, nulls in (("user", null_users), ("item", null_items)):
         if nulls:
             raise DataError(f"dataset {name!r}: {nulls:,} rows have no {column} id (an empty or null {column} column)")
     if rows == 0:
         raise DataError(f"dataset {name!r} has no interactions")
-    # per-user dedup: the earliest (time, file row) of each (user, item)
-    con.execute(f"CREATE OR REPLACE TABLE palr_kept AS SELECT uid, iid, min({key}) AS k "
-                "FROM palr_events GROUP BY uid, iid")
-    con.execute("DROP TABLE palr_events")
+    # per-user dedup: the earliest (time, file row) of each (user, item), straight from the scan
+    first = "min({'t': ts, 'r': rn})" if has_time else "min({'r': rn})"
+    con.execute(f"CREATE OR REPLACE TABLE palr_kept AS SELECT uid, iid, {'k.t AS t, ' if has_time else ''}k.r AS r "
+                f"FROM (SELECT uid, iid, {first} AS k FROM ({relation}) GROUP BY uid, iid)")
     deduplicated = con.execute("SELECT count(*) FROM palr_kept").fetchone()[0]
     log.info("%s: %s rows, %s after dedup (%.1f s)", name, f"{rows:,}", f"{deduplicated:,}",
              time.perf_counter() - started)
@@ -124,11 +122,13 @@ def preprocess_relation(con, relation: str, k_core: int, has_time: bool, name: s
     con.execute("CREATE OR REPLACE TABLE palr_users AS SELECT uid, "
                 "(row_number() OVER (ORDER BY uid) - 1)::INTEGER AS u, n FROM "
                 "(SELECT uid, count(*) AS n FROM palr_kept GROUP BY uid)")
-    con.execute("CREATE OR REPLACE TABLE palr_coded AS SELECT u, iid, k FROM palr_kept JOIN palr_users USING (uid)")
+    order = "t, r" if has_time else "r"  # time, then file row: palr's chronological order
+    earliest = "{'u': u, 't': t, 'r': r}" if has_time else "{'u': u, 'r': r}"
+    con.execute(f"CREATE OR REPLACE TABLE palr_coded AS SELECT u, iid, {order} FROM palr_kept JOIN palr_users USING (uid)")
     con.execute("DROP TABLE palr_kept")
     con.execute("CREATE OR REPLACE TABLE palr_items AS SELECT iid, "
                 "(row_number() OVER (ORDER BY first) - 1)::INTEGER AS i FROM "
-                "(SELECT iid, min({'u': u, 'k': k}) AS first FROM palr_coded GROUP BY iid)")
+                f"(SELECT iid, min({earliest}) AS first FROM palr_coded GROUP BY iid)")
     user_ids, counts = _column_pair(con, "SELECT uid, n FROM palr_users ORDER BY u")
     item_ids = _column_pair(con, "SELECT iid, i FROM palr_items ORDER BY i")[0]
     offsets = np.zeros(len(user_ids) + 1, dtype=np.int64)
@@ -136,8 +136,8 @@ def preprocess_relation(con, relation: str, k_core: int, has_time: bool, name: s
     items = np.empty(kept, dtype=np.int64)
     times = None
     # a relation (con.sql), not con.execute: DuckDB 2's DB-API reader did not keep the ORDER BY
-    ordered = con.sql(f"SELECT i{', k.t' if has_time else ''} FROM palr_coded JOIN palr_items USING (iid) "
-                      "ORDER BY u, k")
+    ordered = con.sql(f"SELECT i{', t' if has_time else ''} FROM palr_coded JOIN palr_items USING (iid) "
+                      f"ORDER BY u, {order}")
     reader = (ordered.to_arrow_reader if hasattr(ordered, "to_arrow_reader")  # DuckDB 2; 1.x's name below
               else ordered.fetch_arrow_reader)(batch_rows)
     at = 0
