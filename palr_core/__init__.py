@@ -22,6 +22,7 @@ from .components import (
     LanguageModel,
     ModelNotInstalled,
     Persistent,
+    PreprocessesItself,
     ProfileGenerator,
     Ranker,
     RankRequest,
@@ -62,7 +63,7 @@ __version__ = "0.3.0"
 __all__ = [
     "KINDS", "Dataset", "ProfileGenerator", "Ranker", "RankRequest", "Retriever", "RunContext",
     "TrainingData", "LanguageModel", "ModelNotInstalled",
-    "Checkable", "Tunable", "RestoresTuning", "Summarised", "Labelled", "Persistent", "Storable",
+    "Checkable", "Tunable", "RestoresTuning", "Summarised", "Labelled", "Persistent", "Storable", "PreprocessesItself",
     "TrainerConfig", "PalrConfig", "PreprocessConfig", "EvalConfig", "option", "OptionError",
     "DataError", "DatasetStats", "InteractionLog", "ItemCatalog", "RawDataset",
     "SequenceData", "Split", "iterative_k_core", "leave_one_out_split", "preprocess",

@@ -8,8 +8,8 @@ Hydra or OmegaConf objects.
 Besides its interface's methods a component may have optional ones, each a runtime-checkable
 Protocol here that says when palr uses it and what it may assume: :class:`Checkable`
 (``check``), :class:`Tunable` (``tune``), :class:`Summarised` (``fit_summary``),
-:class:`Labelled` (``label``), :class:`Persistent` (``is_trained``) and :class:`Storable`
-(``stage_key``, ``save``, ``restore``). palr tests for them with
+:class:`Labelled` (``label``), :class:`Persistent` (``is_trained``), :class:`Storable`
+(``stage_key``, ``save``, ``restore``) and :class:`PreprocessesItself` (``load_sequences``). palr tests for them with
 ``isinstance(component, Tunable)``; nothing else of a component is looked up by name.
 """
 
@@ -25,7 +25,7 @@ from typing import Protocol, runtime_checkable
 import numpy as np
 
 from .config import TrainerConfig
-from .data import ItemCatalog, RawDataset
+from .data import ItemCatalog, RawDataset, SequenceData
 
 __all__ = [
     "RunContext",
@@ -42,6 +42,7 @@ __all__ = [
     "Labelled",
     "Persistent",
     "Storable",
+    "PreprocessesItself",
     "OPTIONAL",
     "LanguageModel",
     "ModelNotInstalled",
@@ -135,14 +136,8 @@ class RankRequest:
 
 @runtime_checkable
 class Dataset(Protocol):
-    """Produces the raw interaction log and the item catalogue.
-
-    Optionally, for logs too large to hand over raw, a dataset may also define
-    ``load_sequences(k_core, context) -> SequenceData | None``: palr then calls it instead of
-    ``load`` and :func:`~palr_core.preprocess`, and it must return what they would give (the same
-    users, items, numbering and order; the ``table`` dataset's ``engine=duckdb`` does this in DuckDB), or
-    ``None`` to leave the work to them.
-    """
+    """Produces the raw interaction log and the item catalogue (a log too large to hand over raw:
+    see :class:`PreprocessesItself`)."""
 
     def load(self, context: RunContext) -> RawDataset:
         """Read (or download into ``context.cache_dir``) the data; preprocessing and splitting are
@@ -320,6 +315,23 @@ class Storable(Protocol):
         ...
 
 
+@runtime_checkable
+class PreprocessesItself(Protocol):
+    """A Dataset whose logs may be too large for palr's in-memory preprocessing (about 100 bytes
+    per event at its peak), so it preprocesses them itself, e.g. out of core.
+
+    palr calls :meth:`load_sequences` instead of ``load`` and :func:`~palr_core.preprocess`, and
+    calls those when it returns ``None``.
+    """
+
+    def load_sequences(self, k_core: int, context: RunContext) -> SequenceData | None:
+        """Exactly what ``preprocess(self.load(context), k_core)`` would return (the same users in
+        sorted id order, items numbered by first appearance, each user's items in time order with
+        ties in file order), or ``None`` to leave the work to palr. Caching it under
+        ``context.cache_dir`` is the dataset's job."""
+        ...
+
+
 #: the optional Protocols, each with the component kinds palr uses it for
 OPTIONAL: dict[type, tuple[str, ...]] = {
     Checkable: ("dataset", "retriever", "profile", "ranker"),
@@ -328,6 +340,7 @@ OPTIONAL: dict[type, tuple[str, ...]] = {
     Summarised: ("retriever", "ranker"),
     Labelled: ("ranker",),
     Persistent: ("retriever", "ranker"),
+    PreprocessesItself: ("dataset",),
 }
 # Storable is not in OPTIONAL: registration checks each optional method a class defines by its
 # signature, and a retriever with a ``save`` of its own kind but no ``stage_key`` is not Storable

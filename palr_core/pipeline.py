@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 
 from .cache import cached
-from .components import Checkable, Labelled, RunContext, Summarised, TrainingData, Tunable
+from .components import Checkable, Labelled, PreprocessesItself, RunContext, Summarised, TrainingData, Tunable
 from .config import PalrConfig, PreprocessConfig, TrainerConfig, check_options, default_cache_dir
 from .data import (
     SequenceData,
@@ -124,8 +124,7 @@ def prepare_data(dataset, context: RunContext, settings: int | PreprocessConfig 
     :param settings: the ``preprocess`` group, or a k-core threshold alone (leave-one-out).
     """
     settings = settings if isinstance(settings, PreprocessConfig) else PreprocessConfig(k_core=settings)
-    own = getattr(dataset, "load_sequences", None)  # optional: a dataset that preprocesses its log itself
-    data = own(settings.k_core, context) if callable(own) else None
+    data = dataset.load_sequences(settings.k_core, context) if isinstance(dataset, PreprocessesItself) else None
     if data is None:
         data = cached_preprocess(dataset.load(context), settings.k_core, context.cache_dir)
     split = split_data(data, settings.split, settings.valid_fraction, settings.test_fraction)
