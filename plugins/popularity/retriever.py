@@ -44,23 +44,26 @@ class PopularityRetriever:
         scores = np.empty((len(histories), k), dtype=np.float64)
         position = np.empty(len(self.order), dtype=np.int64)  # each item's place in the global order
         position[self.order] = np.arange(len(self.order))
+        # shortest histories first, so that a chunk's mask is as wide as its own users need and the
+        # cost is users x k + history items (linear in the log), not users x the longest history
+        lengths = np.fromiter((len(h) for h in histories), dtype=np.int64, count=len(histories))
+        by_length = np.argsort(lengths, kind="stable")
         start = 0
         while start < len(histories):
-            stop = self._chunk_end(histories, start, k)
-            self._retrieve_chunk(histories[start:stop], k, position, ids[start:stop], scores[start:stop])
+            stop = self._chunk_end(lengths[by_length], start, k)
+            users = by_length[start:stop]
+            chunk_ids = np.empty((len(users), k), dtype=np.int64)
+            chunk_scores = np.empty((len(users), k), dtype=np.float64)
+            self._retrieve_chunk([histories[u] for u in users.tolist()], k, position, chunk_ids, chunk_scores)
+            ids[users], scores[users] = chunk_ids, chunk_scores
             start = stop
         return ids, scores
 
-    def _chunk_end(self, histories: Sequence[np.ndarray], start: int, k: int) -> int:
-        """Users from ``start`` whose ``users x (k + longest history)`` mask stays within
-        :data:`CHUNK_CELLS` (at least one user)."""
-        stop, longest = start, 0
-        while stop < len(histories):
-            longest = max(longest, len(histories[stop]))
-            if stop > start and (stop + 1 - start) * (k + longest) > CHUNK_CELLS:
-                break
-            stop += 1
-        return stop
+    def _chunk_end(self, lengths: np.ndarray, start: int, k: int) -> int:
+        """Users from ``start`` (``lengths`` ascending) whose ``users x (k + longest history)`` mask
+        stays within :data:`CHUNK_CELLS` (at least one user)."""
+        fits = np.arange(1, len(lengths) - start + 1) * (k + lengths[start:]) <= CHUNK_CELLS
+        return start + max(1, int(np.argmin(fits)) if not fits.all() else len(fits))
 
     def _retrieve_chunk(self, histories, k: int, position: np.ndarray, ids: np.ndarray, scores: np.ndarray) -> None:
         """Each user's first ``k`` items of the global order that are not in their history (then,
