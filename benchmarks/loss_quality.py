@@ -41,7 +41,9 @@ print(json.dumps({"seconds": round(time.perf_counter() - start, 1), "timings": r
 
 def run_kind(kind: str, dataset: list[str], epochs: int, threads: int, work: Path) -> dict:
     overrides = [*dataset, "retriever=sasrec", "ranker=identity", "profile=none", f"retriever.max_epochs={epochs}",
-                 f"trainer.threads={threads}", "trainer.enable_progress_bar=false", *KINDS[kind]]
+                 f"trainer.threads={threads}", "trainer.enable_progress_bar=false",
+                 "store.enabled=false",  # ce_full and ce share a stage key: each must train for itself
+                 *KINDS[kind]]
     run_dir = work / kind
     done = subprocess.run([sys.executable, "-c", CHILD, kind, str(run_dir), json.dumps(overrides)],
                           capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": str(threads)})
