@@ -1,4 +1,5 @@
-"""Start-up time of palr's commands that should not import the training stack, beside ``import lightning``.
+"""Start-up time of palr's quick commands beside ``import lightning``: ``palr-run --help`` and a config
+error should not import the training stack; ``palr plugins`` imports every plugin's class to check it.
 
 Each command runs in a fresh process, alternating with the others so that they share the machine's
 load, ``--repeats`` times; the table gives the median wall-clock seconds and whether the command
