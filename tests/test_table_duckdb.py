@@ -147,3 +147,30 @@ def test_zip_and_unusable_timestamps_are_refused_by_name(tmp_path):
     (tmp_path / "bad.csv").write_text("user_id,item_id,timestamp\n1,2,yesterday\n")
     with pytest.raises(DataError, match=r"bad.csv: DuckDB could not read it \(dataset.engine=duckdb\)"):
         TableDataset(interactions=str(tmp_path / "bad.csv"), engine="duckdb").load_sequences(1, None)
+
+
+def test_without_duckdb_the_refusal_says_how_to_install_it(tmp_path, monkeypatch):
+    pq.write_table(pa.table(skewed_log()), tmp_path / "log.parquet")
+    monkeypatch.setitem(__import__("sys").modules, "duckdb", None)  # import duckdb now raises ImportError
+    with pytest.raises(DataError, match=r"needs DuckDB: pip install duckdb \(or palr\[large\]\)"):
+        TableDataset(interactions=str(tmp_path / "log.parquet"), engine="duckdb").load_sequences(5, None)
+
+
+def test_a_killed_loads_working_folder_is_removed_by_the_next_load(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    pq.write_table(pa.table(skewed_log()), tmp_path / "log.parquet")
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
+                          text=True).stdout.strip()  # a pid that no longer runs
+    cache = tmp_path / "cache"
+    left = cache / f"duckdb-{gone}-abc"
+    (left / "spill").mkdir(parents=True)
+    (left / "palr.duckdb").write_bytes(b"x" * 1000)
+    ours = cache / f"duckdb-{os.getpid()}-live"  # a running process's folder stays
+    ours.mkdir()
+    context = RunContext(seed=0, work_dir=tmp_path / "run", cache_dir=cache)
+    TableDataset(interactions=str(tmp_path / "log.parquet"), title=None, engine="duckdb").load_sequences(5, context)
+    assert not left.exists() and ours.exists()
+    assert sorted(p.name for p in cache.glob("duckdb-*")) == [ours.name]

@@ -7,7 +7,7 @@ temporary folder under ``cache_dir`` and keeps to ``dataset.memory_limit`` by sp
 
 from __future__ import annotations
 
-import logging
+import os
 import shutil
 import tempfile
 from pathlib import Path
@@ -18,8 +18,6 @@ from palr_core import DataError, ItemCatalog, RunContext, SequenceData
 from palr_core.kit.tables import TableSource, inspect
 
 from .outofcore import cached_sequences, connect, preprocess_relation, sequence_data
-
-log = logging.getLogger("palr.table")
 
 #: bump when the reading below changes what a cached result would hold
 VERSION = 1
@@ -57,12 +55,12 @@ def load_sequences(dataset, k_core: int, context: RunContext | None) -> Sequence
 
 
 def _build(dataset, source: TableSource, k_core: int, cache_dir) -> SequenceData:
-    import duckdb
-
     cfg = dataset.config
-    work = Path(tempfile.mkdtemp(prefix="duckdb-", dir=_existing(cache_dir)))
+    work = _work_folder(cache_dir)
     try:
-        con = connect(work, cfg.memory_limit)
+        con = connect(work, cfg.memory_limit)  # first: without DuckDB, this is the one-line refusal
+        import duckdb
+
         try:
             relation = _relation(con, source, cfg)
             result = preprocess_relation(con, relation, k_core, has_time=cfg.timestamp is not None,
@@ -83,11 +81,33 @@ def _build(dataset, source: TableSource, k_core: int, cache_dir) -> SequenceData
     return sequence_data(result, _catalog(dataset, result.item_ids), source.path.name)
 
 
-def _existing(cache_dir) -> str | None:
-    if cache_dir is None:
-        return None
-    Path(cache_dir).expanduser().mkdir(parents=True, exist_ok=True)
-    return str(Path(cache_dir).expanduser())
+def _work_folder(cache_dir) -> Path:
+    """A new ``duckdb-<pid>-*`` folder for DuckDB's database and spill files, under ``cache_dir``
+    (the system's temporary folder when it cannot be written). Folders left by processes that no
+    longer run (a killed load) are removed first: they can hold gigabytes."""
+    base = None
+    if cache_dir is not None:
+        base = Path(cache_dir).expanduser()
+        try:
+            base.mkdir(parents=True, exist_ok=True)
+        except OSError:
+            base = None
+    base = base or Path(tempfile.gettempdir())
+    for left in base.glob("duckdb-*-*"):
+        pid = left.name.split("-")[1]
+        if pid.isdigit() and not _running(int(pid)):
+            shutil.rmtree(left, ignore_errors=True)
+    return Path(tempfile.mkdtemp(prefix=f"duckdb-{os.getpid()}-", dir=base))
+
+
+def _running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
 
 
 def _quoted(name: str) -> str:
