@@ -1,16 +1,16 @@
 """palr's preprocessing for logs too large to hold raw (``dataset.engine=duckdb``): DuckDB does the
 heavy part out of core.
 
-:func:`palr_core.preprocess` holds the raw log as numpy columns and sorts it in memory, about 100
+:func:`palr_core.preprocess` holds the raw log as numpy columns and sorts it in memory, over 100
 bytes per event at its peak: fine for ML-20M, not for a few hundred million events.
 :func:`preprocess_relation` gives the same :class:`~palr_core.SequenceData` (same users, items,
 order and numbering) from any DuckDB relation of the log, with DuckDB's memory limit on the
-dedup, the k-core rounds, the numbering and the sort (it spills to ``temp_dir`` beyond it); only
-the result comes back to numpy, 16 bytes per kept interaction.
+dedup, the k-core rounds, the numbering and the sort (it spills into its working folder beyond
+it); only the result comes back to numpy, 16 bytes per kept interaction.
 
 The relation needs the columns ``uid``, ``iid``, ``rn`` (file order, unique) and, when the log
 has times, ``ts``; :mod:`.large` writes that ``SELECT`` over the table's file and returns the
-result from the dataset's ``load_sequences`` (see :class:`palr_core.components.Dataset`).
+result from the dataset's ``load_sequences`` (:class:`palr_core.PreprocessesItself`).
 
 DuckDB is an optional dependency (``pip install duckdb``, in ``palr[large]``).
 """
