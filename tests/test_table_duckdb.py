@@ -76,6 +76,10 @@ def test_text_log_with_string_ids_ratings_no_header_and_gzip(tmp_path):
                   rating="stars", rating_threshold=2, title=None)
     memory, duck = both(path, **params)
     assert any(isinstance(i, str) and i.startswith("0") for i in memory.catalog.ids)  # "07" stayed text
+    reports = [TableDataset(interactions=str(path), engine=engine, **params) for engine in ("memory", "duckdb")]
+    reports[0].load(), reports[1].load_sequences(5, None)
+    counts = [(r.report.rows_read, r.report.rows_kept) for r in reports]
+    assert counts[0] == counts[1] and counts[0][0] > counts[0][1]  # the rating filter dropped rows
     assert_same(memory, duck)
 
 

@@ -62,7 +62,7 @@ def _build(dataset, source: TableSource, k_core: int, cache_dir) -> SequenceData
         import duckdb
 
         try:
-            relation = _relation(con, source, cfg)
+            relation, rows_read = _relation(con, source, cfg)
             result = preprocess_relation(con, relation, k_core, has_time=cfg.timestamp is not None,
                                          name=source.path.name)
         except duckdb.Error as exc:
@@ -73,9 +73,10 @@ def _build(dataset, source: TableSource, k_core: int, cache_dir) -> SequenceData
     finally:
         shutil.rmtree(work, ignore_errors=True)
     report = dataset.report
-    report.rows_read = report.rows_kept = result.counts["rows"]
+    report.rows_read, report.rows_kept = rows_read, result.counts["rows"]
     report.users, report.items_logged = len(result.user_ids), len(result.item_ids)
-    print(f"table {source.path.name} (DuckDB): {result.counts['rows']:,} rows, {result.counts['deduplicated']:,} "
+    print(f"table {source.path.name} (DuckDB): {rows_read:,} rows read, {result.counts['rows']:,} kept, "
+          f"{result.counts['deduplicated']:,} "
           f"after dedup, {result.counts['kept']:,} after {k_core}-core; {len(result.user_ids):,} users, "
           f"{len(result.item_ids):,} items")
     return sequence_data(result, _catalog(dataset, result.item_ids), source.path.name)
@@ -118,9 +119,9 @@ def _literal(text: str) -> str:
     return "'" + text.replace("'", "''") + "'"
 
 
-def _relation(con, source: TableSource, cfg) -> str:
-    """A ``SELECT uid, iid, rn[, ts]`` over the file; text files are loaded into a table first, in
-    file order, so that ``rowid`` is the file row."""
+def _relation(con, source: TableSource, cfg) -> tuple[str, int]:
+    """A ``SELECT uid, iid, rn[, ts]`` over the file's kept rows, and the file's row count; text
+    files are loaded into a table first, in file order, so that ``rowid`` is the file row."""
     path = _literal(source.path.as_posix())
     if source.format == "parquet":
         scan, row = f"read_parquet({path}, file_row_number = true)", "file_row_number"
@@ -147,7 +148,8 @@ def _relation(con, source: TableSource, cfg) -> str:
     if cfg.rating_threshold is not None:
         rating = f"TRY_CAST({_quoted(cfg.rating)} AS DOUBLE)"
         where = f" WHERE {rating} >= {float(cfg.rating_threshold)!r} AND NOT isnan({rating})"
-    return f"SELECT {', '.join(columns)} FROM {scan}{where}"
+    rows_read = con.execute(f"SELECT count(*) FROM {scan}").fetchone()[0]  # Parquet: from its metadata
+    return f"SELECT {', '.join(columns)} FROM {scan}{where}", rows_read
 
 
 def _id(con, scan: str, column: str, kind: str) -> str:
