@@ -54,7 +54,8 @@ class PopularityRetriever:
             users = by_length[start:stop]
             chunk_ids = np.empty((len(users), k), dtype=np.int64)
             chunk_scores = np.empty((len(users), k), dtype=np.float64)
-            self._retrieve_chunk([histories[u] for u in users.tolist()], k, position, chunk_ids, chunk_scores)
+            self._retrieve_chunk([histories[u] for u in users.tolist()], lengths[users], k, position, chunk_ids,
+                                 chunk_scores)
             ids[users], scores[users] = chunk_ids, chunk_scores
             start = stop
         return ids, scores
@@ -65,14 +66,14 @@ class PopularityRetriever:
         fits = np.arange(1, len(lengths) - start + 1) * (k + lengths[start:]) <= CHUNK_CELLS
         return start + max(1, int(np.argmin(fits)) if not fits.all() else len(fits))
 
-    def _retrieve_chunk(self, histories, k: int, position: np.ndarray, ids: np.ndarray, scores: np.ndarray) -> None:
+    def _retrieve_chunk(self, histories, lengths: np.ndarray, k: int, position: np.ndarray, ids: np.ndarray,
+                        scores: np.ndarray) -> None:
         """Each user's first ``k`` items of the global order that are not in their history (then,
         when the catalogue is too small for ``k`` unseen ones, seen items at -inf): the first
         ``k + longest history`` items of the order hold them, so one mask of that width serves
         every user of the chunk, with no per-user Python loop."""
-        width = min(k + max((len(h) for h in histories), default=0), len(self.order))
+        width = min(k + int(lengths.max(initial=0)), len(self.order))
         head = self.order[:width]
-        lengths = np.fromiter((len(h) for h in histories), dtype=np.int64, count=len(histories))
         items = (np.concatenate([np.asarray(h, dtype=np.int64) for h in histories]) if lengths.sum()
                  else np.zeros(0, dtype=np.int64))
         rows, columns = np.repeat(np.arange(len(histories)), lengths), position[items]

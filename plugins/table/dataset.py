@@ -65,14 +65,13 @@ class TableDataset:
 
     def load(self, context: RunContext | None = None) -> RawDataset:
         cfg = self.config
-        if cfg.rating_threshold is not None and cfg.rating is None:
-            raise DataError("dataset.rating_threshold is set but dataset.rating names no column")
         self.report = TableReport()
-        source = inspect(cfg.interactions, cfg.separator, cfg.encoding, cfg.log_columns)
-        users, items, times = self._read_log(source)
+        source, wanted = self._log_source()
+        users, items, times = self._read_log(source, wanted)
         self._count_users(users)
         if cfg.items is not None:
-            item_ids, catalog = self._catalog_from_file(items)
+            catalog, as_strings = self._catalog_from_file(items.distinct)
+            item_ids = _as_strings(items.values) if as_strings else items.values
         else:
             item_ids, catalog = items.values, self._catalog_from_ids(items.distinct)
         print(self.report.summary(source.path.name))
@@ -89,12 +88,21 @@ class TableDataset:
 
         return load_sequences(self, k_core, context)
 
-    def _read_log(self, source: TableSource) -> tuple[IdColumn, IdColumn, np.ndarray | None]:
+    def _log_source(self) -> tuple[TableSource, dict[str, str]]:
+        """The log file and the columns read from it (option -> column), checked against its header;
+        both engines start here."""
         cfg = self.config
+        if cfg.rating_threshold is not None and cfg.rating is None:
+            raise DataError("dataset.rating_threshold is set but dataset.rating names no column")
+        source = inspect(cfg.interactions, cfg.separator, cfg.encoding, cfg.log_columns)
         wanted = {"user": cfg.user, "item": cfg.item, "timestamp": cfg.timestamp,
                   "rating": cfg.rating if cfg.rating_threshold is not None else None}  # no threshold: no filter
         wanted = {option: column for option, column in wanted.items() if column is not None}
         source.require(wanted, hints={"timestamp": "set dataset.timestamp=null to take file order as time order"})
+        return source, wanted
+
+    def _read_log(self, source: TableSource, wanted: dict[str, str]) -> tuple[IdColumn, IdColumn, np.ndarray | None]:
+        cfg = self.config
         users, items = IdColumn(source, cfg.user, "user"), IdColumn(source, cfg.item, "item")
         times = TimeColumn(source, cfg.timestamp, "timestamp") if "timestamp" in wanted else None
         best_rating = self._stream_log(source, wanted, users, items, times)
@@ -138,19 +146,22 @@ class TableDataset:
         return best_rating
 
     def _catalog_from_ids(self, ids: np.ndarray) -> ItemCatalog:
+        """The catalogue of ``ids`` without an items file: each titled by its id."""
         self.report.items_logged = len(ids)
         self.report.items_without_row = len(ids)
         return ItemCatalog(ids=ids.tolist(), titles=[str(x) for x in ids.tolist()],
                            domain=self.config.domain, show_id=self.config.show_id)
 
-    def _catalog_from_file(self, items: IdColumn) -> tuple[np.ndarray, ItemCatalog]:
-        """The log's item ids (as strings if the two files disagree on type) and the catalogue."""
+    def _catalog_from_file(self, logged_ids: np.ndarray) -> tuple[ItemCatalog, bool]:
+        """The catalogue (every row of the items file, then the ``logged_ids`` without a row, titled
+        by id) and whether its ids are strings made from the log's (the two files disagree on type:
+        the log's ids then need :func:`_as_strings` too)."""
         cfg = self.config
         source = inspect(cfg.items, cfg.separator, cfg.encoding, cfg.item_columns)
         ids, titles, attributes, rows = self._read_items(source)
-        logged, logged_ids = items.values, items.distinct
-        if ids.dtype != logged.dtype:  # e.g. integer ids in the log, "B00X" ids in the items file
-            ids, logged, logged_ids = _as_strings(ids), _as_strings(logged), _as_strings(logged_ids)
+        as_strings = ids.dtype != logged_ids.dtype  # e.g. integer ids in the log, "B00X" ids in the items file
+        if as_strings:
+            ids, logged_ids = _as_strings(ids), _as_strings(logged_ids)
         _check_unique(ids, rows, source, cfg.item_id or cfg.item)
         missing = logged_ids[~np.isin(logged_ids, ids)]
         self._report_items(ids, logged_ids, missing, titles)
@@ -162,7 +173,7 @@ class TableDataset:
             domain=cfg.domain,
             show_id=cfg.show_id,
         )
-        return logged, catalog
+        return catalog, as_strings
 
     def _report_items(self, ids: np.ndarray, logged_ids: np.ndarray, missing: np.ndarray,
                       titles: list[str]) -> None:

@@ -15,8 +15,9 @@ from pathlib import Path
 import numpy as np
 
 from palr_core import DataError, ItemCatalog, RunContext, SequenceData
-from palr_core.kit.tables import TableSource, inspect
+from palr_core.kit.tables import TableSource
 
+from .dataset import _as_strings
 from .outofcore import cached_sequences, connect, preprocess_relation, sequence_data
 
 #: bump when the reading below changes what a cached result would hold
@@ -28,16 +29,10 @@ INTEGER_TYPES = ("TINYINT", "SMALLINT", "INTEGER", "BIGINT", "HUGEINT", "UTINYIN
 
 def load_sequences(dataset, k_core: int, context: RunContext | None) -> SequenceData:
     cfg = dataset.config
-    if cfg.rating_threshold is not None and cfg.rating is None:
-        raise DataError("dataset.rating_threshold is set but dataset.rating names no column")
-    source = inspect(cfg.interactions, cfg.separator, cfg.encoding, cfg.log_columns)
+    source, _ = dataset._log_source()
     if source.compression == "zip":
         raise DataError(f"{source.path}: dataset.engine=duckdb reads Parquet and plain or gzip text, not zip "
                         "archives; unzip it or use dataset.engine=memory")
-    wanted = {"user": cfg.user, "item": cfg.item, "timestamp": cfg.timestamp,
-              "rating": cfg.rating if cfg.rating_threshold is not None else None}
-    wanted = {option: column for option, column in wanted.items() if column is not None}
-    source.require(wanted, hints={"timestamp": "set dataset.timestamp=null to take file order as time order"})
     settings = {"version": VERSION, "k_core": k_core,
                 **{name: getattr(cfg, name) for name in ("user", "item", "timestamp", "rating", "rating_threshold",
                                                          "item_id", "title", "attributes", "label_separator",
@@ -56,6 +51,7 @@ def load_sequences(dataset, k_core: int, context: RunContext | None) -> Sequence
 
 def _build(dataset, source: TableSource, k_core: int, cache_dir) -> SequenceData:
     cfg = dataset.config
+    dataset.report = type(dataset.report)()  # this load's counts only, as engine=memory's load
     work = _work_folder(cache_dir)
     try:
         con = connect(work, cfg.memory_limit)  # first: without DuckDB, this is the one-line refusal
@@ -179,27 +175,9 @@ def _time(column: str, kind: str, source: TableSource) -> str:
 
 
 def _catalog(dataset, item_ids: np.ndarray) -> ItemCatalog:
-    """The catalogue of the kept items, in item-code order: titles and labels from the items file
-    when there is one, else the id as title."""
-    from .dataset import _as_strings, _check_unique
-
-    cfg = dataset.config
-    if cfg.items is None:
-        return ItemCatalog(ids=item_ids.tolist(), titles=[str(x) for x in item_ids.tolist()], domain=cfg.domain,
-                           show_id=cfg.show_id)
-    source = inspect(cfg.items, cfg.separator, cfg.encoding, cfg.item_columns)
-    ids, titles, attributes, rows = dataset._read_items(source)
-    if ids.dtype != item_ids.dtype:  # e.g. integer ids in the log, "B00X" ids in the items file
-        ids, item_ids = _as_strings(ids), _as_strings(item_ids)
-    _check_unique(ids, rows, source, cfg.item_id or cfg.item)
-    position = {key: row for row, key in enumerate(ids.tolist())}
-    at = [position.get(key) for key in item_ids.tolist()]
-    missing = sum(row is None for row in at)
-    dataset.report.items_without_row = missing
-    return ItemCatalog(
-        ids=item_ids.tolist(),
-        titles=[(titles[row] or str(key)) if row is not None else str(key) for row, key in zip(at, item_ids.tolist())],
-        attributes={name: [labels[row] if row is not None else [] for row in at] for name, labels in attributes.items()},
-        domain=cfg.domain,
-        show_id=cfg.show_id,
-    )
+    """The catalogue of the kept items, in item-code order, made as ``engine=memory`` makes it."""
+    if dataset.config.items is None:
+        return dataset._catalog_from_ids(item_ids)
+    catalog, as_strings = dataset._catalog_from_file(item_ids)
+    row = {key: at for at, key in enumerate(catalog.ids)}
+    return catalog.subset([row[key] for key in (_as_strings(item_ids) if as_strings else item_ids).tolist()])
