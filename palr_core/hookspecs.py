@@ -43,7 +43,8 @@ API_CHANGES = {
     3: ("palr 0.3: the optional methods (check, tune, fit_summary, label, is_trained) are documented "
         "Protocols in palr_core.components; palr_core.kit no longer has prompts, instructions, columns "
         "and the LLM memory helpers (moved into their only users, the llama_lora and table plugins); "
-        "built-ins are palr.plugins.<name>; API 1 plugins are no longer loaded"),
+        "built-ins are palr.plugins.<name>; API 1 plugins are no longer loaded; a dataset may preprocess "
+        "its own log (PreprocessesItself.load_sequences, optional)"),
 }
 
 

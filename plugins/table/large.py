@@ -7,6 +7,7 @@ temporary folder under ``cache_dir`` and keeps to ``dataset.memory_limit`` by sp
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import shutil
 import tempfile
@@ -33,11 +34,10 @@ def load_sequences(dataset, k_core: int, context: RunContext | None) -> Sequence
     if source.compression == "zip":
         raise DataError(f"{source.path}: dataset.engine=duckdb reads Parquet and plain or gzip text, not zip "
                         "archives; unzip it or use dataset.engine=memory")
+    # every option but the files (hashed by content) and how the work is done (not what it gives)
     settings = {"version": VERSION, "k_core": k_core,
-                **{name: getattr(cfg, name) for name in ("user", "item", "timestamp", "rating", "rating_threshold",
-                                                         "item_id", "title", "attributes", "label_separator",
-                                                         "log_columns", "item_columns", "separator", "encoding",
-                                                         "domain", "show_id")}}
+                **{name: value for name, value in dataclasses.asdict(cfg).items()
+                   if name not in ("interactions", "items", "engine", "memory_limit")}}
     files = [source.path] + ([Path(cfg.items).expanduser()] if cfg.items is not None else [])
     cache_dir = context.cache_dir if context is not None else None
 
