@@ -3,7 +3,9 @@
 Trains a run first unless ``--run-dir`` names a finished one (``--overrides`` are palr-run's), then:
 
 1. ``palr recommend <run> -u <user>`` as a user types it, ``--repeats`` times: the wall-clock
-   seconds from starting the command to its exit, which is when the one user's answer is printed
+   seconds from starting the command to its exit, which is when the one user's answer is printed.
+   The user is one the run evaluated, so the answer is read from the run's
+   ``recommendations.parquet``; then the same with ``--recompute``, which loads the run's models
    (the interpreter's start, imports, loading the run, retrieving and ranking);
 2. the imports it starts with (torch, Lightning, transformers and peft, palr's API), each in a
    fresh interpreter;
@@ -46,13 +48,13 @@ def machine() -> str:
     return f"{model}, {len(os.sched_getaffinity(0))} CPUs usable"
 
 
-def command_seconds(run_dir: Path, user: str, threads: int, repeats: int) -> tuple[list[float], str]:
-    """Wall-clock seconds of ``palr recommend run_dir -u user``, start to exit, and its last output."""
+def command_seconds(run_dir: Path, user: str, threads: int, repeats: int, *extra: str) -> tuple[list[float], str]:
+    """Wall-clock seconds of ``palr recommend run_dir -u user *extra``, start to exit, and its last output."""
     env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
     times, out = [], ""
     for _ in range(repeats):
         t0 = time.perf_counter()
-        proc = subprocess.run([shutil.which("palr") or "palr", "recommend", str(run_dir), "-u", user],
+        proc = subprocess.run([shutil.which("palr") or "palr", "recommend", str(run_dir), "-u", user, *extra],
                               env=env, capture_output=True, text=True)
         times.append(time.perf_counter() - t0)
         if proc.returncode != 0:
@@ -63,7 +65,8 @@ def command_seconds(run_dir: Path, user: str, threads: int, repeats: int) -> tup
 
 #: what the command's start-up imports, each timed in a fresh interpreter: where the seconds go
 IMPORTS = {"python alone": "pass", "torch": "import torch", "torch + lightning": "import torch, lightning",
-           "torch + transformers + peft": "import torch, transformers, peft", "palr_core.api": "import palr_core.api"}
+           "torch + transformers + peft": "import torch, transformers, peft", "palr_core.api": "import palr_core.api",
+           "palr_core.cli + pyarrow.parquet": "import palr_core.cli, pyarrow.parquet"}
 
 
 def import_seconds(threads: int, repeats: int) -> dict[str, float]:
@@ -78,6 +81,15 @@ def import_seconds(threads: int, repeats: int) -> dict[str, float]:
             times.append(time.perf_counter() - t0)
         out[name] = round(statistics.median(times), 2)
     return out
+
+
+def spread(times: list[float]) -> dict:
+    return {"median": round(statistics.median(times), 2), "min": round(min(times), 2), "max": round(max(times), 2),
+            "each": [round(t, 2) for t in times]}
+
+
+def shown(spread: dict) -> str:
+    return f"{spread['median']:.2f} ({spread['min']:.2f}-{spread['max']:.2f})"
 
 
 def main() -> None:
@@ -110,8 +122,17 @@ def main() -> None:
     run = palr.load_run(run_dir)
     load_s = time.perf_counter() - t0
     users = run.users[:args.users]
-    user = str(users[0])
+    precomputed = run_dir / "recommendations.parquet"
+    if not precomputed.is_file():
+        raise SystemExit(f"{precomputed} is missing: the run was made with recommend.precompute=false or before palr "
+                         "wrote it; run it again")
+    import pyarrow.parquet as pq
+
+    user = str(pq.read_table(precomputed, columns=["user"])["user"][0])  # an evaluated user: answered from the file
     command, answer = command_seconds(run_dir, user, args.threads, args.repeats)
+    recompute, answer_recomputed = command_seconds(run_dir, user, args.threads, args.repeats, "--recompute")
+    if answer_recomputed.splitlines()[0] != answer.splitlines()[0]:
+        raise SystemExit(f"the file and the models answer differently:\n{answer}\n{answer_recomputed}")
     imports = import_seconds(args.threads, args.repeats)
     run.recommend(users[0], k=args.k)  # first call: lazy set-up (tries, caches) out of the timings
     each = []
@@ -130,8 +151,7 @@ def main() -> None:
         "catalog_items": len(run.data.catalog), "components": run.names,
         "candidates": run.config.eval.candidates, "k": args.k, "threads": args.threads,
         "command": f"palr recommend <run> -u {user}",
-        "command_s": {"median": round(statistics.median(command), 2), "min": round(min(command), 2),
-                      "max": round(max(command), 2), "each": [round(t, 2) for t in command]},
+        "command_s": spread(command), "command_recompute_s": spread(recompute),
         "first_answer": answer.splitlines()[0] if answer else "", "imports_s": imports,
         "users": len(users), "load_run_s": round(load_s, 3),
         "recommend_one_user_ms": {"median": round(1000 * statistics.median(each), 1),
@@ -142,10 +162,10 @@ def main() -> None:
         "load_average_after": [round(x, 2) for x in os.getloadavg()],
     }
     print(f"| dataset | ranker | palr recommend, one user: s (median of {args.repeats}; min-max) | "
-          f"load_run s | recommend one user ms (median / p90) | recommend_many per user ms |\n"
-          f"|---|---|---:|---:|---:|---:|\n"
-          f"| {run.data.name} | {run.names['ranker']} over {run.names['retriever']} | "
-          f"{result['command_s']['median']:.2f} ({result['command_s']['min']:.2f}-{result['command_s']['max']:.2f}) | "
+          f"the same with --recompute: s | load_run s | recommend one user ms (median / p90) | "
+          f"recommend_many per user ms |\n|---|---|---:|---:|---:|---:|---:|\n"
+          f"| {run.data.name} | {run.names['ranker']} over {run.names['retriever']} | {shown(result['command_s'])} | "
+          f"{shown(result['command_recompute_s'])} | "
           f"{load_s:.2f} | {result['recommend_one_user_ms']['median']} / {result['recommend_one_user_ms']['p90']} | "
           f"{result['recommend_many_per_user_ms']} |")
     print("| import (fresh interpreter, median) | s |\n|---|---:|\n"

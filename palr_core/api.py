@@ -20,7 +20,6 @@ folder and load it instead of training again.
 from __future__ import annotations
 
 import dataclasses
-import functools
 import logging
 import os
 from collections.abc import Sequence
@@ -33,9 +32,8 @@ import numpy as np
 from .components import Persistent, RestoresTuning, RunContext, TrainingData, Tunable
 from .composition import compose, typed_config
 from .config import PalrConfig, default_cache_dir
-from .pipeline import build_components, prepare_data, run_pipeline, seed_stage, tune_ranker
+from .pipeline import build_components, prepare_data, recommend_top, run_pipeline, seed_stage, tune_ranker
 from .plugins import Registry, load_registry
-from .ranking import candidate_count, candidate_requests, rank_candidates
 from .result_files import check_model_files
 from .runs import RunFolder, RunFolderError, RunResult
 
@@ -114,6 +112,7 @@ class LoadedRun:
         self.retriever, self.profile, self.ranker = components.retriever, components.profile, components.ranker
         self.names = components.names
         self.context = context
+        self._parts = components
         self._index = {_key(u): i for i, u in enumerate(data.user_ids)}
 
     @property
@@ -146,32 +145,13 @@ class LoadedRun:
         """:meth:`recommend` for many users in batches: ``{user: [Recommendation, ...]}``."""
         if k < 1:
             raise ValueError(f"k must be >= 1, got {k}")
-        indices = [self.user_index(u) for u in users]
-        histories = [self.data.sequences[i] for i in indices]
-        n = max(candidate_count(self.config.eval), k)
-        if n > len(self.data.catalog) - max((len(h) for h in histories), default=0):
-            n = max(1, len(self.data.catalog) - max(len(h) for h in histories))
-        requests = candidate_requests(indices, histories, self.retriever, self.profile, self.context, n,
-                                      stage=functools.partial(_seeded, self.config.seed))
-        seed_stage(self.config.seed, "rank")
-        ranked = rank_candidates(self.ranker, requests, self.context, self.names["ranker"])
+        answers = recommend_top(self._parts, self.data, [self.user_index(u) for u in users], k, self.config,
+                                self.context)
         catalog = self.data.catalog
-        out = {}
-        for user, request, order in zip(users, requests, ranked):
-            position = {int(c): i for i, c in enumerate(request.candidates)}
-            final = order[:k]
-            out[user] = [Recommendation(rank=r, item=catalog.ids[item], title=catalog.titles[item],
-                                        retriever_rank=position[item] + 1,
-                                        retriever_score=float(request.candidate_scores[position[item]]))
-                         for r, item in enumerate(final, start=1)]
-        return out
-
-
-@contextmanager
-def _seeded(seed: int, stage: str):
-    """Seed a step as the pipeline seeds its stage of that name, so a recommendation repeats the run's."""
-    seed_stage(seed, stage)
-    yield
+        return {user: [Recommendation(rank=r, item=catalog.ids[item], title=catalog.titles[item],
+                                      retriever_rank=retriever_rank, retriever_score=score)
+                       for r, (item, retriever_rank, score) in enumerate(answer, start=1)]
+                for user, answer in zip(users, answers)}
 
 
 def _key(user) -> str:

@@ -229,9 +229,16 @@ def _cmd_new_plugin(args: argparse.Namespace) -> int:
 
 
 def _cmd_recommend(args: argparse.Namespace) -> int:
+    if args.k < 1:
+        print(f"palr: -k must be 1 or more (each user's top K), got {args.k}", file=sys.stderr)
+        return 2
+    answered = None if args.recompute else _recommend_from_file(args)
+    if isinstance(answered, int):
+        return answered
     from .api import load_run
     from .data import DataError
     from .pipeline import RunFolderError
+    from .ranking import candidate_count
 
     try:
         run = load_run(args.run_dir)
@@ -243,21 +250,76 @@ def _cmd_recommend(args: argparse.Namespace) -> int:
     except (PluginError, DataError, ValueError, FileNotFoundError, RunFolderError) as exc:
         print(f"palr: {exc}", file=sys.stderr)
         return 2
-    if args.json:
+    label = getattr(run.ranker, "label", run.names["ranker"])
+    candidates = max(candidate_count(run.config.eval), args.k)
+    answers = [(user, recs, len(run.data.sequences[run.user_index(user)]), run.history(user)[-1][1])
+               for user, recs in recommended.items()]
+    _print_recommendations(answers, label, run.names["retriever"], candidates, args.json)
+    if answered:  # why this took seconds: the file could not answer
+        print(f"palr: answered by the run's models: {answered}", file=sys.stderr)
+    return 0
+
+
+def _recommend_from_file(args: argparse.Namespace) -> int | str | None:
+    """Answer from the run's ``recommendations.parquet`` (``recommend.precompute``), importing no model
+    library, and return the exit code; or why the file cannot answer every user with ``-k`` items as
+    the models would (``None``: there is no file, or the folder is no finished run)."""
+    from .api import Recommendation
+    from .result_files import ResultFileError, read_recommendations
+    from .runs import RECOMMENDATIONS
+
+    run_dir = Path(args.run_dir).expanduser()
+    source = run_dir / RECOMMENDATIONS
+    try:
+        record = json.loads((run_dir / "run.json").read_text())
+        finished = isinstance(record, dict) and record.get("finished") is True and (run_dir / "metrics.json").is_file()
+    except (OSError, ValueError):
+        finished = False
+    if not finished or not source.is_file():
+        return None  # load_run says what the folder is, or answers from the models
+    try:
+        table, about = read_recommendations(source, args.user)
+    except ResultFileError as exc:
+        print(f"palr: {exc}; or ask the models with --recompute", file=sys.stderr)
+        return 2
+    rows: dict[str, list[dict]] = {}
+    for row in table.to_pylist():
+        rows.setdefault(str(row["user"]), []).append(row)
+    missing = [u for u in args.user if u not in rows]
+    if missing or args.k > about["k"] or max(about["eval_candidates"], args.k) != about["candidates"]:
+        return (f"user {missing[0]} is not among the evaluated users whose answers {RECOMMENDATIONS} holds"
+                if missing else f"{RECOMMENDATIONS} holds each user's top {about['k']} (recommend.k), "
+                f"ranked among {about['candidates']} candidates")
+    answers = []
+    for user in args.user:
+        ranked = sorted(rows[user], key=lambda r: r["rank"])[:args.k]
+        first = ranked[0]
+        if [r["rank"] for r in ranked] != list(range(1, len(ranked) + 1)):
+            print(f"palr: {source} is not a recommendations file palr wrote: user {user}'s ranks are not "
+                  "1, 2, 3, ...; run the run again to rewrite it; or ask the models with --recompute", file=sys.stderr)
+            return 2
+        recs = [Recommendation(rank=r["rank"], item=r["item"], title=r["title"] or "",
+                               retriever_rank=r["retriever_rank"], retriever_score=r["retriever_score"])
+                for r in ranked]
+        answers.append((first["user"], recs, first["history_length"], first["last_title"] or ""))
+    _print_recommendations(answers, about["ranker"], about["retriever"], about["candidates"], args.json)
+    return 0
+
+
+def _print_recommendations(answers: list[tuple], ranker: str, retriever: str, candidates: int, as_json: bool) -> None:
+    """``palr recommend``'s output: per ``(user, recommendations, history length, last title)``, a
+    table, or one JSON array for a program."""
+    if as_json:
         print(json.dumps([{"user": user, "recommendations": [dataclasses.asdict(r) for r in recs]}
-                          for user, recs in recommended.items()], indent=1, default=str))
-        return 0
-    ranker, retriever = run.names["ranker"], run.names["retriever"]
-    for user, recs in recommended.items():
-        seen = run.history(user)
-        print(f"user {user}: top {len(recs)} by {getattr(run.ranker, 'label', ranker)} over {retriever}'s "
-              f"top-{max(run.config.eval.candidates, args.k)} (after {len(seen)} interactions, last: "
-              f"{seen[-1][1]})")
+                          for user, recs, _, _ in answers], indent=1, default=str))
+        return
+    for user, recs, seen, last in answers:
+        print(f"user {user}: top {len(recs)} by {ranker} over {retriever}'s top-{candidates} (after {seen} "
+              f"interactions, last: {last})")
         width = max(len(str(r.item)) for r in recs)
         print(f"  rank  {'item':<{width}}  retriever rank  score     title")
         for r in recs:
             print(f"  {r.rank:>4}  {str(r.item):<{width}}  {r.retriever_rank:>14}  {r.retriever_score:<8.4g}  {r.title}")
-    return 0
 
 
 def _cmd_export(args: argparse.Namespace) -> int:
@@ -352,12 +414,15 @@ def main(argv: list[str] | None = None) -> int:
                          f"{kind}: {spec.summary.rstrip('.')}" for kind, spec in SCAFFOLDS.items()))
     new.add_argument("--directory", default=".", help="where to create palr-NAME/ (default: here)")
     new.set_defaults(func=_cmd_new_plugin)
-    rec = sub.add_parser("recommend", help="a user's top-K from a finished run (retriever + ranker, nothing retrained)")
+    rec = sub.add_parser("recommend", help="a user's top-K from a finished run: its precomputed answers, else its "
+                                           "retriever + ranker (nothing retrained)")
     rec.add_argument("run_dir", help="a finished run's folder (palr-run prints it)")
     rec.add_argument("--user", "-u", action="append", required=True,
                      help="a user id as in the dataset (repeat for several users)")
     rec.add_argument("-k", type=int, default=10, help="how many items (default 10)")
     rec.add_argument("--json", action="store_true", help="print JSON: ids, titles, ranks and retriever scores")
+    rec.add_argument("--recompute", action="store_true",
+                     help="ask the run's models now, not its precomputed recommendations.parquet")
     rec.set_defaults(func=_cmd_recommend)
     export = sub.add_parser("export", help="every evaluated user's ranked list from a run, as CSV or Parquet")
     export.add_argument("run_dir", help="a finished run's folder")

@@ -19,7 +19,7 @@ from typing import Any
 
 from omegaconf import MISSING
 
-__all__ = ["TrainerConfig", "PreprocessConfig", "EvalConfig", "StoreConfig", "PalrConfig", "default_cache_dir",
+__all__ = ["TrainerConfig", "PreprocessConfig", "EvalConfig", "StoreConfig", "RecommendConfig", "PalrConfig", "default_cache_dir",
            "store_schema", "option", "OptionError", "check_options"]
 
 
@@ -264,6 +264,22 @@ class StoreConfig:
 
 
 @dataclass
+class RecommendConfig:
+    """What a run leaves ready for ``palr recommend``, which then answers without loading a model.
+
+    :param precompute: after the evaluation, rank every evaluated user once more after their
+        *whole* history (the test item included, as ``palr recommend`` does) and write the top
+        :attr:`k` to ``recommendations.parquet``. The command answers those users from the file;
+        any other user, or a larger ``-k``, loads the run's models. ``false``: no file (a run
+        whose ranking is costly, e.g. a large LLM over many users, skips the second pass).
+    :param k: how many items per user the file keeps.
+    """
+
+    precompute: bool = True
+    k: int = option(20, min=1)
+
+
+@dataclass
 class PalrConfig:
     """One experiment. The four component groups hold ``{"name": <registered name>, **params}``.
 
@@ -275,12 +291,13 @@ class PalrConfig:
         table (test items), or ``validation/<HR|NDCG>@K``, the retriever on the validation items,
         the one to choose settings by; K one of ``eval.ks``. See docs/sweeps.md.
     :param store: the store of trained stages (:class:`StoreConfig`).
+    :param recommend: what the run precomputes for ``palr recommend`` (:class:`RecommendConfig`).
     """
 
     #: run settings that cannot change a trained stage (which users are evaluated and how, where
     #: files go, what a sweeper reads): never part of a stage's key in the store (palr_core.store).
     #: The trainer's are :attr:`TrainerConfig.OBSERVATION`; a component's, its ``stage_key``'s.
-    OUTSIDE_STAGE_KEYS = ("eval", "objective", "cache_dir", "store")
+    OUTSIDE_STAGE_KEYS = ("eval", "objective", "cache_dir", "store", "recommend")
 
     dataset: Any = MISSING
     retriever: Any = MISSING
@@ -292,6 +309,7 @@ class PalrConfig:
     eval: EvalConfig = field(default_factory=EvalConfig)
     cache_dir: str | None = None
     store: StoreConfig = field(default_factory=StoreConfig)
+    recommend: RecommendConfig = field(default_factory=RecommendConfig)
     objective: str = option("ranker/NDCG@10", pattern=r"(retriever|ranker|validation)/(HR|NDCG)@\d+",
                             hint="<retriever|ranker|validation>/<HR|NDCG>@K, e.g. validation/NDCG@10")
 

@@ -40,14 +40,22 @@ from .data import (
 from .metrics import item_popularity, list_metrics, metrics_from_ranks, rank_from_lists
 from .plugins import Registry
 from .ranking import candidate_count, candidate_requests, rank_candidates
-from .runs import RANKINGS, RunFolder, RunFolderError, RunResult, write_rankings
+from .runs import (
+    RANKINGS,
+    RECOMMENDATIONS,
+    RunFolder,
+    RunFolderError,
+    RunResult,
+    write_rankings,
+    write_recommendations,
+)
 from .store import fit_stage, open_store
 from .tracking import RunTracker, check_tracking
 
 log = logging.getLogger("palr")
 
 __all__ = ["Components", "RunResult", "RunFolder", "RunFolderError", "build_components", "check_resources",
-           "prepare_data", "run_pipeline", "seed_stage", "write_rankings", "RANKINGS"]
+           "prepare_data", "recommend_top", "run_pipeline", "seed_stage", "write_rankings", "RANKINGS"]
 
 
 @dataclass
@@ -238,6 +246,13 @@ def _run_stages(config: PalrConfig, parts: Components, context: RunContext, fold
     write_rankings(work_dir / RANKINGS, data, users, targets, cand_ids, cand_scores, final)
     # a ranker may name its row (e.g. "PALR v2 (llama_lora tiny, score)"), as in the paper's Table 2
     label = parts.ranker.label if isinstance(parts.ranker, Labelled) else parts.names["ranker"]
+    if config.recommend.precompute:  # palr recommend answers these users from the file, loading no model
+        with _stage("recommend", timings, config.seed, peaks):
+            k = config.recommend.k
+            answers = recommend_top(parts, data, users.tolist(), k, config, context, config.eval.rank_processes)
+            write_recommendations(work_dir / RECOMMENDATIONS, data, users.tolist(), answers,
+                                  {"ranker": label, "retriever": retriever_name, "k": k,
+                                   "candidates": max(n_cand, k), "eval_candidates": n_cand})
     profiled = any(r.profile for r in requests)  # a generator that wrote no profile adds nothing to the prompt
     rows.append(_row(f"ranker: {label} over {retriever_name} top-{n_cand}"
                      + (f" + profile: {parts.names['profile']}" if profiled else ""), final, targets, ks, counts))
@@ -245,6 +260,40 @@ def _run_stages(config: PalrConfig, parts: Components, context: RunContext, fold
                                                     ("ranker", fit_summary(parts.ranker))) if summary}
     return RunResult(rows=rows, stats=stats.as_dict(), timings=timings, dataset=data.name, users=len(users),
                      validation=validation, tuning=tuning, peak_memory_gb=peaks, training=training)
+
+
+def recommend_top(parts: Components, data: SequenceData, users: Sequence[int], k: int, config: PalrConfig,
+                  context: RunContext, processes: int = 1) -> list[list[tuple[int, int, float]]]:
+    """Each user's top ``k`` after their *whole* history (``users``: indices into ``data``), as
+    ``palr recommend`` and :meth:`palr.LoadedRun.recommend` give it: ``(item index, retriever rank
+    from 1, retriever score)`` per item, best first.
+
+    The retriever hands the ranker ``max(eval candidates, k)`` items, fewer only where the catalogue
+    minus the user's history is smaller, so that a user's answer never depends on who is asked
+    with them. Each step is seeded as the pipeline seeds its stage of that name.
+    """
+    wanted = max(candidate_count(config.eval), k)
+    sizes = [min(wanted, max(1, len(data.catalog) - len(data.sequences[u]))) for u in users]
+    answers: list = [None] * len(users)
+    for size in sorted(set(sizes), reverse=True):  # one group unless some history nearly fills the catalogue
+        group = [i for i, s in enumerate(sizes) if s == size]
+        requests = candidate_requests([users[i] for i in group], [data.sequences[users[i]] for i in group],
+                                      parts.retriever, parts.profile, context, size,
+                                      stage=functools.partial(_seeded, config.seed))
+        seed_stage(config.seed, "rank")
+        ranked = rank_candidates(parts.ranker, requests, context, parts.names["ranker"], processes)
+        for i, request, order in zip(group, requests, ranked):
+            position = {int(c): p for p, c in enumerate(request.candidates)}
+            answers[i] = [(item, position[item] + 1, float(request.candidate_scores[position[item]]))
+                          for item in order[:k]]
+    return answers
+
+
+@contextmanager
+def _seeded(seed: int, stage: str):
+    """Seed a step as the pipeline seeds its stage of that name, so a recommendation repeats the run's."""
+    seed_stage(seed, stage)
+    yield
 
 
 def fit_summary(component) -> dict:

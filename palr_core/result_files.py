@@ -16,8 +16,8 @@ import math
 import re
 from pathlib import Path
 
-__all__ = ["ResultFileError", "read_metrics", "read_rankings", "read_checkpoint", "check_weights",
-           "check_model_files", "markdown_cell", "RANKING_TYPES"]
+__all__ = ["ResultFileError", "read_metrics", "read_rankings", "read_recommendations", "read_checkpoint",
+           "check_weights", "check_model_files", "markdown_cell", "RANKING_TYPES", "RECOMMENDATION_TYPES"]
 
 #: metrics that are shares of users or items: anything outside [0, 1] was not computed by palr
 _SHARES = re.compile(r"(HR|NDCG|MRR|Coverage)@\d+")
@@ -129,39 +129,84 @@ _EXPECTED = {"id": "whole numbers or text", "position": "positions from 1", "tex
              "number": "numbers", "flag": "true/false"}
 
 
+#: the columns of ``recommendations.parquet``: each precomputed user's top K after their whole
+#: history, with how long that history was and its last item's title (``palr recommend`` prints both)
+RECOMMENDATION_TYPES = {"user": "id", "rank": "position", "item": "id", "title": "text", "retriever_rank": "position",
+                        "retriever_score": "number", "history_length": "position", "last_title": "text"}
+#: what ``recommendations.parquet``'s schema metadata (key ``palr``) holds: the ranker's row label,
+#: the retriever's name, how many candidates each user's were ranked from, ``eval.candidates``
+#: (as :func:`palr_core.ranking.candidate_count` reads it) and how many items each user has
+RECOMMENDATION_META = {"ranker": str, "retriever": str, "candidates": int, "eval_candidates": int, "k": int}
+
+
 def read_rankings(path: str | Path, columns: list[str] | None = None):
     """``rankings.parquet`` (or the given ``columns`` of it) as a pyarrow Table, checked: each column
     of its type, no missing values, ranks from 1. Raises :class:`ResultFileError` naming the file
     and column."""
+    return _read_table(Path(path), RANKING_TYPES, columns, "a rankings file")[0]
+
+
+def read_recommendations(path: str | Path, users: list[str]) -> tuple[object, dict]:
+    """The rows of ``recommendations.parquet`` for ``users`` (ids as typed: ``"42"`` names user 42)
+    as a pyarrow Table, and what the file says of itself (:data:`RECOMMENDATION_META`), both checked
+    as :func:`read_rankings` checks its columns. Raises :class:`ResultFileError` naming the file and field."""
+    path = Path(path)
+    table, schema = _read_table(path, RECOMMENDATION_TYPES, None, "a recommendations file", users)
+    what = f"{path} is not a recommendations file palr wrote"
+    try:
+        meta = json.loads((schema.metadata or {}).get(b"palr", b"null"))
+    except ValueError:
+        meta = None
+    if not isinstance(meta, dict):
+        raise ResultFileError(f"{what}: its metadata has no 'palr' object; {_REWRITE}")
+    for key, kind in RECOMMENDATION_META.items():
+        value = meta.get(key, _MISSING)
+        if not isinstance(value, kind) or isinstance(value, bool) or (kind is int and value < 1):
+            expected = "a whole number >= 1" if kind is int else "text"
+            got = "it is missing" if value is _MISSING else f"got {_shown(value)}"
+            raise ResultFileError(f"{what}: metadata {key!r} must be {expected}, {got}; {_REWRITE}")
+    return table, meta
+
+
+def _read_table(path: Path, types: dict[str, str], columns: list[str] | None, kind_of_file: str,
+                users: list[str] | None = None):
+    """A result table and its schema, every column checked against ``types``; with ``users``, only
+    their rows (matched on the ``user`` column, whose type says whether ``"42"`` is a number)."""
     import pyarrow as pa
     import pyarrow.compute as pc
     import pyarrow.parquet as pq
 
-    path = Path(path)
-    columns = list(RANKING_TYPES) if columns is None else columns
-    what = f"{path} is not a rankings file palr wrote"
+    columns = list(types) if columns is None else columns
+    what = f"{path} is not {kind_of_file} palr wrote"
     try:
         schema = pq.read_schema(path)
         missing = [c for c in columns if schema.get_field_index(c) < 0]
         if missing:
             raise ResultFileError(f"{what}: no column {', '.join(map(repr, missing))} (it has "
                                   f"{', '.join(schema.names) or 'none'}); {_REWRITE}")
-        table = pq.read_table(path, columns=columns)
+        if users is None:
+            table = pq.read_table(path, columns=columns)
+        else:  # only the asked users' rows are read (row groups whose ids cannot match are skipped)
+            numeric = pa.types.is_integer(schema.field("user").type)
+            wanted = [int(u) for u in users if re.fullmatch(r"-?\d{1,18}", u)] if numeric else list(users)
+            table = (pq.read_table(path, columns=columns, filters=[("user", "in", wanted)]) if wanted
+                     else schema.empty_table().select(columns))
     except (OSError, pa.ArrowException, KeyError) as exc:  # pyarrow's errors for a damaged or foreign file
         raise ResultFileError(f"{what} ({str(exc).splitlines()[0]}); {_REWRITE}") from None
     checks = {"id": lambda t: pa.types.is_integer(t) or pa.types.is_string(t) or pa.types.is_large_string(t),
-              "position": lambda t: pa.types.is_integer(t) or pa.types.is_floating(t), "text": lambda t: pa.types.is_string(t) or pa.types.is_large_string(t),
+              "position": lambda t: pa.types.is_integer(t) or pa.types.is_floating(t),
+              "text": lambda t: pa.types.is_string(t) or pa.types.is_large_string(t),
               "number": pa.types.is_floating, "flag": pa.types.is_boolean}
     for name in columns:
-        kind, column = RANKING_TYPES[name], table[name]
+        kind, column = types[name], table[name]
         if not checks[kind](column.type):
             raise ResultFileError(f"{what}: column {name!r} must hold {_EXPECTED[kind]}, got {column.type}; {_REWRITE}")
-        if column.null_count and name != "title":
+        if column.null_count and kind != "text":
             raise ResultFileError(f"{what}: column {name!r} has {column.null_count} missing value(s); {_REWRITE}")
         if kind == "position" and len(column) and not pc.all(pc.greater_equal(column, 1)).as_py():  # NaN fails too
             bad = next(v for v in column.to_pylist() if not v >= 1)
             raise ResultFileError(f"{what}: column {name!r} must hold {_EXPECTED[kind]}, got {bad}; {_REWRITE}")
-    return table
+    return table, schema
 
 
 def markdown_cell(text: object) -> str:

@@ -1,5 +1,6 @@
 """A run's folder and what a finished run leaves in it: the results (:class:`RunResult`,
-``metrics.json``, ``results.md``), the ranked lists (``rankings.parquet``) and the folder's record
+``metrics.json``, ``results.md``), the ranked lists (``rankings.parquet``), the answers ``palr
+recommend`` reads (``recommendations.parquet``) and the folder's record
 (``run.json``: settings, data fingerprint, finished), with the lock that keeps two processes out.
 """
 
@@ -18,9 +19,10 @@ import numpy as np
 from .atomic import write_atomic, write_with
 from .config import PalrConfig, TrainerConfig
 from .data import SequenceData
-from .result_files import FINISHED_RUN_KEYS, RANKING_TYPES, markdown_cell, read_metrics
+from .result_files import FINISHED_RUN_KEYS, RANKING_TYPES, RECOMMENDATION_TYPES, markdown_cell, read_metrics
 
-__all__ = ["RunResult", "RunFolder", "RunFolderError", "RANKINGS", "RANKING_COLUMNS", "write_rankings"]
+__all__ = ["RunResult", "RunFolder", "RunFolderError", "RANKINGS", "RANKING_COLUMNS", "RECOMMENDATIONS",
+           "write_rankings", "write_recommendations"]
 
 
 @dataclass
@@ -260,6 +262,44 @@ def write_rankings(path: Path, data: SequenceData, users: np.ndarray, targets: n
                       "retriever_score": pa.array(columns["retriever_score"], pa.float32()),
                       "held_out": pa.array(columns["held_out"], pa.bool_())})
     write_with(path, lambda tmp: pq.write_table(table, tmp), path.parent)
+
+
+#: each precomputed user's top K after their whole history (``recommend.precompute``), read by ``palr recommend``
+RECOMMENDATIONS = "recommendations.parquet"
+
+
+def write_recommendations(path: Path, data: SequenceData, users: Sequence[int], answers: Sequence[Sequence[tuple]],
+                          about: dict) -> None:
+    """One row per user and recommended item (``users``: indices into ``data``; ``answers``: each
+    user's ``(item index, retriever rank, retriever score)``, best first), with the user's history
+    length and last title; ``about`` (:data:`~palr_core.result_files.RECOMMENDATION_META`) goes
+    into the schema's metadata. Rows are in the data's user order, in row groups of at most
+    65,536 rows, so that reading a few users skips most of a large file."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    catalog, columns = data.catalog, {k: [] for k in RECOMMENDATION_TYPES}
+    order = np.argsort(np.asarray(users, dtype=np.int64), kind="stable")
+    for position in order:
+        user = int(users[position])
+        history = data.sequences[user]
+        for rank, (item, retriever_rank, score) in enumerate(answers[position], start=1):
+            columns["user"].append(data.user_ids[user])
+            columns["rank"].append(rank)
+            columns["item"].append(catalog.ids[item])
+            columns["title"].append(catalog.titles[item])
+            columns["retriever_rank"].append(retriever_rank)
+            columns["retriever_score"].append(score)
+            columns["history_length"].append(len(history))
+            columns["last_title"].append(catalog.titles[int(history[-1])] if len(history) else "")
+    table = pa.table({"user": _id_column(columns["user"]), "rank": pa.array(columns["rank"], pa.int32()),
+                      "item": _id_column(columns["item"]), "title": pa.array(columns["title"], pa.string()),
+                      "retriever_rank": pa.array(columns["retriever_rank"], pa.int32()),
+                      "retriever_score": pa.array(columns["retriever_score"], pa.float64()),
+                      "history_length": pa.array(columns["history_length"], pa.int32()),
+                      "last_title": pa.array(columns["last_title"], pa.string())})
+    table = table.replace_schema_metadata({"palr": json.dumps(about)})
+    write_with(path, lambda tmp: pq.write_table(table, tmp, row_group_size=65536), path.parent)
 
 
 def _id_column(ids: list):

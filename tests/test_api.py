@@ -136,6 +136,25 @@ def test_recommend_gives_unseen_items_by_dataset_ids(finished_run):
         run.recommend("nobody")
 
 
+@pytest.mark.slow
+def test_the_runs_recommendations_file_is_what_its_models_answer(finished_run):
+    """``recommendations.parquet`` (what ``palr recommend`` reads) holds what the loaded run's
+    retriever, profiles and fine-tuned ranker give every evaluated user after their whole history."""
+    run = _load(finished_run)
+    table = pq.read_table(finished_run / "recommendations.parquet")
+    users = list(dict.fromkeys(table["user"].to_pylist()))
+    assert set(users) == set(pq.read_table(finished_run / "rankings.parquet")["user"].to_pylist())
+    answers = run.recommend_many(users, json.loads(table.schema.metadata[b"palr"])["k"])
+    rows = table.to_pylist()
+    for user in users:
+        saved = [r for r in rows if r["user"] == user]
+        assert [(r["rank"], r["item"], r["title"], r["retriever_rank"]) for r in saved] == [
+            (a.rank, a.item, a.title, a.retriever_rank) for a in answers[user]]
+        assert [r["retriever_score"] for r in saved] == pytest.approx([a.retriever_score for a in answers[user]])
+        assert {(r["history_length"], r["last_title"]) for r in saved} == {(len(run.history(user)),
+                                                                            run.history(user)[-1][1])}
+
+
 def test_load_run_refuses_what_is_not_a_finished_run(tmp_path):
     with pytest.raises(RunFolderError, match="is not a palr run folder"):
         palr.load_run(tmp_path)

@@ -7,7 +7,8 @@ import re
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-SUITE = sorted({*REPO.glob("tests/test_faults*.py"), REPO / "tests" / "test_seams.py", REPO / "tests" / "test_refusals.py"})
+SUITE = sorted({*REPO.glob("tests/test_faults*.py"), *(REPO / "tests" / f"test_{name}.py" for name in
+                                                         ("seams", "refusals", "recommend_file"))})
 
 
 def test_the_reliability_page_names_exactly_the_tests_of_the_fault_suite():
