@@ -236,8 +236,10 @@ def test_yaml_files_say_only_what_their_dataclass_does_not(registry):
 def test_experiment_presets_choose_registered_components_and_change_only_non_defaults(path, registry):
     """An experiment (or Table 2 row) file is global: it overrides groups with registered options
     and sets values that differ from the chosen components' defaults."""
-    from palr_core import TrainerConfig
+    from palr_core import PalrConfig
 
+    # run-wide groups (trainer, eval, preprocess, store, recommend) take PalrConfig's dataclasses
+    run_wide = {f.name: f.default_factory for f in dataclasses.fields(PalrConfig) if f.default_factory is not dataclasses.MISSING}
     assert path.read_text().startswith("# @package _global_\n")
     body = OmegaConf.to_container(OmegaConf.load(path))
     chosen = {"ranker": "llama_lora", "retriever": "sasrec", "profile": "keywords"}
@@ -248,8 +250,8 @@ def test_experiment_presets_choose_registered_components_and_change_only_non_def
         chosen[group] = option
     body.pop("hydra", None)
     for group, values in body.items():
-        if group == "trainer":
-            defaults = {f.name: field_default(f) for f in dataclasses.fields(TrainerConfig)}
+        if group in run_wide:
+            defaults = {f.name: field_default(f) for f in dataclasses.fields(run_wide[group])}
         else:
             defaults = {f.name: field_default(f) for f in dataclasses.fields(registry.get(group, chosen[group]).config_class())}
         for key, value in values.items():

@@ -431,6 +431,9 @@ def test_micro_batches_shrink_to_the_memory_budget_and_an_impossible_fit_stops_f
     ranker.config.max_memory_gb = (whole - 1) / 1e9  # one byte short of the whole batch
     assert _micro_batch(ranker, batches, run_context)[0] == 4
     monkeypatch.setattr(module, "available_memory", lambda device="cpu": 10**6)  # 1 MB free
+    # and a process that holds nothing yet: a test worker's memory from earlier tests would count
+    # as already held and cover the estimate
+    monkeypatch.setattr(module, "resident_memory", lambda: 0)
     with pytest.raises(ValueError, match=r"fine-tuning needs about .* GB at micro-batches of 1 .* lower ranker\.max_length"):
         _micro_batch(ranker, batches, run_context)
 
