@@ -223,11 +223,13 @@ def _profiler(name: str, work_dir: Path):
 
 
 def quiet_lightning() -> None:
-    """Lightning's "GPU available", "TPU available" banners and its tips go through this logger;
-    palr says what runs where itself. Warnings are left as they are."""
+    """Lightning's "GPU available", "TPU available" banners and its tips go through these loggers,
+    and its "Received SIGTERM" note through the signal connector's; palr says what runs where, and
+    where a signal stopped the run, itself. Warnings are left as they are."""
     import logging
 
-    for name in ("lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.rank_zero"):
+    for name in ("lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.rank_zero",
+                 "lightning.pytorch.trainer.connectors.signal_connector"):
         logging.getLogger(name).setLevel(logging.WARNING)
 
 
