@@ -353,8 +353,7 @@ def _cmd_export(args: argparse.Namespace) -> int:
         table = table.filter(pc.less_equal(table["rank"], args.k))
     default = run_dir / f"rankings{'' if args.k is None else f'_top{args.k}'}.{fmt}"
     target = Path(args.output).expanduser() if args.output else default
-    own = {run_dir / name for name in ("metrics.json", "results.md", "run.json", "config_resolved.yaml", RANKINGS)}
-    if any(target.resolve() == f.resolve() for f in own):
+    if _runs_own_file(run_dir, target):
         print(f"palr: {target} is one of the run's own files; give another --output", file=sys.stderr)
         return 2
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -368,6 +367,18 @@ def _cmd_export(args: argparse.Namespace) -> int:
     print(f"palr: {table.num_rows:,} rows ({users:,} users, ranked lists of up to "
           f"{pc.max(table['rank']).as_py()} items) written to {target}")
     return 0
+
+
+def _runs_own_file(run_dir: Path, target: Path) -> bool:
+    """Whether writing ``target`` would replace what the run wrote: one of its top-level files
+    (:data:`~palr_core.runs.RUN_FILES`) or an existing file in one of its subfolders (models,
+    checkpoints, training logs). An earlier export beside them may be replaced."""
+    from .runs import RUN_FILES
+
+    run, where = run_dir.resolve(), target.resolve()
+    if where.parent == run:
+        return where.name in RUN_FILES
+    return where.is_relative_to(run) and where.exists()
 
 
 def _cmd_report(args: argparse.Namespace) -> int:

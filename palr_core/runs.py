@@ -21,7 +21,7 @@ from .config import PalrConfig, TrainerConfig
 from .data import SequenceData
 from .result_files import FINISHED_RUN_KEYS, RANKING_TYPES, RECOMMENDATION_TYPES, markdown_cell, read_metrics
 
-__all__ = ["RunResult", "RunFolder", "RunFolderError", "RANKINGS", "RANKING_COLUMNS", "RECOMMENDATIONS",
+__all__ = ["RunResult", "RunFolder", "RunFolderError", "RANKINGS", "RANKING_COLUMNS", "RECOMMENDATIONS", "RUN_FILES",
            "write_rankings", "write_recommendations"]
 
 
@@ -266,6 +266,11 @@ def write_rankings(path: Path, data: SequenceData, users: np.ndarray, targets: n
 
 #: each precomputed user's top K after their whole history (``recommend.precompute``), read by ``palr recommend``
 RECOMMENDATIONS = "recommendations.parquet"
+
+#: what a run writes at the top of its folder (its models, checkpoints and logs are in subfolders):
+#: files that ``palr export`` and other writers given a path must never replace
+RUN_FILES = ("run.json", "config_resolved.yaml", "metrics.json", "results.md", RANKINGS, RECOMMENDATIONS,
+             "dataset_stats.json", "dataset_stats.md", "palr.log", ".palr.lock")
 
 
 def write_recommendations(path: Path, data: SequenceData, users: Sequence[int], answers: Sequence[Sequence[tuple]],

@@ -88,12 +88,20 @@ def finished_run(tmp_path_factory) -> Path:
     (["-k", "0"], "palr: -k must be 1 or more (each user's top K), got 0"),
     (["-k", "-1"], "palr: -k must be 1 or more (each user's top K), got -1"),
     (["-f", "csv", "-o", "{run}/metrics.json"], "metrics.json is one of the run's own files; give another --output"),
+    (["-o", "{run}/recommendations.parquet"], "recommendations.parquet is one of the run's own files; give"),
+    (["-f", "csv", "-o", "{run}/.hydra/config.yaml"], "config.yaml is one of the run's own files"),  # in a subfolder
 ])
 def test_export_refuses_what_would_lose_data(finished_run, tmp_path, args, says):
-    before = (finished_run / "metrics.json").read_text()
+    before = {p: p.read_bytes() for p in finished_run.rglob("*") if p.is_file()}
     proc = export(str(finished_run), *(a.format(run=finished_run) for a in args), cwd=tmp_path)
     assert proc.returncode == 2 and says in proc.stderr, proc.stderr
-    assert (finished_run / "metrics.json").read_text() == before
+    assert all(p.read_bytes() == content for p, content in before.items())
+
+
+def test_export_replaces_an_earlier_export_and_writes_new_files_in_the_run(finished_run, tmp_path):
+    for target in (finished_run / "top5.csv", finished_run / "top5.csv", finished_run / "exports" / "top5.csv"):
+        proc = export(str(finished_run), "-k", "5", "-o", str(target), cwd=tmp_path)
+        assert proc.returncode == 0 and target.is_file(), proc.stderr
 
 
 def test_export_of_a_damaged_rankings_file_is_one_named_line(finished_run, tmp_path):
