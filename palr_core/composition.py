@@ -111,6 +111,10 @@ def check_component_choices(argv: list[str], registry: Registry) -> None:
     args, _ = get_args_parser().parse_known_args(argv)
     if args.shell_completion:
         return  # the words are a completion query (query=bash), and a half-typed line must still complete
+    if args.config_dir and not Path(args.config_dir).expanduser().is_dir():
+        what = "is a file" if Path(args.config_dir).expanduser().exists() else "does not exist"
+        raise PluginError(f"--config-dir={args.config_dir}: the folder {what}; expected a folder of your own "
+                          "presets (e.g. retriever/my-sasrec.yaml in it)")
     try:
         overrides = OverridesParser.create().parse_overrides(args.overrides)
     except Exception:
@@ -219,6 +223,8 @@ def check_sweep(argv: list[str], registry: Registry) -> None:
     checked when it starts (types, every option's range, the objective, every component's options):
     a bad value in the last job stops the sweep in one line naming the job and the value, instead of
     after the jobs before it ran. Hydra's basic sweeper only; another sweeper picks values itself.
+    Without ``-m``, the one run's configuration is composed, so that a value Hydra cannot take
+    (``eval.candidates=abc``) is one line too, before the run's folder is made.
 
     Cheap: one composition per distinct choice of config groups (``retriever=sasrec,gru4rec``), the
     values (``eval.candidates=5,0``) applied to a copy of it, as Hydra applies them."""
@@ -230,15 +236,25 @@ def check_sweep(argv: list[str], registry: Registry) -> None:
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
     args, _ = get_args_parser().parse_known_args(argv)
-    if not args.multirun or args.shell_completion or args.help or args.hydra_help or args.cfg:
+    if args.shell_completion or args.help or args.hydra_help or args.cfg:
+        return
+    search = [f"hydra.searchpath=[file://{Path(args.config_dir).expanduser().resolve()}]"] if args.config_dir else []
+    name = args.config_name or "config"
+    if not args.multirun:  # one run: only that it composes (a value of the wrong type), in one line
+        GlobalHydra.instance().clear()
+        try:
+            with initialize_config_module(config_module=PRIMARY_CONFIG[len("pkg://"):], version_base="1.3"):
+                hydra_compose(name, [*args.overrides, *search])
+        except Exception as exc:  # noqa: BLE001 - Hydra would print it over several lines, after making the folder
+            raise PluginError(_one_line(exc)) from None
+        finally:
+            GlobalHydra.instance().clear()
         return
     parser = OverridesParser.create()
     try:
         given = parser.parse_overrides(args.overrides)
     except Exception:  # noqa: BLE001 - Hydra reports its own syntax errors
         return
-    search = [f"hydra.searchpath=[file://{Path(args.config_dir).expanduser().resolve()}]"] if args.config_dir else []
-    name = args.config_name or "config"
     GlobalHydra.instance().clear()
     try:
         with initialize_config_module(config_module=PRIMARY_CONFIG[len("pkg://"):], version_base="1.3"):

@@ -16,12 +16,20 @@ from tests.test_cli import palr_run
     (["trainer.max_epoch=1"], "palr: no trainer setting 'trainer.max_epoch' (did you mean 'trainer.max_epochs'?)"),
     (["retriever.hiden=3"], "palr: retriever 'popularity' has no option retriever.hiden"),
     (["eval.candidates=0"], "palr: eval.candidates must be >= 1, got 0"),
+    # values Hydra cannot take, and a syntax error: Hydra's own message, in one line
+    (["eval.candidates=abc"], "palr: Error merging override eval.candidates=abc: Value 'abc' of type 'str' could "
+                              "not be converted to Integer"),
+    (["seed=1.5"], "palr: Error merging override seed=1.5: Value '1.5' of type 'float' could not be converted"),
+    (["eval.ks=[1,"], "palr: no viable alternative at input '[1,'"),
+    (["--config-dir=no-such-folder"], "palr: --config-dir=no-such-folder: the folder does not exist; expected a "
+                                      "folder of your own presets"),
 ])
 def test_a_mistyped_command_line_is_one_named_line_and_leaves_no_folder(tmp_path, args, says):
     proc = palr_run(*args, tmp_path=tmp_path, check=False)
     assert proc.returncode == 1
     assert says in proc.stderr, proc.stderr
-    assert "Traceback" not in proc.stderr + proc.stdout
+    assert "Traceback" not in proc.stderr + proc.stdout and "HYDRA_FULL_ERROR" not in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr
     assert not (tmp_path / "outputs").exists()
 
 
