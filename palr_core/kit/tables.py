@@ -47,7 +47,7 @@ class BadLines:
     ``examples`` keeps the first few messages for the log.
     """
 
-    def __init__(self, on_bad_lines: str = "error", option: str | None = "on_bad_lines") -> None:
+    def __init__(self, on_bad_lines: str = "error", option: str | None = "dataset.on_bad_lines") -> None:
         if on_bad_lines not in ("error", "skip"):
             raise ValueError(f"on_bad_lines must be 'error' or 'skip', got {on_bad_lines!r}")
         self.mode = on_bad_lines
@@ -59,7 +59,7 @@ class BadLines:
         """Report line ``lineno`` (1-based) of ``path``: raise in ``error`` mode, else count it."""
         message = f"{path}, line {lineno}: {problem}" if lineno else f"{path}: {problem}"
         if self.mode == "error":
-            raise DataError(message + (f" (set {self.option}: skip to skip such lines)" if self.option else ""))
+            raise DataError(message + (f" (set {self.option}=skip to skip such lines)" if self.option else ""))
         self.skipped[Path(path).name] = self.skipped.get(Path(path).name, 0) + 1
         if len(self.examples) < 5:
             self.examples.append(message)
