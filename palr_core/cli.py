@@ -360,7 +360,11 @@ def _cmd_export(args: argparse.Namespace) -> int:
     try:  # a temporary file, then one rename: a kill never leaves half a file in place of a whole one
         write_with(target, (lambda tmp: pyarrow.csv.write_csv(table, tmp)) if fmt == "csv"
                    else (lambda tmp: pq.write_table(table, tmp)), run_dir if target.parent == run_dir else None)
-    except (OSError, ValueError) as exc:
+    except OSError as exc:
+        print(f"palr: cannot write {target} ({exc.strerror or exc}); give --output a path palr can write",
+              file=sys.stderr)
+        return 2
+    except ValueError as exc:
         print(f"palr: cannot write {target}: {exc}", file=sys.stderr)
         return 2
     users = len(pc.unique(table["user"]))
@@ -387,7 +391,14 @@ def _cmd_report(args: argparse.Namespace) -> int:
     out = args.output or (args.dirs[0] if len(args.dirs) == 1 else ".")
     try:
         report, written = write_report(args.dirs, out, args.metric, args.reference, args.figures)
-    except (ValueError, OSError) as exc:
+    except OSError as exc:
+        if exc.filename and Path(exc.filename).parent.resolve() == Path(out).expanduser().resolve():
+            print(f"palr: cannot write the report into {out} ({exc.strerror or exc}); give --output a folder "
+                  "palr can write", file=sys.stderr)
+        else:
+            print(f"palr: {exc}", file=sys.stderr)
+        return 2
+    except ValueError as exc:
         print(f"palr: {exc}", file=sys.stderr)
         return 2
     print(written[0].read_text())

@@ -102,6 +102,37 @@ def http_server():
         server.server_close()
 
 
+@pytest.fixture
+def read_only():
+    """``make(folder)``: the folder, and everything below it, read-only until the test ends. For a
+    user, its write bits are removed; root writes through those, so for root it becomes a read-only
+    bind mount of itself (the test is skipped where mounting is not allowed)."""
+    import shutil
+    import stat
+    import subprocess
+
+    undo = []
+
+    def make(folder: Path) -> Path:
+        if os.geteuid() != 0:
+            paths = [folder, *folder.rglob("*")]
+            for path in paths:
+                path.chmod(path.stat().st_mode & ~(stat.S_IWUSR | stat.S_IWGRP | stat.S_IWOTH))
+            undo.append(lambda: [path.chmod(path.stat().st_mode | stat.S_IWUSR) for path in paths])
+            return folder
+        mount = shutil.which("mount")
+        if mount is None or subprocess.run([mount, "--bind", str(folder), str(folder)], capture_output=True).returncode:
+            pytest.skip("root writes into read-only folders, and this machine allows no read-only mount")
+        undo.append(lambda: subprocess.run(["umount", str(folder)], check=True))
+        if subprocess.run([mount, "-o", "remount,bind,ro", str(folder)], capture_output=True).returncode:
+            pytest.skip("root writes into read-only folders, and this machine allows no read-only mount")
+        return folder
+
+    yield make
+    for step in reversed(undo):
+        step()
+
+
 class _QuietHandler(http.server.SimpleHTTPRequestHandler):
     def log_message(self, *args) -> None:
         pass

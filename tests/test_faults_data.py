@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import subprocess
 import sys
 import textwrap
@@ -148,16 +147,12 @@ def test_a_cache_dir_from_the_environment_is_named_as_such(tmp_path, monkeypatch
     assert default_cache_dir(tmp_path / "c") == tmp_path / "c"  # the option wins over the variable
 
 
-@pytest.mark.skipif(os.geteuid() == 0, reason="root writes into read-only folders")
-def test_a_read_only_cache_dir_is_refused_naming_the_option(tmp_path):
+def test_a_read_only_cache_dir_is_refused_naming_the_option(tmp_path, read_only):
     folder = tmp_path / "ro"
     folder.mkdir()
-    folder.chmod(0o555)
-    try:
-        with pytest.raises(ValueError, match=rf"cache_dir={folder}: cannot write there"):
-            default_cache_dir(folder)
-    finally:
-        folder.chmod(0o755)
+    read_only(folder)
+    with pytest.raises(ValueError, match=rf"cache_dir={folder}: cannot write there"):
+        default_cache_dir(folder)
 
 
 def test_palr_run_with_a_file_as_cache_dir_prints_one_line(tmp_path):

@@ -46,14 +46,11 @@ def test_a_run_folder_in_a_read_only_place_is_refused(tmp_path):
                   "expected a folder palr can write the run into")
 
 
-@pytest.mark.skipif(os.geteuid() == 0, reason="root writes into read-only folders")
-def test_a_read_only_run_folder_is_refused(tmp_path):
+def test_a_read_only_run_folder_is_refused(tmp_path, read_only):
     folder = tmp_path / "run"
     folder.mkdir()
-    folder.chmod(0o555)
-    try:
-        proc = palr_run(f"hydra.run.dir={folder}", tmp_path=tmp_path, check=False)
-    finally:
-        folder.chmod(0o755)
-    refused(proc, f"palr: hydra.run.dir={folder}: cannot write in {folder} (Permission denied); "
+    read_only(folder)
+    proc = palr_run(f"hydra.run.dir={folder}", tmp_path=tmp_path, check=False)
+    why = "Permission denied" if os.geteuid() else "Read-only file system"
+    refused(proc, f"palr: hydra.run.dir={folder}: cannot write in {folder} ({why}); "
                   "expected a folder palr can write the run into")

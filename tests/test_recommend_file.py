@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import stat
 import subprocess
 import sys
 from pathlib import Path
@@ -87,17 +86,21 @@ def test_what_the_file_cannot_answer_the_models_do(finished_run, capsys, args, s
     assert json.loads(out) == json.loads(recomputed)
 
 
-def test_a_read_only_run_answers_from_its_file_and_nothing_in_it_changes(finished_run, tmp_path, capsys):
+def test_a_read_only_run_answers_from_its_file_and_nothing_in_it_changes(finished_run, tmp_path, capsys, read_only):
     run = copy_of(finished_run, tmp_path)
     before = {p: p.read_bytes() for p in run.rglob("*") if p.is_file()}
-    for path in [run, *run.rglob("*")]:
-        path.chmod(path.stat().st_mode & ~(stat.S_IWUSR | stat.S_IWGRP | stat.S_IWOTH))
-    try:
-        code, out, err = cli(capsys, "recommend", str(run), "-u", file_users(run)[0], "-k", "3")
-        assert code == 0 and err == "" and out.count("\n") == 5
-    finally:
-        for path in [run, *run.rglob("*")]:
-            path.chmod(path.stat().st_mode | stat.S_IWUSR)
+    read_only(run)
+    user = file_users(run)[0]
+    code, out, err = cli(capsys, "recommend", str(run), "-u", user, "-k", "3")
+    assert code == 0 and err == "" and out.count("\n") == 5
+    code, again, err = cli(capsys, "recommend", str(run), "-u", user, "-k", "3", "--recompute")  # the models
+    assert code == 0 and [line.split()[1] for line in again.splitlines()[2:]] == [line.split()[1] for line in
+                                                                               out.splitlines()[2:]], err
+    # what would write into the run says so in one line, and where to write instead
+    code, _, err = cli(capsys, "export", str(run))
+    assert code == 2 and err.startswith(f"palr: cannot write {run / 'rankings.csv'} (") and "give --output" in err
+    code, _, err = cli(capsys, "report", str(run))
+    assert code == 2 and err.startswith(f"palr: cannot write the report into {run} (") and "give --output" in err
     assert {p: p.read_bytes() for p in run.rglob("*") if p.is_file()} == before
 
 
