@@ -4,7 +4,8 @@ A page's command says how long it takes unless a test runs it (``# tested``) or 
 this machine may not have (``# needs ...``); ``tests/test_doc_commands.py`` enforces that rule, and
 this script is where the time marks come from. Each selected command runs as written from the
 repository root (where the docs' relative paths such as ``../shared/data`` resolve), one after the
-other, with a fresh parsed-data cache; the table gives the measured wall-clock time beside the
+other, with a fresh parsed-data cache, and what they make in the root (``outputs/``, ``palr-mine/``) is
+removed afterwards; the table gives the measured wall-clock time beside the
 page's mark, with the load average before each command. Writes ``benchmarks/results/doc_commands.json``.
 
     python benchmarks/doc_commands.py                      # every timed command without `needs`
@@ -18,6 +19,7 @@ import argparse
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -64,6 +66,7 @@ def main() -> None:
             print(f"{page}: {command}   [{mark}]")
         return
     records = []
+    present = set(REPO.iterdir())  # what the commands make at the root (outputs/, palr-mine/) is removed after
     with tempfile.TemporaryDirectory() as scratch:
         env = {**os.environ, "PALR_CACHE_DIR": str(Path(scratch) / "cache")}
         for page, command, mark in selected:
@@ -77,6 +80,9 @@ def main() -> None:
             print(f"{seconds:8.1f} s  load {load:4.2f}  {status:10s} [{mark}]  {page}: {command}", flush=True)
             if proc.returncode:
                 print(proc.stderr[-2000:], file=sys.stderr)
+    for made in sorted(set(REPO.iterdir()) - present):
+        print(f"removing {made.relative_to(REPO)}, which the commands made")
+        shutil.rmtree(made) if made.is_dir() and not made.is_symlink() else made.unlink()
     print(f"\n{'seconds':>8}  {'load':>5}  mark / command")
     for r in records:
         print(f"{r['seconds']:8.1f}  {r['load_before']:5.2f}  [{r['mark']}] {r['command']}")

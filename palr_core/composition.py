@@ -114,7 +114,7 @@ def check_component_choices(argv: list[str], registry: Registry) -> None:
     if args.config_dir and not Path(args.config_dir).expanduser().is_dir():
         what = "is a file" if Path(args.config_dir).expanduser().exists() else "does not exist"
         raise PluginError(f"--config-dir={args.config_dir}: the folder {what}; expected a folder of your own "
-                          "presets (e.g. retriever/my-sasrec.yaml in it)")
+                          "presets (e.g. retriever/<name>.yaml in it)")
     try:
         overrides = OverridesParser.create().parse_overrides(args.overrides)
     except Exception:
