@@ -94,8 +94,10 @@ def finished_run(tmp_path_factory):
 
 
 def _load(run_dir: Path):
-    os.environ["PALR_CACHE_DIR"] = str(run_dir.parent / "cache")
-    return palr.load_run(run_dir)
+    from unittest import mock
+
+    with mock.patch.dict(os.environ, {"PALR_CACHE_DIR": str(run_dir.parent / "cache")}):  # only while loading
+        return palr.load_run(run_dir)
 
 
 @pytest.mark.slow

@@ -159,9 +159,9 @@ def test_a_run_cut_short_before_it_finished_writes_the_same_file_again(finished_
     assert (run / RECOMMENDATIONS).read_bytes() == written
 
 
-def test_no_file_without_precompute_and_the_models_answer(tmp_path, capsys):
+def test_no_file_without_precompute_and_the_models_answer(tmp_path, capsys, monkeypatch):
     palr_run(f"hydra.run.dir={tmp_path / 'run'}", "eval.max_users=5", "recommend.precompute=false", tmp_path=tmp_path)
     assert not (tmp_path / "run" / RECOMMENDATIONS).exists()
-    os.environ["PALR_CACHE_DIR"] = str(tmp_path / "cache")
+    monkeypatch.setenv("PALR_CACHE_DIR", str(tmp_path / "cache"))
     code, out, err = cli(capsys, "recommend", str(tmp_path / "run"), "-u", "1", "-k", "2")
     assert code == 0 and err == "" and out.startswith("user 1: top 2 by identity over popularity's top-50")
