@@ -4,9 +4,9 @@ A page's command says how long it takes unless a test runs it (``# tested``) or 
 this machine may not have (``# needs ...``); ``tests/test_doc_commands.py`` enforces that rule, and
 this script is where the time marks come from. Each selected command runs as written from the
 repository root (where the docs' relative paths such as ``../shared/data`` resolve), one after the
-other, with a fresh parsed-data cache, and what they make in the root (``outputs/``, ``palr-mine/``) is
-removed afterwards; the table gives the measured wall-clock time beside the
-page's mark, with the load average before each command. Writes ``benchmarks/results/doc_commands.json``.
+other, with a fresh parsed-data cache; what they make in the root (``outputs/``, ``palr-mine/``) is
+removed afterwards. The table gives the measured wall-clock time beside the page's mark, with the
+load average before each command. Writes ``benchmarks/results/doc_commands.json``.
 
     python benchmarks/doc_commands.py                      # every timed command without `needs`
     python benchmarks/doc_commands.py --match lightgcn     # only commands containing a substring
