@@ -16,7 +16,8 @@ import difflib
 import importlib.resources
 import os
 import typing
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 
 from .components import KINDS
@@ -27,6 +28,21 @@ __all__ = ["PRIMARY_CONFIG", "prepare_hydra", "check_component_choices", "check_
            "compose", "component_node", "yaml_options"]
 
 PRIMARY_CONFIG = "pkg://palr_conf"
+
+
+@contextmanager
+def _palr_hydra() -> Iterator[None]:
+    """Hydra initialised on palr's ``conf/`` for composing by hand, and cleared before and after,
+    so that composing (a check, :func:`compose`) never meets or leaves another initialisation."""
+    from hydra import initialize_config_module
+    from hydra.core.global_hydra import GlobalHydra
+
+    GlobalHydra.instance().clear()
+    try:
+        with initialize_config_module(config_module=PRIMARY_CONFIG[len("pkg://"):], version_base="1.3"):
+            yield
+    finally:
+        GlobalHydra.instance().clear()
 
 
 #: the plugins' config directories Hydra searches (set by :func:`prepare_hydra`)
@@ -229,7 +245,6 @@ def check_sweep(argv: list[str], registry: Registry) -> None:
     Cheap: one composition per distinct choice of config groups (``retriever=sasrec,gru4rec``), the
     values (``eval.candidates=5,0``) applied to a copy of it, as Hydra applies them."""
     from hydra import compose as hydra_compose
-    from hydra import initialize_config_module
     from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
     from hydra._internal.utils import get_args_parser
     from hydra.core.global_hydra import GlobalHydra
@@ -241,49 +256,42 @@ def check_sweep(argv: list[str], registry: Registry) -> None:
     search = [f"hydra.searchpath=[file://{Path(args.config_dir).expanduser().resolve()}]"] if args.config_dir else []
     name = args.config_name or "config"
     if not args.multirun:  # one run: only that it composes (a value of the wrong type), in one line
-        GlobalHydra.instance().clear()
         try:
-            with initialize_config_module(config_module=PRIMARY_CONFIG[len("pkg://"):], version_base="1.3"):
+            with _palr_hydra():
                 hydra_compose(name, [*args.overrides, *search])
         except Exception as exc:  # noqa: BLE001 - Hydra would print it over several lines, after making the folder
             raise PluginError(_one_line(exc)) from None
-        finally:
-            GlobalHydra.instance().clear()
         return
     parser = OverridesParser.create()
     try:
         given = parser.parse_overrides(args.overrides)
     except Exception:  # noqa: BLE001 - Hydra reports its own syntax errors
         return
-    GlobalHydra.instance().clear()
-    try:
-        with initialize_config_module(config_module=PRIMARY_CONFIG[len("pkg://"):], version_base="1.3"):
-            try:  # the sweeper, and the values a preset sweeps (hydra.sweeper.params)
-                first = BasicSweeper.split_arguments(given, None)[0][0]
-                sweeper = hydra_compose(name, [*first, *search], return_hydra_config=True).hydra.sweeper
-            except Exception:  # noqa: BLE001 - the first job does not compose: its check below says why
-                sweeper = {"_target_": BASIC_SWEEPER}
-            if sweeper.get("_target_") != BASIC_SWEEPER:
-                return
-            params = [f"{key}={value}" for key, value in (sweeper.get("params") or {}).items()]
-            overrides = parser.parse_overrides([*params, *args.overrides])
+    with _palr_hydra():
+        try:  # the sweeper, and the values a preset sweeps (hydra.sweeper.params)
+            first = BasicSweeper.split_arguments(given, None)[0][0]
+            sweeper = hydra_compose(name, [*first, *search], return_hydra_config=True).hydra.sweeper
+        except Exception:  # noqa: BLE001 - the first job does not compose: its check below says why
+            sweeper = {"_target_": BASIC_SWEEPER}
+        if sweeper.get("_target_") != BASIC_SWEEPER:
+            return
+        params = [f"{key}={value}" for key, value in (sweeper.get("params") or {}).items()]
+        overrides = parser.parse_overrides([*params, *args.overrides])
+        try:
+            jobs = BasicSweeper.split_arguments(overrides, None)[0]
+        except Exception:  # noqa: BLE001 - a search space (choice, interval) of another sweeper: its own checks
+            return
+        swept = {o.get_key_element() for o in overrides if o.is_sweep_override()}
+        repository = GlobalHydra.instance().config_loader().repository
+        cache: dict[tuple, typing.Any] = {}
+        for number, job in enumerate(jobs):
             try:
-                jobs = BasicSweeper.split_arguments(overrides, None)[0]
-            except Exception:  # noqa: BLE001 - a search space (choice, interval) of another sweeper: its own checks
-                return
-            swept = {o.get_key_element() for o in overrides if o.is_sweep_override()}
-            repository = GlobalHydra.instance().config_loader().repository
-            cache: dict[tuple, typing.Any] = {}
-            for number, job in enumerate(jobs):
-                try:
-                    _check_job(parser.parse_overrides(job), repository, cache,
-                               lambda groups: hydra_compose(name, [*groups, *search]), registry)
-                except Exception as exc:  # noqa: BLE001 - whatever the job would have failed with, in one line
-                    label = " ".join(o for o in job if o.split("=", 1)[0] in swept)
-                    raise PluginError(f"sweep job {number} of jobs 0-{len(jobs) - 1} ({label}): {_one_line(exc)}; "
-                                      "no job was started") from None
-    finally:
-        GlobalHydra.instance().clear()
+                _check_job(parser.parse_overrides(job), repository, cache,
+                           lambda groups: hydra_compose(name, [*groups, *search]), registry)
+            except Exception as exc:  # noqa: BLE001 - whatever the job would have failed with, in one line
+                label = " ".join(o for o in job if o.split("=", 1)[0] in swept)
+                raise PluginError(f"sweep job {number} of jobs 0-{len(jobs) - 1} ({label}): {_one_line(exc)}; "
+                                  "no job was started") from None
 
 
 def _check_job(overrides: list, repository, cache: dict, compose_groups, registry: Registry) -> None:
@@ -345,8 +353,6 @@ def compose(overrides: Sequence[str] = (), registry: Registry | None = None,
     :param config_dir: a directory of your own presets, as ``palr-run --config-dir``.
     """
     from hydra import compose as hydra_compose
-    from hydra import initialize_config_module
-    from hydra.core.global_hydra import GlobalHydra
 
     registry = registry or load_registry()
     overrides = list(overrides)
@@ -357,9 +363,5 @@ def compose(overrides: Sequence[str] = (), registry: Registry | None = None,
     else:
         check_component_choices(overrides, registry)
     prepare_hydra(registry)
-    GlobalHydra.instance().clear()
-    try:
-        with initialize_config_module(config_module="palr_conf", version_base="1.3"):
-            return hydra_compose(config_name="config", overrides=overrides, return_hydra_config=True)
-    finally:
-        GlobalHydra.instance().clear()
+    with _palr_hydra():
+        return hydra_compose(config_name="config", overrides=overrides, return_hydra_config=True)
